@@ -1,0 +1,93 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+/// Flags for every adapter library: export only the entry symbol.
+let adapterCSettings: [CSetting] = [
+    .headerSearchPath("../include"),
+    .unsafeFlags(["-fvisibility=hidden", "-O2", "-std=gnu11"]),
+]
+
+let package = Package(
+    name: "Medley",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "medley", targets: ["medley"]),
+        .library(name: "MedleyAdapters", targets: ["MedleyAdapters"]),
+        // Chip adapters: shared libraries behind the C ABI in adapters/include/medley_adapter.h.
+        .library(name: "medley-adapter-reference", type: .dynamic, targets: ["MedleyAdapterReference"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // MARK: C side of the adapter ABI
+
+        /// Helpers shared by Medley's host-memory adapters: errors, buffers, op checking.
+        .target(
+            name: "MedleyAdapterKit",
+            path: "adapters/kit",
+            cSettings: adapterCSettings
+        ),
+        /// Portable C99 kernels of opset v1: the numerical oracle.
+        .target(
+            name: "MedleyReferenceKernels",
+            dependencies: ["MedleyAdapterKit"],
+            path: "adapters/kernels",
+            cSettings: adapterCSettings
+        ),
+        /// The reference adapter: the reference kernels behind the ABI.
+        .target(
+            name: "MedleyAdapterReference",
+            dependencies: ["MedleyAdapterKit", "MedleyReferenceKernels"],
+            path: "adapters/reference",
+            cSettings: adapterCSettings
+        ),
+
+        // MARK: Host
+
+        /// The ABI header and its entry list, as the Swift host sees them.
+        .target(
+            name: "CMedleyAdapter",
+            path: "Sources/CMedleyAdapter"
+        ),
+        /// Shared value types and errors (no MPI, no dlopen).
+        .target(
+            name: "MedleyCore",
+            path: "Sources/MedleyCore"
+        ),
+        /// Loads adapters, wraps devices/buffers/ops in Swift, checks conformance.
+        .target(
+            name: "MedleyAdapters",
+            dependencies: ["CMedleyAdapter", "MedleyCore"],
+            path: "Sources/MedleyAdapters"
+        ),
+        /// The command-line tool: argument parsing only.
+        .executableTarget(
+            name: "medley",
+            dependencies: [
+                "MedleyAdapters",
+                "MedleyCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/medley"
+        ),
+
+        // MARK: Tests
+
+        .target(
+            name: "MedleyTestSupport",
+            dependencies: ["MedleyAdapters", "MedleyCore"],
+            path: "Tests/MedleyTestSupport"
+        ),
+        .testTarget(
+            name: "MedleyAdaptersTests",
+            dependencies: ["MedleyAdapters", "MedleyCore", "MedleyTestSupport"],
+            path: "Tests/MedleyAdaptersTests"
+        ),
+        .testTarget(
+            name: "MedleyCLITests",
+            dependencies: ["MedleyTestSupport"],
+            path: "Tests/MedleyCLITests"
+        ),
+    ]
+)

@@ -1,0 +1,14 @@
+import ArgumentParser
+
+/// The `medley` command: a thin shell over Medley's libraries.
+@main
+struct Medley: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "medley",
+        abstract: "Train one model on accelerators from different vendors at once.",
+        subcommands: [
+            Adapters.self,
+            Adapter.self,
+        ]
+    )
+}

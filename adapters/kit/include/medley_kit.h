@@ -1,0 +1,141 @@
+/*
+ * medley_kit.h — helpers for adapters whose device memory is host memory
+ * (the reference, cpu and sim adapters, and the template).
+ *
+ * The kit does the parts of the ABI that every such adapter would otherwise
+ * write again: error objects, buffers with bounds and a capacity limit, the
+ * copies, option parsing, and — most of all — mk_op_prepare, which checks
+ * an op launch against the opset v1 contract (counts, dtypes, shapes,
+ * attributes, bounds, token ranges) and hands the kernel plain pointers and
+ * dimensions. A chip whose memory is not host memory uses only the parts it
+ * needs (errors, options, shape checking via mk_op_check_shapes).
+ *
+ * Everything here is hidden inside the adapter's shared library: only the
+ * entry symbol is exported.
+ */
+#ifndef MEDLEY_KIT_H
+#define MEDLEY_KIT_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "medley_adapter.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MK_API __attribute__((visibility("hidden")))
+
+/* ---- errors ------------------------------------------------------------ */
+
+/** Makes an error object with a printf-style message. Never returns NULL. */
+MK_API medley_error *mk_error(int32_t code, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+MK_API medley_error *mk_verror(int32_t code, const char *format, va_list args);
+/** Releases an error made by mk_error; suitable as the table's error_free. */
+MK_API void mk_error_free(medley_error *error);
+
+/* ---- dtypes ------------------------------------------------------------- */
+
+/** Bytes per element, or 0 for an unknown dtype. */
+MK_API size_t mk_dtype_size(int32_t dtype);
+/** "f32", "bf16", "f16", "i32" or "?". */
+MK_API const char *mk_dtype_name(int32_t dtype);
+
+/* ---- memory --------------------------------------------------------------- */
+
+/** A device's memory: a capacity and the buffers allocated from it. */
+typedef struct mk_memory {
+  uint64_t capacity; /* bytes the device offers */
+  uint64_t used;     /* bytes allocated now */
+  struct medley_buffer *head; /* every live buffer, so close can free them */
+} mk_memory;
+
+MK_API void mk_memory_init(mk_memory *memory, uint64_t capacity);
+/** Frees every buffer still allocated. */
+MK_API void mk_memory_release_all(mk_memory *memory);
+
+MK_API medley_error *mk_buffer_alloc(mk_memory *memory, uint64_t bytes, medley_buffer **out);
+MK_API medley_error *mk_buffer_free(mk_memory *memory, medley_buffer *buffer);
+/** Checks that `buffer` is a live buffer of `memory` and [offset, offset+bytes) lies inside. */
+MK_API medley_error *mk_buffer_check(const mk_memory *memory, const medley_buffer *buffer,
+                                     uint64_t offset, uint64_t bytes, const char *what);
+MK_API unsigned char *mk_buffer_data(medley_buffer *buffer);
+MK_API uint64_t mk_buffer_size(const medley_buffer *buffer);
+
+MK_API medley_error *mk_copy_h2d(mk_memory *memory, medley_buffer *dst, uint64_t dst_offset,
+                                 const void *src, uint64_t bytes);
+MK_API medley_error *mk_copy_d2h(mk_memory *memory, void *dst, medley_buffer *src,
+                                 uint64_t src_offset, uint64_t bytes);
+MK_API medley_error *mk_copy_d2d(mk_memory *memory, medley_buffer *dst, uint64_t dst_offset,
+                                 medley_buffer *src, uint64_t src_offset, uint64_t bytes);
+MK_API medley_error *mk_memset(mk_memory *memory, medley_buffer *dst, uint64_t offset,
+                               uint8_t value, uint64_t bytes);
+
+/** Total memory of this machine in bytes (from the OS), or `fallback` if unknown. */
+MK_API uint64_t mk_system_memory_bytes(uint64_t fallback);
+
+/* ---- options --------------------------------------------------------------- */
+
+/** Parses a non-negative finite decimal ("0.5", "2"). Returns 0 on success. */
+MK_API int mk_parse_double(const char *text, double *out);
+/** Parses an integer in [min, max]. Returns 0 on success. */
+MK_API int mk_parse_int(const char *text, int64_t min, int64_t max, int64_t *out);
+/** Parses a byte size: "1048576", "64KiB", "512MiB", "2GiB", "1.5GB" (KB=1000, KiB=1024). */
+MK_API int mk_parse_bytes(const char *text, uint64_t *out);
+
+/* ---- ops --------------------------------------------------------------------- */
+
+typedef enum mk_op_id {
+#define MK_OP_ENUM_(id, name, imin, imax, omin, omax) MK_OP_##id,
+  MEDLEY_OPSET_V1(MK_OP_ENUM_)
+#undef MK_OP_ENUM_
+  MK_OP_COUNT
+} mk_op_id;
+
+/** The op id for a name, or MK_OP_COUNT for an unknown name. */
+MK_API mk_op_id mk_op_lookup(const char *name);
+MK_API const char *mk_op_name(mk_op_id op);
+
+/**
+ * A launch checked against opset v1: dimensions, scalar attributes, and
+ * pointers (already offset) to each input and output in the order the opset
+ * lists them. Which fields are set depends on the op:
+ *
+ *   encoder_*      B T C V maxT          layernorm_*    N C eps
+ *   matmul_*       N C OC has_bias       attention_*    B T C NH
+ *   gelu_*, residual_*, scale, sum_squares, adamw_update: n (elements)
+ *   crossentropy_* N V scale             adamw_update   lr beta1 beta2 eps weight_decay step grad_scale
+ *   scale          alpha
+ */
+typedef struct mk_op_args {
+  mk_op_id op;
+  int32_t dtype; /* the float dtype of the launch */
+  int64_t B, T, C, V, maxT, N, OC, NH, n;
+  int has_bias;
+  double eps, lr, beta1, beta2, weight_decay, step, grad_scale, scale, alpha;
+  void *in[5];
+  void *out[3];
+} mk_op_args;
+
+/**
+ * Checks a launch and fills `args`. `dtype_mask` holds the float dtypes the
+ * adapter supports (MEDLEY_DTYPE_BIT). Errors name the op and what is wrong.
+ * Unknown ops give UNSUPPORTED; everything else INVALID_ARGUMENT.
+ */
+MK_API medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name,
+                                   const medley_tensor *inputs, size_t num_inputs,
+                                   const medley_tensor *outputs, size_t num_outputs,
+                                   const medley_attr *attrs, size_t num_attrs,
+                                   uint32_t dtype_mask, mk_op_args *args);
+
+/** Number of elements of `tensor` (1 for rank 0). */
+MK_API int64_t mk_numel(const medley_tensor *tensor);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MEDLEY_KIT_H */
