@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "MedleyAdapters", targets: ["MedleyAdapters"]),
         // Chip adapters: shared libraries behind the C ABI in adapters/include/medley_adapter.h.
         .library(name: "medley-adapter-reference", type: .dynamic, targets: ["MedleyAdapterReference"]),
+        .library(name: "medley-adapter-cpu", type: .dynamic, targets: ["MedleyAdapterCPU"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -41,6 +42,15 @@ let package = Package(
             dependencies: ["MedleyAdapterKit", "MedleyReferenceKernels"],
             path: "adapters/reference",
             cSettings: adapterCSettings
+        ),
+        /// The cpu adapter: opset v1 on the host CPU, every matmul an OpenBLAS sgemm.
+        /// cblas.h comes from Debian's libopenblas-dev (default include path, see scripts/setup.sh).
+        .target(
+            name: "MedleyAdapterCPU",
+            dependencies: ["MedleyAdapterKit"],
+            path: "adapters/cpu",
+            cSettings: adapterCSettings + [.unsafeFlags(["-O3", "-fno-math-errno"])],
+            linkerSettings: [.linkedLibrary("openblas")]
         ),
 
         // MARK: Host
