@@ -15,7 +15,7 @@
  *   P   = exp(scale · Q Kᵀ - lse), causal        sgemm + one pass
  *   dP  = dO Vᵀ                                 sgemm
  *   dV += Pᵀ dO                                 sgemm (beta 1)
- *   dS  = P ∘ (dP - rowsum(P ∘ dP))             one fused pass per row
+ *   dS  = P ∘ (dP - D),  D[t] = dO[t] · O[t]     one fused pass per row
  *   dQ += scale · dS K,  dK += scale · dSᵀ Q    two sgemm (beta 1)
  */
 #include <cblas.h>
@@ -120,18 +120,22 @@ static void probabilities_row(float *restrict row, int t, int T, float row_lse) 
   for (int j = t + 1; j < T; j++) row[j] = 0.0f;
 }
 
-/* Row of dP becomes dS = P ∘ (dP - Σ P∘dP) (causal part only; the rest is 0). */
-static void softmax_backward_row(float *restrict dp, const float *restrict p, int t, int T) {
-  float dot = 0.0f;
-  for (int j = 0; j <= t; j++) dot += p[j] * dp[j];
-  for (int j = 0; j <= t; j++) dp[j] = p[j] * (dp[j] - dot);
+/* D = dO[t] · O[t] (= Σ_j P[t,j] dP[t,j]), the softmax backward's row term. */
+static float row_dot(const float *restrict a, const float *restrict b, int n) {
+  float sum = 0.0f;
+  for (int i = 0; i < n; i++) sum += a[i] * b[i];
+  return sum;
+}
+
+/* Row of dP becomes dS = P ∘ (dP - D) (causal part only; the rest is 0). */
+static void softmax_backward_row(float *restrict dp, const float *restrict p, int t, int T, float D) {
+  for (int j = 0; j <= t; j++) dp[j] = p[j] * (dp[j] - D);
   for (int j = t + 1; j < T; j++) dp[j] = 0.0f;
 }
 
 int cpu_attention_backward(cpu_scratch *scratch, float *dqkv, const float *dout, const float *qkv,
                            const float *out, const float *lse, int64_t B, int64_t T, int64_t C,
                            int64_t NH) {
-  (void)out; /* the softmax backward uses rowsum(P ∘ dP), which needs no forward output */
   float *P = cpu_scratch_reserve(scratch, (size_t)(2 * T * T));
   if (P == NULL) return -1;
   float *dP = P + T * T;
@@ -142,6 +146,7 @@ int cpu_attention_backward(cpu_scratch *scratch, float *dqkv, const float *dout,
       head_view view = head_at(qkv, b, h, T, C, NH);
       const float *lse_bh = lse + (b * NH + h) * T;
       const float *dout_bh = dout + b * T * C + h * hs;
+      const float *out_bh = out + b * T * C + h * hs;
       float *dq = dqkv + b * T * 3 * C + h * hs;
       float *dk = dq + C;
       float *dv = dq + 2 * C;
@@ -154,7 +159,10 @@ int cpu_attention_backward(cpu_scratch *scratch, float *dqkv, const float *dout,
                   dP, n);
       /* dV += Pᵀ · dO */
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, d, n, 1.0f, P, n, dout_bh, ldc, 1.0f, dv, ld3);
-      for (int t = 0; t < n; t++) softmax_backward_row(dP + (int64_t)t * n, P + (int64_t)t * n, t, n);
+      for (int t = 0; t < n; t++) {
+        float D = row_dot(dout_bh + (int64_t)t * ldc, out_bh + (int64_t)t * ldc, d);
+        softmax_backward_row(dP + (int64_t)t * n, P + (int64_t)t * n, t, n, D);
+      }
       /* dQ += scale · dS · K;  dK += scale · dSᵀ · Q */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, n, scale, dP, n, view.k, ld3, 1.0f, dq,
                   ld3);
