@@ -15,6 +15,7 @@
  * Only medley_adapter_get_api is exported; everything else is hidden.
  */
 #include <cblas.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +52,16 @@ struct medley_device {
 /* Plugin                                                                    */
 /* ========================================================================= */
 
+/* True when the host's struct (of `size` bytes) has room for `field`. */
+#define CPU_HAS_FIELD(size, type, field) ((size) >= offsetof(type, field) + sizeof(((type *)0)->field))
+
 static medley_error *cpu_plugin_info(medley_plugin_info *out) {
   if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "plugin_info: out is NULL");
+  if (!CPU_HAS_FIELD(out->struct_size, medley_plugin_info, version)) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                    "plugin_info: struct_size %zu is too small; set it to sizeof(medley_plugin_info)",
+                    out->struct_size);
+  }
   out->name = "cpu";
   out->vendor = "Medley";
   out->version = "1.0.0";
@@ -113,7 +122,7 @@ static void describe_cpu(medley_device *device) {
 
 static medley_error *device_check(const medley_device *device, const char *what) {
   if (device == NULL || device->magic != CPU_DEVICE_MAGIC) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: not an open cpu device", what);
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: %p is not an open cpu device", what, (const void *)device);
   }
   return NULL;
 }
@@ -137,13 +146,15 @@ static medley_error *parse_options(const medley_option *options, size_t num_opti
   }
   for (size_t i = 0; i < num_options; i++) {
     const char *key = options[i].key, *value = options[i].value;
-    if (key == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: option %zu has no key", i);
+    if (key == NULL || value == NULL) {
+      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: option %zu has a NULL key or value", i);
+    }
     if (strcmp(key, "threads") == 0) {
       int64_t parsed = 0;
       if (mk_parse_int(value, 1, CPU_MAX_THREADS, &parsed) != 0) {
         return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
                         "device_open: option 'threads' = '%s' is not an integer in [1, %d] (e.g. threads=4)",
-                        value ? value : "(null)", CPU_MAX_THREADS);
+                        value, CPU_MAX_THREADS);
       }
       *threads = (int)parsed;
     } else if (strcmp(key, "memory") == 0) {
@@ -152,7 +163,7 @@ static medley_error *parse_options(const medley_option *options, size_t num_opti
         return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
                         "device_open: option 'memory' = '%s' is not a positive byte size "
                         "(e.g. memory=1073741824, 512MiB, 2GiB, 1.5GB)",
-                        value ? value : "(null)");
+                        value);
       }
       *memory = parsed;
     } else {
@@ -213,10 +224,15 @@ static medley_error *cpu_device_describe(medley_device *device, medley_device_de
   medley_error *error = device_check(device, "device_describe");
   if (error != NULL) return error;
   if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_describe: out is NULL");
+  if (!CPU_HAS_FIELD(out->struct_size, medley_device_desc, compute_units)) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                    "device_describe: struct_size %zu is too small; set it to sizeof(medley_device_desc)",
+                    out->struct_size);
+  }
   out->name = device->name;
   out->vendor = device->vendor;
   out->memory_bytes = device->memory.capacity;
-  out->dtype_mask = MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32);
+  out->dtype_mask = MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32) | MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_I32);
   out->compute_units = (uint32_t)device->threads;
   return NULL;
 }
@@ -292,7 +308,9 @@ static medley_error *cpu_stream_create(medley_device *device, medley_stream **ou
 static medley_error *cpu_stream_destroy(medley_device *device, medley_stream *stream) {
   medley_error *error = device_check(device, "stream_destroy");
   if (error != NULL) return error;
-  if (stream == NULL) return NULL;
+  if (stream == NULL) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_destroy: the default stream (NULL) cannot be destroyed");
+  }
   for (struct medley_stream **link = &device->streams; *link != NULL; link = &(*link)->next) {
     if (*link == stream) {
       *link = stream->next;
@@ -325,6 +343,7 @@ static medley_error *cpu_op_query(medley_device *device, const char *op_name, in
                                   int32_t *out_supported) {
   medley_error *error = device_check(device, "op_query");
   if (error != NULL) return error;
+  if (op_name == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_query: op_name is NULL");
   if (out_supported == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_query: out_supported is NULL");
   *out_supported = mk_op_lookup(op_name) != MK_OP_COUNT && dtype == MEDLEY_DTYPE_F32;
   return NULL;

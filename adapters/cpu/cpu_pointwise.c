@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cpu_kernels.h"
+#include "cpu_math.h"
 
 /* ---- encoder ------------------------------------------------------------ */
 
@@ -50,15 +51,8 @@ void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *x,
   for (int64_t r = 0; r < N; r++) {
     const float *restrict xr = x + r * C;
     float *restrict o = out + r * C;
-    float sum = 0.0f;
-    for (int64_t c = 0; c < C; c++) sum += xr[c];
-    float m = sum / (float)C;
-    float var = 0.0f;
-    for (int64_t c = 0; c < C; c++) {
-      float d = xr[c] - m;
-      var += d * d;
-    }
-    var /= (float)C;
+    float m = cpu_sum(xr, C) / (float)C;
+    float var = cpu_sum_sq_dev(xr, C, m) / (float)C;
     float s = 1.0f / sqrtf(var + (float)eps);
     for (int64_t c = 0; c < C; c++) o[c] = (xr[c] - m) * s * w[c] + bi[c];
     mean[r] = m;
@@ -76,16 +70,16 @@ void cpu_layernorm_backward(float *dx, float *dweight, float *dbias, const float
     const float *restrict xr = x + r * C;
     float *restrict dxr = dx + r * C;
     float m = mean[r], s = rstd[r];
-    /* Pass 1: the two row means of the normalized gradient. */
-    float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+    /* Pass 1: the two row means of the normalized gradient, in lanes. */
+    float lanes_d[CPU_LANES] = {0}, lanes_dn[CPU_LANES] = {0};
     for (int64_t c = 0; c < C; c++) {
       float norm = (xr[c] - m) * s;
       float dnorm = w[c] * d[c];
-      dnorm_mean += dnorm;
-      dnorm_norm_mean += dnorm * norm;
+      lanes_d[c % CPU_LANES] += dnorm;
+      lanes_dn[c % CPU_LANES] += dnorm * norm;
     }
-    dnorm_mean /= (float)C;
-    dnorm_norm_mean /= (float)C;
+    float dnorm_mean = cpu_lanes_total(lanes_d) / (float)C;
+    float dnorm_norm_mean = cpu_lanes_total(lanes_dn) / (float)C;
     /* Pass 2: all three gradients at once. */
     for (int64_t c = 0; c < C; c++) {
       float norm = (xr[c] - m) * s;
@@ -99,6 +93,15 @@ void cpu_layernorm_backward(float *dx, float *dweight, float *dbias, const float
 
 /* ---- gelu (tanh approximation) ---------------------------------------------- */
 
+/*
+ * With u = K (x + A x³), the opset's 0.5 (1 + tanh u) equals the logistic
+ * s = 1 / (1 + e),  e = exp(-2u), so
+ *   gelu(x)  = x s
+ *   gelu'(x) = s + 0.5 x (1 - tanh² u) u' = s + 2 x s (1 - s) u',  1 - s = e s,
+ *   u'       = K (1 + 3 A x²).
+ * This form has no cancellation (1 + tanh u for u << 0 loses digits in float)
+ * and uses the vectorizable cpu_exp instead of tanhf.
+ */
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_A 0.044715f
 
@@ -106,7 +109,7 @@ void cpu_gelu_forward(float *out, const float *x, int64_t n) {
   for (int64_t i = 0; i < n; i++) {
     float v = x[i];
     float u = GELU_K * (v + GELU_A * v * v * v);
-    out[i] = 0.5f * v * (1.0f + tanhf(u));
+    out[i] = v / (1.0f + cpu_exp(-2.0f * u));
   }
 }
 
@@ -114,9 +117,10 @@ void cpu_gelu_backward(float *dx, const float *dout, const float *x, int64_t n) 
   for (int64_t i = 0; i < n; i++) {
     float v = x[i];
     float u = GELU_K * (v + GELU_A * v * v * v);
-    float th = tanhf(u);
-    float sech2 = 1.0f - th * th;
-    float local = 0.5f * (1.0f + th) + 0.5f * v * sech2 * GELU_K * (1.0f + 3.0f * GELU_A * v * v);
+    float e = cpu_exp(-2.0f * u);
+    float s = 1.0f / (1.0f + e);
+    float du = GELU_K * (1.0f + 3.0f * GELU_A * v * v);
+    float local = s + 2.0f * v * (e * s) * s * du;
     dx[i] += local * dout[i];
   }
 }
@@ -144,11 +148,8 @@ void cpu_scale(float *out, const float *x, int64_t n, double alpha) {
 
 /* log Σ exp(row), computed against the row max so no exp overflows. */
 static float row_logsumexp(const float *restrict row, int64_t V) {
-  float m = row[0];
-  for (int64_t j = 1; j < V; j++) m = row[j] > m ? row[j] : m;
-  float sum = 0.0f;
-  for (int64_t j = 0; j < V; j++) sum += expf(row[j] - m);
-  return m + logf(sum);
+  float m = cpu_max(row, V);
+  return m + logf(cpu_exp_sum(row, NULL, V, m));
 }
 
 void cpu_crossentropy_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int64_t N,
@@ -170,7 +171,7 @@ void cpu_crossentropy_backward(float *dlogits, const float *logits, const int32_
     const float *restrict row = logits + r * V;
     float *restrict d = dlogits + r * V;
     float l = lse[r];
-    for (int64_t j = 0; j < V; j++) d[j] += s * expf(row[j] - l);
+    for (int64_t j = 0; j < V; j++) d[j] += s * cpu_exp(row[j] - l);
     d[target] -= s;
   }
 }
