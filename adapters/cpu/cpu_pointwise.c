@@ -72,11 +72,20 @@ void cpu_layernorm_backward(float *dx, float *dweight, float *dbias, const float
     float m = mean[r], s = rstd[r];
     /* Pass 1: the two row means of the normalized gradient, in lanes. */
     float lanes_d[CPU_LANES] = {0}, lanes_dn[CPU_LANES] = {0};
-    for (int64_t c = 0; c < C; c++) {
+    int64_t c0 = 0;
+    for (; c0 + CPU_LANES <= C; c0 += CPU_LANES) {
+      for (int k = 0; k < CPU_LANES; k++) {
+        float norm = (xr[c0 + k] - m) * s;
+        float dnorm = w[c0 + k] * d[c0 + k];
+        lanes_d[k] += dnorm;
+        lanes_dn[k] += dnorm * norm;
+      }
+    }
+    for (int64_t c = c0; c < C; c++) {
       float norm = (xr[c] - m) * s;
       float dnorm = w[c] * d[c];
-      lanes_d[c % CPU_LANES] += dnorm;
-      lanes_dn[c % CPU_LANES] += dnorm * norm;
+      lanes_d[0] += dnorm;
+      lanes_dn[0] += dnorm * norm;
     }
     float dnorm_mean = cpu_lanes_total(lanes_d) / (float)C;
     float dnorm_norm_mean = cpu_lanes_total(lanes_dn) / (float)C;
