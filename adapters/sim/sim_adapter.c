@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "medley_adapter.h"
+#include "medley_adapter_sim.h"
 #include "medley_kit.h"
 #include "medley_ref_kernels.h"
 
