@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "MedleyAdapters", targets: ["MedleyAdapters"]),
         // Chip adapters: shared libraries behind the C ABI in adapters/include/medley_adapter.h.
         .library(name: "medley-adapter-reference", type: .dynamic, targets: ["MedleyAdapterReference"]),
+        .library(name: "medley-adapter-sim", type: .dynamic, targets: ["MedleyAdapterSim"]),
         .library(name: "medley-adapter-cpu", type: .dynamic, targets: ["MedleyAdapterCPU"]),
     ],
     dependencies: [
@@ -41,6 +42,13 @@ let package = Package(
             name: "MedleyAdapterReference",
             dependencies: ["MedleyAdapterKit", "MedleyReferenceKernels"],
             path: "adapters/reference",
+            cSettings: adapterCSettings
+        ),
+        /// The sim adapter: a simulated vendor chip (speed, memory, precision, faults) on the reference kernels.
+        .target(
+            name: "MedleyAdapterSim",
+            dependencies: ["MedleyAdapterKit", "MedleyReferenceKernels"],
+            path: "adapters/sim",
             cSettings: adapterCSettings
         ),
         /// The cpu adapter: opset v1 on the host CPU, every matmul an OpenBLAS sgemm.
