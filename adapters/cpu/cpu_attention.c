@@ -42,6 +42,11 @@ void cpu_scratch_release(cpu_scratch *scratch) {
   scratch->capacity = 0;
 }
 
+size_t cpu_attention_scratch_floats(int64_t T, int forward) {
+  /* forward: scores [T,T] + 1/rowsum [T];  backward: P [T,T] + dP [T,T] */
+  return forward ? (size_t)(T * T + T) : (size_t)(2 * T * T);
+}
+
 /* Geometry of one (b, h) slice. */
 typedef struct head_view {
   const float *q, *k, *v; /* row stride ld3 */
@@ -69,7 +74,7 @@ static void scores(float *S, const head_view *view, float scale) {
 }
 
 /* Row t of S: exponentiate causally against its max; returns the sum, sets *row_max. */
-static float softmax_row_unnormalized(float *row, int t, int T, float *row_max) {
+static inline float softmax_row_unnormalized(float *row, int t, int T, float *row_max) {
   float m = cpu_max(row, t + 1);
   float sum = cpu_exp_sum(row, row, t + 1, m);
   for (int j = t + 1; j < T; j++) row[j] = 0.0f;
@@ -77,10 +82,9 @@ static float softmax_row_unnormalized(float *row, int t, int T, float *row_max) 
   return sum;
 }
 
-int cpu_attention_forward(cpu_scratch *scratch, float *out, float *lse, const float *qkv, int64_t B,
-                          int64_t T, int64_t C, int64_t NH) {
-  float *S = cpu_scratch_reserve(scratch, (size_t)(T * T + T));
-  if (S == NULL) return -1;
+static inline CPU_KERNEL_BODY void attention_forward_body(float *scratch, float *out, float *lse, const float *qkv, int64_t B,
+                           int64_t T, int64_t C, int64_t NH) {
+  float *S = scratch;
   float *inv_sum = S + T * T;
   int64_t hs = C / NH;
   float scale = 1.0f / sqrtf((float)hs);
@@ -106,26 +110,27 @@ int cpu_attention_forward(cpu_scratch *scratch, float *out, float *lse, const fl
       }
     }
   }
-  return 0;
 }
+CPU_TWINS(attention_forward,
+          (float *scratch, float *out, float *lse, const float *qkv, int64_t B, int64_t T, int64_t C,
+           int64_t NH),
+          (scratch, out, lse, qkv, B, T, C, NH))
 
 /* Row t of S becomes P = exp(S - lse) for j <= t and 0 after. */
-static void probabilities_row(float *restrict row, int t, int T, float row_lse) {
+static inline void probabilities_row(float *restrict row, int t, int T, float row_lse) {
   for (int j = 0; j <= t; j++) row[j] = cpu_exp(row[j] - row_lse);
   for (int j = t + 1; j < T; j++) row[j] = 0.0f;
 }
 
 /* Row of dP becomes dS = P ∘ (dP - D) (causal part only; the rest is 0). */
-static void softmax_backward_row(float *restrict dp, const float *restrict p, int t, int T, float D) {
+static inline void softmax_backward_row(float *restrict dp, const float *restrict p, int t, int T, float D) {
   for (int j = 0; j <= t; j++) dp[j] = p[j] * (dp[j] - D);
   for (int j = t + 1; j < T; j++) dp[j] = 0.0f;
 }
 
-int cpu_attention_backward(cpu_scratch *scratch, float *dqkv, const float *dout, const float *qkv,
-                           const float *out, const float *lse, int64_t B, int64_t T, int64_t C,
-                           int64_t NH) {
-  float *P = cpu_scratch_reserve(scratch, (size_t)(2 * T * T));
-  if (P == NULL) return -1;
+static inline CPU_KERNEL_BODY void attention_backward_body(float *scratch, float *dqkv, const float *dout, const float *qkv,
+                            const float *out, const float *lse, int64_t B, int64_t T, int64_t C, int64_t NH) {
+  float *P = scratch;
   float *dP = P + T * T;
   int64_t hs = C / NH;
   float scale = 1.0f / sqrtf((float)hs);
@@ -158,5 +163,8 @@ int cpu_attention_backward(cpu_scratch *scratch, float *dqkv, const float *dout,
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, d, n, scale, dP, n, view.q, ld3, 1.0f, dk, ld3);
     }
   }
-  return 0;
 }
+CPU_TWINS(attention_backward,
+          (float *scratch, float *dqkv, const float *dout, const float *qkv, const float *out,
+           const float *lse, int64_t B, int64_t T, int64_t C, int64_t NH),
+          (scratch, dqkv, dout, qkv, out, lse, B, T, C, NH))

@@ -44,7 +44,7 @@ void cpu_encoder_backward(float *dwte, float *dwpe, const float *dout, const int
 
 /* ---- layernorm ------------------------------------------------------------ */
 
-void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *weight,
+static inline CPU_KERNEL_BODY void layernorm_forward_body(float *out, float *mean, float *rstd, const float *x, const float *weight,
                            const float *bias, int64_t N, int64_t C, double eps) {
   const float *restrict w = weight;
   const float *restrict bi = bias;
@@ -59,8 +59,12 @@ void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *x,
     rstd[r] = s;
   }
 }
+CPU_TWINS(layernorm_forward,
+          (float *out, float *mean, float *rstd, const float *x, const float *weight, const float *bias,
+           int64_t N, int64_t C, double eps),
+          (out, mean, rstd, x, weight, bias, N, C, eps))
 
-void cpu_layernorm_backward(float *dx, float *dweight, float *dbias, const float *dout, const float *x,
+static inline CPU_KERNEL_BODY void layernorm_backward_body(float *dx, float *dweight, float *dbias, const float *dout, const float *x,
                             const float *weight, const float *mean, const float *rstd, int64_t N, int64_t C) {
   const float *restrict w = weight;
   float *restrict dw = dweight;
@@ -99,6 +103,10 @@ void cpu_layernorm_backward(float *dx, float *dweight, float *dbias, const float
     }
   }
 }
+CPU_TWINS(layernorm_backward,
+          (float *dx, float *dweight, float *dbias, const float *dout, const float *x, const float *weight,
+           const float *mean, const float *rstd, int64_t N, int64_t C),
+          (dx, dweight, dbias, dout, x, weight, mean, rstd, N, C))
 
 /* ---- gelu (tanh approximation) ---------------------------------------------- */
 
@@ -114,15 +122,16 @@ void cpu_layernorm_backward(float *dx, float *dweight, float *dbias, const float
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_A 0.044715f
 
-void cpu_gelu_forward(float *out, const float *x, int64_t n) {
+static inline CPU_KERNEL_BODY void gelu_forward_body(float *out, const float *x, int64_t n) {
   for (int64_t i = 0; i < n; i++) {
     float v = x[i];
     float u = GELU_K * (v + GELU_A * v * v * v);
     out[i] = v / (1.0f + cpu_exp(-2.0f * u));
   }
 }
+CPU_TWINS(gelu_forward, (float *out, const float *x, int64_t n), (out, x, n))
 
-void cpu_gelu_backward(float *dx, const float *dout, const float *x, int64_t n) {
+static inline CPU_KERNEL_BODY void gelu_backward_body(float *dx, const float *dout, const float *x, int64_t n) {
   for (int64_t i = 0; i < n; i++) {
     float v = x[i];
     float u = GELU_K * (v + GELU_A * v * v * v);
@@ -133,6 +142,7 @@ void cpu_gelu_backward(float *dx, const float *dout, const float *x, int64_t n) 
     dx[i] += local * dout[i];
   }
 }
+CPU_TWINS(gelu_backward, (float *dx, const float *dout, const float *x, int64_t n), (dx, dout, x, n))
 
 /* ---- residual and scale ------------------------------------------------------ */
 
@@ -156,12 +166,12 @@ void cpu_scale(float *out, const float *x, int64_t n, double alpha) {
 /* ---- crossentropy ---------------------------------------------------------------- */
 
 /* log Σ exp(row), computed against the row max so no exp overflows. */
-static float row_logsumexp(const float *restrict row, int64_t V) {
+static inline float row_logsumexp(const float *restrict row, int64_t V) {
   float m = cpu_max(row, V);
   return m + logf(cpu_exp_sum(row, NULL, V, m));
 }
 
-void cpu_crossentropy_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int64_t N,
+static inline CPU_KERNEL_BODY void crossentropy_forward_body(float *losses, float *lse, const float *logits, const int32_t *targets, int64_t N,
                               int64_t V) {
   for (int64_t r = 0; r < N; r++) {
     const float *row = logits + r * V;
@@ -170,8 +180,11 @@ void cpu_crossentropy_forward(float *losses, float *lse, const float *logits, co
     losses[r] = targets[r] < 0 ? 0.0f : l - row[targets[r]];
   }
 }
+CPU_TWINS(crossentropy_forward,
+          (float *losses, float *lse, const float *logits, const int32_t *targets, int64_t N, int64_t V),
+          (losses, lse, logits, targets, N, V))
 
-void cpu_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets, const float *lse,
+static inline CPU_KERNEL_BODY void crossentropy_backward_body(float *dlogits, const float *logits, const int32_t *targets, const float *lse,
                                int64_t N, int64_t V, double scale) {
   float s = (float)scale;
   for (int64_t r = 0; r < N; r++) {
@@ -184,10 +197,14 @@ void cpu_crossentropy_backward(float *dlogits, const float *logits, const int32_
     d[target] -= s;
   }
 }
+CPU_TWINS(crossentropy_backward,
+          (float *dlogits, const float *logits, const int32_t *targets, const float *lse, int64_t N,
+           int64_t V, double scale),
+          (dlogits, logits, targets, lse, N, V, scale))
 
 /* ---- optimizer and reductions ---------------------------------------------------- */
 
-void cpu_adamw_update(float *param, float *m, float *v, const float *grad, int64_t n, double lr, double beta1,
+static inline CPU_KERNEL_BODY void adamw_update_body(float *param, float *m, float *v, const float *grad, int64_t n, double lr, double beta1,
                       double beta2, double eps, double weight_decay, double step, double grad_scale) {
   float *restrict p = param;
   float *restrict mm = m;
@@ -207,6 +224,10 @@ void cpu_adamw_update(float *param, float *m, float *v, const float *grad, int64
     p[i] -= rate * (mhat / (sqrtf(vhat) + e) + wd * p[i]);
   }
 }
+CPU_TWINS(adamw_update,
+          (float *param, float *m, float *v, const float *grad, int64_t n, double lr, double beta1,
+           double beta2, double eps, double weight_decay, double step, double grad_scale),
+          (param, m, v, grad, n, lr, beta1, beta2, eps, weight_decay, step, grad_scale))
 
 void cpu_sum_squares(float *out, const float *x, int64_t n) {
   /* Eight independent double accumulators: exact enough and pipelined. */

@@ -54,6 +54,32 @@ static inline float cpu_exp(float z) {
   return p * scale;
 }
 
+/*
+ * CPU_TWINS(name, params, args): the element kernels are compiled twice, for
+ * the x86-64 baseline (SSE2) and for AVX2, and cpu_<name> calls the AVX2 twin
+ * when the CPU (and OS) support it. The body is `static inline
+ * CPU_KERNEL_BODY void name##_body params`; both twins inline it, so each is
+ * vectorized for its own instruction set. No FMA is enabled, so both twins do
+ * the same float operations in the same order and give bit-identical results;
+ * only the vector width differs. (Plain dispatch rather than target_clones,
+ * whose ifunc resolvers would be exported from the library.) Elsewhere
+ * cpu_<name> is simply the baseline body.
+ */
+#define CPU_KERNEL_BODY __attribute__((always_inline))
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#define CPU_TWINS(name, params, args)                                        \
+  __attribute__((target("avx2"))) static void name##_avx2 params { name##_body args; } \
+  static void name##_baseline params { name##_body args; }                   \
+  void cpu_##name params {                                                   \
+    if (__builtin_cpu_supports("avx2")) name##_avx2 args;                    \
+    else name##_baseline args;                                               \
+  }
+#else
+#define CPU_TWINS(name, params, args) \
+  void cpu_##name params { name##_body args; }
+#endif
+
 #define CPU_LANES 8
 
 /* Pairwise total of CPU_LANES partial sums. */
