@@ -82,8 +82,9 @@ static inline float softmax_row_unnormalized(float *row, int t, int T, float *ro
   return sum;
 }
 
-static inline CPU_KERNEL_BODY void attention_forward_body(float *scratch, float *out, float *lse, const float *qkv, int64_t B,
-                           int64_t T, int64_t C, int64_t NH) {
+static inline CPU_KERNEL_BODY void attention_forward_body(float *scratch, float *out, float *lse,
+                                                          const float *qkv, int64_t B, int64_t T, int64_t C,
+                                                          int64_t NH) {
   float *S = scratch;
   float *inv_sum = S + T * T;
   int64_t hs = C / NH;
@@ -128,8 +129,10 @@ static inline void softmax_backward_row(float *restrict dp, const float *restric
   for (int j = t + 1; j < T; j++) dp[j] = 0.0f;
 }
 
-static inline CPU_KERNEL_BODY void attention_backward_body(float *scratch, float *dqkv, const float *dout, const float *qkv,
-                            const float *out, const float *lse, int64_t B, int64_t T, int64_t C, int64_t NH) {
+static inline CPU_KERNEL_BODY void attention_backward_body(float *scratch, float *dqkv, const float *dout,
+                                                           const float *qkv, const float *out,
+                                                           const float *lse, int64_t B, int64_t T, int64_t C,
+                                                           int64_t NH) {
   float *P = scratch;
   float *dP = P + T * T;
   int64_t hs = C / NH;

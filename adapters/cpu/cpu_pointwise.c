@@ -44,8 +44,10 @@ void cpu_encoder_backward(float *dwte, float *dwpe, const float *dout, const int
 
 /* ---- layernorm ------------------------------------------------------------ */
 
-static inline CPU_KERNEL_BODY void layernorm_forward_body(float *out, float *mean, float *rstd, const float *x, const float *weight,
-                           const float *bias, int64_t N, int64_t C, double eps) {
+static inline CPU_KERNEL_BODY void layernorm_forward_body(float *out, float *mean, float *rstd,
+                                                          const float *x, const float *weight,
+                                                          const float *bias, int64_t N, int64_t C,
+                                                          double eps) {
   const float *restrict w = weight;
   const float *restrict bi = bias;
   for (int64_t r = 0; r < N; r++) {
@@ -64,8 +66,10 @@ CPU_TWINS(layernorm_forward,
            int64_t N, int64_t C, double eps),
           (out, mean, rstd, x, weight, bias, N, C, eps))
 
-static inline CPU_KERNEL_BODY void layernorm_backward_body(float *dx, float *dweight, float *dbias, const float *dout, const float *x,
-                            const float *weight, const float *mean, const float *rstd, int64_t N, int64_t C) {
+static inline CPU_KERNEL_BODY void layernorm_backward_body(float *dx, float *dweight, float *dbias,
+                                                           const float *dout, const float *x,
+                                                           const float *weight, const float *mean,
+                                                           const float *rstd, int64_t N, int64_t C) {
   const float *restrict w = weight;
   float *restrict dw = dweight;
   float *restrict db = dbias;
@@ -131,7 +135,8 @@ static inline CPU_KERNEL_BODY void gelu_forward_body(float *out, const float *x,
 }
 CPU_TWINS(gelu_forward, (float *out, const float *x, int64_t n), (out, x, n))
 
-static inline CPU_KERNEL_BODY void gelu_backward_body(float *dx, const float *dout, const float *x, int64_t n) {
+static inline CPU_KERNEL_BODY void gelu_backward_body(float *dx, const float *dout, const float *x,
+                                                      int64_t n) {
   for (int64_t i = 0; i < n; i++) {
     float v = x[i];
     float u = GELU_K * (v + GELU_A * v * v * v);
@@ -171,8 +176,8 @@ static inline float row_logsumexp(const float *restrict row, int64_t V) {
   return m + logf(cpu_exp_sum(row, NULL, V, m));
 }
 
-static inline CPU_KERNEL_BODY void crossentropy_forward_body(float *losses, float *lse, const float *logits, const int32_t *targets, int64_t N,
-                              int64_t V) {
+static inline CPU_KERNEL_BODY void crossentropy_forward_body(float *losses, float *lse, const float *logits,
+                                                             const int32_t *targets, int64_t N, int64_t V) {
   for (int64_t r = 0; r < N; r++) {
     const float *row = logits + r * V;
     float l = row_logsumexp(row, V);
@@ -184,8 +189,9 @@ CPU_TWINS(crossentropy_forward,
           (float *losses, float *lse, const float *logits, const int32_t *targets, int64_t N, int64_t V),
           (losses, lse, logits, targets, N, V))
 
-static inline CPU_KERNEL_BODY void crossentropy_backward_body(float *dlogits, const float *logits, const int32_t *targets, const float *lse,
-                               int64_t N, int64_t V, double scale) {
+static inline CPU_KERNEL_BODY void crossentropy_backward_body(float *dlogits, const float *logits,
+                                                              const int32_t *targets, const float *lse,
+                                                              int64_t N, int64_t V, double scale) {
   float s = (float)scale;
   for (int64_t r = 0; r < N; r++) {
     int32_t target = targets[r];
@@ -204,8 +210,10 @@ CPU_TWINS(crossentropy_backward,
 
 /* ---- optimizer and reductions ---------------------------------------------------- */
 
-static inline CPU_KERNEL_BODY void adamw_update_body(float *param, float *m, float *v, const float *grad, int64_t n, double lr, double beta1,
-                      double beta2, double eps, double weight_decay, double step, double grad_scale) {
+static inline CPU_KERNEL_BODY void adamw_update_body(float *param, float *m, float *v, const float *grad,
+                                                     int64_t n, double lr, double beta1, double beta2,
+                                                     double eps, double weight_decay, double step,
+                                                     double grad_scale) {
   float *restrict p = param;
   float *restrict mm = m;
   float *restrict vv = v;
