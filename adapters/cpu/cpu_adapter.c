@@ -5,8 +5,12 @@
  * kit. Options at device_open:
  *   threads=<integer >= 1>   OpenBLAS threads for this device's launches
  *                            (default 1: one device = one core, so ranks can
- *                            be pinned). The adapter's own loops are
- *                            single-threaded.
+ *                            be pinned; OpenBLAS caps it at its build maximum,
+ *                            and device_describe reports the effective count
+ *                            as compute_units). The adapter's own loops are
+ *                            single-threaded. OpenBLAS's count is process-
+ *                            wide: each launch sets it to its device's value
+ *                            when it differs.
  *   memory=<byte size>       capacity offered to the host (default: the
  *                            machine's physical memory).
  * All work runs synchronously on the calling thread, so streams are plain
@@ -200,6 +204,9 @@ static medley_error *cpu_device_open(int32_t index, const medley_option *options
   mk_memory_init(&device->memory, memory);
   describe_cpu(device);
   use_threads(device);
+  /* OpenBLAS caps the count at the maximum it was built for (64 on Debian). */
+  int effective = openblas_get_num_threads();
+  if (effective >= 1 && effective < threads) device->threads = effective;
   *out_device = device;
   return NULL;
 }

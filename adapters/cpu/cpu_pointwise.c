@@ -4,8 +4,10 @@
  * Each kernel walks contiguous memory once (or once per row) in loops the
  * compiler vectorizes: no pointer chasing, no strided access, restrict where
  * the opset forbids aliasing. Pure element maps (gelu, residual, scale) use
- * no restrict because the opset lets `out` alias an input there. Formulas
- * follow "Opset v1" in medley_adapter.h; backward kernels accumulate (+=).
+ * no restrict, so `out` may alias an input (the opset allows it for residual
+ * and scale). Formulas follow "Opset v1" in medley_adapter.h; backward
+ * kernels accumulate (+=). Kernels with exp or row reductions are built as
+ * baseline/AVX2 twins (CPU_TWINS in cpu_math.h).
  */
 #include <math.h>
 #include <string.h>

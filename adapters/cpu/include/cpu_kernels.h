@@ -1,10 +1,11 @@
 /*
  * cpu_kernels.h — the opset v1 kernels of the cpu adapter (fp32).
  *
- * Every matrix product (matmul forward and backward, the two products of
- * attention forward and the four of attention backward) is one OpenBLAS
- * sgemm call; everything else is a tight loop over contiguous rows that the
- * compiler can vectorize. Shapes and semantics are those of "Opset v1" in
+ * Every matrix product (matmul forward and both backward products, the two
+ * products of attention forward and the five of attention backward) is one
+ * OpenBLAS sgemm call; everything else is a tight loop over contiguous rows
+ * that the compiler vectorizes (with AVX2 twins picked at run time, see
+ * cpu_math.h). Shapes and semantics are those of "Opset v1" in
  * medley_adapter.h, and every *_backward kernel ACCUMULATES (+=) into its
  * outputs.
  *
