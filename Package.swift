@@ -40,6 +40,7 @@ let package = Package(
             name: "MedleyAdapterReference",
             dependencies: ["MedleyAdapterKit", "MedleyReferenceKernels"],
             path: "adapters/reference",
+            publicHeadersPath: ".",
             cSettings: adapterCSettings
         ),
 
