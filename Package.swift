@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "MedleyAdapters", targets: ["MedleyAdapters"]),
         // Chip adapters: shared libraries behind the C ABI in adapters/include/medley_adapter.h.
         .library(name: "medley-adapter-reference", type: .dynamic, targets: ["MedleyAdapterReference"]),
+        .library(name: "medley-adapter-sim", type: .dynamic, targets: ["MedleyAdapterSim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -41,6 +42,13 @@ let package = Package(
             dependencies: ["MedleyAdapterKit", "MedleyReferenceKernels"],
             path: "adapters/reference",
             publicHeadersPath: ".",
+            cSettings: adapterCSettings
+        ),
+        /// The sim adapter: a simulated vendor chip (speed, memory, precision, faults) on the reference kernels.
+        .target(
+            name: "MedleyAdapterSim",
+            dependencies: ["MedleyAdapterKit", "MedleyReferenceKernels"],
+            path: "adapters/sim",
             cSettings: adapterCSettings
         ),
 
