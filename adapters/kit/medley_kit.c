@@ -497,19 +497,25 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
   if (op_name == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_launch: op name is NULL");
   mk_op_id op = mk_op_lookup(op_name);
   if (op == MK_OP_COUNT) {
-    return mk_error(MEDLEY_ERROR_UNSUPPORTED, "op_launch: unknown op '%s' (not in opset v%d)", op_name,
+    return mk_error(MEDLEY_ERROR_UNSUPPORTED, "unknown op '%s' (not in opset v%d)", op_name,
                     MEDLEY_OPSET_VERSION);
   }
   const mk_op_spec *spec = &mk_op_specs[op];
   if ((int)num_inputs < spec->in_min || (int)num_inputs > spec->in_max) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu inputs, expected %d%s%d", op_name, num_inputs,
-                    spec->in_min, spec->in_min == spec->in_max ? "" : " to ",
-                    spec->in_min == spec->in_max ? spec->in_min : spec->in_max);
+    if (spec->in_min == spec->in_max) {
+      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu inputs, expected %d", op_name, num_inputs,
+                      spec->in_min);
+    }
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu inputs, expected %d to %d", op_name, num_inputs,
+                    spec->in_min, spec->in_max);
   }
   if ((int)num_outputs < spec->out_min || (int)num_outputs > spec->out_max) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu outputs, expected %d%s%d", op_name, num_outputs,
-                    spec->out_min, spec->out_min == spec->out_max ? "" : " to ",
-                    spec->out_min == spec->out_max ? spec->out_min : spec->out_max);
+    if (spec->out_min == spec->out_max) {
+      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu outputs, expected %d", op_name, num_outputs,
+                      spec->out_min);
+    }
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu outputs, expected %d to %d", op_name, num_outputs,
+                    spec->out_min, spec->out_max);
   }
   if ((num_inputs > 0 && inputs == NULL) || (num_outputs > 0 && outputs == NULL)) {
     return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: inputs or outputs array is NULL", op_name);
