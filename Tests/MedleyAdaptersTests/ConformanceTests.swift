@@ -14,6 +14,12 @@ struct ConformanceTests {
         #expect(report.rows.filter { $0.group == "error" }.count >= 10)
     }
 
+    @Test("the cpu and sim adapters pass every check", arguments: ["cpu", "sim"])
+    func shippedAdaptersPass(_ name: String) {
+        let report = ConformanceCheck(candidate: name, searchPath: TestSupport.buildSearchPath).run()
+        #expect(report.passed, "\(report.table())")
+    }
+
     @Test("the adapter template, built as the guide says, passes every check")
     func templatePasses() throws {
         let path = try TestSupport.templateAdapter(into: try TestSupport.temporaryDirectory())
