@@ -490,6 +490,13 @@ static medley_error *mk_check_tokens(const char *op, const char *name, const int
   return NULL;
 }
 
+/* "3" or "2 to 3", for count messages. */
+static const char *mk_range_text(int min, int max, char *out, size_t size) {
+  if (min == max) snprintf(out, size, "%d", min);
+  else snprintf(out, size, "%d to %d", min, max);
+  return out;
+}
+
 medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const medley_tensor *inputs,
                             size_t num_inputs, const medley_tensor *outputs, size_t num_outputs,
                             const medley_attr *attrs, size_t num_attrs, uint32_t dtype_mask,
@@ -501,21 +508,14 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
                     MEDLEY_OPSET_VERSION);
   }
   const mk_op_spec *spec = &mk_op_specs[op];
+  char range[32];
   if ((int)num_inputs < spec->in_min || (int)num_inputs > spec->in_max) {
-    if (spec->in_min == spec->in_max) {
-      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu inputs, expected %d", op_name, num_inputs,
-                      spec->in_min);
-    }
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu inputs, expected %d to %d", op_name, num_inputs,
-                    spec->in_min, spec->in_max);
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu inputs, expected %s", op_name, num_inputs,
+                    mk_range_text(spec->in_min, spec->in_max, range, sizeof range));
   }
   if ((int)num_outputs < spec->out_min || (int)num_outputs > spec->out_max) {
-    if (spec->out_min == spec->out_max) {
-      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu outputs, expected %d", op_name, num_outputs,
-                      spec->out_min);
-    }
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu outputs, expected %d to %d", op_name, num_outputs,
-                    spec->out_min, spec->out_max);
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu outputs, expected %s", op_name, num_outputs,
+                    mk_range_text(spec->out_min, spec->out_max, range, sizeof range));
   }
   if ((num_inputs > 0 && inputs == NULL) || (num_outputs > 0 && outputs == NULL)) {
     return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: inputs or outputs array is NULL", op_name);

@@ -20,7 +20,6 @@
 #include <string.h>
 
 #include "medley_adapter.h"
-#include "medley_adapter_reference.h"
 #include "medley_kit.h"
 #include "medley_ref_kernels.h"
 

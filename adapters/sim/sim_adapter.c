@@ -60,7 +60,6 @@
 #include <unistd.h>
 
 #include "medley_adapter.h"
-#include "medley_adapter_sim.h"
 #include "medley_kit.h"
 #include "medley_ref_kernels.h"
 

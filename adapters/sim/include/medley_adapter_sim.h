@@ -3,8 +3,8 @@
  *
  * Hosts do not include this: they dlopen the library and look up
  * MEDLEY_ADAPTER_ENTRY_SYMBOL. It exists so SwiftPM has the public header
- * directory a C library target needs, and so the definition is checked
- * against a prototype.
+ * directory a C library target needs; the adapter's source does not need it
+ * (so it also builds with a plain cc line, like the template).
  */
 #ifndef MEDLEY_ADAPTER_SIM_H
 #define MEDLEY_ADAPTER_SIM_H
