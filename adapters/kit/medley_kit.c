@@ -504,7 +504,7 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
   if (op_name == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_launch: op name is NULL");
   mk_op_id op = mk_op_lookup(op_name);
   if (op == MK_OP_COUNT) {
-    return mk_error(MEDLEY_ERROR_UNSUPPORTED, "op_launch: unknown op '%s' (not in opset v%d)", op_name,
+    return mk_error(MEDLEY_ERROR_UNSUPPORTED, "unknown op '%s' (not in opset v%d)", op_name,
                     MEDLEY_OPSET_VERSION);
   }
   const mk_op_spec *spec = &mk_op_specs[op];
