@@ -48,7 +48,7 @@ static inline float cpu_exp(float z) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   /* 2^n for n in [-126, 127]; n = 128 (z near 88.7) is avoided by the clamp. */
-  int32_t scale_bits = (n_int + 127) << 23;
+  uint32_t scale_bits = (uint32_t)(n_int + 127) << 23;
   float scale;
   memcpy(&scale, &scale_bits, sizeof scale);
   return p * scale;
