@@ -33,21 +33,15 @@ void openblas_set_num_threads(int num_threads);
 int openblas_get_num_threads(void);
 
 #define CPU_DEVICE_MAGIC 0x4d45444c43505544ull /* "MEDLCPUD" */
-#define CPU_STREAM_MAGIC 0x4d45444c43505553ull /* "MEDLCPUS" */
 #define CPU_MAX_THREADS 1024
 #define CPU_DEFAULT_MEMORY ((uint64_t)8 << 30) /* when the OS does not say */
 
-struct medley_stream {
-  uint64_t magic;
-  struct medley_stream *next;
-};
-
 struct medley_device {
-  uint64_t magic;
+  uint64_t magic; /* first: mk_check_device reads it */
   mk_memory memory;
   int threads;
   cpu_scratch scratch;
-  struct medley_stream *streams; /* every live extra stream */
+  mk_stream_list streams; /* every live extra stream */
   char name[160];
   char vendor[64];
 };
@@ -56,20 +50,8 @@ struct medley_device {
 /* Plugin                                                                    */
 /* ========================================================================= */
 
-/* True when the host's struct (of `size` bytes) has room for `field`. */
-#define CPU_HAS_FIELD(size, type, field) ((size) >= offsetof(type, field) + sizeof(((type *)0)->field))
-
 static medley_error *cpu_plugin_info(medley_plugin_info *out) {
-  if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "plugin_info: out is NULL");
-  if (!CPU_HAS_FIELD(out->struct_size, medley_plugin_info, version)) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
-                    "plugin_info: struct_size %zu is too small; set it to sizeof(medley_plugin_info)",
-                    out->struct_size);
-  }
-  out->name = "cpu";
-  out->vendor = "Medley";
-  out->version = "1.0.0";
-  return NULL;
+  return mk_plugin_info(out, "cpu", "Medley", "1.0.0");
 }
 
 static medley_error *cpu_device_count(int32_t *out_count) {
@@ -125,20 +107,7 @@ static void describe_cpu(medley_device *device) {
 /* ========================================================================= */
 
 static medley_error *device_check(const medley_device *device, const char *what) {
-  if (device == NULL || device->magic != CPU_DEVICE_MAGIC) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: %p is not an open cpu device", what, (const void *)device);
-  }
-  return NULL;
-}
-
-/* NULL (the default stream) or a live stream of `device`. */
-static medley_error *stream_check(const medley_device *device, const medley_stream *stream, const char *what) {
-  if (stream == NULL) return NULL;
-  for (const struct medley_stream *s = device->streams; s != NULL; s = s->next) {
-    if (s == stream) return NULL;
-  }
-  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: stream %p is not a live stream of this device", what,
-                  (const void *)stream);
+  return mk_check_device(device, CPU_DEVICE_MAGIC, "cpu", what);
 }
 
 /* Reads the options into `threads` and `memory`; unknown or malformed ones are errors. */
@@ -216,12 +185,7 @@ static medley_error *cpu_device_close(medley_device *device) {
   if (error != NULL) return error;
   mk_memory_release_all(&device->memory);
   cpu_scratch_release(&device->scratch);
-  while (device->streams != NULL) {
-    struct medley_stream *next = device->streams->next;
-    device->streams->magic = 0;
-    free(device->streams);
-    device->streams = next;
-  }
+  mk_stream_release_all(&device->streams);
   device->magic = 0;
   free(device);
   return NULL;
@@ -231,7 +195,7 @@ static medley_error *cpu_device_describe(medley_device *device, medley_device_de
   medley_error *error = device_check(device, "device_describe");
   if (error != NULL) return error;
   if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_describe: out is NULL");
-  if (!CPU_HAS_FIELD(out->struct_size, medley_device_desc, compute_units)) {
+  if (!MK_HAS_FIELD(out->struct_size, medley_device_desc, compute_units)) {
     return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
                     "device_describe: struct_size %zu is too small; set it to sizeof(medley_device_desc)",
                     out->struct_size);
@@ -260,11 +224,11 @@ static medley_error *cpu_buffer_free(medley_device *device, medley_buffer *buffe
   return mk_buffer_free(&device->memory, buffer);
 }
 
-/* Checks the device and the stream of a queued call. */
+/* Checks the device and the stream (NULL, the default, or a live stream of the device) of a queued call. */
 static medley_error *queue_check(medley_device *device, medley_stream *stream, const char *what) {
   medley_error *error = device_check(device, what);
   if (error != NULL) return error;
-  return stream_check(device, stream, what);
+  return mk_stream_check(&device->streams, stream, what);
 }
 
 static medley_error *cpu_copy_h2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
@@ -302,32 +266,13 @@ static medley_error *cpu_memset(medley_device *device, medley_stream *stream, me
 static medley_error *cpu_stream_create(medley_device *device, medley_stream **out_stream) {
   medley_error *error = device_check(device, "stream_create");
   if (error != NULL) return error;
-  if (out_stream == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_create: out_stream is NULL");
-  struct medley_stream *stream = calloc(1, sizeof *stream);
-  if (stream == NULL) return mk_error(MEDLEY_ERROR_OUT_OF_MEMORY, "stream_create: no host memory for a stream");
-  stream->magic = CPU_STREAM_MAGIC;
-  stream->next = device->streams;
-  device->streams = stream;
-  *out_stream = stream;
-  return NULL;
+  return mk_stream_create(&device->streams, out_stream);
 }
 
 static medley_error *cpu_stream_destroy(medley_device *device, medley_stream *stream) {
   medley_error *error = device_check(device, "stream_destroy");
   if (error != NULL) return error;
-  if (stream == NULL) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_destroy: the default stream (NULL) cannot be destroyed");
-  }
-  for (struct medley_stream **link = &device->streams; *link != NULL; link = &(*link)->next) {
-    if (*link == stream) {
-      *link = stream->next;
-      stream->magic = 0;
-      free(stream);
-      return NULL;
-    }
-  }
-  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_destroy: stream %p is not a live stream of this device",
-                  (void *)stream);
+  return mk_stream_destroy(&device->streams, stream);
 }
 
 static medley_error *cpu_stream_synchronize(medley_device *device, medley_stream *stream) {
@@ -350,10 +295,7 @@ static medley_error *cpu_op_query(medley_device *device, const char *op_name, in
                                   int32_t *out_supported) {
   medley_error *error = device_check(device, "op_query");
   if (error != NULL) return error;
-  if (op_name == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_query: op_name is NULL");
-  if (out_supported == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_query: out_supported is NULL");
-  *out_supported = mk_op_lookup(op_name) != MK_OP_COUNT && dtype == MEDLEY_DTYPE_F32;
-  return NULL;
+  return mk_op_query(op_name, dtype, MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), out_supported);
 }
 
 static medley_error *cpu_op_launch(medley_device *device, medley_stream *stream, const char *op_name,
