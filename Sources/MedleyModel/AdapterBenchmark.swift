@@ -36,7 +36,7 @@ public struct BenchmarkRow: Sendable, Hashable, Codable {
     public var role: String
     /// The shape, e.g. `512x128->384` for a matmul of 512 rows from 128 to 384 channels.
     public var shape: String
-    /// Median milliseconds of one launch followed by `synchronize` (or one model step).
+    /// Milliseconds of one launch followed by `synchronize` (or one model step): the `statistic` of `repeats` samples.
     public var ms: Double
     /// Nominal GFLOP/s (see the table above).
     public var gflops: Double
@@ -50,11 +50,16 @@ public struct BenchmarkRow: Sendable, Hashable, Codable {
     public var referenceMs: Double?
     /// `referenceMs / ms`: how many times faster than the reference adapter.
     public var speedup: Double?
+    /// How `ms` (and `referenceMs`) summarise the samples: `median` or `min`.
+    public var statistic: String
+    /// Number of timed samples per contestant.
+    public var repeats: Int
 
     /// Creates a row.
     public init(
         op: String, role: String, shape: String, ms: Double, gflops: Double, gbps: Double? = nil,
-        sgemmGflops: Double? = nil, ratio: Double? = nil, referenceMs: Double? = nil, speedup: Double? = nil
+        sgemmGflops: Double? = nil, ratio: Double? = nil, referenceMs: Double? = nil, speedup: Double? = nil,
+        statistic: String = "median", repeats: Int = 1
     ) {
         self.op = op
         self.role = role
@@ -66,6 +71,8 @@ public struct BenchmarkRow: Sendable, Hashable, Codable {
         self.ratio = ratio
         self.referenceMs = referenceMs
         self.speedup = speedup
+        self.statistic = statistic
+        self.repeats = repeats
     }
 
     enum CodingKeys: String, CodingKey {
@@ -73,14 +80,23 @@ public struct BenchmarkRow: Sendable, Hashable, Codable {
         case sgemmGflops = "sgemm_gflops"
         case ratio
         case referenceMs = "reference_ms"
-        case speedup
+        case speedup, statistic, repeats
     }
+}
+
+/// How a benchmark row summarises its timed samples.
+public enum BenchmarkStatistic: String, Sendable, CaseIterable {
+    /// The median: the typical launch (the default).
+    case median
+    /// The fastest launch: the least disturbed by other load on a shared machine.
+    case min
 }
 
 /// Times every opset v1 op the GPT uses, on the GPT's own shapes, on one adapter.
 ///
-/// Each row is the median of `repeats` timed launches (each followed by
-/// `synchronize`) after `warmup` untimed ones. Matmul rows are compared with
+/// Each row is the median (or, with `statistic: .min`, the minimum) of
+/// `repeats` timed launches (each followed by `synchronize`) after `warmup`
+/// untimed ones. Matmul rows are compared with
 /// the same products through plain OpenBLAS `cblas_sgemm` on one thread, timed
 /// in the same loop. A last row times one forward + backward of the whole
 /// model; for an adapter other than `reference` that row, and every row when
@@ -103,11 +119,14 @@ public struct AdapterBenchmark {
     public var searchPath: AdapterSearchPath
     /// Seed of the random inputs and model parameters.
     public var seed: UInt64
+    /// How each row summarises its samples.
+    public var statistic: BenchmarkStatistic
 
     /// Creates a benchmark; nothing runs until `run`.
     public init(
         adapter: String, options: [(String, String)] = [], config: ModelConfig = .default, repeats: Int = 10,
-        warmup: Int = 2, compareReference: Bool = false, searchPath: AdapterSearchPath = .default, seed: UInt64 = 1
+        warmup: Int = 2, compareReference: Bool = false, searchPath: AdapterSearchPath = .default, seed: UInt64 = 1,
+        statistic: BenchmarkStatistic = .median
     ) {
         self.adapter = adapter
         self.options = options
@@ -117,6 +136,7 @@ public struct AdapterBenchmark {
         self.compareReference = compareReference
         self.searchPath = searchPath
         self.seed = seed
+        self.statistic = statistic
     }
 
     /// Runs every row; `progress` is called as each row finishes.
@@ -141,10 +161,10 @@ public struct AdapterBenchmark {
             let gemm = c.gemms.isEmpty ? nil : SgemmBaseline(c.gemms, seed: seed)
             if let gemm { contestants.append { gemm.run() } }
             if let referenceCases { contestants.append { try referenceCases[index].launch() } }
-            let ms = try medians(contestants)
+            let ms = try summaries(contestants)
             var row = BenchmarkRow(
                 op: c.op, role: c.role, shape: c.shape, ms: ms[0], gflops: c.flops / (ms[0] * 1e6),
-                gbps: c.bytes.map { $0 / (ms[0] * 1e6) })
+                gbps: c.bytes.map { $0 / (ms[0] * 1e6) }, statistic: statistic.rawValue, repeats: repeats)
             if gemm != nil {
                 row.sgemmGflops = c.flops / (ms[1] * 1e6)
                 row.ratio = row.gflops / row.sgemmGflops!
@@ -162,14 +182,14 @@ public struct AdapterBenchmark {
         let referenceModel = try referenceDevice.map { try ModelStep(config: config, device: $0, seed: seed) }
         var contestants: [() throws -> Void] = [{ try model.run() }]
         if let referenceModel { contestants.append { try referenceModel.run() } }
-        let ms = try medians(contestants)
+        let ms = try summaries(contestants)
         let c = config
         let flops =
             6 * Double(c.parameterCount) * Double(c.batch * c.seq)
             + 6 * Double(c.layers) * Double(c.batch) * Double(c.seq * c.seq) * Double(c.dim)
         var row = BenchmarkRow(
             op: "model_fwd_bwd", role: "GPT forward+backward", shape: "\(c.batch)x\(c.seq) tokens, \(c)",
-            ms: ms[0], gflops: flops / (ms[0] * 1e6))
+            ms: ms[0], gflops: flops / (ms[0] * 1e6), statistic: statistic.rawValue, repeats: repeats)
         if referenceModel != nil {
             row.referenceMs = ms[1]
             row.speedup = ms[1] / ms[0]
@@ -179,8 +199,8 @@ public struct AdapterBenchmark {
         return rows
     }
 
-    /// Times each contestant `repeats` times, round-robin after `warmup` rounds; medians in ms.
-    func medians(_ contestants: [() throws -> Void]) throws -> [Double] {
+    /// Times each contestant `repeats` times, round-robin after `warmup` rounds; the statistic of each, in ms.
+    func summaries(_ contestants: [() throws -> Void]) throws -> [Double] {
         for _ in 0..<warmup {
             for body in contestants { try body() }
         }
@@ -192,7 +212,10 @@ public struct AdapterBenchmark {
                 samples[i].append((monotonicSeconds() - start) * 1000)
             }
         }
-        return samples.map(median)
+        switch statistic {
+        case .median: return samples.map(median)
+        case .min: return samples.map { $0.min()! }
+        }
     }
 
     // MARK: Output

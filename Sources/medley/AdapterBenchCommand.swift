@@ -9,7 +9,7 @@ extension Adapter {
         static let configuration = CommandConfiguration(
             abstract: "Time every opset op the GPT uses, on the model's shapes, and one forward+backward.",
             discussion: """
-                Each row is the median of --repeat launches (each followed by synchronize) after \
+                Each row is the median (or --statistic min) of --repeat launches (each followed by synchronize) after \
                 --warmup untimed ones. Matmul rows also time the same products through plain OpenBLAS \
                 cblas_sgemm on one thread (sgemm_gflops, ratio). The last row is one forward+backward \
                 of the whole GPT; for an adapter other than reference it also shows the reference \
@@ -37,6 +37,8 @@ extension Adapter {
 
         @Option(help: "Timed repeats per row (the median is reported).")
         var `repeat` = 10
+        @Option(help: "How each row summarises its samples: median (default) or min (the least disturbed by other load).")
+        var statistic = "median"
         @Option(help: "Untimed launches before timing.")
         var warmup = 2
         @Flag(help: "Also time every row on the reference adapter, in the same loop.")
@@ -49,6 +51,9 @@ extension Adapter {
         func run() throws {
             guard `repeat` >= 1 else { throw MedleyError(.invalidArgument, "--repeat must be at least 1, got \(`repeat`)") }
             guard warmup >= 0 else { throw MedleyError(.invalidArgument, "--warmup must be at least 0, got \(warmup)") }
+            guard let summary = BenchmarkStatistic(rawValue: statistic) else {
+                throw MedleyError(.invalidArgument, "--statistic '\(statistic)' is not one of median, min")
+            }
             let config = ModelConfig(layers: layers, dim: dim, heads: heads, seq: seq, batch: batch, vocab: vocab)
             try config.validate()
             if let json {
@@ -57,9 +62,9 @@ extension Adapter {
             }
             let benchmark = AdapterBenchmark(
                 adapter: adapter, options: try parseOptions(options), config: config, repeats: `repeat`,
-                warmup: warmup, compareReference: compareReference, seed: seed)
+                warmup: warmup, compareReference: compareReference, seed: seed, statistic: summary)
             let rows = try benchmark.run()
-            print("adapter \(adapter), model \(config) (\(config.parameterCount) parameters), median of \(`repeat`)")
+            print("adapter \(adapter), model \(config) (\(config.parameterCount) parameters), \(summary.rawValue) of \(`repeat`)")
             print(formatTable(AdapterBenchmark.tableCells(rows)))
             if let json {
                 try AdapterBenchmark.writeJSON(rows, to: json)

@@ -40,6 +40,7 @@ struct BenchCLITests {
         }
         #expect(rows.filter { ($0["op"] as? String)?.hasPrefix("matmul") == true }.count == 10)
         #expect(rows.last?["op"] as? String == "model_fwd_bwd")
+        #expect(rows.allSatisfy { $0["statistic"] as? String == "median" && $0["repeats"] as? Int == 1 })
         #expect(rows.first { $0["op"] as? String == "residual_forward" }?["gbps"] is Double)
     }
 
@@ -51,9 +52,10 @@ struct BenchCLITests {
         #expect(plainRows.last?["speedup"] is Double)
         #expect(plainRows.dropLast().allSatisfy { $0["reference_ms"] == nil })
 
-        let (compared, rows) = try bench(["sim", "--option", "speed=0.5", "--compare-reference"] + Self.tiny)
+        let (compared, rows) = try bench(["sim", "--option", "speed=0.5", "--compare-reference", "--statistic", "min"] + Self.tiny)
         #expect(compared.status == 0, "\(compared.output)")
         #expect(!rows.isEmpty && rows.allSatisfy { $0["reference_ms"] is Double && $0["speedup"] is Double })
+        #expect(rows.allSatisfy { $0["statistic"] as? String == "min" })
     }
 
     @Test("bad input gets one clear line and a non-zero exit")
@@ -64,6 +66,7 @@ struct BenchCLITests {
             (["reference", "--layers", "0"], "layers must be at least 1"),
             (["reference", "--repeat", "0"], "--repeat must be at least 1"),
             (["reference", "--option", "novalue"], "not key=value"),
+            (["reference", "--statistic", "mean"], "not one of median, min"),
             (["reference", "--json", "/nonexistent-dir/x.json"], "does not exist"),
         ]
         for (arguments, expected) in cases {
