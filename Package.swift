@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "medley", targets: ["medley"]),
         .library(name: "MedleyAdapters", targets: ["MedleyAdapters"]),
+        .library(name: "MedleyModel", targets: ["MedleyModel"]),
         // Chip adapters: shared libraries behind the C ABI in adapters/include/medley_adapter.h.
         .library(name: "medley-adapter-reference", type: .dynamic, targets: ["MedleyAdapterReference"]),
         .library(name: "medley-adapter-sim", type: .dynamic, targets: ["MedleyAdapterSim"]),
@@ -83,12 +84,25 @@ let package = Package(
             dependencies: ["CMedleyAdapter", "MedleyCore"],
             path: "Sources/MedleyAdapters"
         ),
+        /// OpenBLAS as the host links it: the plain-sgemm baseline of `medley adapter bench`.
+        .systemLibrary(
+            name: "COpenBLAS",
+            path: "Sources/COpenBLAS",
+            pkgConfig: "openblas"
+        ),
+        /// The GPT model built from opset ops on one device, and the adapter benchmark.
+        .target(
+            name: "MedleyModel",
+            dependencies: ["MedleyAdapters", "MedleyCore", "COpenBLAS"],
+            path: "Sources/MedleyModel"
+        ),
         /// The command-line tool: argument parsing only.
         .executableTarget(
             name: "medley",
             dependencies: [
                 "MedleyAdapters",
                 "MedleyCore",
+                "MedleyModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/medley"
@@ -105,6 +119,11 @@ let package = Package(
             name: "MedleyAdaptersTests",
             dependencies: ["MedleyAdapters", "MedleyCore", "MedleyTestSupport"],
             path: "Tests/MedleyAdaptersTests"
+        ),
+        .testTarget(
+            name: "MedleyModelTests",
+            dependencies: ["MedleyModel", "MedleyAdapters", "MedleyCore", "MedleyTestSupport"],
+            path: "Tests/MedleyModelTests"
         ),
         .testTarget(
             name: "MedleyCLITests",
