@@ -15,7 +15,9 @@
  *   speed=S        S in (0, 1], default 1. Each op_launch is stretched in wall
  *                  time: the op's own compute time t is measured and the call
  *                  then sleeps t*(1/S - 1) (sleeping, so a slow chip does not
- *                  burn a core). Copies are not stretched.
+ *                  burn a core). What a sleep overshoots is taken off the
+ *                  next ones, so a run of ops takes 1/S as long overall.
+ *                  Copies are not stretched.
  *   memory=SIZE    capacity (e.g. 512MiB); default: the machine's memory.
  *                  Allocations beyond it are MEDLEY_ERROR_OUT_OF_MEMORY.
  *   precision=P    fp32 | bf16 | fp16, default fp32. After every op, every
@@ -70,6 +72,7 @@
 #define SIM_MAX_DEVICES 1024
 #define SIM_ENV "MEDLEY_SIM_OPTIONS"
 #define SIM_CRASH_STATUS 77
+#define SIM_MAX_OVERSLEEP 0.05 /* seconds of oversleep carried to later ops, at most */
 
 /* ========================================================================= */
 /* Configuration                                                             */
@@ -340,6 +343,7 @@ struct medley_device {
   sim_config config;
   int32_t index;
   double speed;           /* config.speed, divided by slow faults */
+  double oversleep;       /* seconds slept beyond what earlier ops owed, repaid by later ops */
   int64_t op_count;       /* op_launch calls so far */
   int lost;               /* an error fault fired */
   char lost_reason[64];
@@ -601,8 +605,18 @@ static medley_error *sim_op_launch(medley_device *device, medley_stream *stream,
   mrk_run(&args);
   sim_post_process(device, &args, outputs, num_outputs);
   double elapsed = sim_now_seconds() - start;
-  /* A chip at speed S takes t/S: sleep the difference. */
-  sim_sleep_seconds(elapsed * (1.0 / device->speed - 1.0));
+  /* A chip at speed S takes t/S: sleep the difference. A sleep always overshoots a
+     little (timer slack, waiting for a core); the excess is carried over and taken off
+     later sleeps, so a sequence of ops is stretched by 1/S overall, not more. */
+  double owed = elapsed * (1.0 / device->speed - 1.0) - device->oversleep;
+  if (owed > 0) {
+    double asleep = sim_now_seconds();
+    sim_sleep_seconds(owed);
+    device->oversleep = sim_now_seconds() - asleep - owed;
+    if (device->oversleep > SIM_MAX_OVERSLEEP) device->oversleep = SIM_MAX_OVERSLEEP;
+  } else {
+    device->oversleep = -owed;
+  }
   return NULL;
 }
 
