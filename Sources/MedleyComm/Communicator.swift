@@ -52,7 +52,17 @@ public struct Communicator: @unchecked Sendable, CustomStringConvertible {
         return try Communicator(handle: newComm, owns: true)
     }
 
-    /// Frees a communicator made by ``split(color:key:)`` (a no-op for the world).
+    /// A new communicator with the same ranks (`MPI_Comm_dup`, collective): a private channel
+    /// for a library, so its messages never match the caller's.
+    public func duplicate() throws -> Communicator {
+        var newComm: MPI_Comm? = nil
+        try mpiCheck(MPI_Comm_dup(handle, &newComm), "MPI_Comm_dup")
+        guard let newComm else { throw MedleyError(.communication, "MPI_Comm_dup returned no communicator") }
+        try mpiCheck(MPI_Comm_set_errhandler(newComm, CMPI_errors_return()), "MPI_Comm_set_errhandler")
+        return try Communicator(handle: newComm, owns: true)
+    }
+
+    /// Frees a communicator made by ``split(color:key:)`` or ``duplicate()`` (a no-op for the world).
     public func free() throws {
         guard ownsHandle else { return }
         var h: MPI_Comm? = handle

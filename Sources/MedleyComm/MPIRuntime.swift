@@ -125,3 +125,15 @@ func mpiErrorString(_ code: Int32) -> String {
     guard rc == CMPI_success() else { return "unknown MPI error" }
     return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
 }
+
+extension MPIRuntime {
+    /// The first line of `MPI_Get_library_version`, e.g. "Open MPI v4.1.4, …".
+    public static func libraryVersion() -> String {
+        var buffer = [CChar](repeating: 0, count: 8192)
+        var length: Int32 = 0
+        let rc = buffer.withUnsafeMutableBufferPointer { MPI_Get_library_version($0.baseAddress, &length) }
+        guard rc == CMPI_success() else { return "unknown MPI" }
+        let text = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return text.split(separator: "\n").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? text
+    }
+}

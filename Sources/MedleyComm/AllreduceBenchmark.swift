@@ -1,0 +1,260 @@
+import Foundation
+import MedleyCore
+
+/// `medley bench allreduce`: Medley's weighted gradient exchange against a plain
+/// `MPI_Allreduce` of the same bytes in the same run, reported the way nccl-tests does.
+///
+/// algbw = bytes / time, busbw = algbw · 2(n−1)/n. Time per size is the best of several
+/// interleaved blocks (Medley, MPI, Medley, MPI, …), each block's time the slowest rank's.
+public enum AllreduceBenchmark {
+    /// What to measure.
+    public struct Configuration: Sendable {
+        /// Smallest message, bytes.
+        public var minBytes: Int = 4 << 10
+        /// Largest message, bytes (sizes double from min to max).
+        public var maxBytes: Int = 256 << 20
+        /// Bytes each timed block should move per size (sets the iteration count).
+        public var bytesPerBlock: Int = 512 << 20
+        /// Interleaved blocks per size; the best is reported.
+        public var blocks: Int = 3
+        /// Steps of the steady-state agreement timed for the negotiation overhead.
+        public var agreementSteps: Int = 2000
+        /// Exchange options (checksums off by default, as in training).
+        public var options = GradientExchange.Options()
+
+        /// Creates the default configuration.
+        public init() {}
+    }
+
+    /// One size's figures; JSON keys are snake_case (`size_bytes`, `medley_busbw_gbps`, …).
+    public struct Row: Codable, Sendable {
+        /// Message size in bytes.
+        public var sizeBytes: Int
+        /// Iterations per timed block.
+        public var iterations: Int
+        /// Medley exchange time per step, µs.
+        public var medleyTimeUs: Double
+        /// Medley algorithm bandwidth, GB/s.
+        public var medleyAlgbwGbps: Double
+        /// Medley bus bandwidth, GB/s.
+        public var medleyBusbwGbps: Double
+        /// Plain `MPI_Allreduce` time, µs.
+        public var mpiTimeUs: Double
+        /// Plain `MPI_Allreduce` algorithm bandwidth, GB/s.
+        public var mpiAlgbwGbps: Double
+        /// Plain `MPI_Allreduce` bus bandwidth, GB/s.
+        public var mpiBusbwGbps: Double
+        /// medley_busbw / mpi_busbw.
+        public var ratio: Double
+        /// Elements of Medley's weighted average that differ from the exact result (summed over ranks).
+        public var wrong: Int
+        /// Elements of the plain allreduce that differ from the exact sum (summed over ranks).
+        public var mpiWrong: Int
+    }
+
+    /// The machine a report was measured on.
+    public struct Machine: Codable, Sendable {
+        /// Host name.
+        public var hostname: String
+        /// `nproc`.
+        public var cpus: Int
+        /// CPU model from /proc/cpuinfo.
+        public var cpuModel: String
+        /// Physical memory, GiB.
+        public var memoryGib: Double
+        /// The MPI library's version line.
+        public var mpiLibrary: String
+    }
+
+    /// A whole run.
+    public struct Report: Codable, Sendable {
+        /// Number of ranks.
+        public var ranks: Int
+        /// Where it ran.
+        public var machine: Machine
+        /// Steady-state agreement cost (the one small collective), µs per step, slowest rank.
+        public var negotiationUsPerStep: Double
+        /// Per-size figures.
+        public var results: [Row]
+    }
+
+    /// Runs the benchmark on every rank of `comm` (collective); every rank returns the same report.
+    public static func run(on comm: Communicator, configuration: Configuration = Configuration()) throws -> Report {
+        guard configuration.minBytes >= 4, configuration.maxBytes >= configuration.minBytes else {
+            throw MedleyError(.invalidArgument, "benchmark sizes must satisfy 4 <= min <= max bytes")
+        }
+        var sizes: [Int] = []
+        var s = configuration.minBytes
+        while s <= configuration.maxBytes { sizes.append(s); s *= 2 }
+        var rows: [Row] = []
+        for size in sizes { rows.append(try measure(size: size, on: comm, configuration)) }
+        let negotiation = try measureAgreement(on: comm, configuration)
+        return Report(ranks: comm.size, machine: Machine.current(), negotiationUsPerStep: negotiation, results: rows)
+    }
+
+    private static func input(rank: Int, index j: Int) -> Float { Float((rank + 1) * (j % 13 + 1)) * 0.125 }
+
+    private static func measure(size: Int, on comm: Communicator, _ c: Configuration) throws -> Row {
+        let count = size / 4
+        let p = comm.size, r = comm.rank
+        let iterations = max(5, min(1000, c.bytesPerBlock / size))
+        let layout = try BucketLayout(tensors: [TensorMeta(name: "bench.grad", shape: [count], dtype: .float32)],
+                                      capBytes: max(size, 4), jobID: "bench")
+        let exchange = try GradientExchange(communicator: comm, layout: layout, options: c.options)
+        let samples = r + 1
+        let totalSamples = Double(p * (p + 1) / 2)
+        try exchange.withGradient(named: "bench.grad") { g in
+            for j in 0..<count { g[j] = input(rank: r, index: j) }
+        }
+        var plain = [Float](repeating: 0, count: count)
+        for j in 0..<count { plain[j] = input(rank: r, index: j) }
+
+        // Warm up both paths (the first exchange negotiates) and check the plain sum once.
+        var step: UInt64 = 0
+        try exchange.exchange(step: step, sampleCount: samples)
+        step += 1
+        var mpiWrong = 0
+        try plain.withUnsafeMutableBufferPointer { buf in
+            try comm.allreduce(inPlace: buf, op: .sum)
+            let scale = Float(p * (p + 1) / 2)
+            for j in 0..<count where buf[j] != Float(j % 13 + 1) * 0.125 * scale { mpiWrong += 1 }
+            buf.update(repeating: 0)
+            try comm.allreduce(inPlace: buf, op: .sum)
+        }
+
+        var bestMedley = Double.infinity, bestMPI = Double.infinity
+        for _ in 0..<max(1, c.blocks) {
+            try comm.barrier()
+            var t0 = MPIRuntime.wallTime()
+            for _ in 0..<iterations {
+                try exchange.exchange(step: step, sampleCount: samples)
+                step += 1
+            }
+            let medley = try slowest((MPIRuntime.wallTime() - t0) / Double(iterations), comm)
+            bestMedley = min(bestMedley, medley)
+
+            try comm.barrier()
+            t0 = MPIRuntime.wallTime()
+            try plain.withUnsafeMutableBufferPointer { buf in
+                for _ in 0..<iterations { try comm.allreduce(inPlace: buf, op: .sum) }
+            }
+            let mpi = try slowest((MPIRuntime.wallTime() - t0) / Double(iterations), comm)
+            bestMPI = min(bestMPI, mpi)
+        }
+
+        // The weighted average is a fixed point of further exchanges (weights sum to 1), so after
+        // all iterations every element must still equal Σ n_i g_i / Σ n_i (fp32 tolerance).
+        var wrong = 0
+        try exchange.withGradient(named: "bench.grad") { g in
+            for j in 0..<count {
+                var exact = 0.0
+                for q in 0..<p { exact += Double(q + 1) * Double(input(rank: q, index: j)) }
+                exact /= totalSamples
+                if abs(Double(g[j]) - exact) > 1e-4 * abs(exact) + 1e-6 { wrong += 1 }
+            }
+        }
+        let wrongs = try comm.allreduce([Int64(wrong), Int64(mpiWrong)], op: .sum)
+
+        let busFactor = p > 1 ? 2.0 * Double(p - 1) / Double(p) : 1.0
+        let medleyAlg = Double(size) / bestMedley / 1e9
+        let mpiAlg = Double(size) / bestMPI / 1e9
+        return Row(sizeBytes: size, iterations: iterations,
+                   medleyTimeUs: bestMedley * 1e6, medleyAlgbwGbps: medleyAlg, medleyBusbwGbps: medleyAlg * busFactor,
+                   mpiTimeUs: bestMPI * 1e6, mpiAlgbwGbps: mpiAlg, mpiBusbwGbps: mpiAlg * busFactor,
+                   ratio: (medleyAlg * busFactor) / (mpiAlg * busFactor),
+                   wrong: Int(wrongs[0]), mpiWrong: Int(wrongs[1]))
+    }
+
+    /// Steady-state agreement alone: µs per step, best of the blocks, slowest rank.
+    private static func measureAgreement(on comm: Communicator, _ c: Configuration) throws -> Double {
+        let layout = try BucketLayout(
+            tensors: (0..<64).map { TensorMeta(name: "layer.\($0).w", shape: [64, 64], dtype: .float32) },
+            capBytes: 1 << 20, jobID: "bench")
+        let exchange = try GradientExchange(communicator: comm, layout: layout, options: c.options)
+        _ = try exchange.agree(step: 0, sampleCount: comm.rank + 1)
+        var best = Double.infinity
+        var step: UInt64 = 1
+        for _ in 0..<max(1, c.blocks) {
+            try comm.barrier()
+            let t0 = MPIRuntime.wallTime()
+            for _ in 0..<c.agreementSteps {
+                _ = try exchange.agree(step: step, sampleCount: comm.rank + 1)
+                step += 1
+            }
+            best = min(best, try slowest((MPIRuntime.wallTime() - t0) / Double(c.agreementSteps), comm))
+        }
+        return best * 1e6
+    }
+
+    private static func slowest(_ seconds: Double, _ comm: Communicator) throws -> Double {
+        try comm.allreduce([seconds], op: .max)[0]
+    }
+
+    /// The report as a fixed-width table, one row per size.
+    public static func table(_ report: Report) -> String {
+        var lines: [String] = []
+        lines.append("# medley bench allreduce: \(report.ranks) ranks on \(report.machine.cpus) × \(report.machine.cpuModel); \(report.machine.mpiLibrary)")
+        lines.append("# busbw = algbw * 2(n-1)/n; time = best block, slowest rank; Medley = weighted average (uneven n_i = rank+1)")
+        lines.append(pad(["size", "iters", "medley us", "algbw", "busbw", "mpi us", "algbw", "busbw", "ratio", "wrong", "mpi_wrong"]))
+        for r in report.results {
+            lines.append(pad([formatBytes(r.sizeBytes), "\(r.iterations)",
+                              f(r.medleyTimeUs, 1), f(r.medleyAlgbwGbps, 2), f(r.medleyBusbwGbps, 2),
+                              f(r.mpiTimeUs, 1), f(r.mpiAlgbwGbps, 2), f(r.mpiBusbwGbps, 2),
+                              f(r.ratio, 3), "\(r.wrong)", "\(r.mpiWrong)"]))
+        }
+        lines.append("# steady-state negotiation: \(f(report.negotiationUsPerStep, 2)) us per step (one allgather of 32 bytes per rank)")
+        return lines.joined(separator: "\n")
+    }
+
+    /// The report as pretty JSON with snake_case keys.
+    public static func json(_ report: Report) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(report)
+    }
+
+    private static func pad(_ cells: [String]) -> String {
+        cells.enumerated().map { i, c in
+            let w = i == 0 ? 8 : 11
+            return String(repeating: " ", count: max(0, w - c.count)) + c
+        }.joined()
+    }
+    private static func f(_ v: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", v) }
+}
+
+/// Sizes written like `64KiB`, `256MiB`, `1GiB`, `4096`.
+public enum ByteCount {
+    /// Parses a size; throws `invalidArgument` on anything else.
+    public static func parse(_ text: String) throws -> Int {
+        let units: [(String, Int)] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10), ("B", 1)]
+        let t = text.trimmingCharacters(in: .whitespaces)
+        for (suffix, factor) in units where t.hasSuffix(suffix) {
+            if let n = Int(t.dropLast(suffix.count)), n >= 0 { return n * factor }
+        }
+        if let n = Int(t), n >= 0 { return n }
+        throw MedleyError(.invalidArgument, "'\(text)' is not a size (examples: 4096, 64KiB, 256MiB)")
+    }
+}
+
+/// Writes a byte count the short way: 4KiB, 1MiB, 256MiB.
+func formatBytes(_ n: Int) -> String {
+    if n >= 1 << 30, n % (1 << 30) == 0 { return "\(n >> 30)GiB" }
+    if n >= 1 << 20, n % (1 << 20) == 0 { return "\(n >> 20)MiB" }
+    if n >= 1 << 10, n % (1 << 10) == 0 { return "\(n >> 10)KiB" }
+    return "\(n)B"
+}
+
+extension AllreduceBenchmark.Machine {
+    /// Reads this machine's description.
+    public static func current() -> Self {
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
+            .map { $0.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "" } ?? "unknown"
+        return Self(hostname: ProcessInfo.processInfo.hostName,
+                    cpus: ProcessInfo.processInfo.activeProcessorCount,
+                    cpuModel: model,
+                    memoryGib: (Double(ProcessInfo.processInfo.physicalMemory) / Double(1 << 30) * 10).rounded() / 10,
+                    mpiLibrary: MPIRuntime.libraryVersion())
+    }
+}

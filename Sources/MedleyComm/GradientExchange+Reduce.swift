@@ -1,0 +1,100 @@
+import MedleyCore
+
+/// Tag of the exchange's ring traffic (on the exchange's private communicator).
+private let ringTag = 0x4D44
+
+extension GradientExchange {
+    /// Reduces every bucket to Σ w_i·g_i (collective), then verifies when checksums are on.
+    func reduceBuckets(weights: [Float]) throws {
+        var contributions: [ContributionSum] = []
+        if options.checksums {
+            contributions = layout.buckets.indices.map { contributionSum(bucket: $0, weight: weights[communicator.rank]) }
+        }
+        for b in layout.buckets.indices {
+            injectFault(bucket: b, at: .contributionAfterChecksum)
+            let count = layout.buckets[b].payloadBytes / 4
+            let base = buckets[b].baseAddress!.assumingMemoryBound(to: Float.self)
+            let data = UnsafeMutableBufferPointer(start: base, count: count)
+            if communicator.size == 1 {
+                scale(data, by: weights[0])
+            } else if layout.buckets[b].payloadBytes >= options.ringThresholdBytes && count >= communicator.size {
+                try weightedRing(data, weights: weights)
+            } else {
+                scale(data, by: weights[communicator.rank])
+                try communicator.allreduce(inPlace: data, op: .sum)
+            }
+            injectFault(bucket: b, at: .reducedPayload)
+        }
+        if options.checksums { try verify(contributions) }
+    }
+
+    private func injectFault(bucket: Int, at point: FaultInjection.Point) {
+        guard let f = faultInjection, f.point == point, f.rank == communicator.rank, f.bucket == bucket else { return }
+        let words = buckets[bucket].baseAddress!.assumingMemoryBound(to: UInt32.self)
+        precondition(f.element < layout.buckets[bucket].payloadBytes / 4, "fault element outside the bucket")
+        words[f.element] ^= UInt32(1) << UInt32(f.bit)
+    }
+
+    /// Multiplies a buffer by `w` in place (skipped when w is 1).
+    private func scale(_ data: UnsafeMutableBufferPointer<Float>, by w: Float) {
+        guard w != 1, let p = data.baseAddress else { return }
+        for i in 0..<data.count { p[i] *= w }
+    }
+
+    /// Ring allreduce with the weighting fused into the combine step.
+    ///
+    /// Chunk c of the buffer travels around the ring; at the first hop a rank receives its left
+    /// neighbour's raw chunk and stores `w_left·recv + w_self·own`, at later hops `recv + w_self·own`.
+    /// After p−1 hops rank r holds the finished chunk (r+1) mod p, computed once; p−1 more hops
+    /// hand finished chunks around, so every rank ends with bitwise identical results.
+    /// Every `MPI_Sendrecv` moves at most one segment, and all ranks cut chunks into the same
+    /// number of segments, so the calls pair up on every rank.
+    func weightedRing(_ data: UnsafeMutableBufferPointer<Float>, weights: [Float]) throws {
+        let p = communicator.size, r = communicator.rank
+        let count = data.count
+        let right = (r + 1) % p, left = (r + p - 1) % p
+        let base = count / p, extra = count % p
+        func chunk(_ c: Int) -> (start: Int, count: Int) {
+            (c * base + min(c, extra), base + (c < extra ? 1 : 0))
+        }
+        let segment = max(1, scratch.count)
+        let maxChunk = base + (extra > 0 ? 1 : 0)
+        let segments = max(1, (maxChunk + segment - 1) / segment)
+        let x = data.baseAddress!
+        let tmp = scratch.baseAddress!
+        let wSelf = weights[r]
+
+        // Reduce-scatter.
+        for k in 0..<(p - 1) {
+            let send = chunk((r - k + 2 * p) % p)
+            let recv = chunk((r - k - 1 + 2 * p) % p)
+            let wLeft: Float = k == 0 ? weights[left] : 1
+            for j in 0..<segments {
+                let s0 = min(send.count, j * segment), s1 = min(send.count, (j + 1) * segment)
+                let r0 = min(recv.count, j * segment), r1 = min(recv.count, (j + 1) * segment)
+                let n = r1 - r0
+                try communicator.sendReceive(
+                    UnsafeBufferPointer(start: x + send.start + s0, count: s1 - s0), to: right,
+                    into: UnsafeMutableBufferPointer(start: tmp, count: n), from: left, tag: ringTag)
+                let dst = x + recv.start + r0
+                if k == 0 {
+                    for i in 0..<n { dst[i] = wLeft * tmp[i] + wSelf * dst[i] }
+                } else {
+                    for i in 0..<n { dst[i] = tmp[i] + wSelf * dst[i] }
+                }
+            }
+        }
+        // Allgather of the finished chunks.
+        for k in 0..<(p - 1) {
+            let send = chunk((r + 1 - k + 2 * p) % p)
+            let recv = chunk((r - k + 2 * p) % p)
+            for j in 0..<segments {
+                let s0 = min(send.count, j * segment), s1 = min(send.count, (j + 1) * segment)
+                let r0 = min(recv.count, j * segment), r1 = min(recv.count, (j + 1) * segment)
+                try communicator.sendReceive(
+                    UnsafeBufferPointer(start: x + send.start + s0, count: s1 - s0), to: right,
+                    into: UnsafeMutableBufferPointer(start: x + recv.start + r0, count: r1 - r0), from: left, tag: ringTag)
+            }
+        }
+    }
+}
