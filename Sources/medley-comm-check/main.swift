@@ -160,6 +160,9 @@ if scenario == "bench" {
             case "--max-size": config.maxBytes = try ByteCount.parse(value)
             case "--min-size": config.minBytes = try ByteCount.parse(value)
             case "--agreement-steps": config.agreementSteps = Int(value) ?? 2000
+            case "--blocks": config.blocks = Int(value) ?? 3
+            case "--segment-size": config.options.segmentBytes = try ByteCount.parse(value)
+            case "--ring-threshold": config.options.ringThresholdBytes = try ByteCount.parse(value)
             case "--checksums": config.options.checksums = true; child.append(a); i += 1; continue
             default: throw MedleyError(.invalidArgument, "unknown option \(a)")
             }
