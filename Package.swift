@@ -18,6 +18,8 @@ let package = Package(
         .executable(name: "medley-comm-check", targets: ["MedleyCommCheck"]),
         // Chip adapters: shared libraries behind the C ABI in adapters/include/medley_adapter.h.
         .library(name: "medley-adapter-reference", type: .dynamic, targets: ["MedleyAdapterReference"]),
+        .library(name: "medley-adapter-sim", type: .dynamic, targets: ["MedleyAdapterSim"]),
+        .library(name: "medley-adapter-cpu", type: .dynamic, targets: ["MedleyAdapterCPU"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -44,6 +46,22 @@ let package = Package(
             dependencies: ["MedleyAdapterKit", "MedleyReferenceKernels"],
             path: "adapters/reference",
             cSettings: adapterCSettings
+        ),
+        /// The sim adapter: a simulated vendor chip (speed, memory, precision, faults) on the reference kernels.
+        .target(
+            name: "MedleyAdapterSim",
+            dependencies: ["MedleyAdapterKit", "MedleyReferenceKernels"],
+            path: "adapters/sim",
+            cSettings: adapterCSettings
+        ),
+        /// The cpu adapter: opset v1 on the host CPU, every matmul an OpenBLAS sgemm.
+        /// cblas.h comes from Debian's libopenblas-dev (default include path, see scripts/setup.sh).
+        .target(
+            name: "MedleyAdapterCPU",
+            dependencies: ["MedleyAdapterKit"],
+            path: "adapters/cpu",
+            cSettings: adapterCSettings + [.unsafeFlags(["-O3", "-fno-math-errno"])],
+            linkerSettings: [.linkedLibrary("openblas")]
         ),
 
         // MARK: Host

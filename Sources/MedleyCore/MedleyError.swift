@@ -8,7 +8,7 @@ public struct MedleyError: Error, CustomStringConvertible, Sendable {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Value: Hashable, Sendable {
             case invalidArgument, notFound, adapterLoad, adapterCall, conformance
-            case communication, mismatch, corruption, io, timeout, outOfMemory, unsupported, internalError
+            case deviceLost, communication, mismatch, corruption, io, timeout, outOfMemory, unsupported, internalError
         }
         private let value: Value
         private init(_ value: Value) { self.value = value }
@@ -23,6 +23,8 @@ public struct MedleyError: Error, CustomStringConvertible, Sendable {
         public static let adapterCall = Code(.adapterCall)
         /// An adapter does not conform to the ABI or opset.
         public static let conformance = Code(.conformance)
+        /// A device failed and must be closed (the adapter said DEVICE_LOST).
+        public static let deviceLost = Code(.deviceLost)
         /// An MPI or socket operation failed.
         public static let communication = Code(.communication)
         /// Ranks disagree about something they must agree on.
@@ -47,6 +49,7 @@ public struct MedleyError: Error, CustomStringConvertible, Sendable {
             case .adapterLoad: "adapter load"
             case .adapterCall: "adapter call"
             case .conformance: "conformance"
+            case .deviceLost: "device lost"
             case .communication: "communication"
             case .mismatch: "mismatch"
             case .corruption: "corruption"

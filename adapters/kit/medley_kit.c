@@ -309,8 +309,17 @@ mk_op_id mk_op_lookup(const char *name) {
 const char *mk_op_name(mk_op_id op) { return op < MK_OP_COUNT ? mk_op_specs[op].name : "?"; }
 
 int64_t mk_numel(const medley_tensor *tensor) {
+  /* Saturates at INT64_MAX instead of overflowing (a hostile shape must not
+     wrap around to a small count that passes the bounds checks); a rank
+     outside 0...MEDLEY_MAX_RANK or a non-positive dimension gives 0. */
+  if (tensor->rank < 0 || tensor->rank > MEDLEY_MAX_RANK) return 0;
   int64_t n = 1;
-  for (int i = 0; i < tensor->rank; i++) n *= tensor->shape[i];
+  for (int i = 0; i < tensor->rank; i++) {
+    int64_t d = tensor->shape[i];
+    if (d <= 0) return 0;
+    if (n > INT64_MAX / d) return INT64_MAX;
+    n *= d;
+  }
   return n;
 }
 
@@ -366,6 +375,11 @@ static medley_error *mk_check_tensor(const mk_prep *p, int output, int index, in
                     mk_dtype_name(t->dtype), mk_dtype_name(want_dtype));
   }
   int64_t numel = mk_numel(t);
+  if ((uint64_t)numel > UINT64_MAX / 8) {
+    char shape[96];
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: %s has shape %s, too many elements", p->op, name,
+                    mk_shape_text(t, shape, sizeof shape));
+  }
   uint64_t bytes = (uint64_t)numel * mk_dtype_size(t->dtype);
   if (t->buffer == NULL) {
     return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: %s has a NULL buffer", p->op, name);
@@ -476,6 +490,13 @@ static medley_error *mk_check_tokens(const char *op, const char *name, const int
   return NULL;
 }
 
+/* "3" or "2 to 3", for count messages. */
+static const char *mk_range_text(int min, int max, char *out, size_t size) {
+  if (min == max) snprintf(out, size, "%d", min);
+  else snprintf(out, size, "%d to %d", min, max);
+  return out;
+}
+
 medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const medley_tensor *inputs,
                             size_t num_inputs, const medley_tensor *outputs, size_t num_outputs,
                             const medley_attr *attrs, size_t num_attrs, uint32_t dtype_mask,
@@ -483,24 +504,42 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
   if (op_name == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_launch: op name is NULL");
   mk_op_id op = mk_op_lookup(op_name);
   if (op == MK_OP_COUNT) {
-    return mk_error(MEDLEY_ERROR_UNSUPPORTED, "op_launch: unknown op '%s' (not in opset v%d)", op_name,
+    return mk_error(MEDLEY_ERROR_UNSUPPORTED, "unknown op '%s' (not in opset v%d)", op_name,
                     MEDLEY_OPSET_VERSION);
   }
   const mk_op_spec *spec = &mk_op_specs[op];
+  char range[32];
   if ((int)num_inputs < spec->in_min || (int)num_inputs > spec->in_max) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu inputs, expected %d%s%d", op_name, num_inputs,
-                    spec->in_min, spec->in_min == spec->in_max ? "" : " to ",
-                    spec->in_min == spec->in_max ? spec->in_min : spec->in_max);
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu inputs, expected %s", op_name, num_inputs,
+                    mk_range_text(spec->in_min, spec->in_max, range, sizeof range));
   }
   if ((int)num_outputs < spec->out_min || (int)num_outputs > spec->out_max) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu outputs, expected %d%s", op_name, num_outputs,
-                    spec->out_min, spec->out_min == spec->out_max ? "" : " or more");
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: got %zu outputs, expected %s", op_name, num_outputs,
+                    mk_range_text(spec->out_min, spec->out_max, range, sizeof range));
   }
   if ((num_inputs > 0 && inputs == NULL) || (num_outputs > 0 && outputs == NULL)) {
     return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: inputs or outputs array is NULL", op_name);
   }
   memset(args, 0, sizeof *args);
   args->op = op;
+
+  /* Ranks and dimensions first: the shape rules below index shape[rank-1]. */
+  for (size_t i = 0; i < num_inputs + num_outputs; i++) {
+    const medley_tensor *t = i < num_inputs ? &inputs[i] : &outputs[i - num_inputs];
+    const char *kind = i < num_inputs ? "input" : "output";
+    size_t index = i < num_inputs ? i : i - num_inputs;
+    if (t->rank < 0 || t->rank > MEDLEY_MAX_RANK) {
+      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: %s %zu has rank %d (0...%d allowed)", op_name, kind,
+                      index, (int)t->rank, MEDLEY_MAX_RANK);
+    }
+    for (int d = 0; d < t->rank; d++) {
+      if (t->shape[d] <= 0 || t->shape[d] > ((int64_t)1 << 40)) {
+        return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                        "%s: %s %zu has dimension %d = %lld; every dimension must be positive", op_name, kind,
+                        index, d, (long long)t->shape[d]);
+      }
+    }
+  }
 
   /* The float dtype of the launch: that of the first float tensor. */
   int32_t dtype = 0;
@@ -694,7 +733,7 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
                         op_name, (long long)qkv->shape[2]);
       }
       args->C = qkv->shape[2] / 3;
-      if (heads < 1 || heads != floor(heads) || (int64_t)heads > args->C || args->C % (int64_t)heads != 0) {
+      if (heads < 1 || heads != floor(heads) || heads > (double)args->C || args->C % (int64_t)heads != 0) {
         return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
                         "%s: num_heads %g must be a positive integer dividing the %lld channels", op_name, heads,
                         (long long)args->C);

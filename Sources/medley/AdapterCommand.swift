@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import MedleyAdapters
+import MedleyCore
+
+/// `medley adapter …`: work with one adapter.
+struct Adapter: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check or describe one chip adapter.",
+        subcommands: [Check.self, Entries.self])
+}
+
+extension Adapter {
+    /// `medley adapter check`: the conformance kit.
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run the conformance kit against an adapter (exit 0 only when every check passes).",
+            discussion: """
+                Loads the adapter, checks its table, runs every opset op against the reference \
+                adapter on random inputs (odd sizes, non-zero offsets, guard bytes) with per-dtype \
+                tolerances, checks the reference's backward ops against finite differences, and \
+                checks that bad arguments come back as error objects.
+                """)
+
+        @Argument(help: "Adapter name (e.g. reference, cpu, sim) or path to its shared library.")
+        var adapter: String
+
+        @Option(name: .customLong("option"), help: ArgumentHelp("Device option key=value (repeatable).", valueName: "key=value"))
+        var options: [String] = []
+
+        @Option(help: "Tolerance profile: the dtype the adapter computes in (f32, bf16, f16).")
+        var tolerance: String = "f32"
+
+        @Option(help: "Override the relative tolerance.")
+        var rtol: Double?
+
+        @Option(help: "Override the absolute tolerance (relative to a tensor's largest magnitude).")
+        var atol: Double?
+
+        @Option(help: "Seed of the random inputs.")
+        var seed: UInt64 = 20_261_123
+
+        @Flag(help: "Print the report as JSON instead of a table.")
+        var json = false
+
+        func run() throws {
+            guard let dtype = DType(name: tolerance), dtype.isFloat else {
+                throw MedleyError(.invalidArgument, "--tolerance '\(tolerance)' is not one of f32, bf16, f16")
+            }
+            var limits = Tolerance.forDType(dtype)
+            if let rtol {
+                guard rtol >= 0, rtol.isFinite else { throw MedleyError(.invalidArgument, "--rtol must be a non-negative number") }
+                limits.rtol = rtol
+            }
+            if let atol {
+                guard atol >= 0, atol.isFinite else { throw MedleyError(.invalidArgument, "--atol must be a non-negative number") }
+                limits.atol = atol
+            }
+            let parsed = try parseOptions(options)
+            let report = ConformanceCheck(candidate: adapter, options: parsed, tolerance: limits, seed: seed).run()
+            if json {
+                print(try report.json())
+            } else {
+                print(report.table())
+            }
+            if !report.passed {
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    /// `medley adapter entries`: the table's entries, from the ABI header.
+    struct Entries: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the adapter table's entries (required or optional) as a Markdown table.")
+
+        func run() throws {
+            print(AdapterABI.entriesMarkdown())
+        }
+    }
+}
+
+/// Parses `key=value` device options.
+func parseOptions(_ values: [String]) throws -> [(String, String)] {
+    try values.map { value in
+        guard let equals = value.firstIndex(of: "="), equals != value.startIndex else {
+            throw MedleyError(.invalidArgument, "option '\(value)' is not key=value (e.g. --option threads=2)")
+        }
+        return (String(value[..<equals]), String(value[value.index(after: equals)...]))
+    }
+}

@@ -1,0 +1,174 @@
+import Foundation
+import MedleyCore
+import MedleyTestSupport
+import Testing
+
+@testable import MedleyAdapters
+
+/// The sim adapter stands in for other vendors' chips: every option and fault kind is exercised.
+@Suite("Sim adapter")
+struct SimAdapterTests {
+    let library: AdapterLibrary
+
+    init() throws {
+        library = try AdapterLibrary.load("sim", searchPath: TestSupport.buildSearchPath)
+    }
+
+    /// Runs gelu_forward on `device` over `x` and returns the output.
+    private func gelu(_ device: Device, _ x: [Float]) throws -> [Float] {
+        let input = try device.upload(x)
+        let out = try device.allocate(bytes: 4 * x.count)
+        try device.launch("gelu_forward", inputs: [input.tensor(.f32, [x.count])], outputs: [out.tensor(.f32, [x.count])])
+        return try out.read(count: x.count)
+    }
+
+    private var sample: [Float] {
+        var rng = SeededGenerator(seed: 3)
+        return rng.floats(257, -3, 3)
+    }
+
+    private func reference(_ x: [Float]) throws -> [Float] {
+        try gelu(try AdapterLibrary.load("reference", searchPath: TestSupport.buildSearchPath).openDevice(0), x)
+    }
+
+    @Test("with defaults the sim is bit-identical to the reference")
+    func identicalToReference() throws {
+        #expect(try gelu(try library.openDevice(0), sample) == reference(sample))
+    }
+
+    @Test("vendor and name options show in the device description")
+    func vendorAndName() throws {
+        let device = try library.openDevice(0, options: [("vendor", "Acme Accelerators"), ("name", "acme-x1")])
+        #expect(device.description.vendor == "Acme Accelerators")
+        #expect(device.description.name == "acme-x1")
+    }
+
+    @Test("memory caps allocations with an out-of-memory error object")
+    func memory() throws {
+        let device = try library.openDevice(0, options: [("memory", "64KiB")])
+        #expect(device.description.memoryBytes == 65536)
+        let held = try device.allocate(bytes: 60000)
+        let error = #expect(throws: MedleyError.self) { _ = try device.allocate(bytes: 8192) }
+        #expect(error?.code == .outOfMemory)
+        withExtendedLifetime(held) {}
+    }
+
+    @Test("precision bf16 and fp16 round every output to that format")
+    func precision() throws {
+        let bf16 = try gelu(try library.openDevice(0, options: [("precision", "bf16")]), sample)
+        #expect(bf16.allSatisfy { $0.bitPattern & 0xFFFF == 0 })
+        let exact = try reference(sample)
+        #expect(bf16 != exact)
+        #expect(zip(bf16, exact).allSatisfy { abs($0 - $1) <= 0.008 * max(1, abs($1)) })
+
+        let fp16 = try gelu(try library.openDevice(0, options: [("precision", "fp16")]), sample)
+        #expect(fp16.allSatisfy { Float(Float16($0)) == $0 })
+        #expect(zip(fp16, exact).allSatisfy { abs($0 - $1) <= 0.001 * max(1, abs($1)) })
+    }
+
+    @Test("the conformance kit reports bf16 tolerance failures, and passes with the bf16 tolerance")
+    func bf16Check() {
+        let strict = ConformanceCheck(
+            candidate: "sim", options: [("precision", "bf16")], searchPath: TestSupport.buildSearchPath
+        ).run()
+        #expect(!strict.passed)
+        #expect(strict.failures.allSatisfy { $0.group == "op" && $0.detail.contains("tolerance") })
+        let relaxed = ConformanceCheck(
+            candidate: "sim", options: [("precision", "bf16")], tolerance: .forDType(.bf16),
+            searchPath: TestSupport.buildSearchPath
+        ).run()
+        #expect(relaxed.passed, "\(relaxed.table())")
+    }
+
+    @Test("the sim passes the conformance kit with precision fp32 at a reduced speed")
+    func conformsAtSpeed() {
+        let report = ConformanceCheck(
+            candidate: "sim", options: [("speed", "0.5"), ("vendor", "Slow Co")], searchPath: TestSupport.buildSearchPath
+        ).run()
+        #expect(report.passed, "\(report.table())")
+    }
+
+    @Test("fault error@op: that op and every later call report DEVICE_LOST")
+    func errorFault() throws {
+        let device = try library.openDevice(0, options: [("fault", "error@op=2")])
+        _ = try gelu(device, sample)
+        let error = #expect(throws: MedleyError.self) { _ = try gelu(device, sample) }
+        #expect(error?.code == .deviceLost)
+        #expect(throws: MedleyError.self) { _ = try device.allocate(bytes: 16) }
+    }
+
+    @Test("fault error@step fires when the host begins that step")
+    func errorAtStep() throws {
+        let device = try library.openDevice(0, options: [("fault", "error@step=3")])
+        try device.beginStep(1)
+        _ = try gelu(device, sample)
+        let error = #expect(throws: MedleyError.self) {
+            try device.beginStep(3)
+            _ = try gelu(device, sample)
+        }
+        #expect(error?.code == .deviceLost)
+    }
+
+    @Test("fault nan@op fills that op's outputs with NaN, once")
+    func nanFault() throws {
+        let device = try library.openDevice(0, options: [("fault", "nan@op=1")])
+        #expect(try gelu(device, sample).allSatisfy(\.isNaN))
+        #expect(try gelu(device, sample) == reference(sample))
+    }
+
+    @Test("fault corrupt@op flips a bit in exactly one output element")
+    func corruptFault() throws {
+        let device = try library.openDevice(0, options: [("fault", "corrupt@op=1")])
+        let got = try gelu(device, sample)
+        let exact = try reference(sample)
+        #expect(zip(got, exact).filter { $0.bitPattern != $1.bitPattern }.count == 1)
+    }
+
+    @Test("fault slow is accepted and leaves results unchanged (its timing is measured by the benchmark)")
+    func slowFault() throws {
+        let device = try library.openDevice(0, options: [("fault", "slow:4@step=1;nan@op=99")])
+        try device.beginStep(1)
+        #expect(try gelu(device, sample) == reference(sample))
+    }
+
+    @Test("fault crash kills the process (run in a child)")
+    func crashFault() throws {
+        let result = try TestSupport.medley(["adapter", "check", "sim", "--option", "fault=crash@op=5"], timeout: 60)
+        #expect(!result.timedOut)
+        #expect(result.status == 77, "\(result.output)")
+        #expect(result.stderr.contains("crash"))
+    }
+
+    @Test("fault hang never returns (run in a child that is killed after a timeout)")
+    func hangFault() throws {
+        let result = try TestSupport.medley(["adapter", "check", "sim", "--option", "fault=hang@op=5"], timeout: 4)
+        #expect(result.timedOut)
+    }
+
+    @Test("MEDLEY_SIM_OPTIONS sets defaults, e.g. three devices of another vendor")
+    func environment() throws {
+        let result = try TestSupport.medley(
+            ["adapters"], environment: ["MEDLEY_SIM_OPTIONS": "devices=3,vendor=Acme,memory=2GiB"])
+        #expect(result.status == 0, "\(result.output)")
+        let simLine = result.stdout.split(separator: "\n").first { $0.hasPrefix("sim ") } ?? ""
+        #expect(simLine.contains("2: sim-1 (Acme, 2.0 GiB)"))
+    }
+
+    @Test("unknown and malformed options are rejected with one line naming the option")
+    func badOptions() throws {
+        let cases: [(String, String, String)] = [
+            ("speed", "-1", "speed"), ("speed", "0", "speed"), ("speed", "2", "speed"),
+            ("memory", "lots", "memory"), ("precision", "fp8", "precision"), ("devices", "0", "devices"),
+            ("fault", "explode@op=1", "fault"), ("fault", "crash@op=x", "fault"), ("fault", "slow:0.5@step=1", "fault"),
+            ("colour", "blue", "colour"),
+        ]
+        for (key, value, named) in cases {
+            let error = #expect(throws: MedleyError.self, "\(key)=\(value)") {
+                _ = try library.openDevice(0, options: [(key, value)])
+            }
+            #expect(error?.code == .invalidArgument, "\(key)=\(value)")
+            #expect(error?.message.contains(named) == true, "\(key)=\(value): \(error?.message ?? "")")
+            #expect(error?.message.contains("\n") == false)
+        }
+    }
+}

@@ -1,0 +1,145 @@
+import Foundation
+import MedleyAdapters
+
+/// Paths and process helpers shared by Medley's tests.
+public enum TestSupport {
+    /// The repository root (found from this file's location).
+    public static let repositoryRoot: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    /// Directory of the build products (`medley`, the adapter libraries): where the test binary runs from.
+    public static let productsDirectory: String = {
+        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        var dir = exe.deletingLastPathComponent()
+        // On macOS the tests run inside a .xctest bundle.
+        while dir.path.contains(".xctest") { dir.deleteLastPathComponent() }
+        return dir.path
+    }()
+
+    /// The built `medley` executable.
+    public static var medleyExecutable: String { productsDirectory + "/medley" }
+
+    /// A search path holding only the build products.
+    public static var buildSearchPath: AdapterSearchPath { AdapterSearchPath(directories: [productsDirectory]) }
+
+    /// A fresh temporary directory.
+    public static func temporaryDirectory(_ prefix: String = "medley-test") throws -> String {
+        let path = NSTemporaryDirectory() + "/\(prefix)-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    /// What a finished process did.
+    public struct ProcessResult: Sendable {
+        public var status: Int32
+        public var stdout: String
+        public var stderr: String
+        public var timedOut: Bool
+        /// Standard output and error together.
+        public var output: String { stdout + stderr }
+    }
+
+    /// Runs `executable` with `arguments`, killing it after `timeout` seconds.
+    public static func run(
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:],
+        timeout: TimeInterval = 120
+    ) throws -> ProcessResult {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        let outURL = URL(fileURLWithPath: try temporaryDirectory("proc") + "/out")
+        let errURL = URL(fileURLWithPath: outURL.deletingLastPathComponent().path + "/err")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        let outHandle = try FileHandle(forWritingTo: outURL)
+        let errHandle = try FileHandle(forWritingTo: errURL)
+        process.standardOutput = outHandle
+        process.standardError = errHandle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        var timedOut = false
+        while process.isRunning {
+            if Date() > deadline {
+                timedOut = true
+                process.terminate()
+                Thread.sleep(forTimeInterval: 1)
+                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+                break
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        process.waitUntilExit()
+        try outHandle.close()
+        try errHandle.close()
+        let stdout = (try? String(contentsOf: outURL, encoding: .utf8)) ?? ""
+        let stderr = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
+        try? FileManager.default.removeItem(at: outURL.deletingLastPathComponent())
+        return ProcessResult(status: process.terminationStatus, stdout: stdout, stderr: stderr, timedOut: timedOut)
+    }
+
+    /// Runs the built `medley` with `arguments`.
+    public static func medley(
+        _ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 120
+    ) throws -> ProcessResult {
+        try run(medleyExecutable, arguments, environment: environment, timeout: timeout)
+    }
+
+    /// Compiles C sources into a shared library with the system C compiler; returns its path.
+    ///
+    /// Paths are relative to the repository root. Used to build the adapter
+    /// template exactly as docs/adapters.md tells a chip team to, and broken
+    /// adapters for the loader's and checker's error paths.
+    public static func buildSharedLibrary(
+        named name: String, sources: [String], defines: [String] = [], into directory: String
+    ) throws -> String {
+        let output = directory + "/" + AdapterSearchPath.fileName(for: name)
+        let root = repositoryRoot + "/"
+        let arguments =
+            ["-std=gnu11", "-O1", "-shared", "-fPIC", "-fvisibility=hidden",
+             "-I\(root)adapters/include", "-I\(root)adapters/kit/include", "-I\(root)adapters/kernels/include"]
+            + defines.map { "-D\($0)" } + sources.map { root + $0 } + ["-lm", "-o", output]
+        let cc = ["/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/clang"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        guard let cc else { throw TestSupportError("no C compiler found (cc, gcc or clang)") }
+        let result = try run(cc, arguments, timeout: 120)
+        guard result.status == 0 else {
+            throw TestSupportError("cc failed for \(name): \(result.output)")
+        }
+        return output
+    }
+
+    /// The adapter template, built as docs/adapters.md says; cached per process.
+    public static func templateAdapter(into directory: String) throws -> String {
+        try buildSharedLibrary(
+            named: "template",
+            sources: ["adapters/template/template_adapter.c", "adapters/kit/medley_kit.c",
+                      "adapters/kernels/medley_ref_kernels.c"],
+            into: directory)
+    }
+
+    /// A deliberately broken adapter (see Tests/Fixtures/adapters/broken_adapter.c for the kinds).
+    public static func brokenAdapter(_ kind: String, into directory: String) throws -> String {
+        if kind == "no-entry" {
+            return try buildSharedLibrary(
+                named: "broken-\(kind)", sources: ["Tests/Fixtures/adapters/no_entry.c"], into: directory)
+        }
+        let define = "BROKEN_" + kind.uppercased().replacingOccurrences(of: "-", with: "_")
+        return try buildSharedLibrary(
+            named: "broken-\(kind)",
+            sources: ["Tests/Fixtures/adapters/broken_adapter.c", "adapters/kit/medley_kit.c",
+                      "adapters/kernels/medley_ref_kernels.c"],
+            defines: [define], into: directory)
+    }
+}
+
+/// A failure of the test harness itself.
+public struct TestSupportError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

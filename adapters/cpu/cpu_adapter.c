@@ -1,0 +1,376 @@
+/*
+ * cpu_adapter.c — the cpu adapter: opset v1 on the host CPU with OpenBLAS.
+ *
+ * One device (index 0) whose memory is host memory, managed by the adapter
+ * kit. Options at device_open:
+ *   threads=<integer >= 1>   OpenBLAS threads for this device's launches
+ *                            (default 1: one device = one core, so ranks can
+ *                            be pinned). The adapter's own loops are
+ *                            single-threaded.
+ *   memory=<byte size>       capacity offered to the host (default: the
+ *                            machine's physical memory).
+ * All work runs synchronously on the calling thread, so streams are plain
+ * handles and stream_synchronize has nothing to wait for.
+ *
+ * Only medley_adapter_get_api is exported; everything else is hidden.
+ */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_kernels.h"
+#include "medley_adapter.h"
+#include "medley_kit.h"
+
+/* Declared again so the build does not depend on which cblas.h is installed. */
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
+
+#define CPU_DEVICE_MAGIC 0x4d45444c43505544ull /* "MEDLCPUD" */
+#define CPU_STREAM_MAGIC 0x4d45444c43505553ull /* "MEDLCPUS" */
+#define CPU_MAX_THREADS 1024
+#define CPU_DEFAULT_MEMORY ((uint64_t)8 << 30) /* when the OS does not say */
+
+struct medley_stream {
+  uint64_t magic;
+  struct medley_stream *next;
+};
+
+struct medley_device {
+  uint64_t magic;
+  mk_memory memory;
+  int threads;
+  cpu_scratch scratch;
+  struct medley_stream *streams; /* every live extra stream */
+  char name[160];
+  char vendor[64];
+};
+
+/* ========================================================================= */
+/* Plugin                                                                    */
+/* ========================================================================= */
+
+static medley_error *cpu_plugin_info(medley_plugin_info *out) {
+  if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "plugin_info: out is NULL");
+  out->name = "cpu";
+  out->vendor = "Medley";
+  out->version = "1.0.0";
+  return NULL;
+}
+
+static medley_error *cpu_device_count(int32_t *out_count) {
+  if (out_count == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_count: out_count is NULL");
+  *out_count = 1;
+  return NULL;
+}
+
+/* ========================================================================= */
+/* Describing the CPU                                                        */
+/* ========================================================================= */
+
+/* Copies the value of the first "key : value" line of /proc/cpuinfo; 0 when found. */
+static int cpuinfo_field(const char *key, char *out, size_t size) {
+  FILE *file = fopen("/proc/cpuinfo", "r");
+  if (file == NULL) return -1;
+  char line[512];
+  size_t key_length = strlen(key);
+  int found = -1;
+  while (found != 0 && fgets(line, sizeof line, file) != NULL) {
+    if (strncmp(line, key, key_length) != 0) continue;
+    const char *colon = strchr(line + key_length, ':');
+    if (colon == NULL) continue;
+    const char *value = colon + 1;
+    while (*value == ' ' || *value == '\t') value++;
+    snprintf(out, size, "%s", value);
+    out[strcspn(out, "\n")] = '\0';
+    found = out[0] != '\0' ? 0 : -1;
+  }
+  fclose(file);
+  return found;
+}
+
+/* Fills the device's name ("cpu-openblas (<model>)") and vendor. */
+static void describe_cpu(medley_device *device) {
+  char model[128], vendor_id[64];
+  if (cpuinfo_field("model name", model, sizeof model) == 0) {
+    snprintf(device->name, sizeof device->name, "cpu-openblas (%s)", model);
+  } else {
+    snprintf(device->name, sizeof device->name, "cpu-openblas");
+  }
+  const char *vendor = "Medley";
+  if (cpuinfo_field("vendor_id", vendor_id, sizeof vendor_id) == 0) {
+    if (strcmp(vendor_id, "GenuineIntel") == 0) vendor = "Intel";
+    else if (strcmp(vendor_id, "AuthenticAMD") == 0) vendor = "AMD";
+    else vendor = vendor_id;
+  }
+  snprintf(device->vendor, sizeof device->vendor, "%s", vendor);
+}
+
+/* ========================================================================= */
+/* Devices                                                                   */
+/* ========================================================================= */
+
+static medley_error *device_check(const medley_device *device, const char *what) {
+  if (device == NULL || device->magic != CPU_DEVICE_MAGIC) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: not an open cpu device", what);
+  }
+  return NULL;
+}
+
+/* NULL (the default stream) or a live stream of `device`. */
+static medley_error *stream_check(const medley_device *device, const medley_stream *stream, const char *what) {
+  if (stream == NULL) return NULL;
+  for (const struct medley_stream *s = device->streams; s != NULL; s = s->next) {
+    if (s == stream) return NULL;
+  }
+  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: stream %p is not a live stream of this device", what,
+                  (const void *)stream);
+}
+
+/* Reads the options into `threads` and `memory`; unknown or malformed ones are errors. */
+static medley_error *parse_options(const medley_option *options, size_t num_options, int *threads,
+                                   uint64_t *memory) {
+  if (num_options > 0 && options == NULL) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: options is NULL but num_options is %zu",
+                    num_options);
+  }
+  for (size_t i = 0; i < num_options; i++) {
+    const char *key = options[i].key, *value = options[i].value;
+    if (key == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: option %zu has no key", i);
+    if (strcmp(key, "threads") == 0) {
+      int64_t parsed = 0;
+      if (mk_parse_int(value, 1, CPU_MAX_THREADS, &parsed) != 0) {
+        return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                        "device_open: option 'threads' = '%s' is not an integer in [1, %d] (e.g. threads=4)",
+                        value ? value : "(null)", CPU_MAX_THREADS);
+      }
+      *threads = (int)parsed;
+    } else if (strcmp(key, "memory") == 0) {
+      uint64_t parsed = 0;
+      if (mk_parse_bytes(value, &parsed) != 0 || parsed == 0) {
+        return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                        "device_open: option 'memory' = '%s' is not a positive byte size "
+                        "(e.g. memory=1073741824, 512MiB, 2GiB, 1.5GB)",
+                        value ? value : "(null)");
+      }
+      *memory = parsed;
+    } else {
+      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                      "device_open: unknown option '%s' (the cpu adapter accepts threads=<integer >= 1> "
+                      "and memory=<byte size, e.g. 2GiB>)",
+                      key);
+    }
+  }
+  return NULL;
+}
+
+/* Makes OpenBLAS use this device's thread count (a process-wide setting). */
+static void use_threads(const medley_device *device) {
+  if (openblas_get_num_threads() != device->threads) openblas_set_num_threads(device->threads);
+}
+
+static medley_error *cpu_device_open(int32_t index, const medley_option *options, size_t num_options,
+                                     medley_device **out_device) {
+  if (out_device == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: out_device is NULL");
+  *out_device = NULL;
+  if (index != 0) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: index %d is out of range (the cpu adapter has 1 device)",
+                    (int)index);
+  }
+  int threads = 1;
+  uint64_t memory = mk_system_memory_bytes(CPU_DEFAULT_MEMORY);
+  medley_error *error = parse_options(options, num_options, &threads, &memory);
+  if (error != NULL) return error;
+  medley_device *device = calloc(1, sizeof *device);
+  if (device == NULL) return mk_error(MEDLEY_ERROR_OUT_OF_MEMORY, "device_open: no host memory for the device");
+  device->magic = CPU_DEVICE_MAGIC;
+  device->threads = threads;
+  mk_memory_init(&device->memory, memory);
+  describe_cpu(device);
+  use_threads(device);
+  *out_device = device;
+  return NULL;
+}
+
+static medley_error *cpu_device_close(medley_device *device) {
+  medley_error *error = device_check(device, "device_close");
+  if (error != NULL) return error;
+  mk_memory_release_all(&device->memory);
+  cpu_scratch_release(&device->scratch);
+  while (device->streams != NULL) {
+    struct medley_stream *next = device->streams->next;
+    device->streams->magic = 0;
+    free(device->streams);
+    device->streams = next;
+  }
+  device->magic = 0;
+  free(device);
+  return NULL;
+}
+
+static medley_error *cpu_device_describe(medley_device *device, medley_device_desc *out) {
+  medley_error *error = device_check(device, "device_describe");
+  if (error != NULL) return error;
+  if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_describe: out is NULL");
+  out->name = device->name;
+  out->vendor = device->vendor;
+  out->memory_bytes = device->memory.capacity;
+  out->dtype_mask = MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32);
+  out->compute_units = (uint32_t)device->threads;
+  return NULL;
+}
+
+/* ========================================================================= */
+/* Memory and copies                                                         */
+/* ========================================================================= */
+
+static medley_error *cpu_buffer_alloc(medley_device *device, uint64_t bytes, medley_buffer **out_buffer) {
+  medley_error *error = device_check(device, "buffer_alloc");
+  if (error != NULL) return error;
+  return mk_buffer_alloc(&device->memory, bytes, out_buffer);
+}
+
+static medley_error *cpu_buffer_free(medley_device *device, medley_buffer *buffer) {
+  medley_error *error = device_check(device, "buffer_free");
+  if (error != NULL) return error;
+  return mk_buffer_free(&device->memory, buffer);
+}
+
+/* Checks the device and the stream of a queued call. */
+static medley_error *queue_check(medley_device *device, medley_stream *stream, const char *what) {
+  medley_error *error = device_check(device, what);
+  if (error != NULL) return error;
+  return stream_check(device, stream, what);
+}
+
+static medley_error *cpu_copy_h2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
+                                  uint64_t dst_offset, const void *src, uint64_t bytes) {
+  medley_error *error = queue_check(device, stream, "copy_h2d");
+  if (error != NULL) return error;
+  return mk_copy_h2d(&device->memory, dst, dst_offset, src, bytes);
+}
+
+static medley_error *cpu_copy_d2h(medley_device *device, medley_stream *stream, void *dst, medley_buffer *src,
+                                  uint64_t src_offset, uint64_t bytes) {
+  medley_error *error = queue_check(device, stream, "copy_d2h");
+  if (error != NULL) return error;
+  return mk_copy_d2h(&device->memory, dst, src, src_offset, bytes);
+}
+
+static medley_error *cpu_copy_d2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
+                                  uint64_t dst_offset, medley_buffer *src, uint64_t src_offset, uint64_t bytes) {
+  medley_error *error = queue_check(device, stream, "copy_d2d");
+  if (error != NULL) return error;
+  return mk_copy_d2d(&device->memory, dst, dst_offset, src, src_offset, bytes);
+}
+
+static medley_error *cpu_memset(medley_device *device, medley_stream *stream, medley_buffer *dst,
+                                uint64_t offset, uint8_t value, uint64_t bytes) {
+  medley_error *error = queue_check(device, stream, "memset");
+  if (error != NULL) return error;
+  return mk_memset(&device->memory, dst, offset, value, bytes);
+}
+
+/* ========================================================================= */
+/* Streams and steps                                                         */
+/* ========================================================================= */
+
+static medley_error *cpu_stream_create(medley_device *device, medley_stream **out_stream) {
+  medley_error *error = device_check(device, "stream_create");
+  if (error != NULL) return error;
+  if (out_stream == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_create: out_stream is NULL");
+  struct medley_stream *stream = calloc(1, sizeof *stream);
+  if (stream == NULL) return mk_error(MEDLEY_ERROR_OUT_OF_MEMORY, "stream_create: no host memory for a stream");
+  stream->magic = CPU_STREAM_MAGIC;
+  stream->next = device->streams;
+  device->streams = stream;
+  *out_stream = stream;
+  return NULL;
+}
+
+static medley_error *cpu_stream_destroy(medley_device *device, medley_stream *stream) {
+  medley_error *error = device_check(device, "stream_destroy");
+  if (error != NULL) return error;
+  if (stream == NULL) return NULL;
+  for (struct medley_stream **link = &device->streams; *link != NULL; link = &(*link)->next) {
+    if (*link == stream) {
+      *link = stream->next;
+      stream->magic = 0;
+      free(stream);
+      return NULL;
+    }
+  }
+  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_destroy: stream %p is not a live stream of this device",
+                  (void *)stream);
+}
+
+static medley_error *cpu_stream_synchronize(medley_device *device, medley_stream *stream) {
+  /* Every call already ran to completion when it returned. */
+  return queue_check(device, stream, "stream_synchronize");
+}
+
+static medley_error *cpu_step_begin(medley_device *device, int64_t step) {
+  medley_error *error = device_check(device, "step_begin");
+  if (error != NULL) return error;
+  if (step < 0) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "step_begin: step %lld is negative", (long long)step);
+  return NULL;
+}
+
+/* ========================================================================= */
+/* Ops                                                                       */
+/* ========================================================================= */
+
+static medley_error *cpu_op_query(medley_device *device, const char *op_name, int32_t dtype,
+                                  int32_t *out_supported) {
+  medley_error *error = device_check(device, "op_query");
+  if (error != NULL) return error;
+  if (out_supported == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_query: out_supported is NULL");
+  *out_supported = mk_op_lookup(op_name) != MK_OP_COUNT && dtype == MEDLEY_DTYPE_F32;
+  return NULL;
+}
+
+static medley_error *cpu_op_launch(medley_device *device, medley_stream *stream, const char *op_name,
+                                   const medley_tensor *inputs, size_t num_inputs, const medley_tensor *outputs,
+                                   size_t num_outputs, const medley_attr *attrs, size_t num_attrs) {
+  medley_error *error = queue_check(device, stream, "op_launch");
+  if (error != NULL) return error;
+  mk_op_args args;
+  error = mk_op_prepare(&device->memory, op_name, inputs, num_inputs, outputs, num_outputs, attrs, num_attrs,
+                        MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), &args);
+  if (error != NULL) return error;
+  use_threads(device);
+  return cpu_run(&device->scratch, &args);
+}
+
+/* ========================================================================= */
+/* The table                                                                 */
+/* ========================================================================= */
+
+static const medley_adapter_api cpu_api = {
+    .struct_size = sizeof(medley_adapter_api),
+    .abi_major = MEDLEY_ABI_MAJOR,
+    .abi_minor = MEDLEY_ABI_MINOR,
+    .opset_version = MEDLEY_OPSET_VERSION,
+    .reserved = 0,
+    .error_free = mk_error_free,
+    .plugin_info = cpu_plugin_info,
+    .device_count = cpu_device_count,
+    .device_open = cpu_device_open,
+    .device_close = cpu_device_close,
+    .device_describe = cpu_device_describe,
+    .buffer_alloc = cpu_buffer_alloc,
+    .buffer_free = cpu_buffer_free,
+    .copy_h2d = cpu_copy_h2d,
+    .copy_d2h = cpu_copy_d2h,
+    .copy_d2d = cpu_copy_d2d,
+    .memset = cpu_memset,
+    .stream_create = cpu_stream_create,
+    .stream_destroy = cpu_stream_destroy,
+    .stream_synchronize = cpu_stream_synchronize,
+    .op_query = cpu_op_query,
+    .op_launch = cpu_op_launch,
+    .step_begin = cpu_step_begin,
+};
+
+MEDLEY_ADAPTER_EXPORT const medley_adapter_api *medley_adapter_get_api(void) { return &cpu_api; }

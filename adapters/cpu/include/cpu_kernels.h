@@ -1,0 +1,81 @@
+/*
+ * cpu_kernels.h — the opset v1 kernels of the cpu adapter (fp32).
+ *
+ * Every matrix product (matmul forward and backward, the two products of
+ * attention forward and the four of attention backward) is one OpenBLAS
+ * sgemm call; everything else is a tight loop over contiguous rows that the
+ * compiler can vectorize. Shapes and semantics are those of "Opset v1" in
+ * medley_adapter.h, and every *_backward kernel ACCUMULATES (+=) into its
+ * outputs.
+ *
+ * Kernels that need temporary memory (attention) take a cpu_scratch, which
+ * the device owns and grows on demand, so no launch allocates in steady state.
+ * All of these are hidden inside the adapter's shared library.
+ */
+#ifndef MEDLEY_CPU_KERNELS_H
+#define MEDLEY_CPU_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "medley_kit.h"
+
+#define CPU_API __attribute__((visibility("hidden")))
+
+/** Growable, 64-byte aligned temporary memory owned by one device. */
+typedef struct cpu_scratch {
+  float *data;
+  size_t capacity; /* in floats */
+} cpu_scratch;
+
+/** Returns at least `count` floats of scratch, or NULL when out of memory. */
+CPU_API float *cpu_scratch_reserve(cpu_scratch *scratch, size_t count);
+CPU_API void cpu_scratch_release(cpu_scratch *scratch);
+
+/* ---- products (cpu_matmul.c, cpu_attention.c) ---------------------------- */
+
+/* bias may be NULL. */
+CPU_API void cpu_matmul_forward(float *out, const float *x, const float *weight, const float *bias,
+                                int64_t N, int64_t C, int64_t OC);
+/* dbias may be NULL. */
+CPU_API void cpu_matmul_backward(float *dx, float *dweight, float *dbias, const float *dout,
+                                 const float *x, const float *weight, int64_t N, int64_t C, int64_t OC);
+/* Return 0, or -1 when the scratch cannot grow (out of memory). */
+CPU_API int cpu_attention_forward(cpu_scratch *scratch, float *out, float *lse, const float *qkv,
+                                  int64_t B, int64_t T, int64_t C, int64_t NH);
+CPU_API int cpu_attention_backward(cpu_scratch *scratch, float *dqkv, const float *dout,
+                                   const float *qkv, const float *out, const float *lse,
+                                   int64_t B, int64_t T, int64_t C, int64_t NH);
+
+/* ---- row and element kernels (cpu_pointwise.c) -------------------------- */
+
+CPU_API void cpu_encoder_forward(float *out, const int32_t *tokens, const float *wte, const float *wpe,
+                                 int64_t B, int64_t T, int64_t C);
+CPU_API void cpu_encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
+                                  int64_t B, int64_t T, int64_t C);
+CPU_API void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *x,
+                                   const float *weight, const float *bias, int64_t N, int64_t C, double eps);
+CPU_API void cpu_layernorm_backward(float *dx, float *dweight, float *dbias, const float *dout,
+                                    const float *x, const float *weight, const float *mean,
+                                    const float *rstd, int64_t N, int64_t C);
+CPU_API void cpu_gelu_forward(float *out, const float *x, int64_t n);
+CPU_API void cpu_gelu_backward(float *dx, const float *dout, const float *x, int64_t n);
+CPU_API void cpu_residual_forward(float *out, const float *a, const float *b, int64_t n);
+CPU_API void cpu_residual_backward(float *da, float *db, const float *dout, int64_t n);
+CPU_API void cpu_crossentropy_forward(float *losses, float *lse, const float *logits,
+                                      const int32_t *targets, int64_t N, int64_t V);
+CPU_API void cpu_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets,
+                                       const float *lse, int64_t N, int64_t V, double scale);
+CPU_API void cpu_adamw_update(float *param, float *m, float *v, const float *grad, int64_t n, double lr,
+                              double beta1, double beta2, double eps, double weight_decay, double step,
+                              double grad_scale);
+CPU_API void cpu_sum_squares(float *out, const float *x, int64_t n);
+CPU_API void cpu_scale(float *out, const float *x, int64_t n, double alpha);
+
+/**
+ * Runs a launch already checked by mk_op_prepare (fp32 only). Returns NULL
+ * or an error (OUT_OF_MEMORY when scratch cannot grow).
+ */
+CPU_API medley_error *cpu_run(cpu_scratch *scratch, const mk_op_args *args);
+
+#endif /* MEDLEY_CPU_KERNELS_H */

@@ -1,0 +1,694 @@
+/*
+ * sim_adapter.c — a simulated vendor chip for testing Medley without hardware.
+ *
+ * The sim computes with the reference kernels on host memory, then makes the
+ * "chip" behave the way real chips misbehave: slower (speed), smaller
+ * (memory), less precise (precision) and faulty (fault). With the defaults
+ * (precision fp32, no faults) its results are bit-identical to the
+ * reference adapter's.
+ *
+ * Options are merged in two layers: first the environment variable
+ * MEDLEY_SIM_OPTIONS ("key=value,key=value"), then the options passed to
+ * device_open, which override keys set by the environment. device_count sees
+ * only the environment (it takes no options).
+ *
+ *   speed=S        S in (0, 1], default 1. Each op_launch is stretched in wall
+ *                  time: the op's own compute time t is measured and the call
+ *                  then sleeps t*(1/S - 1) (sleeping, so a slow chip does not
+ *                  burn a core). Copies are not stretched.
+ *   memory=SIZE    capacity (e.g. 512MiB); default: the machine's memory.
+ *                  Allocations beyond it are MEDLEY_ERROR_OUT_OF_MEMORY.
+ *   precision=P    fp32 | bf16 | fp16, default fp32. After every op, every
+ *                  element of every output is rounded to P (round to nearest
+ *                  even; fp16 overflows to inf and has subnormals) and stored
+ *                  back as f32.
+ *   vendor=TEXT    reported by device_describe (default "Medley Sim").
+ *   name=TEXT      reported by device_describe (default "sim-1").
+ *   devices=N      device_count, N >= 1 (default 1).
+ *   fault=F[;F…]   injected faults, each KIND@op=N or KIND@step=N.
+ *
+ * Faults. op=N is the N-th op_launch call on the device (1-based, counting
+ * every call); step=N is reached when the optional step_begin entry is
+ * called with a step >= N. Each fault fires once, when its point is reached:
+ *   crash    the process dies: a message on stderr, then _exit(77). This is
+ *            the ONE deliberate exception to the ABI rule that nothing exits
+ *            across the boundary: it simulates a node dying.
+ *   error    that call and every later call on the device (except
+ *            device_close) return MEDLEY_ERROR_DEVICE_LOST.
+ *   hang     that call never returns (sleeps forever in a loop).
+ *   nan      every element of the op's outputs becomes NaN.
+ *   slow:F   speed is divided by F (F >= 1) from then on: a straggler.
+ *   corrupt  one exponent bit (bit 30) of one output element of the op is
+ *            flipped: element (numel-1)/2 of the op's first output.
+ * A crash, error, hang or slow fault at a step fires inside step_begin; a
+ * nan or corrupt fault at a step applies to the first op launched after it.
+ * A nan or corrupt fault whose launch is rejected (bad arguments) applies to
+ * the next launch that runs.
+ */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "medley_adapter.h"
+#include "medley_kit.h"
+#include "medley_ref_kernels.h"
+
+#define SIM_DEVICE_MAGIC 0x53494d4445564943ull /* "SIMDEVIC" */
+#define SIM_STREAM_MAGIC 0x53494d5354524541ull /* "SIMSTREA" */
+#define SIM_FALLBACK_MEMORY (8ull << 30)
+#define SIM_MAX_FAULTS 16
+#define SIM_MAX_TEXT 128
+#define SIM_MAX_DEVICES 1024
+#define SIM_ENV "MEDLEY_SIM_OPTIONS"
+#define SIM_CRASH_STATUS 77
+
+/* ========================================================================= */
+/* Configuration                                                             */
+/* ========================================================================= */
+
+typedef enum sim_precision { SIM_FP32, SIM_BF16, SIM_FP16 } sim_precision;
+
+typedef enum sim_fault_kind {
+  SIM_FAULT_CRASH,
+  SIM_FAULT_ERROR,
+  SIM_FAULT_HANG,
+  SIM_FAULT_NAN,
+  SIM_FAULT_SLOW,
+  SIM_FAULT_CORRUPT
+} sim_fault_kind;
+
+typedef struct sim_fault {
+  sim_fault_kind kind;
+  int at_step;    /* 1: point is a step; 0: point is an op count */
+  int64_t point;  /* the step or the 1-based op count */
+  double factor;  /* slow:F */
+  int fired;
+  char text[48];  /* as written, for messages */
+} sim_fault;
+
+typedef struct sim_config {
+  double speed;
+  uint64_t memory;
+  sim_precision precision;
+  char vendor[SIM_MAX_TEXT];
+  char name[SIM_MAX_TEXT];
+  int64_t devices;
+  sim_fault faults[SIM_MAX_FAULTS];
+  size_t num_faults;
+} sim_config;
+
+static void sim_config_defaults(sim_config *config) {
+  memset(config, 0, sizeof *config);
+  config->speed = 1.0;
+  config->memory = mk_system_memory_bytes(SIM_FALLBACK_MEMORY);
+  config->precision = SIM_FP32;
+  snprintf(config->vendor, sizeof config->vendor, "Medley Sim");
+  snprintf(config->name, sizeof config->name, "sim-1");
+  config->devices = 1;
+}
+
+static const char *const sim_fault_help =
+    "expected KIND@op=N or KIND@step=N, several separated by ';' "
+    "(KIND: crash, error, hang, nan, slow:F with F >= 1, corrupt)";
+
+/* Parses "KIND" or "slow:F" into a fault. Returns 0 on success. */
+static int sim_parse_fault_kind(const char *text, size_t length, sim_fault *fault) {
+  static const struct { const char *name; sim_fault_kind kind; } kinds[] = {
+      {"crash", SIM_FAULT_CRASH}, {"error", SIM_FAULT_ERROR}, {"hang", SIM_FAULT_HANG},
+      {"nan", SIM_FAULT_NAN},     {"corrupt", SIM_FAULT_CORRUPT},
+  };
+  for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+    if (strlen(kinds[i].name) == length && strncmp(text, kinds[i].name, length) == 0) {
+      fault->kind = kinds[i].kind;
+      return 0;
+    }
+  }
+  if (length > 5 && strncmp(text, "slow:", 5) == 0 && length - 5 < 32) {
+    char number[32];
+    memcpy(number, text + 5, length - 5);
+    number[length - 5] = '\0';
+    if (mk_parse_double(number, &fault->factor) != 0 || fault->factor < 1.0) return -1;
+    fault->kind = SIM_FAULT_SLOW;
+    return 0;
+  }
+  return -1;
+}
+
+/* Parses one "KIND@op=N" / "KIND@step=N" item of `length` chars. Returns 0 on success. */
+static int sim_parse_fault(const char *text, size_t length, sim_fault *fault) {
+  memset(fault, 0, sizeof *fault);
+  if (length == 0 || length >= sizeof fault->text) return -1;
+  memcpy(fault->text, text, length);
+  fault->text[length] = '\0';
+  char *at = strchr(fault->text, '@');
+  if (at == NULL) return -1;
+  if (sim_parse_fault_kind(fault->text, (size_t)(at - fault->text), fault) != 0) return -1;
+  const char *where = at + 1;
+  if (strncmp(where, "op=", 3) == 0) {
+    fault->at_step = 0;
+    return mk_parse_int(where + 3, 1, INT64_MAX, &fault->point);
+  }
+  if (strncmp(where, "step=", 5) == 0) {
+    fault->at_step = 1;
+    return mk_parse_int(where + 5, 0, INT64_MAX, &fault->point);
+  }
+  return -1;
+}
+
+/* Parses the whole fault list ("" clears it). Returns 0 on success. */
+static int sim_parse_faults(const char *value, sim_config *config) {
+  size_t count = 0;
+  const char *item = value;
+  while (*item != '\0') {
+    const char *end = strchr(item, ';');
+    size_t length = end != NULL ? (size_t)(end - item) : strlen(item);
+    if (count == SIM_MAX_FAULTS || sim_parse_fault(item, length, &config->faults[count]) != 0) return -1;
+    count++;
+    item += length;
+    if (*item == ';') item++;
+  }
+  config->num_faults = count;
+  return 0;
+}
+
+static int sim_copy_text(const char *value, char *out) {
+  size_t length = strlen(value);
+  if (length == 0 || length >= SIM_MAX_TEXT) return -1;
+  memcpy(out, value, length + 1);
+  return 0;
+}
+
+/* Applies one key=value to the config. `origin` is appended to messages. */
+static medley_error *sim_apply_option(sim_config *config, const char *key, const char *value, const char *origin) {
+  int bad = 0;
+  const char *expected = "";
+  if (strcmp(key, "speed") == 0) {
+    double speed = 0;
+    bad = mk_parse_double(value, &speed) != 0 || !(speed > 0.0) || speed > 1.0;
+    if (!bad) config->speed = speed;
+    expected = "expected a number in (0, 1]";
+  } else if (strcmp(key, "memory") == 0) {
+    uint64_t memory = 0;
+    bad = mk_parse_bytes(value, &memory) != 0 || memory == 0;
+    if (!bad) config->memory = memory;
+    expected = "expected a byte size like 512MiB";
+  } else if (strcmp(key, "precision") == 0) {
+    if (strcmp(value, "fp32") == 0) config->precision = SIM_FP32;
+    else if (strcmp(value, "bf16") == 0) config->precision = SIM_BF16;
+    else if (strcmp(value, "fp16") == 0) config->precision = SIM_FP16;
+    else bad = 1;
+    expected = "expected fp32, bf16 or fp16";
+  } else if (strcmp(key, "vendor") == 0 || strcmp(key, "name") == 0) {
+    bad = sim_copy_text(value, key[0] == 'v' ? config->vendor : config->name) != 0;
+    expected = "expected a non-empty text of at most 127 characters";
+  } else if (strcmp(key, "devices") == 0) {
+    bad = mk_parse_int(value, 1, SIM_MAX_DEVICES, &config->devices) != 0;
+    expected = "expected an integer from 1 to 1024";
+  } else if (strcmp(key, "fault") == 0) {
+    bad = sim_parse_faults(value, config) != 0;
+    expected = sim_fault_help;
+  } else {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                    "sim option '%s' is unknown%s; accepted keys: speed, memory, precision, vendor, name, devices, "
+                    "fault",
+                    key, origin);
+  }
+  if (bad) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "sim option %s='%s'%s: %s", key, value, origin, expected);
+  }
+  return NULL;
+}
+
+/* Applies MEDLEY_SIM_OPTIONS ("k=v,k=v"; empty items are skipped). */
+static medley_error *sim_apply_env(sim_config *config) {
+  const char *env = getenv(SIM_ENV);
+  if (env == NULL || *env == '\0') return NULL;
+  char *copy = strdup(env);
+  if (copy == NULL) return mk_error(MEDLEY_ERROR_OUT_OF_MEMORY, "sim: out of host memory reading " SIM_ENV);
+  medley_error *error = NULL;
+  char *item = copy;
+  while (item != NULL && error == NULL) {
+    char *comma = strchr(item, ',');
+    if (comma != NULL) *comma = '\0';
+    if (*item != '\0') {
+      char *equals = strchr(item, '=');
+      if (equals == NULL) {
+        error = mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, SIM_ENV " item '%s': expected key=value", item);
+      } else {
+        *equals = '\0';
+        error = sim_apply_option(config, item, equals + 1, " (in " SIM_ENV ")");
+      }
+    }
+    item = comma != NULL ? comma + 1 : NULL;
+  }
+  free(copy);
+  return error;
+}
+
+/* Defaults, then the environment, then the explicit options. */
+static medley_error *sim_load_config(sim_config *config, const medley_option *options, size_t num_options) {
+  sim_config_defaults(config);
+  medley_error *error = sim_apply_env(config);
+  if (error != NULL) return error;
+  if (num_options > 0 && options == NULL) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: options is NULL but num_options is %zu",
+                    num_options);
+  }
+  for (size_t i = 0; i < num_options && error == NULL; i++) {
+    if (options[i].key == NULL || options[i].value == NULL) {
+      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: option %zu has a NULL key or value", i);
+    }
+    error = sim_apply_option(config, options[i].key, options[i].value, "");
+  }
+  return error;
+}
+
+/* ========================================================================= */
+/* Precision: rounding f32 values to bf16 / fp16 and back                    */
+/* ========================================================================= */
+
+/* bf16 keeps the top 16 bits of an f32; round the dropped 16 to nearest even. */
+static float sim_round_bf16(float x) {
+  uint32_t bits;
+  memcpy(&bits, &x, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return x; /* NaN stays NaN */
+  bits += 0x7fffu + ((bits >> 16) & 1u);             /* a carry may reach inf: correct */
+  bits &= 0xffff0000u;
+  memcpy(&x, &bits, sizeof x);
+  return x;
+}
+
+/* fp16: 10 mantissa bits, exponents -14..15, subnormals down to 2^-24, max 65504. */
+static float sim_round_fp16(float x) {
+  if (!isfinite(x) || x == 0.0f) return x;
+  double magnitude = fabs((double)x);
+  int exponent = 0;
+  frexp(magnitude, &exponent); /* magnitude = f * 2^exponent, f in [0.5, 1) */
+  int e = exponent - 1;        /* floor(log2(magnitude)) */
+  if (e < -14) e = -14;        /* subnormal range: fixed quantum 2^-24 */
+  double quantum = ldexp(1.0, e - 10);
+  double rounded = nearbyint(magnitude / quantum) * quantum; /* exact scaling; ties to even */
+  if (rounded > 65504.0) rounded = INFINITY;
+  return (float)copysign(rounded, (double)x);
+}
+
+static void sim_round_all(float *data, int64_t n, sim_precision precision) {
+  if (precision == SIM_BF16) {
+    for (int64_t i = 0; i < n; i++) data[i] = sim_round_bf16(data[i]);
+  } else if (precision == SIM_FP16) {
+    for (int64_t i = 0; i < n; i++) data[i] = sim_round_fp16(data[i]);
+  }
+}
+
+/* ========================================================================= */
+/* Time                                                                      */
+/* ========================================================================= */
+
+static double sim_now_seconds(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+}
+
+static void sim_sleep_seconds(double seconds) {
+  if (!(seconds > 0)) return;
+  struct timespec wait;
+  wait.tv_sec = (time_t)seconds;
+  wait.tv_nsec = (long)((seconds - (double)wait.tv_sec) * 1e9);
+  if (wait.tv_nsec >= 1000000000L) wait.tv_nsec = 999999999L;
+  struct timespec left;
+  while (nanosleep(&wait, &left) != 0 && errno == EINTR) wait = left;
+}
+
+/* ========================================================================= */
+/* Devices and streams                                                       */
+/* ========================================================================= */
+
+struct medley_stream {
+  uint64_t magic;
+  struct medley_stream *next;
+};
+
+struct medley_device {
+  uint64_t magic;
+  mk_memory memory;
+  struct medley_stream *streams;
+  sim_config config;
+  int32_t index;
+  double speed;           /* config.speed, divided by slow faults */
+  int64_t op_count;       /* op_launch calls so far */
+  int lost;               /* an error fault fired */
+  char lost_reason[64];
+  int pending_nan;        /* a nan fault waits for the next op that runs */
+  int pending_corrupt;    /* a corrupt fault waits for the next op that runs */
+};
+
+/* Checks the handle; a lost device fails every entry except device_close. */
+static medley_error *sim_check_device(const medley_device *device, const char *entry) {
+  if (device == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: device is NULL", entry);
+  if (device->magic != SIM_DEVICE_MAGIC) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: %p is not an open sim device", entry, (const void *)device);
+  }
+  if (device->lost) {
+    return mk_error(MEDLEY_ERROR_DEVICE_LOST, "%s: sim device %d was lost (injected fault %s); close it", entry,
+                    (int)device->index, device->lost_reason);
+  }
+  return NULL;
+}
+
+static medley_error *sim_check_stream(const medley_device *device, const medley_stream *stream, const char *entry) {
+  if (stream == NULL) return NULL;
+  for (const struct medley_stream *s = device->streams; s != NULL; s = s->next) {
+    if (s == stream && s->magic == SIM_STREAM_MAGIC) return NULL;
+  }
+  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: stream %p is not a live stream of this device", entry,
+                  (const void *)stream);
+}
+
+static medley_error *sim_check(const medley_device *device, const medley_stream *stream, const char *entry) {
+  medley_error *error = sim_check_device(device, entry);
+  return error != NULL ? error : sim_check_stream(device, stream, entry);
+}
+
+#define SIM_HAS_FIELD(size, type, field) ((size) >= offsetof(type, field) + sizeof(((type *)0)->field))
+
+static medley_error *sim_plugin_info(medley_plugin_info *out) {
+  if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "plugin_info: out is NULL");
+  if (!SIM_HAS_FIELD(out->struct_size, medley_plugin_info, version)) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                    "plugin_info: struct_size %zu is too small; set it to sizeof(medley_plugin_info)",
+                    out->struct_size);
+  }
+  out->name = "sim";
+  out->vendor = "Medley";
+  out->version = "1.0.0";
+  return NULL;
+}
+
+static medley_error *sim_device_count(int32_t *out_count) {
+  if (out_count == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_count: out_count is NULL");
+  sim_config config;
+  medley_error *error = sim_load_config(&config, NULL, 0);
+  if (error != NULL) return error;
+  *out_count = (int32_t)config.devices;
+  return NULL;
+}
+
+static medley_error *sim_device_open(int32_t index, const medley_option *options, size_t num_options,
+                                     medley_device **out_device) {
+  if (out_device == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: out_device is NULL");
+  *out_device = NULL;
+  medley_device *device = calloc(1, sizeof *device);
+  if (device == NULL) return mk_error(MEDLEY_ERROR_OUT_OF_MEMORY, "device_open: out of host memory");
+  medley_error *error = sim_load_config(&device->config, options, num_options);
+  if (error == NULL && (index < 0 || index >= device->config.devices)) {
+    error = mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                     "device_open: sim device index %d does not exist; there are %lld (set devices=N to have more)",
+                     (int)index, (long long)device->config.devices);
+  }
+  if (error != NULL) {
+    free(device);
+    return error;
+  }
+  device->magic = SIM_DEVICE_MAGIC;
+  device->index = index;
+  device->speed = device->config.speed;
+  mk_memory_init(&device->memory, device->config.memory);
+  *out_device = device;
+  return NULL;
+}
+
+static medley_error *sim_device_close(medley_device *device) {
+  if (device == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_close: device is NULL");
+  if (device->magic != SIM_DEVICE_MAGIC) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_close: %p is not an open sim device", (void *)device);
+  }
+  mk_memory_release_all(&device->memory);
+  while (device->streams != NULL) {
+    struct medley_stream *next = device->streams->next;
+    device->streams->magic = 0;
+    free(device->streams);
+    device->streams = next;
+  }
+  device->magic = 0;
+  free(device);
+  return NULL;
+}
+
+static medley_error *sim_device_describe(medley_device *device, medley_device_desc *out) {
+  medley_error *error = sim_check_device(device, "device_describe");
+  if (error != NULL) return error;
+  if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_describe: out is NULL");
+  if (!SIM_HAS_FIELD(out->struct_size, medley_device_desc, compute_units)) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                    "device_describe: struct_size %zu is too small; set it to sizeof(medley_device_desc)",
+                    out->struct_size);
+  }
+  out->name = device->config.name;
+  out->vendor = device->config.vendor;
+  out->memory_bytes = device->memory.capacity;
+  out->dtype_mask = MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32) | MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_I32);
+  out->compute_units = 1;
+  return NULL;
+}
+
+/* ========================================================================= */
+/* Memory, copies, streams                                                   */
+/* ========================================================================= */
+
+static medley_error *sim_buffer_alloc(medley_device *device, uint64_t bytes, medley_buffer **out_buffer) {
+  medley_error *error = sim_check_device(device, "buffer_alloc");
+  if (error != NULL) return error;
+  return mk_buffer_alloc(&device->memory, bytes, out_buffer);
+}
+
+static medley_error *sim_buffer_free(medley_device *device, medley_buffer *buffer) {
+  medley_error *error = sim_check_device(device, "buffer_free");
+  if (error != NULL) return error;
+  return mk_buffer_free(&device->memory, buffer);
+}
+
+static medley_error *sim_copy_h2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
+                                  uint64_t dst_offset, const void *src, uint64_t bytes) {
+  medley_error *error = sim_check(device, stream, "copy_h2d");
+  if (error != NULL) return error;
+  return mk_copy_h2d(&device->memory, dst, dst_offset, src, bytes);
+}
+
+static medley_error *sim_copy_d2h(medley_device *device, medley_stream *stream, void *dst, medley_buffer *src,
+                                  uint64_t src_offset, uint64_t bytes) {
+  medley_error *error = sim_check(device, stream, "copy_d2h");
+  if (error != NULL) return error;
+  return mk_copy_d2h(&device->memory, dst, src, src_offset, bytes);
+}
+
+static medley_error *sim_copy_d2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
+                                  uint64_t dst_offset, medley_buffer *src, uint64_t src_offset, uint64_t bytes) {
+  medley_error *error = sim_check(device, stream, "copy_d2d");
+  if (error != NULL) return error;
+  return mk_copy_d2d(&device->memory, dst, dst_offset, src, src_offset, bytes);
+}
+
+static medley_error *sim_memset(medley_device *device, medley_stream *stream, medley_buffer *dst, uint64_t offset,
+                                uint8_t value, uint64_t bytes) {
+  medley_error *error = sim_check(device, stream, "memset");
+  if (error != NULL) return error;
+  return mk_memset(&device->memory, dst, offset, value, bytes);
+}
+
+static medley_error *sim_stream_create(medley_device *device, medley_stream **out_stream) {
+  medley_error *error = sim_check_device(device, "stream_create");
+  if (error != NULL) return error;
+  if (out_stream == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_create: out_stream is NULL");
+  struct medley_stream *stream = calloc(1, sizeof *stream);
+  if (stream == NULL) return mk_error(MEDLEY_ERROR_OUT_OF_MEMORY, "stream_create: out of host memory");
+  stream->magic = SIM_STREAM_MAGIC;
+  stream->next = device->streams;
+  device->streams = stream;
+  *out_stream = stream;
+  return NULL;
+}
+
+static medley_error *sim_stream_destroy(medley_device *device, medley_stream *stream) {
+  medley_error *error = sim_check_device(device, "stream_destroy");
+  if (error != NULL) return error;
+  if (stream == NULL) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_destroy: the default stream (NULL) cannot be destroyed");
+  }
+  for (struct medley_stream **link = &device->streams; *link != NULL; link = &(*link)->next) {
+    if (*link == stream) {
+      *link = stream->next;
+      stream->magic = 0;
+      free(stream);
+      return NULL;
+    }
+  }
+  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_destroy: stream %p is not a live stream of this device",
+                  (void *)stream);
+}
+
+static medley_error *sim_stream_synchronize(medley_device *device, medley_stream *stream) {
+  return sim_check(device, stream, "stream_synchronize"); /* work is synchronous */
+}
+
+/* ========================================================================= */
+/* Faults                                                                    */
+/* ========================================================================= */
+
+static void sim_crash(const medley_device *device, const sim_fault *fault) {
+  fprintf(stderr, "medley sim: device %d: injected fault %s: the process exits with status %d\n",
+          (int)device->index, fault->text, SIM_CRASH_STATUS);
+  fflush(stderr);
+  _exit(SIM_CRASH_STATUS);
+}
+
+static void sim_hang(const medley_device *device, const sim_fault *fault) {
+  fprintf(stderr, "medley sim: device %d: injected fault %s: this call never returns\n", (int)device->index,
+          fault->text);
+  fflush(stderr);
+  for (;;) sleep(3600);
+}
+
+/*
+ * Fires one fault. Returns an error when the call must fail (error fault).
+ * crash and hang do not return; nan and corrupt are left pending for the
+ * next op that runs; slow changes the speed from now on.
+ */
+static medley_error *sim_fire(medley_device *device, sim_fault *fault, const char *entry) {
+  fault->fired = 1;
+  switch (fault->kind) {
+    case SIM_FAULT_CRASH: sim_crash(device, fault); break;
+    case SIM_FAULT_HANG: sim_hang(device, fault); break;
+    case SIM_FAULT_NAN: device->pending_nan = 1; break;
+    case SIM_FAULT_CORRUPT: device->pending_corrupt = 1; break;
+    case SIM_FAULT_SLOW: device->speed /= fault->factor; break;
+    case SIM_FAULT_ERROR:
+      device->lost = 1;
+      snprintf(device->lost_reason, sizeof device->lost_reason, "%s", fault->text);
+      return mk_error(MEDLEY_ERROR_DEVICE_LOST, "%s: sim device %d was lost (injected fault %s); close it", entry,
+                      (int)device->index, fault->text);
+  }
+  return NULL;
+}
+
+/* Fires every unfired fault whose point is reached (in the order written). */
+static medley_error *sim_fire_due(medley_device *device, int at_step, int64_t point, const char *entry) {
+  for (size_t i = 0; i < device->config.num_faults; i++) {
+    sim_fault *fault = &device->config.faults[i];
+    if (fault->fired || fault->at_step != at_step) continue;
+    int due = at_step ? point >= fault->point : point == fault->point;
+    if (!due) continue;
+    medley_error *error = sim_fire(device, fault, entry);
+    if (error != NULL) return error;
+  }
+  return NULL;
+}
+
+static medley_error *sim_step_begin(medley_device *device, int64_t step) {
+  medley_error *error = sim_check_device(device, "step_begin");
+  if (error != NULL) return error;
+  if (step < 0) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "step_begin: step %lld is negative", (long long)step);
+  return sim_fire_due(device, 1, step, "step_begin");
+}
+
+/* ========================================================================= */
+/* Ops                                                                       */
+/* ========================================================================= */
+
+static medley_error *sim_op_query(medley_device *device, const char *op_name, int32_t dtype,
+                                  int32_t *out_supported) {
+  medley_error *error = sim_check_device(device, "op_query");
+  if (error != NULL) return error;
+  if (op_name == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_query: op_name is NULL");
+  if (out_supported == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_query: out_supported is NULL");
+  *out_supported = mk_op_lookup(op_name) != MK_OP_COUNT && dtype == MEDLEY_DTYPE_F32;
+  return NULL;
+}
+
+/* What the "chip" does to the outputs after the kernel: precision, then nan/corrupt. */
+static void sim_post_process(medley_device *device, const mk_op_args *args, const medley_tensor *outputs,
+                             size_t num_outputs) {
+  for (size_t i = 0; i < num_outputs; i++) {
+    sim_round_all(args->out[i], mk_numel(&outputs[i]), device->config.precision);
+  }
+  if (device->pending_nan) {
+    device->pending_nan = 0;
+    for (size_t i = 0; i < num_outputs; i++) {
+      float *data = args->out[i];
+      for (int64_t k = 0, n = mk_numel(&outputs[i]); k < n; k++) data[k] = NAN;
+    }
+  }
+  if (device->pending_corrupt) {
+    device->pending_corrupt = 0;
+    unsigned char *element = (unsigned char *)args->out[0] + (size_t)((mk_numel(&outputs[0]) - 1) / 2) * 4;
+    uint32_t bits;
+    memcpy(&bits, element, sizeof bits);
+    bits ^= 1u << 30; /* the top exponent bit */
+    memcpy(element, &bits, sizeof bits);
+  }
+}
+
+static medley_error *sim_op_launch(medley_device *device, medley_stream *stream, const char *op_name,
+                                   const medley_tensor *inputs, size_t num_inputs, const medley_tensor *outputs,
+                                   size_t num_outputs, const medley_attr *attrs, size_t num_attrs) {
+  medley_error *error = sim_check(device, stream, "op_launch");
+  if (error != NULL) return error;
+  device->op_count++;
+  error = sim_fire_due(device, 0, device->op_count, "op_launch");
+  if (error != NULL) return error;
+
+  mk_op_args args;
+  error = mk_op_prepare(&device->memory, op_name, inputs, num_inputs, outputs, num_outputs, attrs, num_attrs,
+                        MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), &args);
+  if (error != NULL) return error;
+
+  double start = sim_now_seconds();
+  mrk_run(&args);
+  sim_post_process(device, &args, outputs, num_outputs);
+  double elapsed = sim_now_seconds() - start;
+  /* A chip at speed S takes t/S: sleep the difference. */
+  sim_sleep_seconds(elapsed * (1.0 / device->speed - 1.0));
+  return NULL;
+}
+
+/* ========================================================================= */
+/* The table                                                                 */
+/* ========================================================================= */
+
+static const medley_adapter_api sim_api = {
+    .struct_size = sizeof(medley_adapter_api),
+    .abi_major = MEDLEY_ABI_MAJOR,
+    .abi_minor = MEDLEY_ABI_MINOR,
+    .opset_version = MEDLEY_OPSET_VERSION,
+    .reserved = 0,
+    .error_free = mk_error_free,
+    .plugin_info = sim_plugin_info,
+    .device_count = sim_device_count,
+    .device_open = sim_device_open,
+    .device_close = sim_device_close,
+    .device_describe = sim_device_describe,
+    .buffer_alloc = sim_buffer_alloc,
+    .buffer_free = sim_buffer_free,
+    .copy_h2d = sim_copy_h2d,
+    .copy_d2h = sim_copy_d2h,
+    .copy_d2d = sim_copy_d2d,
+    .memset = sim_memset,
+    .stream_create = sim_stream_create,
+    .stream_destroy = sim_stream_destroy,
+    .stream_synchronize = sim_stream_synchronize,
+    .op_query = sim_op_query,
+    .op_launch = sim_op_launch,
+    .step_begin = sim_step_begin,
+};
+
+MEDLEY_ADAPTER_EXPORT const medley_adapter_api *medley_adapter_get_api(void) { return &sim_api; }
