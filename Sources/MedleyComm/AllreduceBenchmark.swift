@@ -4,8 +4,9 @@ import MedleyCore
 /// `medley bench allreduce`: Medley's weighted gradient exchange against a plain
 /// `MPI_Allreduce` of the same bytes in the same run, reported the way nccl-tests does.
 ///
-/// algbw = bytes / time, busbw = algbw · 2(n−1)/n. Time per size is the best of several
-/// interleaved blocks (Medley, MPI, Medley, MPI, …), each block's time the slowest rank's.
+/// algbw = bytes / time, busbw = algbw · 2(n−1)/n. Each iteration times one Medley step and
+/// one plain allreduce, each after a barrier, the slowest rank's time counting; the median
+/// over iterations is reported (robust on a shared, noisy machine).
 public enum AllreduceBenchmark {
     /// What to measure.
     public struct Configuration: Sendable {
@@ -13,9 +14,13 @@ public enum AllreduceBenchmark {
         public var minBytes: Int = 4 << 10
         /// Largest message, bytes (sizes double from min to max).
         public var maxBytes: Int = 256 << 20
-        /// Bytes each timed block should move per size (sets the iteration count).
-        public var bytesPerBlock: Int = 512 << 20
-        /// Interleaved blocks per size; the best is reported.
+        /// Bytes to move per size and kind (sets the iteration count, within the bounds below).
+        public var bytesPerSize: Int = 1 << 30
+        /// Fewest timed iterations per size.
+        public var minIterations = 20
+        /// Most timed iterations per size.
+        public var maxIterations = 2000
+        /// Timed blocks of the negotiation measurement; the best is reported.
         public var blocks: Int = 3
         /// Steps of the steady-state agreement timed for the negotiation overhead.
         public var agreementSteps: Int = 2000
@@ -30,15 +35,15 @@ public enum AllreduceBenchmark {
     public struct Row: Codable, Sendable {
         /// Message size in bytes.
         public var sizeBytes: Int
-        /// Iterations per timed block.
+        /// Timed iterations (each one Medley step and one plain allreduce).
         public var iterations: Int
-        /// Medley exchange time per step, µs.
+        /// Medley exchange time per step, µs (median over iterations, slowest rank).
         public var medleyTimeUs: Double
         /// Medley algorithm bandwidth, GB/s.
         public var medleyAlgbwGbps: Double
         /// Medley bus bandwidth, GB/s.
         public var medleyBusbwGbps: Double
-        /// Plain `MPI_Allreduce` time, µs.
+        /// Plain `MPI_Allreduce` time, µs (median over iterations, slowest rank).
         public var mpiTimeUs: Double
         /// Plain `MPI_Allreduce` algorithm bandwidth, GB/s.
         public var mpiAlgbwGbps: Double
@@ -46,6 +51,12 @@ public enum AllreduceBenchmark {
         public var mpiBusbwGbps: Double
         /// medley_busbw / mpi_busbw.
         public var ratio: Double
+        /// Fastest Medley iteration, µs (what an undisturbed machine gives).
+        public var medleyMinUs: Double
+        /// Fastest plain `MPI_Allreduce` iteration, µs.
+        public var mpiMinUs: Double
+        /// mpi_min_us / medley_min_us: the ratio of best-case bandwidths.
+        public var ratioBest: Double
         /// Elements of Medley's weighted average that differ from the exact result (summed over ranks).
         public var wrong: Int
         /// Elements of the plain allreduce that differ from the exact sum (summed over ranks).
@@ -97,7 +108,7 @@ public enum AllreduceBenchmark {
     private static func measure(size: Int, on comm: Communicator, _ c: Configuration) throws -> Row {
         let count = size / 4
         let p = comm.size, r = comm.rank
-        let iterations = max(5, min(1000, c.bytesPerBlock / size))
+        let iterations = max(c.minIterations, min(c.maxIterations, c.bytesPerSize / size))
         let layout = try BucketLayout(tensors: [TensorMeta(name: "bench.grad", shape: [count], dtype: .float32)],
                                       capBytes: max(size, 4), jobID: "bench")
         let exchange = try GradientExchange(communicator: comm, layout: layout, options: c.options)
@@ -122,25 +133,27 @@ public enum AllreduceBenchmark {
             try comm.allreduce(inPlace: buf, op: .sum)
         }
 
-        var bestMedley = Double.infinity, bestMPI = Double.infinity
-        for _ in 0..<max(1, c.blocks) {
-            try comm.barrier()
-            var t0 = MPIRuntime.wallTime()
-            for _ in 0..<iterations {
+        // Paired, interleaved samples: each iteration times one Medley step and one plain
+        // allreduce, each started right after a barrier; per iteration the slowest rank counts.
+        // The median over iterations is reported, which a noisy shared machine disturbs least.
+        var medleyTimes = [Double](repeating: 0, count: iterations)
+        var mpiTimes = [Double](repeating: 0, count: iterations)
+        try plain.withUnsafeMutableBufferPointer { buf in
+            for i in 0..<iterations {
+                try comm.barrier()
+                var t0 = MPIRuntime.wallTime()
                 try exchange.exchange(step: step, sampleCount: samples)
+                medleyTimes[i] = MPIRuntime.wallTime() - t0
                 step += 1
+                try comm.barrier()
+                t0 = MPIRuntime.wallTime()
+                try comm.allreduce(inPlace: buf, op: .sum)
+                mpiTimes[i] = MPIRuntime.wallTime() - t0
             }
-            let medley = try slowest((MPIRuntime.wallTime() - t0) / Double(iterations), comm)
-            bestMedley = min(bestMedley, medley)
-
-            try comm.barrier()
-            t0 = MPIRuntime.wallTime()
-            try plain.withUnsafeMutableBufferPointer { buf in
-                for _ in 0..<iterations { try comm.allreduce(inPlace: buf, op: .sum) }
-            }
-            let mpi = try slowest((MPIRuntime.wallTime() - t0) / Double(iterations), comm)
-            bestMPI = min(bestMPI, mpi)
         }
+        medleyTimes = try comm.allreduce(medleyTimes, op: .max)
+        mpiTimes = try comm.allreduce(mpiTimes, op: .max)
+        let bestMedley = median(medleyTimes), bestMPI = median(mpiTimes)
 
         // The weighted average is a fixed point of further exchanges (weights sum to 1), so after
         // all iterations every element must still equal Σ n_i g_i / Σ n_i (fp32 tolerance).
@@ -162,6 +175,8 @@ public enum AllreduceBenchmark {
                    medleyTimeUs: bestMedley * 1e6, medleyAlgbwGbps: medleyAlg, medleyBusbwGbps: medleyAlg * busFactor,
                    mpiTimeUs: bestMPI * 1e6, mpiAlgbwGbps: mpiAlg, mpiBusbwGbps: mpiAlg * busFactor,
                    ratio: (medleyAlg * busFactor) / (mpiAlg * busFactor),
+                   medleyMinUs: medleyTimes.min()! * 1e6, mpiMinUs: mpiTimes.min()! * 1e6,
+                   ratioBest: mpiTimes.min()! / medleyTimes.min()!,
                    wrong: Int(wrongs[0]), mpiWrong: Int(wrongs[1]))
     }
 
@@ -186,6 +201,12 @@ public enum AllreduceBenchmark {
         return best * 1e6
     }
 
+    private static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        let n = sorted.count
+        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+    }
+
     private static func slowest(_ seconds: Double, _ comm: Communicator) throws -> Double {
         try comm.allreduce([seconds], op: .max)[0]
     }
@@ -194,13 +215,13 @@ public enum AllreduceBenchmark {
     public static func table(_ report: Report) -> String {
         var lines: [String] = []
         lines.append("# medley bench allreduce: \(report.ranks) ranks on \(report.machine.cpus) × \(report.machine.cpuModel); \(report.machine.mpiLibrary)")
-        lines.append("# busbw = algbw * 2(n-1)/n; time = best block, slowest rank; Medley = weighted average (uneven n_i = rank+1)")
-        lines.append(pad(["size", "iters", "medley us", "algbw", "busbw", "mpi us", "algbw", "busbw", "ratio", "wrong", "mpi_wrong"]))
+        lines.append("# busbw = algbw * 2(n-1)/n; time = median over paired iterations, slowest rank; Medley = weighted average (uneven n_i = rank+1)")
+        lines.append(pad(["size", "iters", "medley us", "algbw", "busbw", "mpi us", "algbw", "busbw", "ratio", "best ratio", "wrong", "mpi_wrong"]))
         for r in report.results {
             lines.append(pad([formatBytes(r.sizeBytes), "\(r.iterations)",
                               f(r.medleyTimeUs, 1), f(r.medleyAlgbwGbps, 2), f(r.medleyBusbwGbps, 2),
                               f(r.mpiTimeUs, 1), f(r.mpiAlgbwGbps, 2), f(r.mpiBusbwGbps, 2),
-                              f(r.ratio, 3), "\(r.wrong)", "\(r.mpiWrong)"]))
+                              f(r.ratio, 3), f(r.ratioBest, 3), "\(r.wrong)", "\(r.mpiWrong)"]))
         }
         lines.append("# steady-state negotiation: \(f(report.negotiationUsPerStep, 2)) us per step (one allgather of 32 bytes per rank)")
         return lines.joined(separator: "\n")

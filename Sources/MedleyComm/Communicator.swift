@@ -168,3 +168,30 @@ extension Communicator {
             "MPI_Sendrecv (to \(destination), from \(source))")
     }
 }
+
+// MARK: - Non-blocking (internal: requests never leave MedleyComm)
+
+extension Communicator {
+    /// Starts a send; the buffer must stay untouched until ``wait(_:)``.
+    func startSend<T: CommunicableElement>(_ buffer: UnsafeBufferPointer<T>, to destination: Int, tag: Int) throws -> MPI_Request? {
+        var request: MPI_Request? = nil
+        try mpiCheck(
+            MPI_Isend(buffer.baseAddress, Int32(buffer.count), T.datatype.handle, Int32(destination), Int32(tag), handle, &request),
+            "MPI_Isend to rank \(destination)")
+        return request
+    }
+
+    /// Starts a receive into a buffer that must stay alive until ``wait(_:)``.
+    func startReceive<T: CommunicableElement>(_ buffer: UnsafeMutableBufferPointer<T>, from source: Int, tag: Int) throws -> MPI_Request? {
+        var request: MPI_Request? = nil
+        try mpiCheck(
+            MPI_Irecv(buffer.baseAddress, Int32(buffer.count), T.datatype.handle, Int32(source), Int32(tag), handle, &request),
+            "MPI_Irecv from rank \(source)")
+        return request
+    }
+
+    /// Waits for a started send or receive to finish.
+    func wait(_ request: inout MPI_Request?) throws {
+        try mpiCheck(MPI_Wait(&request, CMPI_status_ignore()), "MPI_Wait")
+    }
+}

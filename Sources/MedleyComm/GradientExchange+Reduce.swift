@@ -1,3 +1,4 @@
+import CMPI
 import MedleyCore
 
 /// Tag of the exchange's ring traffic (on the exchange's private communicator).
@@ -47,8 +48,10 @@ extension GradientExchange {
     /// neighbour's raw chunk and stores `w_left·recv + w_self·own`, at later hops `recv + w_self·own`.
     /// After p−1 hops rank r holds the finished chunk (r+1) mod p, computed once; p−1 more hops
     /// hand finished chunks around, so every rank ends with bitwise identical results.
-    /// Every `MPI_Sendrecv` moves at most one segment, and all ranks cut chunks into the same
-    /// number of segments, so the calls pair up on every rank.
+    ///
+    /// Within a hop every segment's receive and send are posted at once; the rank then waits for
+    /// the segments in order and combines each while it is still in cache. All ranks cut chunks
+    /// into the same number of segments, so the messages pair up on every rank.
     func weightedRing(_ data: UnsafeMutableBufferPointer<Float>, weights: [Float]) throws {
         let p = communicator.size, r = communicator.rank
         let count = data.count
@@ -57,12 +60,18 @@ extension GradientExchange {
         func chunk(_ c: Int) -> (start: Int, count: Int) {
             (c * base + min(c, extra), base + (c < extra ? 1 : 0))
         }
-        let segment = max(1, scratch.count)
         let maxChunk = base + (extra > 0 ? 1 : 0)
+        let segment = max(1, options.segmentBytes / 4)
         let segments = max(1, (maxChunk + segment - 1) / segment)
+        if scratch.count < maxChunk {
+            scratch.deallocate()
+            scratch = .allocate(capacity: maxChunk)
+        }
         let x = data.baseAddress!
         let tmp = scratch.baseAddress!
         let wSelf = weights[r]
+        var receives = [MPI_Request?](repeating: nil, count: segments)
+        var sends = [MPI_Request?](repeating: nil, count: segments)
 
         // Reduce-scatter.
         for k in 0..<(p - 1) {
@@ -70,31 +79,32 @@ extension GradientExchange {
             let recv = chunk((r - k - 1 + 2 * p) % p)
             let wLeft: Float = k == 0 ? weights[left] : 1
             for j in 0..<segments {
-                let s0 = min(send.count, j * segment), s1 = min(send.count, (j + 1) * segment)
                 let r0 = min(recv.count, j * segment), r1 = min(recv.count, (j + 1) * segment)
-                let n = r1 - r0
-                try communicator.sendReceive(
-                    UnsafeBufferPointer(start: x + send.start + s0, count: s1 - s0), to: right,
-                    into: UnsafeMutableBufferPointer(start: tmp, count: n), from: left, tag: ringTag)
-                let dst = x + recv.start + r0
+                receives[j] = try communicator.startReceive(UnsafeMutableBufferPointer(start: tmp + r0, count: r1 - r0), from: left, tag: ringTag)
+            }
+            for j in 0..<segments {
+                let s0 = min(send.count, j * segment), s1 = min(send.count, (j + 1) * segment)
+                sends[j] = try communicator.startSend(UnsafeBufferPointer(start: x + send.start + s0, count: s1 - s0), to: right, tag: ringTag)
+            }
+            for j in 0..<segments {
+                try communicator.wait(&receives[j])
+                let r0 = min(recv.count, j * segment), r1 = min(recv.count, (j + 1) * segment)
+                let src = tmp + r0, dst = x + recv.start + r0
                 if k == 0 {
-                    for i in 0..<n { dst[i] = wLeft * tmp[i] + wSelf * dst[i] }
+                    for i in 0..<(r1 - r0) { dst[i] = wLeft * src[i] + wSelf * dst[i] }
                 } else {
-                    for i in 0..<n { dst[i] = tmp[i] + wSelf * dst[i] }
+                    for i in 0..<(r1 - r0) { dst[i] = src[i] + wSelf * dst[i] }
                 }
             }
+            for j in 0..<segments { try communicator.wait(&sends[j]) }
         }
-        // Allgather of the finished chunks.
+        // Allgather of the finished chunks: one message per hop.
         for k in 0..<(p - 1) {
             let send = chunk((r + 1 - k + 2 * p) % p)
             let recv = chunk((r - k + 2 * p) % p)
-            for j in 0..<segments {
-                let s0 = min(send.count, j * segment), s1 = min(send.count, (j + 1) * segment)
-                let r0 = min(recv.count, j * segment), r1 = min(recv.count, (j + 1) * segment)
-                try communicator.sendReceive(
-                    UnsafeBufferPointer(start: x + send.start + s0, count: s1 - s0), to: right,
-                    into: UnsafeMutableBufferPointer(start: x + recv.start + r0, count: r1 - r0), from: left, tag: ringTag)
-            }
+            try communicator.sendReceive(
+                UnsafeBufferPointer(start: x + send.start, count: send.count), to: right,
+                into: UnsafeMutableBufferPointer(start: x + recv.start, count: recv.count), from: left, tag: ringTag)
         }
     }
 }

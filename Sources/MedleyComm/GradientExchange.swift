@@ -18,7 +18,7 @@ import MedleyCore
 /// 3. **Reduces** every bucket to Σ w_i·g_i with w_i = n_i / Σn. The weights are known before
 ///    any payload moves (from step 1), so the division is folded into the reduction: small
 ///    buckets are scaled in place and summed with `MPI_Allreduce`; large ones go through a
-///    segmented ring (reduce-scatter + allgather over `MPI_Sendrecv`) whose combine step computes
+///    segmented ring (reduce-scatter over `MPI_Isend`/`MPI_Irecv`, allgather over `MPI_Sendrecv`) whose combine step computes
 ///    `w_left·received + w_self·own` in the same pass that adds, costing no extra sweep over memory.
 ///    A rank with n_i = 0 takes part with weight 0. Σn = 0 is a caller error and throws
 ///    `invalidArgument` on every rank.
@@ -32,8 +32,8 @@ public final class GradientExchange {
         public var checksums: Bool
         /// Buckets of at least this many bytes use the fused weighted ring; smaller ones `MPI_Allreduce`.
         public var ringThresholdBytes: Int
-        /// Segment size of the ring: each `MPI_Sendrecv` moves at most this much, so the
-        /// combine pass finds the received data still in cache.
+        /// Segment size of the ring's reduce-scatter: received data is combined segment by
+        /// segment, so it is still in cache.
         public var segmentBytes: Int
 
         /// Creates options; the defaults suit host-memory exchange on one node.
@@ -106,7 +106,7 @@ public final class GradientExchange {
         self.communicator = try communicator.duplicate()
         self.layout = layout
         self.options = options
-        self.scratch = .allocate(capacity: max(16, options.segmentBytes / 4))
+        self.scratch = .allocate(capacity: 16)  // grows to the ring's largest chunk on first use
         allocateBuckets()
     }
 

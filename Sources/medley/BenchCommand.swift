@@ -35,7 +35,7 @@ struct BenchAllreduce: ParsableCommand {
     @Option(help: "Largest size (e.g. 256MiB).")
     var maxSize = "256MiB"
 
-    @Option(help: "Interleaved timed blocks per size; the best is reported.")
+    @Option(help: "Timed blocks of the negotiation measurement; the best is reported.")
     var blocks = 3
 
     @Option(help: "Steps timed for the steady-state negotiation cost.")
