@@ -30,16 +30,21 @@ public final class GradientExchange {
     public struct Options: Sendable {
         /// Verify every reduced bucket (two extra sweeps and one tiny collective per step). Off by default.
         public var checksums: Bool
-        /// Buckets of at least this many bytes use the fused weighted ring; smaller ones `MPI_Allreduce`.
+        /// Buckets of at least this many bytes use the fused weighted ring.
         public var ringThresholdBytes: Int
+        /// Buckets from this size up to the ring threshold use fused recursive doubling when the
+        /// rank count is a power of two; smaller ones are scaled and summed by `MPI_Allreduce`.
+        public var doublingThresholdBytes: Int
         /// Segment size of the ring's reduce-scatter: received data is combined segment by
         /// segment, so it is still in cache.
         public var segmentBytes: Int
 
         /// Creates options; the defaults suit host-memory exchange on one node.
-        public init(checksums: Bool = false, ringThresholdBytes: Int = 256 << 10, segmentBytes: Int = 256 << 10) {
+        public init(checksums: Bool = false, ringThresholdBytes: Int = 256 << 10,
+                    doublingThresholdBytes: Int = 32 << 10, segmentBytes: Int = 256 << 10) {
             self.checksums = checksums
             self.ringThresholdBytes = ringThresholdBytes
+            self.doublingThresholdBytes = doublingThresholdBytes
             self.segmentBytes = segmentBytes
         }
     }

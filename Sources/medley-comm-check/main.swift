@@ -163,6 +163,7 @@ if scenario == "bench" {
             case "--blocks": config.blocks = Int(value) ?? 3
             case "--segment-size": config.options.segmentBytes = try ByteCount.parse(value)
             case "--ring-threshold": config.options.ringThresholdBytes = try ByteCount.parse(value)
+            case "--doubling-threshold": config.options.doublingThresholdBytes = try ByteCount.parse(value)
             case "--checksums": config.options.checksums = true; child.append(a); i += 1; continue
             default: throw MedleyError(.invalidArgument, "unknown option \(a)")
             }
@@ -195,6 +196,9 @@ do {
     case "weighted-ring":
         // Every bucket through the fused ring, with segments smaller than chunks.
         try weighted(world, options: .init(ringThresholdBytes: 0, segmentBytes: 256), cap: 40 << 10)
+    case "weighted-doubling":
+        // Every bucket through fused recursive doubling (power-of-two rank counts), else MPI.
+        try weighted(world, options: .init(ringThresholdBytes: Int.max, doublingThresholdBytes: 0), cap: 40 << 10)
     case "weighted-single-bucket":
         try weighted(world, options: .init(), cap: 1 << 30)
     case "mismatch", "mismatch-dtype":

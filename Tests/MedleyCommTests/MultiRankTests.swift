@@ -41,7 +41,7 @@ struct MultiRankTests {
     }
 
     @Test("weighted average with uneven and zero shares equals the single-process reference",
-          arguments: [("weighted", 2), ("weighted", 4), ("weighted-ring", 2), ("weighted-ring", 4), ("weighted-single-bucket", 3)])
+          arguments: [("weighted", 2), ("weighted", 4), ("weighted-ring", 2), ("weighted-ring", 4), ("weighted-doubling", 2), ("weighted-doubling", 4), ("weighted-single-bucket", 3)])
     func weighted(scenario: String, ranks: Int) throws {
         let o = try runScenario(scenario, ranks: ranks)
         #expect(o.status == 0, "\(o.output)")
