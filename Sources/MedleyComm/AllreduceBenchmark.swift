@@ -85,6 +85,9 @@ public enum AllreduceBenchmark {
         public var machine: Machine
         /// Steady-state agreement cost (the one small collective), µs per step, slowest rank.
         public var negotiationUsPerStep: Double
+        /// A plain 8-byte `MPI_Allreduce` per step, µs, measured the same way: the floor any
+        /// collective pays on this machine, for scale.
+        public var tinyAllreduceUsPerStep: Double
         /// Per-size figures.
         public var results: [Row]
     }
@@ -99,8 +102,9 @@ public enum AllreduceBenchmark {
         while s <= configuration.maxBytes { sizes.append(s); s *= 2 }
         var rows: [Row] = []
         for size in sizes { rows.append(try measure(size: size, on: comm, configuration)) }
-        let negotiation = try measureAgreement(on: comm, configuration)
-        return Report(ranks: comm.size, machine: Machine.current(), negotiationUsPerStep: negotiation, results: rows)
+        let (negotiation, tiny) = try measureAgreement(on: comm, configuration)
+        return Report(ranks: comm.size, machine: Machine.current(), negotiationUsPerStep: negotiation,
+                      tinyAllreduceUsPerStep: tiny, results: rows)
     }
 
     private static func input(rank: Int, index j: Int) -> Float { Float((rank + 1) * (j % 13 + 1)) * 0.125 }
@@ -180,25 +184,33 @@ public enum AllreduceBenchmark {
                    wrong: Int(wrongs[0]), mpiWrong: Int(wrongs[1]))
     }
 
-    /// Steady-state agreement alone: µs per step, best of the blocks, slowest rank.
-    private static func measureAgreement(on comm: Communicator, _ c: Configuration) throws -> Double {
+    /// Steady-state agreement alone, and a tiny plain allreduce for scale: µs per step, best of
+    /// the blocks, slowest rank.
+    private static func measureAgreement(on comm: Communicator, _ c: Configuration) throws -> (Double, Double) {
         let layout = try BucketLayout(
             tensors: (0..<64).map { TensorMeta(name: "layer.\($0).w", shape: [64, 64], dtype: .float32) },
             capBytes: 1 << 20, jobID: "bench")
         let exchange = try GradientExchange(communicator: comm, layout: layout, options: c.options)
         _ = try exchange.agree(step: 0, sampleCount: comm.rank + 1)
-        var best = Double.infinity
+        var best = Double.infinity, bestTiny = Double.infinity
         var step: UInt64 = 1
+        var word: [UInt64] = [1]
         for _ in 0..<max(1, c.blocks) {
             try comm.barrier()
-            let t0 = MPIRuntime.wallTime()
+            var t0 = MPIRuntime.wallTime()
             for _ in 0..<c.agreementSteps {
                 _ = try exchange.agree(step: step, sampleCount: comm.rank + 1)
                 step += 1
             }
             best = min(best, try slowest((MPIRuntime.wallTime() - t0) / Double(c.agreementSteps), comm))
+            try comm.barrier()
+            t0 = MPIRuntime.wallTime()
+            try word.withUnsafeMutableBufferPointer { w in
+                for _ in 0..<c.agreementSteps { try comm.allreduce(inPlace: w, op: .max) }
+            }
+            bestTiny = min(bestTiny, try slowest((MPIRuntime.wallTime() - t0) / Double(c.agreementSteps), comm))
         }
-        return best * 1e6
+        return (best * 1e6, bestTiny * 1e6)
     }
 
     private static func median(_ values: [Double]) -> Double {
@@ -223,7 +235,7 @@ public enum AllreduceBenchmark {
                               f(r.mpiTimeUs, 1), f(r.mpiAlgbwGbps, 2), f(r.mpiBusbwGbps, 2),
                               f(r.ratio, 3), f(r.ratioBest, 3), "\(r.wrong)", "\(r.mpiWrong)"]))
         }
-        lines.append("# steady-state negotiation: \(f(report.negotiationUsPerStep, 2)) us per step (one allgather of 32 bytes per rank)")
+        lines.append("# steady-state negotiation: \(f(report.negotiationUsPerStep, 2)) us per step (one allgather of 32 bytes per rank); a plain 8-byte MPI_Allreduce: \(f(report.tinyAllreduceUsPerStep, 2)) us")
         return lines.joined(separator: "\n")
     }
 

@@ -41,7 +41,7 @@ public final class GradientExchange {
 
         /// Creates options; the defaults suit host-memory exchange on one node.
         public init(checksums: Bool = false, ringThresholdBytes: Int = 256 << 10,
-                    doublingThresholdBytes: Int = 32 << 10, segmentBytes: Int = 256 << 10) {
+                    doublingThresholdBytes: Int = 32 << 10, segmentBytes: Int = 1 << 20) {
             self.checksums = checksums
             self.ringThresholdBytes = ringThresholdBytes
             self.doublingThresholdBytes = doublingThresholdBytes
