@@ -23,6 +23,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // MARK: C side of the adapter ABI
@@ -74,6 +75,9 @@ let package = Package(
         /// Shared value types and errors (no MPI, no dlopen).
         .target(
             name: "MedleyCore",
+            dependencies: [
+                .product(name: "Yams", package: "Yams"),
+            ],
             path: "Sources/MedleyCore"
         ),
         /// Loads adapters, wraps devices/buffers/ops in Swift, checks conformance.
@@ -140,6 +144,11 @@ let package = Package(
             name: "MedleyCLITests",
             dependencies: ["MedleyTestSupport"],
             path: "Tests/MedleyCLITests"
+        ),
+        .testTarget(
+            name: "MedleyCoreTests",
+            dependencies: ["MedleyCore"],
+            path: "Tests/MedleyCoreTests"
         ),
     ]
 )

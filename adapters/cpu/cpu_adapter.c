@@ -5,8 +5,12 @@
  * kit. Options at device_open:
  *   threads=<integer >= 1>   OpenBLAS threads for this device's launches
  *                            (default 1: one device = one core, so ranks can
- *                            be pinned). The adapter's own loops are
- *                            single-threaded.
+ *                            be pinned; OpenBLAS caps it at its build maximum,
+ *                            and device_describe reports the effective count
+ *                            as compute_units). The adapter's own loops are
+ *                            single-threaded. OpenBLAS's count is process-
+ *                            wide: each launch sets it to its device's value
+ *                            when it differs.
  *   memory=<byte size>       capacity offered to the host (default: the
  *                            machine's physical memory).
  * All work runs synchronously on the calling thread, so streams are plain
@@ -15,6 +19,7 @@
  * Only medley_adapter_get_api is exported; everything else is hidden.
  */
 #include <cblas.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,21 +33,15 @@ void openblas_set_num_threads(int num_threads);
 int openblas_get_num_threads(void);
 
 #define CPU_DEVICE_MAGIC 0x4d45444c43505544ull /* "MEDLCPUD" */
-#define CPU_STREAM_MAGIC 0x4d45444c43505553ull /* "MEDLCPUS" */
 #define CPU_MAX_THREADS 1024
 #define CPU_DEFAULT_MEMORY ((uint64_t)8 << 30) /* when the OS does not say */
 
-struct medley_stream {
-  uint64_t magic;
-  struct medley_stream *next;
-};
-
 struct medley_device {
-  uint64_t magic;
+  uint64_t magic; /* first: mk_check_device reads it */
   mk_memory memory;
   int threads;
   cpu_scratch scratch;
-  struct medley_stream *streams; /* every live extra stream */
+  mk_stream_list streams; /* every live extra stream */
   char name[160];
   char vendor[64];
 };
@@ -52,11 +51,7 @@ struct medley_device {
 /* ========================================================================= */
 
 static medley_error *cpu_plugin_info(medley_plugin_info *out) {
-  if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "plugin_info: out is NULL");
-  out->name = "cpu";
-  out->vendor = "Medley";
-  out->version = "1.0.0";
-  return NULL;
+  return mk_plugin_info(out, "cpu", "Medley", "1.0.0");
 }
 
 static medley_error *cpu_device_count(int32_t *out_count) {
@@ -112,20 +107,7 @@ static void describe_cpu(medley_device *device) {
 /* ========================================================================= */
 
 static medley_error *device_check(const medley_device *device, const char *what) {
-  if (device == NULL || device->magic != CPU_DEVICE_MAGIC) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: not an open cpu device", what);
-  }
-  return NULL;
-}
-
-/* NULL (the default stream) or a live stream of `device`. */
-static medley_error *stream_check(const medley_device *device, const medley_stream *stream, const char *what) {
-  if (stream == NULL) return NULL;
-  for (const struct medley_stream *s = device->streams; s != NULL; s = s->next) {
-    if (s == stream) return NULL;
-  }
-  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: stream %p is not a live stream of this device", what,
-                  (const void *)stream);
+  return mk_check_device(device, CPU_DEVICE_MAGIC, "cpu", what);
 }
 
 /* Reads the options into `threads` and `memory`; unknown or malformed ones are errors. */
@@ -137,13 +119,15 @@ static medley_error *parse_options(const medley_option *options, size_t num_opti
   }
   for (size_t i = 0; i < num_options; i++) {
     const char *key = options[i].key, *value = options[i].value;
-    if (key == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: option %zu has no key", i);
+    if (key == NULL || value == NULL) {
+      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: option %zu has a NULL key or value", i);
+    }
     if (strcmp(key, "threads") == 0) {
       int64_t parsed = 0;
       if (mk_parse_int(value, 1, CPU_MAX_THREADS, &parsed) != 0) {
         return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
                         "device_open: option 'threads' = '%s' is not an integer in [1, %d] (e.g. threads=4)",
-                        value ? value : "(null)", CPU_MAX_THREADS);
+                        value, CPU_MAX_THREADS);
       }
       *threads = (int)parsed;
     } else if (strcmp(key, "memory") == 0) {
@@ -152,7 +136,7 @@ static medley_error *parse_options(const medley_option *options, size_t num_opti
         return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
                         "device_open: option 'memory' = '%s' is not a positive byte size "
                         "(e.g. memory=1073741824, 512MiB, 2GiB, 1.5GB)",
-                        value ? value : "(null)");
+                        value);
       }
       *memory = parsed;
     } else {
@@ -189,6 +173,9 @@ static medley_error *cpu_device_open(int32_t index, const medley_option *options
   mk_memory_init(&device->memory, memory);
   describe_cpu(device);
   use_threads(device);
+  /* OpenBLAS caps the count at the maximum it was built for (64 on Debian). */
+  int effective = openblas_get_num_threads();
+  if (effective >= 1 && effective < threads) device->threads = effective;
   *out_device = device;
   return NULL;
 }
@@ -198,12 +185,7 @@ static medley_error *cpu_device_close(medley_device *device) {
   if (error != NULL) return error;
   mk_memory_release_all(&device->memory);
   cpu_scratch_release(&device->scratch);
-  while (device->streams != NULL) {
-    struct medley_stream *next = device->streams->next;
-    device->streams->magic = 0;
-    free(device->streams);
-    device->streams = next;
-  }
+  mk_stream_release_all(&device->streams);
   device->magic = 0;
   free(device);
   return NULL;
@@ -213,10 +195,15 @@ static medley_error *cpu_device_describe(medley_device *device, medley_device_de
   medley_error *error = device_check(device, "device_describe");
   if (error != NULL) return error;
   if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_describe: out is NULL");
+  if (!MK_HAS_FIELD(out->struct_size, medley_device_desc, compute_units)) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                    "device_describe: struct_size %zu is too small; set it to sizeof(medley_device_desc)",
+                    out->struct_size);
+  }
   out->name = device->name;
   out->vendor = device->vendor;
   out->memory_bytes = device->memory.capacity;
-  out->dtype_mask = MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32);
+  out->dtype_mask = MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32) | MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_I32);
   out->compute_units = (uint32_t)device->threads;
   return NULL;
 }
@@ -237,11 +224,11 @@ static medley_error *cpu_buffer_free(medley_device *device, medley_buffer *buffe
   return mk_buffer_free(&device->memory, buffer);
 }
 
-/* Checks the device and the stream of a queued call. */
+/* Checks the device and the stream (NULL, the default, or a live stream of the device) of a queued call. */
 static medley_error *queue_check(medley_device *device, medley_stream *stream, const char *what) {
   medley_error *error = device_check(device, what);
   if (error != NULL) return error;
-  return stream_check(device, stream, what);
+  return mk_stream_check(&device->streams, stream, what);
 }
 
 static medley_error *cpu_copy_h2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
@@ -279,30 +266,13 @@ static medley_error *cpu_memset(medley_device *device, medley_stream *stream, me
 static medley_error *cpu_stream_create(medley_device *device, medley_stream **out_stream) {
   medley_error *error = device_check(device, "stream_create");
   if (error != NULL) return error;
-  if (out_stream == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_create: out_stream is NULL");
-  struct medley_stream *stream = calloc(1, sizeof *stream);
-  if (stream == NULL) return mk_error(MEDLEY_ERROR_OUT_OF_MEMORY, "stream_create: no host memory for a stream");
-  stream->magic = CPU_STREAM_MAGIC;
-  stream->next = device->streams;
-  device->streams = stream;
-  *out_stream = stream;
-  return NULL;
+  return mk_stream_create(&device->streams, out_stream);
 }
 
 static medley_error *cpu_stream_destroy(medley_device *device, medley_stream *stream) {
   medley_error *error = device_check(device, "stream_destroy");
   if (error != NULL) return error;
-  if (stream == NULL) return NULL;
-  for (struct medley_stream **link = &device->streams; *link != NULL; link = &(*link)->next) {
-    if (*link == stream) {
-      *link = stream->next;
-      stream->magic = 0;
-      free(stream);
-      return NULL;
-    }
-  }
-  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_destroy: stream %p is not a live stream of this device",
-                  (void *)stream);
+  return mk_stream_destroy(&device->streams, stream);
 }
 
 static medley_error *cpu_stream_synchronize(medley_device *device, medley_stream *stream) {
@@ -325,9 +295,7 @@ static medley_error *cpu_op_query(medley_device *device, const char *op_name, in
                                   int32_t *out_supported) {
   medley_error *error = device_check(device, "op_query");
   if (error != NULL) return error;
-  if (out_supported == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_query: out_supported is NULL");
-  *out_supported = mk_op_lookup(op_name) != MK_OP_COUNT && dtype == MEDLEY_DTYPE_F32;
-  return NULL;
+  return mk_op_query(op_name, dtype, MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), out_supported);
 }
 
 static medley_error *cpu_op_launch(medley_device *device, medley_stream *stream, const char *op_name,

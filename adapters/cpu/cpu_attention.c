@@ -23,6 +23,7 @@
 #include <stdlib.h>
 
 #include "cpu_kernels.h"
+#include "cpu_math.h"
 
 float *cpu_scratch_reserve(cpu_scratch *scratch, size_t count) {
   if (count <= scratch->capacity) return scratch->data;
@@ -39,6 +40,11 @@ void cpu_scratch_release(cpu_scratch *scratch) {
   free(scratch->data);
   scratch->data = NULL;
   scratch->capacity = 0;
+}
+
+size_t cpu_attention_scratch_floats(int64_t T, int forward) {
+  /* forward: scores [T,T] + 1/rowsum [T];  backward: P [T,T] + dP [T,T] */
+  return forward ? (size_t)(T * T + T) : (size_t)(2 * T * T);
 }
 
 /* Geometry of one (b, h) slice. */
@@ -68,24 +74,18 @@ static void scores(float *S, const head_view *view, float scale) {
 }
 
 /* Row t of S: exponentiate causally against its max; returns the sum, sets *row_max. */
-static float softmax_row_unnormalized(float *restrict row, int t, int T, float *row_max) {
-  float m = row[0];
-  for (int j = 1; j <= t; j++) m = row[j] > m ? row[j] : m;
-  float sum = 0.0f;
-  for (int j = 0; j <= t; j++) {
-    float e = expf(row[j] - m);
-    row[j] = e;
-    sum += e;
-  }
+static inline float softmax_row_unnormalized(float *row, int t, int T, float *row_max) {
+  float m = cpu_max(row, t + 1);
+  float sum = cpu_exp_sum(row, row, t + 1, m);
   for (int j = t + 1; j < T; j++) row[j] = 0.0f;
   *row_max = m;
   return sum;
 }
 
-int cpu_attention_forward(cpu_scratch *scratch, float *out, float *lse, const float *qkv, int64_t B,
-                          int64_t T, int64_t C, int64_t NH) {
-  float *S = cpu_scratch_reserve(scratch, (size_t)(T * T + T));
-  if (S == NULL) return -1;
+static inline CPU_KERNEL_BODY void attention_forward_body(float *scratch, float *out, float *lse,
+                                                          const float *qkv, int64_t B, int64_t T, int64_t C,
+                                                          int64_t NH) {
+  float *S = scratch;
   float *inv_sum = S + T * T;
   int64_t hs = C / NH;
   float scale = 1.0f / sqrtf((float)hs);
@@ -111,33 +111,29 @@ int cpu_attention_forward(cpu_scratch *scratch, float *out, float *lse, const fl
       }
     }
   }
-  return 0;
 }
+CPU_TWINS(attention_forward,
+          (float *scratch, float *out, float *lse, const float *qkv, int64_t B, int64_t T, int64_t C,
+           int64_t NH),
+          (scratch, out, lse, qkv, B, T, C, NH))
 
 /* Row t of S becomes P = exp(S - lse) for j <= t and 0 after. */
-static void probabilities_row(float *restrict row, int t, int T, float row_lse) {
-  for (int j = 0; j <= t; j++) row[j] = expf(row[j] - row_lse);
+static inline void probabilities_row(float *restrict row, int t, int T, float row_lse) {
+  for (int j = 0; j <= t; j++) row[j] = cpu_exp(row[j] - row_lse);
   for (int j = t + 1; j < T; j++) row[j] = 0.0f;
 }
 
-/* D = dO[t] · O[t] (= Σ_j P[t,j] dP[t,j]), the softmax backward's row term. */
-static float row_dot(const float *restrict a, const float *restrict b, int n) {
-  float sum = 0.0f;
-  for (int i = 0; i < n; i++) sum += a[i] * b[i];
-  return sum;
-}
-
 /* Row of dP becomes dS = P ∘ (dP - D) (causal part only; the rest is 0). */
-static void softmax_backward_row(float *restrict dp, const float *restrict p, int t, int T, float D) {
+static inline void softmax_backward_row(float *restrict dp, const float *restrict p, int t, int T, float D) {
   for (int j = 0; j <= t; j++) dp[j] = p[j] * (dp[j] - D);
   for (int j = t + 1; j < T; j++) dp[j] = 0.0f;
 }
 
-int cpu_attention_backward(cpu_scratch *scratch, float *dqkv, const float *dout, const float *qkv,
-                           const float *out, const float *lse, int64_t B, int64_t T, int64_t C,
-                           int64_t NH) {
-  float *P = cpu_scratch_reserve(scratch, (size_t)(2 * T * T));
-  if (P == NULL) return -1;
+static inline CPU_KERNEL_BODY void attention_backward_body(float *scratch, float *dqkv, const float *dout,
+                                                           const float *qkv, const float *out,
+                                                           const float *lse, int64_t B, int64_t T, int64_t C,
+                                                           int64_t NH) {
+  float *P = scratch;
   float *dP = P + T * T;
   int64_t hs = C / NH;
   float scale = 1.0f / sqrtf((float)hs);
@@ -160,7 +156,8 @@ int cpu_attention_backward(cpu_scratch *scratch, float *dqkv, const float *dout,
       /* dV += Pᵀ · dO */
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, d, n, 1.0f, P, n, dout_bh, ldc, 1.0f, dv, ld3);
       for (int t = 0; t < n; t++) {
-        float D = row_dot(dout_bh + (int64_t)t * ldc, out_bh + (int64_t)t * ldc, d);
+        /* D = dO[t] · O[t] (= Σ_j P[t,j] dP[t,j]), the softmax backward's row term. */
+        float D = cpu_dot(dout_bh + (int64_t)t * ldc, out_bh + (int64_t)t * ldc, d);
         softmax_backward_row(dP + (int64_t)t * n, P + (int64_t)t * n, t, n, D);
       }
       /* dQ += scale · dS · K;  dK += scale · dSᵀ · Q */
@@ -169,5 +166,8 @@ int cpu_attention_backward(cpu_scratch *scratch, float *dqkv, const float *dout,
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, d, n, scale, dP, n, view.q, ld3, 1.0f, dk, ld3);
     }
   }
-  return 0;
 }
+CPU_TWINS(attention_backward,
+          (float *scratch, float *dqkv, const float *dout, const float *qkv, const float *out,
+           const float *lse, int64_t B, int64_t T, int64_t C, int64_t NH),
+          (scratch, dqkv, dout, qkv, out, lse, B, T, C, NH))

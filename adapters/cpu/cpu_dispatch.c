@@ -19,13 +19,16 @@ static medley_error *run_attention(cpu_scratch *scratch, const mk_op_args *a) {
   const char *op = mk_op_name(a->op);
   if (3 * a->C > INT_MAX) return too_large(op, "3 x channels", (long long)(3 * a->C));
   if (a->T > 46340) return too_large(op, "sequence length", (long long)a->T); /* T*T must fit */
-  int rc = a->op == MK_OP_attention_forward
-               ? cpu_attention_forward(scratch, a->out[0], a->out[1], a->in[0], a->B, a->T, a->C, a->NH)
-               : cpu_attention_backward(scratch, a->out[0], a->in[0], a->in[1], a->in[2], a->in[3], a->B, a->T,
-                                        a->C, a->NH);
-  if (rc != 0) {
+  int forward = a->op == MK_OP_attention_forward;
+  float *work = cpu_scratch_reserve(scratch, cpu_attention_scratch_floats(a->T, forward));
+  if (work == NULL) {
     return mk_error(MEDLEY_ERROR_OUT_OF_MEMORY, "%s: no host memory for %lld x %lld score scratch", op,
                     (long long)a->T, (long long)a->T);
+  }
+  if (forward) {
+    cpu_attention_forward(work, a->out[0], a->out[1], a->in[0], a->B, a->T, a->C, a->NH);
+  } else {
+    cpu_attention_backward(work, a->out[0], a->in[0], a->in[1], a->in[2], a->in[3], a->B, a->T, a->C, a->NH);
   }
   return NULL;
 }

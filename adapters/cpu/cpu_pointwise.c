@@ -4,13 +4,16 @@
  * Each kernel walks contiguous memory once (or once per row) in loops the
  * compiler vectorizes: no pointer chasing, no strided access, restrict where
  * the opset forbids aliasing. Pure element maps (gelu, residual, scale) use
- * no restrict because the opset lets `out` alias an input there. Formulas
- * follow "Opset v1" in medley_adapter.h; backward kernels accumulate (+=).
+ * no restrict, so `out` may alias an input (the opset allows it for residual
+ * and scale). Formulas follow "Opset v1" in medley_adapter.h; backward
+ * kernels accumulate (+=). Kernels with exp or row reductions are built as
+ * baseline/AVX2 twins (CPU_TWINS in cpu_math.h).
  */
 #include <math.h>
 #include <string.h>
 
 #include "cpu_kernels.h"
+#include "cpu_math.h"
 
 /* ---- encoder ------------------------------------------------------------ */
 
@@ -43,31 +46,32 @@ void cpu_encoder_backward(float *dwte, float *dwpe, const float *dout, const int
 
 /* ---- layernorm ------------------------------------------------------------ */
 
-void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *weight,
-                           const float *bias, int64_t N, int64_t C, double eps) {
+static inline CPU_KERNEL_BODY void layernorm_forward_body(float *out, float *mean, float *rstd,
+                                                          const float *x, const float *weight,
+                                                          const float *bias, int64_t N, int64_t C,
+                                                          double eps) {
   const float *restrict w = weight;
   const float *restrict bi = bias;
   for (int64_t r = 0; r < N; r++) {
     const float *restrict xr = x + r * C;
     float *restrict o = out + r * C;
-    float sum = 0.0f;
-    for (int64_t c = 0; c < C; c++) sum += xr[c];
-    float m = sum / (float)C;
-    float var = 0.0f;
-    for (int64_t c = 0; c < C; c++) {
-      float d = xr[c] - m;
-      var += d * d;
-    }
-    var /= (float)C;
+    float m = cpu_sum(xr, C) / (float)C;
+    float var = cpu_sum_sq_dev(xr, C, m) / (float)C;
     float s = 1.0f / sqrtf(var + (float)eps);
     for (int64_t c = 0; c < C; c++) o[c] = (xr[c] - m) * s * w[c] + bi[c];
     mean[r] = m;
     rstd[r] = s;
   }
 }
+CPU_TWINS(layernorm_forward,
+          (float *out, float *mean, float *rstd, const float *x, const float *weight, const float *bias,
+           int64_t N, int64_t C, double eps),
+          (out, mean, rstd, x, weight, bias, N, C, eps))
 
-void cpu_layernorm_backward(float *dx, float *dweight, float *dbias, const float *dout, const float *x,
-                            const float *weight, const float *mean, const float *rstd, int64_t N, int64_t C) {
+static inline CPU_KERNEL_BODY void layernorm_backward_body(float *dx, float *dweight, float *dbias,
+                                                           const float *dout, const float *x,
+                                                           const float *weight, const float *mean,
+                                                           const float *rstd, int64_t N, int64_t C) {
   const float *restrict w = weight;
   float *restrict dw = dweight;
   float *restrict db = dbias;
@@ -76,16 +80,25 @@ void cpu_layernorm_backward(float *dx, float *dweight, float *dbias, const float
     const float *restrict xr = x + r * C;
     float *restrict dxr = dx + r * C;
     float m = mean[r], s = rstd[r];
-    /* Pass 1: the two row means of the normalized gradient. */
-    float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
-    for (int64_t c = 0; c < C; c++) {
+    /* Pass 1: the two row means of the normalized gradient, in lanes. */
+    float lanes_d[CPU_LANES] = {0}, lanes_dn[CPU_LANES] = {0};
+    int64_t c0 = 0;
+    for (; c0 + CPU_LANES <= C; c0 += CPU_LANES) {
+      for (int k = 0; k < CPU_LANES; k++) {
+        float norm = (xr[c0 + k] - m) * s;
+        float dnorm = w[c0 + k] * d[c0 + k];
+        lanes_d[k] += dnorm;
+        lanes_dn[k] += dnorm * norm;
+      }
+    }
+    for (int64_t c = c0; c < C; c++) {
       float norm = (xr[c] - m) * s;
       float dnorm = w[c] * d[c];
-      dnorm_mean += dnorm;
-      dnorm_norm_mean += dnorm * norm;
+      lanes_d[0] += dnorm;
+      lanes_dn[0] += dnorm * norm;
     }
-    dnorm_mean /= (float)C;
-    dnorm_norm_mean /= (float)C;
+    float dnorm_mean = cpu_lanes_total(lanes_d) / (float)C;
+    float dnorm_norm_mean = cpu_lanes_total(lanes_dn) / (float)C;
     /* Pass 2: all three gradients at once. */
     for (int64_t c = 0; c < C; c++) {
       float norm = (xr[c] - m) * s;
@@ -96,30 +109,47 @@ void cpu_layernorm_backward(float *dx, float *dweight, float *dbias, const float
     }
   }
 }
+CPU_TWINS(layernorm_backward,
+          (float *dx, float *dweight, float *dbias, const float *dout, const float *x, const float *weight,
+           const float *mean, const float *rstd, int64_t N, int64_t C),
+          (dx, dweight, dbias, dout, x, weight, mean, rstd, N, C))
 
 /* ---- gelu (tanh approximation) ---------------------------------------------- */
 
+/*
+ * With u = K (x + A x³), the opset's 0.5 (1 + tanh u) equals the logistic
+ * s = 1 / (1 + e),  e = exp(-2u), so
+ *   gelu(x)  = x s
+ *   gelu'(x) = s + 0.5 x (1 - tanh² u) u' = s + 2 x s (1 - s) u',  1 - s = e s,
+ *   u'       = K (1 + 3 A x²).
+ * This form has no cancellation (1 + tanh u for u << 0 loses digits in float)
+ * and uses the vectorizable cpu_exp instead of tanhf.
+ */
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_A 0.044715f
 
-void cpu_gelu_forward(float *out, const float *x, int64_t n) {
+static inline CPU_KERNEL_BODY void gelu_forward_body(float *out, const float *x, int64_t n) {
   for (int64_t i = 0; i < n; i++) {
     float v = x[i];
     float u = GELU_K * (v + GELU_A * v * v * v);
-    out[i] = 0.5f * v * (1.0f + tanhf(u));
+    out[i] = v / (1.0f + cpu_exp(-2.0f * u));
   }
 }
+CPU_TWINS(gelu_forward, (float *out, const float *x, int64_t n), (out, x, n))
 
-void cpu_gelu_backward(float *dx, const float *dout, const float *x, int64_t n) {
+static inline CPU_KERNEL_BODY void gelu_backward_body(float *dx, const float *dout, const float *x,
+                                                      int64_t n) {
   for (int64_t i = 0; i < n; i++) {
     float v = x[i];
     float u = GELU_K * (v + GELU_A * v * v * v);
-    float th = tanhf(u);
-    float sech2 = 1.0f - th * th;
-    float local = 0.5f * (1.0f + th) + 0.5f * v * sech2 * GELU_K * (1.0f + 3.0f * GELU_A * v * v);
+    float e = cpu_exp(-2.0f * u);
+    float s = 1.0f / (1.0f + e);
+    float du = GELU_K * (1.0f + 3.0f * GELU_A * v * v);
+    float local = s + 2.0f * v * (e * s) * s * du;
     dx[i] += local * dout[i];
   }
 }
+CPU_TWINS(gelu_backward, (float *dx, const float *dout, const float *x, int64_t n), (dx, dout, x, n))
 
 /* ---- residual and scale ------------------------------------------------------ */
 
@@ -143,16 +173,13 @@ void cpu_scale(float *out, const float *x, int64_t n, double alpha) {
 /* ---- crossentropy ---------------------------------------------------------------- */
 
 /* log Σ exp(row), computed against the row max so no exp overflows. */
-static float row_logsumexp(const float *restrict row, int64_t V) {
-  float m = row[0];
-  for (int64_t j = 1; j < V; j++) m = row[j] > m ? row[j] : m;
-  float sum = 0.0f;
-  for (int64_t j = 0; j < V; j++) sum += expf(row[j] - m);
-  return m + logf(sum);
+static inline float row_logsumexp(const float *restrict row, int64_t V) {
+  float m = cpu_max(row, V);
+  return m + logf(cpu_exp_sum(row, NULL, V, m));
 }
 
-void cpu_crossentropy_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int64_t N,
-                              int64_t V) {
+static inline CPU_KERNEL_BODY void crossentropy_forward_body(float *losses, float *lse, const float *logits,
+                                                             const int32_t *targets, int64_t N, int64_t V) {
   for (int64_t r = 0; r < N; r++) {
     const float *row = logits + r * V;
     float l = row_logsumexp(row, V);
@@ -160,9 +187,13 @@ void cpu_crossentropy_forward(float *losses, float *lse, const float *logits, co
     losses[r] = targets[r] < 0 ? 0.0f : l - row[targets[r]];
   }
 }
+CPU_TWINS(crossentropy_forward,
+          (float *losses, float *lse, const float *logits, const int32_t *targets, int64_t N, int64_t V),
+          (losses, lse, logits, targets, N, V))
 
-void cpu_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets, const float *lse,
-                               int64_t N, int64_t V, double scale) {
+static inline CPU_KERNEL_BODY void crossentropy_backward_body(float *dlogits, const float *logits,
+                                                              const int32_t *targets, const float *lse,
+                                                              int64_t N, int64_t V, double scale) {
   float s = (float)scale;
   for (int64_t r = 0; r < N; r++) {
     int32_t target = targets[r];
@@ -170,15 +201,21 @@ void cpu_crossentropy_backward(float *dlogits, const float *logits, const int32_
     const float *restrict row = logits + r * V;
     float *restrict d = dlogits + r * V;
     float l = lse[r];
-    for (int64_t j = 0; j < V; j++) d[j] += s * expf(row[j] - l);
+    for (int64_t j = 0; j < V; j++) d[j] += s * cpu_exp(row[j] - l);
     d[target] -= s;
   }
 }
+CPU_TWINS(crossentropy_backward,
+          (float *dlogits, const float *logits, const int32_t *targets, const float *lse, int64_t N,
+           int64_t V, double scale),
+          (dlogits, logits, targets, lse, N, V, scale))
 
 /* ---- optimizer and reductions ---------------------------------------------------- */
 
-void cpu_adamw_update(float *param, float *m, float *v, const float *grad, int64_t n, double lr, double beta1,
-                      double beta2, double eps, double weight_decay, double step, double grad_scale) {
+static inline CPU_KERNEL_BODY void adamw_update_body(float *param, float *m, float *v, const float *grad,
+                                                     int64_t n, double lr, double beta1, double beta2,
+                                                     double eps, double weight_decay, double step,
+                                                     double grad_scale) {
   float *restrict p = param;
   float *restrict mm = m;
   float *restrict vv = v;
@@ -197,6 +234,10 @@ void cpu_adamw_update(float *param, float *m, float *v, const float *grad, int64
     p[i] -= rate * (mhat / (sqrtf(vhat) + e) + wd * p[i]);
   }
 }
+CPU_TWINS(adamw_update,
+          (float *param, float *m, float *v, const float *grad, int64_t n, double lr, double beta1,
+           double beta2, double eps, double weight_decay, double step, double grad_scale),
+          (param, m, v, grad, n, lr, beta1, beta2, eps, weight_decay, step, grad_scale))
 
 void cpu_sum_squares(float *out, const float *x, int64_t n) {
   /* Eight independent double accumulators: exact enough and pipelined. */

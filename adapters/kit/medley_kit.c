@@ -236,6 +236,92 @@ uint64_t mk_system_memory_bytes(uint64_t fallback) {
 }
 
 /* ========================================================================= */
+/* Plugin and device handles                                                 */
+/* ========================================================================= */
+
+medley_error *mk_plugin_info(medley_plugin_info *out, const char *name, const char *vendor,
+                             const char *version) {
+  if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "plugin_info: out is NULL");
+  if (!MK_HAS_FIELD(out->struct_size, medley_plugin_info, version)) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                    "plugin_info: struct_size %zu is too small; set it to sizeof(medley_plugin_info)",
+                    out->struct_size);
+  }
+  out->name = name;
+  out->vendor = vendor;
+  out->version = version;
+  return NULL;
+}
+
+medley_error *mk_check_device(const void *device, uint64_t magic, const char *adapter, const char *entry) {
+  if (device == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: device is NULL", entry);
+  uint64_t found;
+  memcpy(&found, device, sizeof found); /* the handle's struct begins with its magic */
+  if (found != magic) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: %p is not an open %s device", entry, device, adapter);
+  }
+  return NULL;
+}
+
+/* ========================================================================= */
+/* Streams                                                                   */
+/* ========================================================================= */
+
+#define MK_STREAM_MAGIC 0x4d45444c5354524dull /* "MEDLSTRM" */
+
+/* The same members as the template's own struct medley_stream, so the two
+   definitions stay compatible where both are linked into one library. */
+struct medley_stream {
+  uint64_t magic;
+  struct medley_stream *next;
+};
+
+medley_error *mk_stream_create(mk_stream_list *streams, medley_stream **out_stream) {
+  if (out_stream == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_create: out_stream is NULL");
+  struct medley_stream *stream = calloc(1, sizeof *stream);
+  if (stream == NULL) return mk_error(MEDLEY_ERROR_OUT_OF_MEMORY, "stream_create: out of host memory");
+  stream->magic = MK_STREAM_MAGIC;
+  stream->next = streams->head;
+  streams->head = stream;
+  *out_stream = stream;
+  return NULL;
+}
+
+medley_error *mk_stream_destroy(mk_stream_list *streams, medley_stream *stream) {
+  if (stream == NULL) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_destroy: the default stream (NULL) cannot be destroyed");
+  }
+  for (struct medley_stream **link = &streams->head; *link != NULL; link = &(*link)->next) {
+    if (*link == stream) {
+      *link = stream->next;
+      stream->magic = 0;
+      free(stream);
+      return NULL;
+    }
+  }
+  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_destroy: stream %p is not a live stream of this device",
+                  (void *)stream);
+}
+
+medley_error *mk_stream_check(const mk_stream_list *streams, const medley_stream *stream, const char *entry) {
+  if (stream == NULL) return NULL;
+  for (const struct medley_stream *s = streams->head; s != NULL; s = s->next) {
+    if (s == stream && s->magic == MK_STREAM_MAGIC) return NULL;
+  }
+  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: stream %p is not a live stream of this device", entry,
+                  (const void *)stream);
+}
+
+void mk_stream_release_all(mk_stream_list *streams) {
+  while (streams->head != NULL) {
+    struct medley_stream *next = streams->head->next;
+    streams->head->magic = 0;
+    free(streams->head);
+    streams->head = next;
+  }
+}
+
+/* ========================================================================= */
 /* Options                                                                   */
 /* ========================================================================= */
 
@@ -304,6 +390,15 @@ mk_op_id mk_op_lookup(const char *name) {
     if (strcmp(mk_op_specs[i].name, name) == 0) return (mk_op_id)i;
   }
   return MK_OP_COUNT;
+}
+
+medley_error *mk_op_query(const char *op_name, int32_t dtype, uint32_t dtype_mask, int32_t *out_supported) {
+  if (op_name == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_query: op_name is NULL");
+  if (out_supported == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_query: out_supported is NULL");
+  int is_float = mk_dtype_size(dtype) != 0 && dtype != MEDLEY_DTYPE_I32;
+  *out_supported =
+      mk_op_lookup(op_name) != MK_OP_COUNT && is_float && (dtype_mask & MEDLEY_DTYPE_BIT(dtype)) != 0;
+  return NULL;
 }
 
 const char *mk_op_name(mk_op_id op) { return op < MK_OP_COUNT ? mk_op_specs[op].name : "?"; }

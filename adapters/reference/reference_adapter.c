@@ -24,20 +24,14 @@
 #include "medley_ref_kernels.h"
 
 #define REF_DEVICE_MAGIC 0x5245464445564943ull /* "REFDEVIC" */
-#define REF_STREAM_MAGIC 0x5245465354524541ull /* "REFSTREA" */
 
 /* Fallback capacity when the OS does not report its memory size: 8 GiB. */
 #define REF_FALLBACK_MEMORY (8ull << 30)
 
-struct medley_stream {
-  uint64_t magic;
-  struct medley_stream *next;
-};
-
 struct medley_device {
-  uint64_t magic;
+  uint64_t magic; /* first: mk_check_device reads it */
   mk_memory memory;
-  struct medley_stream *streams; /* streams made by stream_create, still live */
+  mk_stream_list streams; /* streams made by stream_create, still live */
 };
 
 /* ========================================================================= */
@@ -45,29 +39,14 @@ struct medley_device {
 /* ========================================================================= */
 
 static medley_error *ref_check_device(const medley_device *device, const char *entry) {
-  if (device == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: device is NULL", entry);
-  if (device->magic != REF_DEVICE_MAGIC) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: %p is not an open reference device", entry,
-                    (const void *)device);
-  }
-  return NULL;
+  return mk_check_device(device, REF_DEVICE_MAGIC, "reference", entry);
 }
 
-/* NULL is the default stream; anything else must come from stream_create on this device. */
-static medley_error *ref_check_stream(const medley_device *device, const medley_stream *stream,
-                                      const char *entry) {
-  if (stream == NULL) return NULL;
-  for (const struct medley_stream *s = device->streams; s != NULL; s = s->next) {
-    if (s == stream && s->magic == REF_STREAM_MAGIC) return NULL;
-  }
-  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: stream %p is not a live stream of this device", entry,
-                  (const void *)stream);
-}
-
-/* Device and stream together, for the entries that take both. */
+/* Device and stream together, for the entries that take both. NULL is the
+   default stream; anything else must come from stream_create on this device. */
 static medley_error *ref_check(const medley_device *device, const medley_stream *stream, const char *entry) {
   medley_error *error = ref_check_device(device, entry);
-  if (error == NULL) error = ref_check_stream(device, stream, entry);
+  if (error == NULL) error = mk_stream_check(&device->streams, stream, entry);
   return error;
 }
 
@@ -75,20 +54,8 @@ static medley_error *ref_check(const medley_device *device, const medley_stream 
 /* Plugin and devices                                                        */
 /* ========================================================================= */
 
-/* True when the host's struct (of `size` bytes) has room for a field ending at `end`. */
-#define REF_HAS_FIELD(size, type, field) ((size) >= offsetof(type, field) + sizeof(((type *)0)->field))
-
 static medley_error *ref_plugin_info(medley_plugin_info *out) {
-  if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "plugin_info: out is NULL");
-  if (!REF_HAS_FIELD(out->struct_size, medley_plugin_info, version)) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
-                    "plugin_info: struct_size %zu is too small; set it to sizeof(medley_plugin_info)",
-                    out->struct_size);
-  }
-  out->name = "reference";
-  out->vendor = "Medley";
-  out->version = "1.0.0";
-  return NULL;
+  return mk_plugin_info(out, "reference", "Medley", "1.0.0");
 }
 
 static medley_error *ref_device_count(int32_t *out_count) {
@@ -146,12 +113,7 @@ static medley_error *ref_device_close(medley_device *device) {
   medley_error *error = ref_check_device(device, "device_close");
   if (error != NULL) return error;
   mk_memory_release_all(&device->memory);
-  while (device->streams != NULL) {
-    struct medley_stream *next = device->streams->next;
-    device->streams->magic = 0;
-    free(device->streams);
-    device->streams = next;
-  }
+  mk_stream_release_all(&device->streams);
   device->magic = 0;
   free(device);
   return NULL;
@@ -161,7 +123,7 @@ static medley_error *ref_device_describe(medley_device *device, medley_device_de
   medley_error *error = ref_check_device(device, "device_describe");
   if (error != NULL) return error;
   if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_describe: out is NULL");
-  if (!REF_HAS_FIELD(out->struct_size, medley_device_desc, compute_units)) {
+  if (!MK_HAS_FIELD(out->struct_size, medley_device_desc, compute_units)) {
     return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
                     "device_describe: struct_size %zu is too small; set it to sizeof(medley_device_desc)",
                     out->struct_size);
@@ -225,32 +187,13 @@ static medley_error *ref_memset(medley_device *device, medley_stream *stream, me
 static medley_error *ref_stream_create(medley_device *device, medley_stream **out_stream) {
   medley_error *error = ref_check_device(device, "stream_create");
   if (error != NULL) return error;
-  if (out_stream == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_create: out_stream is NULL");
-  struct medley_stream *stream = calloc(1, sizeof *stream);
-  if (stream == NULL) return mk_error(MEDLEY_ERROR_OUT_OF_MEMORY, "stream_create: out of host memory");
-  stream->magic = REF_STREAM_MAGIC;
-  stream->next = device->streams;
-  device->streams = stream;
-  *out_stream = stream;
-  return NULL;
+  return mk_stream_create(&device->streams, out_stream);
 }
 
 static medley_error *ref_stream_destroy(medley_device *device, medley_stream *stream) {
   medley_error *error = ref_check_device(device, "stream_destroy");
   if (error != NULL) return error;
-  if (stream == NULL) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_destroy: the default stream (NULL) cannot be destroyed");
-  }
-  for (struct medley_stream **link = &device->streams; *link != NULL; link = &(*link)->next) {
-    if (*link == stream) {
-      *link = stream->next;
-      stream->magic = 0;
-      free(stream);
-      return NULL;
-    }
-  }
-  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_destroy: stream %p is not a live stream of this device",
-                  (void *)stream);
+  return mk_stream_destroy(&device->streams, stream);
 }
 
 static medley_error *ref_stream_synchronize(medley_device *device, medley_stream *stream) {
@@ -265,10 +208,7 @@ static medley_error *ref_op_query(medley_device *device, const char *op_name, in
                                   int32_t *out_supported) {
   medley_error *error = ref_check_device(device, "op_query");
   if (error != NULL) return error;
-  if (op_name == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_query: op_name is NULL");
-  if (out_supported == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_query: out_supported is NULL");
-  *out_supported = mk_op_lookup(op_name) != MK_OP_COUNT && dtype == MEDLEY_DTYPE_F32;
-  return NULL;
+  return mk_op_query(op_name, dtype, MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), out_supported);
 }
 
 static medley_error *ref_step_begin(medley_device *device, int64_t step) {

@@ -64,7 +64,6 @@
 #include "medley_ref_kernels.h"
 
 #define SIM_DEVICE_MAGIC 0x53494d4445564943ull /* "SIMDEVIC" */
-#define SIM_STREAM_MAGIC 0x53494d5354524541ull /* "SIMSTREA" */
 #define SIM_FALLBACK_MEMORY (8ull << 30)
 #define SIM_MAX_FAULTS 16
 #define SIM_MAX_TEXT 128
@@ -334,15 +333,10 @@ static void sim_sleep_seconds(double seconds) {
 /* Devices and streams                                                       */
 /* ========================================================================= */
 
-struct medley_stream {
-  uint64_t magic;
-  struct medley_stream *next;
-};
-
 struct medley_device {
-  uint64_t magic;
+  uint64_t magic; /* first: mk_check_device reads it */
   mk_memory memory;
-  struct medley_stream *streams;
+  mk_stream_list streams;
   sim_config config;
   int32_t index;
   double speed;           /* config.speed, divided by slow faults */
@@ -355,10 +349,8 @@ struct medley_device {
 
 /* Checks the handle; a lost device fails every entry except device_close. */
 static medley_error *sim_check_device(const medley_device *device, const char *entry) {
-  if (device == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: device is NULL", entry);
-  if (device->magic != SIM_DEVICE_MAGIC) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: %p is not an open sim device", entry, (const void *)device);
-  }
+  medley_error *error = mk_check_device(device, SIM_DEVICE_MAGIC, "sim", entry);
+  if (error != NULL) return error;
   if (device->lost) {
     return mk_error(MEDLEY_ERROR_DEVICE_LOST, "%s: sim device %d was lost (injected fault %s); close it", entry,
                     (int)device->index, device->lost_reason);
@@ -366,33 +358,14 @@ static medley_error *sim_check_device(const medley_device *device, const char *e
   return NULL;
 }
 
-static medley_error *sim_check_stream(const medley_device *device, const medley_stream *stream, const char *entry) {
-  if (stream == NULL) return NULL;
-  for (const struct medley_stream *s = device->streams; s != NULL; s = s->next) {
-    if (s == stream && s->magic == SIM_STREAM_MAGIC) return NULL;
-  }
-  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: stream %p is not a live stream of this device", entry,
-                  (const void *)stream);
-}
-
+/* The device (as sim_check_device), then the stream: NULL or a live stream of this device. */
 static medley_error *sim_check(const medley_device *device, const medley_stream *stream, const char *entry) {
   medley_error *error = sim_check_device(device, entry);
-  return error != NULL ? error : sim_check_stream(device, stream, entry);
+  return error != NULL ? error : mk_stream_check(&device->streams, stream, entry);
 }
 
-#define SIM_HAS_FIELD(size, type, field) ((size) >= offsetof(type, field) + sizeof(((type *)0)->field))
-
 static medley_error *sim_plugin_info(medley_plugin_info *out) {
-  if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "plugin_info: out is NULL");
-  if (!SIM_HAS_FIELD(out->struct_size, medley_plugin_info, version)) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
-                    "plugin_info: struct_size %zu is too small; set it to sizeof(medley_plugin_info)",
-                    out->struct_size);
-  }
-  out->name = "sim";
-  out->vendor = "Medley";
-  out->version = "1.0.0";
-  return NULL;
+  return mk_plugin_info(out, "sim", "Medley", "1.0.0");
 }
 
 static medley_error *sim_device_count(int32_t *out_count) {
@@ -428,18 +401,12 @@ static medley_error *sim_device_open(int32_t index, const medley_option *options
   return NULL;
 }
 
+/* Close works on a lost device too: only the handle is checked. */
 static medley_error *sim_device_close(medley_device *device) {
-  if (device == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_close: device is NULL");
-  if (device->magic != SIM_DEVICE_MAGIC) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_close: %p is not an open sim device", (void *)device);
-  }
+  medley_error *error = mk_check_device(device, SIM_DEVICE_MAGIC, "sim", "device_close");
+  if (error != NULL) return error;
   mk_memory_release_all(&device->memory);
-  while (device->streams != NULL) {
-    struct medley_stream *next = device->streams->next;
-    device->streams->magic = 0;
-    free(device->streams);
-    device->streams = next;
-  }
+  mk_stream_release_all(&device->streams);
   device->magic = 0;
   free(device);
   return NULL;
@@ -449,7 +416,7 @@ static medley_error *sim_device_describe(medley_device *device, medley_device_de
   medley_error *error = sim_check_device(device, "device_describe");
   if (error != NULL) return error;
   if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_describe: out is NULL");
-  if (!SIM_HAS_FIELD(out->struct_size, medley_device_desc, compute_units)) {
+  if (!MK_HAS_FIELD(out->struct_size, medley_device_desc, compute_units)) {
     return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
                     "device_describe: struct_size %zu is too small; set it to sizeof(medley_device_desc)",
                     out->struct_size);
@@ -509,32 +476,13 @@ static medley_error *sim_memset(medley_device *device, medley_stream *stream, me
 static medley_error *sim_stream_create(medley_device *device, medley_stream **out_stream) {
   medley_error *error = sim_check_device(device, "stream_create");
   if (error != NULL) return error;
-  if (out_stream == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_create: out_stream is NULL");
-  struct medley_stream *stream = calloc(1, sizeof *stream);
-  if (stream == NULL) return mk_error(MEDLEY_ERROR_OUT_OF_MEMORY, "stream_create: out of host memory");
-  stream->magic = SIM_STREAM_MAGIC;
-  stream->next = device->streams;
-  device->streams = stream;
-  *out_stream = stream;
-  return NULL;
+  return mk_stream_create(&device->streams, out_stream);
 }
 
 static medley_error *sim_stream_destroy(medley_device *device, medley_stream *stream) {
   medley_error *error = sim_check_device(device, "stream_destroy");
   if (error != NULL) return error;
-  if (stream == NULL) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_destroy: the default stream (NULL) cannot be destroyed");
-  }
-  for (struct medley_stream **link = &device->streams; *link != NULL; link = &(*link)->next) {
-    if (*link == stream) {
-      *link = stream->next;
-      stream->magic = 0;
-      free(stream);
-      return NULL;
-    }
-  }
-  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_destroy: stream %p is not a live stream of this device",
-                  (void *)stream);
+  return mk_stream_destroy(&device->streams, stream);
 }
 
 static medley_error *sim_stream_synchronize(medley_device *device, medley_stream *stream) {
@@ -609,10 +557,7 @@ static medley_error *sim_op_query(medley_device *device, const char *op_name, in
                                   int32_t *out_supported) {
   medley_error *error = sim_check_device(device, "op_query");
   if (error != NULL) return error;
-  if (op_name == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_query: op_name is NULL");
-  if (out_supported == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_query: out_supported is NULL");
-  *out_supported = mk_op_lookup(op_name) != MK_OP_COUNT && dtype == MEDLEY_DTYPE_F32;
-  return NULL;
+  return mk_op_query(op_name, dtype, MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), out_supported);
 }
 
 /* What the "chip" does to the outputs after the kernel: precision, then nan/corrupt. */

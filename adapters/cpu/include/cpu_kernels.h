@@ -1,15 +1,17 @@
 /*
  * cpu_kernels.h — the opset v1 kernels of the cpu adapter (fp32).
  *
- * Every matrix product (matmul forward and backward, the two products of
- * attention forward and the four of attention backward) is one OpenBLAS
- * sgemm call; everything else is a tight loop over contiguous rows that the
- * compiler can vectorize. Shapes and semantics are those of "Opset v1" in
+ * Every matrix product (matmul forward and both backward products, the two
+ * products of attention forward and the five of attention backward) is one
+ * OpenBLAS sgemm call; everything else is a tight loop over contiguous rows
+ * that the compiler vectorizes (with AVX2 twins picked at run time, see
+ * cpu_math.h). Shapes and semantics are those of "Opset v1" in
  * medley_adapter.h, and every *_backward kernel ACCUMULATES (+=) into its
  * outputs.
  *
- * Kernels that need temporary memory (attention) take a cpu_scratch, which
- * the device owns and grows on demand, so no launch allocates in steady state.
+ * Kernels that need temporary memory (attention) take scratch floats from a
+ * cpu_scratch, which the device owns and grows on demand, so no launch
+ * allocates in steady state.
  * All of these are hidden inside the adapter's shared library.
  */
 #ifndef MEDLEY_CPU_KERNELS_H
@@ -40,12 +42,13 @@ CPU_API void cpu_matmul_forward(float *out, const float *x, const float *weight,
 /* dbias may be NULL. */
 CPU_API void cpu_matmul_backward(float *dx, float *dweight, float *dbias, const float *dout,
                                  const float *x, const float *weight, int64_t N, int64_t C, int64_t OC);
-/* Return 0, or -1 when the scratch cannot grow (out of memory). */
-CPU_API int cpu_attention_forward(cpu_scratch *scratch, float *out, float *lse, const float *qkv,
-                                  int64_t B, int64_t T, int64_t C, int64_t NH);
-CPU_API int cpu_attention_backward(cpu_scratch *scratch, float *dqkv, const float *dout,
-                                   const float *qkv, const float *out, const float *lse,
+/* `scratch` holds at least cpu_attention_scratch_floats(T, forward) floats. */
+CPU_API size_t cpu_attention_scratch_floats(int64_t T, int forward);
+CPU_API void cpu_attention_forward(float *scratch, float *out, float *lse, const float *qkv,
                                    int64_t B, int64_t T, int64_t C, int64_t NH);
+CPU_API void cpu_attention_backward(float *scratch, float *dqkv, const float *dout,
+                                    const float *qkv, const float *out, const float *lse,
+                                    int64_t B, int64_t T, int64_t C, int64_t NH);
 
 /* ---- row and element kernels (cpu_pointwise.c) -------------------------- */
 

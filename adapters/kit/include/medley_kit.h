@@ -4,7 +4,8 @@
  *
  * The kit does the parts of the ABI that every such adapter would otherwise
  * write again: error objects, buffers with bounds and a capacity limit, the
- * copies, option parsing, and — most of all — mk_op_prepare, which checks
+ * copies, streams as checked tokens, device-handle checks, option parsing,
+ * and — most of all — mk_op_prepare, which checks
  * an op launch against the opset v1 contract (counts, dtypes, shapes,
  * attributes, bounds, token ranges) and hands the kernel plain pointers and
  * dimensions. A chip whose memory is not host memory uses only the parts it
@@ -77,6 +78,51 @@ MK_API medley_error *mk_memset(mk_memory *memory, medley_buffer *dst, uint64_t o
 /** Total memory of this machine in bytes (from the OS), or `fallback` if unknown. */
 MK_API uint64_t mk_system_memory_bytes(uint64_t fallback);
 
+/* ---- plugin and device handles --------------------------------------------- */
+
+/** True when a host struct of `size` bytes (its struct_size) has room for `field`. */
+#define MK_HAS_FIELD(size, type, field) ((size) >= offsetof(type, field) + sizeof(((type *)0)->field))
+
+/**
+ * Fills plugin_info after checking `out` and its struct_size; a whole
+ * plugin_info entry for most adapters. The strings must be static.
+ */
+MK_API medley_error *mk_plugin_info(medley_plugin_info *out, const char *name, const char *vendor,
+                                    const char *version);
+
+/**
+ * Checks a device handle whose struct BEGINS with its uint64_t magic number
+ * (set at device_open, cleared at device_close). NULL gives "ENTRY: device is
+ * NULL", another magic "ENTRY: <pointer> is not an open ADAPTER device"; both
+ * INVALID_ARGUMENT.
+ */
+MK_API medley_error *mk_check_device(const void *device, uint64_t magic, const char *adapter,
+                                     const char *entry);
+
+/* ---- streams --------------------------------------------------------------- */
+
+/**
+ * The streams of a device whose work runs synchronously in the calling
+ * thread: each stream is only a token the host holds, checked on every use.
+ * NULL is the default stream. A zeroed list is empty (a calloc'd device).
+ */
+typedef struct mk_stream_list {
+  struct medley_stream *head; /* every live stream made by mk_stream_create */
+} mk_stream_list;
+
+/** A whole stream_create entry, once the device is checked. */
+MK_API medley_error *mk_stream_create(mk_stream_list *streams, medley_stream **out_stream);
+/** A whole stream_destroy entry, once the device is checked: NULL or a stream not in the list is an error. */
+MK_API medley_error *mk_stream_destroy(mk_stream_list *streams, medley_stream *stream);
+/**
+ * NULL (the default stream) or a live stream of the list passes; anything else
+ * is "ENTRY: stream <pointer> is not a live stream of this device".
+ */
+MK_API medley_error *mk_stream_check(const mk_stream_list *streams, const medley_stream *stream,
+                                     const char *entry);
+/** Frees every stream still live (device_close). */
+MK_API void mk_stream_release_all(mk_stream_list *streams);
+
 /* ---- options --------------------------------------------------------------- */
 
 /** Parses a non-negative finite decimal ("0.5", "2"). Returns 0 on success. */
@@ -130,6 +176,13 @@ MK_API medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name,
                                    const medley_tensor *outputs, size_t num_outputs,
                                    const medley_attr *attrs, size_t num_attrs,
                                    uint32_t dtype_mask, mk_op_args *args);
+
+/**
+ * The body of op_query, once the device is checked: supported when the op is
+ * in opset v1 and `dtype` is one of `dtype_mask`'s float dtypes.
+ */
+MK_API medley_error *mk_op_query(const char *op_name, int32_t dtype, uint32_t dtype_mask,
+                                 int32_t *out_supported);
 
 /** Number of elements of `tensor` (1 for rank 0). */
 MK_API int64_t mk_numel(const medley_tensor *tensor);

@@ -1,0 +1,606 @@
+import Foundation
+import Yams
+
+/// A training job: the model, the data, the optimisation and the devices, one rank per device
+/// instance. Written in YAML (see `docs/job-spec.md`); every field but `devices` has a default.
+///
+/// ``parse(yaml:source:)`` and ``load(path:)`` reject a spec with one readable line naming the
+/// field and what to do: unknown keys, wrong types, sizes that are not positive, heads that do
+/// not divide the width, an unknown schedule, no devices, a batch smaller than the ranks.
+/// Whether an adapter exists, and whether shares fit device memory, is checked by the launcher.
+public struct JobSpec: Codable, Sendable, Equatable {
+    /// A name for logs and checkpoints.
+    public var name: String
+    /// The GPT's shape and the global batch.
+    public var model: Model
+    /// Where the text comes from and how it is split.
+    public var data: DataSource
+    /// The optimisation.
+    public var train: Training
+    /// The chips, in rank order.
+    public var devices: [Device]
+
+    /// A job; see the properties for the meaning of each value.
+    public init(
+        name: String = "medley-job", model: Model = Model(), data: DataSource = DataSource(),
+        train: Training = Training(), devices: [Device]
+    ) {
+        self.name = name
+        self.model = model
+        self.data = data
+        self.train = train
+        self.devices = devices
+    }
+
+    /// The GPT's shape (a byte-level model: the vocabulary is the 256 byte values) and the global batch.
+    public struct Model: Codable, Sendable, Equatable {
+        /// Transformer blocks.
+        public var layers: Int
+        /// Width of the residual stream (embedding size).
+        public var dim: Int
+        /// Attention heads per block; must divide `dim`.
+        public var heads: Int
+        /// Tokens per sequence (context length `T`).
+        public var seq: Int
+        /// Sequences in one global batch, divided among all ranks every step.
+        public var batch: Int
+        /// Vocabulary size: always 256 (one token per byte value).
+        public var vocab: Int
+
+        /// The only vocabulary size Medley trains: one token per byte value.
+        public static let byteVocabulary = 256
+
+        /// A model shape; the defaults are the small model of ``JobSpec/defaultJob``.
+        public init(layers: Int = 2, dim: Int = 64, heads: Int = 4, seq: Int = 64, batch: Int = 12, vocab: Int = 256) {
+            self.layers = layers
+            self.dim = dim
+            self.heads = heads
+            self.seq = seq
+            self.batch = batch
+            self.vocab = vocab
+        }
+    }
+
+    /// The text corpus and its split.
+    public struct DataSource: Codable, Sendable, Equatable {
+        /// A text file or a directory of text files (see ``ByteDataset``).
+        public var path: String
+        /// Share of the corpus kept for validation, in [0, 1).
+        public var validationFraction: Double
+        /// Seed of the example order (the shuffle of each epoch).
+        public var seed: UInt64
+
+        /// A data source; the defaults read Debian's fortunes corpus and keep a tenth for validation.
+        public init(path: String = ByteDataset.defaultPath, validationFraction: Double = 0.1, seed: UInt64 = 1) {
+            self.path = path
+            self.validationFraction = validationFraction
+            self.seed = seed
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case path, seed
+            case validationFraction = "validation_fraction"
+        }
+    }
+
+    /// The optimisation: AdamW with a learning-rate schedule and global gradient-norm clipping.
+    public struct Training: Codable, Sendable, Equatable {
+        /// Optimiser steps to run.
+        public var steps: Int
+        /// Peak learning rate (reached after warmup).
+        public var lr: Double
+        /// Shape of the learning rate after warmup.
+        public var lrSchedule: LearningRateSchedule.Kind
+        /// Steps of linear warmup from 0 to `lr`.
+        public var warmupSteps: Int
+        /// The rate a cosine schedule ends at; at most `lr`.
+        public var minLR: Double
+        /// AdamW decoupled weight decay, applied to 2-D weights only (not to biases, gains or norms).
+        public var weightDecay: Double
+        /// Largest global gradient L2 norm; larger gradients are scaled down to it. 0 = no clipping.
+        public var gradClip: Double
+        /// Evaluate the validation loss every this many steps. 0 = never.
+        public var evalEvery: Int
+        /// Re-measure throughput and re-divide the batch every this many steps. 0 = never.
+        public var rebalanceEvery: Int
+        /// Seed of the parameter initialisation.
+        public var seed: UInt64
+
+        /// AdamW's first-moment decay (β1), fixed.
+        public static let adamBeta1 = 0.9
+        /// AdamW's second-moment decay (β2), fixed.
+        public static let adamBeta2 = 0.95
+        /// AdamW's denominator epsilon, fixed.
+        public static let adamEpsilon = 1e-8
+
+        /// Training settings; `minLR` defaults to a tenth of `lr`.
+        public init(
+            steps: Int = 100, lr: Double = 1e-3, lrSchedule: LearningRateSchedule.Kind = .cosine,
+            warmupSteps: Int = 0, minLR: Double? = nil, weightDecay: Double = 0.1, gradClip: Double = 1.0,
+            evalEvery: Int = 0, rebalanceEvery: Int = 10, seed: UInt64 = 1
+        ) {
+            self.steps = steps
+            self.lr = lr
+            self.lrSchedule = lrSchedule
+            self.warmupSteps = warmupSteps
+            self.minLR = minLR ?? lr / 10
+            self.weightDecay = weightDecay
+            self.gradClip = gradClip
+            self.evalEvery = evalEvery
+            self.rebalanceEvery = rebalanceEvery
+            self.seed = seed
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case steps, lr, seed
+            case lrSchedule = "lr_schedule"
+            case warmupSteps = "warmup_steps"
+            case minLR = "min_lr"
+            case weightDecay = "weight_decay"
+            case gradClip = "grad_clip"
+            case evalEvery = "eval_every"
+            case rebalanceEvery = "rebalance_every"
+        }
+    }
+
+    /// A kind of chip, and how many ranks use one.
+    public struct Device: Codable, Sendable, Equatable {
+        /// An adapter name (found on the adapter search path, e.g. `cpu`, `sim`) or a path to its library.
+        public var adapter: String
+        /// Options passed to the adapter when it opens the device (`key: value`, values as text).
+        public var options: [String: String]
+        /// Ranks (device instances) of this kind, each with the same options.
+        public var count: Int
+
+        /// A device entry.
+        public init(adapter: String, options: [String: String] = [:], count: Int = 1) {
+            self.adapter = adapter
+            self.options = options
+            self.count = count
+        }
+    }
+
+    /// One rank's device: the entry it comes from and which instance of it.
+    public struct RankDevice: Sendable, Equatable {
+        /// The MPI rank.
+        public var rank: Int
+        /// Index of the entry in ``JobSpec/devices``.
+        public var entry: Int
+        /// Which of the entry's `count` instances (0-based).
+        public var instance: Int
+        /// The adapter name or path.
+        public var adapter: String
+        /// The adapter options.
+        public var options: [String: String]
+    }
+
+    /// Number of ranks: the sum of the devices' counts.
+    public var rankCount: Int { devices.reduce(0) { $0 + $1.count } }
+
+    /// Every rank's device, in rank order (entries in order, each repeated `count` times).
+    public var rankDevices: [RankDevice] {
+        var ranks: [RankDevice] = []
+        for (entry, device) in devices.enumerated() {
+            for instance in 0..<max(device.count, 0) {
+                ranks.append(
+                    RankDevice(
+                        rank: ranks.count, entry: entry, instance: instance, adapter: device.adapter,
+                        options: device.options))
+            }
+        }
+        return ranks
+    }
+
+    /// The learning-rate schedule of ``train``.
+    public var learningRateSchedule: LearningRateSchedule {
+        LearningRateSchedule(
+            kind: train.lrSchedule, peak: train.lr, minimum: train.minLR, warmupSteps: train.warmupSteps,
+            totalSteps: train.steps)
+    }
+}
+
+// MARK: - Default job
+
+extension JobSpec {
+    /// The job `medley train` runs without a spec: one `cpu` chip and two simulated chips of
+    /// different vendors and speeds, training a small model on the fortunes corpus.
+    public static let defaultJobYAML = """
+        # Medley's built-in job: three chips of three kinds train one small byte-level GPT.
+        name: mixed-default
+        model:
+          layers: 2
+          dim: 64
+          heads: 4
+          seq: 64
+          batch: 12
+        data:
+          path: /usr/share/games/fortunes
+          validation_fraction: 0.1
+          seed: 1
+        train:
+          steps: 50
+          lr: 0.001
+          lr_schedule: cosine
+          warmup_steps: 5
+          min_lr: 0.0001
+          weight_decay: 0.1
+          grad_clip: 1.0
+          eval_every: 25
+          rebalance_every: 10
+          seed: 1
+        devices:
+          - adapter: cpu
+          - adapter: sim
+            options:
+              vendor: Acme
+              name: acme-x1
+              speed: 0.5
+          - adapter: sim
+            options:
+              vendor: Borealis
+              name: borealis-b2
+              speed: 0.25
+
+        """
+
+    /// ``defaultJobYAML``, parsed.
+    public static var defaultJob: JobSpec {
+        // The embedded text is covered by tests; failing here is a bug in Medley.
+        do { return try parse(yaml: defaultJobYAML, source: "the built-in default job") } catch {
+            preconditionFailure("the built-in default job does not parse: \(error)")
+        }
+    }
+}
+
+// MARK: - Parsing
+
+extension JobSpec {
+    /// The keys each section accepts, in documentation order.
+    static let topKeys = ["name", "model", "data", "train", "devices"]
+    static let modelKeys = ["layers", "dim", "heads", "seq", "batch", "vocab"]
+    static let dataKeys = ["path", "validation_fraction", "seed"]
+    static let trainKeys = [
+        "steps", "lr", "lr_schedule", "warmup_steps", "min_lr", "weight_decay", "grad_clip", "eval_every",
+        "rebalance_every", "seed",
+    ]
+    static let deviceKeys = ["adapter", "options", "count"]
+
+    /// Reads and checks a job spec from YAML text.
+    ///
+    /// `source` names the text in messages (a path, or "job spec"). Throws `invalidArgument`
+    /// with one line (`source: field: problem; what to do`) for any unknown key, wrong type or
+    /// invalid value; see ``validate()``.
+    public static func parse(yaml: String, source: String = "job spec") throws -> JobSpec {
+        func fail(_ message: String) -> MedleyError { MedleyError(.invalidArgument, "\(source): \(message)") }
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch {
+            throw fail("not valid YAML: \(SpecReader.describe(yamlError: error))")
+        }
+        guard let root, !SpecReader.isNull(root) else {
+            throw fail("the spec is empty; it needs at least a devices list (see docs/job-spec.md)")
+        }
+        do {
+            let spec = try SpecReader.job(root)
+            try spec.validate()
+            return spec
+        } catch let error as MedleyError {
+            throw fail(error.message)
+        }
+    }
+
+    /// Reads and checks the job spec in the file at `path` (see ``parse(yaml:source:)``).
+    ///
+    /// Throws `notFound` when there is no such file and `io` when it cannot be read.
+    public static func load(path: String) throws -> JobSpec {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw MedleyError(
+                .notFound, "job spec \(path) does not exist; give the path of a YAML job spec (see docs/job-spec.md)")
+        }
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw MedleyError(.io, "cannot read job spec \(path): \(error.localizedDescription)")
+        }
+        return try parse(yaml: text, source: path)
+    }
+
+    /// The spec as YAML (keys sorted), which ``parse(yaml:source:)`` reads back to an equal spec.
+    public func yamlString() throws -> String {
+        let encoder = YAMLEncoder()
+        encoder.options.sortKeys = true
+        return try encoder.encode(self)
+    }
+
+    /// Checks every value, throwing `invalidArgument` with a line that names the field and what to do.
+    public func validate() throws {
+        func fail(_ field: String, _ message: String) -> MedleyError {
+            MedleyError(.invalidArgument, "\(field): \(message)")
+        }
+        func positive(_ field: String, _ value: Int) throws {
+            if value <= 0 { throw fail(field, "must be a whole number greater than 0, got \(value)") }
+        }
+        func atLeastZero(_ field: String, _ value: Int, _ zero: String) throws {
+            if value < 0 { throw fail(field, "must be 0 or more (\(zero)), got \(value)") }
+        }
+        if name.trimmingCharacters(in: .whitespaces).isEmpty { throw fail("name", "must not be empty") }
+
+        try positive("model.layers", model.layers)
+        try positive("model.dim", model.dim)
+        try positive("model.heads", model.heads)
+        try positive("model.seq", model.seq)
+        try positive("model.batch", model.batch)
+        if model.dim % model.heads != 0 {
+            let divisors = (1...min(model.dim, 16)).filter { model.dim % $0 == 0 }.map(String.init)
+            throw fail(
+                "model.heads",
+                "\(model.heads) heads do not divide model.dim \(model.dim); pick a divisor of \(model.dim) such as \(divisors.suffix(3).joined(separator: ", "))"
+            )
+        }
+        if model.vocab != Model.byteVocabulary {
+            throw fail("model.vocab", "must be \(Model.byteVocabulary) (one token per byte), got \(model.vocab); leave it out")
+        }
+
+        if data.path.isEmpty { throw fail("data.path", "must not be empty; leave it out to use \(ByteDataset.defaultPath)") }
+        let fraction = data.validationFraction
+        if !(fraction.isFinite && fraction >= 0 && fraction < 1) {
+            throw fail("data.validation_fraction", "must be at least 0 and below 1 (e.g. 0.1), got \(fraction)")
+        }
+
+        try positive("train.steps", train.steps)
+        if !(train.lr.isFinite && train.lr > 0) {
+            throw fail("train.lr", "must be a number greater than 0 (e.g. 0.001), got \(train.lr)")
+        }
+        try atLeastZero("train.warmup_steps", train.warmupSteps, "0 = no warmup")
+        if train.warmupSteps > train.steps {
+            throw fail("train.warmup_steps", "\(train.warmupSteps) is more than train.steps \(train.steps); lower it")
+        }
+        if !(train.minLR.isFinite && train.minLR >= 0 && train.minLR <= train.lr) {
+            throw fail("train.min_lr", "must be between 0 and train.lr \(train.lr), got \(train.minLR)")
+        }
+        if !(train.weightDecay.isFinite && train.weightDecay >= 0) {
+            throw fail("train.weight_decay", "must be 0 or more (e.g. 0.1), got \(train.weightDecay)")
+        }
+        if !(train.gradClip.isFinite && train.gradClip >= 0) {
+            throw fail("train.grad_clip", "must be 0 (no clipping) or more (e.g. 1.0), got \(train.gradClip)")
+        }
+        try atLeastZero("train.eval_every", train.evalEvery, "0 = never")
+        if train.evalEvery > 0 && fraction == 0 {
+            throw fail(
+                "train.eval_every",
+                "evaluation needs validation data but data.validation_fraction is 0; set eval_every to 0 or validation_fraction above 0"
+            )
+        }
+        try atLeastZero("train.rebalance_every", train.rebalanceEvery, "0 = never")
+
+        if devices.isEmpty {
+            throw fail("devices", "the job has no devices; list at least one, e.g. `devices: [{adapter: cpu}]`")
+        }
+        for (index, device) in devices.enumerated() {
+            if device.adapter.trimmingCharacters(in: .whitespaces).isEmpty {
+                throw fail("devices[\(index)].adapter", "must name an adapter (e.g. cpu, sim) or the path of one")
+            }
+            if device.count < 1 {
+                throw fail("devices[\(index)].count", "must be at least 1, got \(device.count); remove the entry instead")
+            }
+        }
+        if model.batch < rankCount {
+            throw fail(
+                "model.batch",
+                "the global batch of \(model.batch) sequences is smaller than the \(rankCount) ranks; raise model.batch to at least \(rankCount) or list fewer devices"
+            )
+        }
+    }
+}
+
+/// Reads a composed YAML tree into a ``JobSpec``, rejecting unknown keys and wrong types.
+/// Errors are `MedleyError`s whose message starts with the field's dotted path.
+enum SpecReader {
+    /// A YAML mapping being read, with the dotted path that names it in messages.
+    struct Section {
+        let path: String
+        let entries: [(key: String, value: Node)]
+
+        init(_ node: Node, path: String, known: [String]) throws {
+            guard case .mapping(let mapping) = node else {
+                throw MedleyError(
+                    .invalidArgument,
+                    "\(path.isEmpty ? "the spec" : path): expected a mapping of \(known.joined(separator: ", "))\(SpecReader.line(node))"
+                )
+            }
+            self.path = path
+            var entries: [(String, Node)] = []
+            for (keyNode, value) in mapping {
+                let key = keyNode.string ?? ""
+                let field = path.isEmpty ? key : "\(path).\(key)"
+                guard known.contains(key) else {
+                    let hint = SpecReader.suggestion(for: key, among: known).map { "; did you mean \($0)?" }
+                        ?? "; known keys: \(known.joined(separator: ", "))"
+                    throw MedleyError(.invalidArgument, "\(field): unknown key\(SpecReader.line(keyNode))\(hint)")
+                }
+                if entries.contains(where: { $0.0 == key }) {
+                    throw MedleyError(.invalidArgument, "\(field): given twice\(SpecReader.line(keyNode)); keep one")
+                }
+                entries.append((key, value))
+            }
+            self.entries = entries
+        }
+
+        /// The value of `key`, or nil when absent or null.
+        func value(_ key: String) -> Node? {
+            guard let node = entries.first(where: { $0.key == key })?.value, !SpecReader.isNull(node) else { return nil }
+            return node
+        }
+
+        func field(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+        func int(_ key: String, _ fallback: Int) throws -> Int {
+            guard let node = value(key) else { return fallback }
+            guard case .scalar = node, let int = node.int else { throw SpecReader.typeError(field(key), "a whole number", node) }
+            return int
+        }
+
+        func seed(_ key: String, _ fallback: UInt64) throws -> UInt64 {
+            guard let node = value(key) else { return fallback }
+            guard case .scalar(let scalar) = node, let seed = UInt64(scalar.string) else {
+                throw SpecReader.typeError(field(key), "a whole number from 0 to \(UInt64.max)", node)
+            }
+            return seed
+        }
+
+        func double(_ key: String, _ fallback: Double?) throws -> Double? {
+            guard let node = value(key) else { return fallback }
+            guard case .scalar = node, let number = node.float else { throw SpecReader.typeError(field(key), "a number", node) }
+            return number
+        }
+
+        func string(_ key: String, _ fallback: String) throws -> String {
+            guard let node = value(key) else { return fallback }
+            guard case .scalar(let scalar) = node else { throw SpecReader.typeError(field(key), "a single value", node) }
+            return scalar.string
+        }
+    }
+
+    static func job(_ root: Node) throws -> JobSpec {
+        let top = try Section(root, path: "", known: JobSpec.topKeys)
+        let modelSection = try top.value("model").map { try Section($0, path: "model", known: JobSpec.modelKeys) }
+        let dataSection = try top.value("data").map { try Section($0, path: "data", known: JobSpec.dataKeys) }
+        let trainSection = try top.value("train").map { try Section($0, path: "train", known: JobSpec.trainKeys) }
+
+        let m = JobSpec.Model()
+        var model = m
+        if let s = modelSection {
+            model = JobSpec.Model(
+                layers: try s.int("layers", m.layers), dim: try s.int("dim", m.dim), heads: try s.int("heads", m.heads),
+                seq: try s.int("seq", m.seq), batch: try s.int("batch", m.batch), vocab: try s.int("vocab", m.vocab))
+        }
+
+        let d = JobSpec.DataSource()
+        var data = d
+        if let s = dataSection {
+            data = JobSpec.DataSource(
+                path: try s.string("path", d.path),
+                validationFraction: try s.double("validation_fraction", d.validationFraction)!,
+                seed: try s.seed("seed", d.seed))
+        }
+
+        let t = JobSpec.Training()
+        var train = t
+        if let s = trainSection {
+            let scheduleName = try s.string("lr_schedule", t.lrSchedule.rawValue)
+            guard let schedule = LearningRateSchedule.Kind(rawValue: scheduleName) else {
+                let known = LearningRateSchedule.Kind.allCases.map(\.rawValue)
+                let hint = suggestion(for: scheduleName, among: known).map { " (did you mean \($0)?)" } ?? ""
+                throw MedleyError(
+                    .invalidArgument,
+                    "train.lr_schedule: unknown schedule '\(scheduleName)'\(hint); use \(known.joined(separator: " or "))")
+            }
+            let lr = try s.double("lr", t.lr)!
+            train = JobSpec.Training(
+                steps: try s.int("steps", t.steps), lr: lr, lrSchedule: schedule,
+                warmupSteps: try s.int("warmup_steps", t.warmupSteps), minLR: try s.double("min_lr", nil),
+                weightDecay: try s.double("weight_decay", t.weightDecay)!, gradClip: try s.double("grad_clip", t.gradClip)!,
+                evalEvery: try s.int("eval_every", t.evalEvery), rebalanceEvery: try s.int("rebalance_every", t.rebalanceEvery),
+                seed: try s.seed("seed", t.seed))
+        }
+
+        var devices: [JobSpec.Device] = []
+        if let node = top.value("devices") {
+            guard case .sequence(let list) = node else {
+                throw typeError("devices", "a list of devices (each `- adapter: NAME`)", node)
+            }
+            for (index, item) in list.enumerated() {
+                devices.append(try device(item, path: "devices[\(index)]"))
+            }
+        }
+        return JobSpec(
+            name: try top.string("name", "medley-job"), model: model, data: data, train: train, devices: devices)
+    }
+
+    static func device(_ node: Node, path: String) throws -> JobSpec.Device {
+        if case .scalar(let scalar) = node, !isNull(node) {  // shorthand: `- cpu`
+            return JobSpec.Device(adapter: scalar.string)
+        }
+        let s = try Section(node, path: path, known: JobSpec.deviceKeys)
+        guard let adapterNode = s.value("adapter") else {
+            throw MedleyError(.invalidArgument, "\(path).adapter: missing; name an adapter (e.g. cpu, sim) or the path of one")
+        }
+        guard case .scalar(let adapter) = adapterNode else { throw typeError("\(path).adapter", "a name or path", adapterNode) }
+        var options: [String: String] = [:]
+        if let optionsNode = s.value("options") {
+            guard case .mapping(let mapping) = optionsNode else {
+                throw typeError("\(path).options", "a mapping of option names to values", optionsNode)
+            }
+            for (keyNode, valueNode) in mapping {
+                let key = keyNode.string ?? ""
+                guard case .scalar(let value) = valueNode else {
+                    throw typeError("\(path).options.\(key)", "a single value", valueNode)
+                }
+                if options[key] != nil {
+                    throw MedleyError(.invalidArgument, "\(path).options.\(key): given twice\(line(keyNode)); keep one")
+                }
+                options[key] = isNull(valueNode) ? "" : value.string
+            }
+        }
+        return JobSpec.Device(adapter: adapter.string, options: options, count: try s.int("count", 1))
+    }
+
+    /// A YAML syntax error on one line: where, what, and in what construct.
+    static func describe(yamlError error: any Error) -> String {
+        let (mark, context, problem): (Mark?, YamlError.Context?, String)
+        switch error as? YamlError {
+        case .scanner(let c, let p, let m, _), .parser(let c, let p, let m, _), .composer(let c, let p, let m, _):
+            (mark, context, problem) = (m, c, p)
+        default:
+            return String(describing: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+        }
+        var line = "line \(mark!.line), column \(mark!.column): \(problem)"
+        if let context { line += " (\(context.text) at line \(context.mark.line), column \(context.mark.column))" }
+        return line
+    }
+
+    /// Whether `node` is YAML null (`~`, `null`, or nothing).
+    static func isNull(_ node: Node) -> Bool {
+        guard case .scalar(let scalar) = node, scalar.style == .plain else { return false }
+        return NSNull.construct(from: scalar) != nil
+    }
+
+    /// " (line N)" for a node with a source mark.
+    static func line(_ node: Node) -> String { node.mark.map { " (line \($0.line))" } ?? "" }
+
+    static func typeError(_ field: String, _ expected: String, _ node: Node) -> MedleyError {
+        let got: String
+        switch node {
+        case .scalar(let scalar): got = "'\(scalar.string)'"
+        case .mapping: got = "a mapping"
+        case .sequence: got = "a list"
+        }
+        return MedleyError(.invalidArgument, "\(field): expected \(expected), got \(got)\(line(node))")
+    }
+
+    /// The known key closest to `key`, if it is close enough to be a likely typo.
+    static func suggestion(for key: String, among known: [String]) -> String? {
+        let lowered = key.lowercased()
+        let scored = known.map { ($0, editDistance(lowered, $0)) }
+        if let best = scored.min(by: { $0.1 < $1.1 }), best.1 <= max(2, best.0.count / 3) { return best.0 }
+        // A fragment of a key ("schedule" for lr_schedule, "warmup" for warmup_steps).
+        return known.first { lowered.count >= 3 && ($0.contains(lowered) || lowered.contains($0) && $0.count >= 3) }
+    }
+
+    /// Levenshtein distance between two strings.
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        if a.isEmpty { return b.count }
+        var previous = Array(0...b.count)
+        for i in 1...a.count {
+            var current = [i] + Array(repeating: 0, count: b.count)
+            for j in stride(from: 1, through: b.count, by: 1) {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
+}
