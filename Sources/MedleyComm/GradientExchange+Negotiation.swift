@@ -14,6 +14,7 @@ extension GradientExchange {
     }
 
     private static let flagNegotiate: UInt64 = 1
+    private static let flagBadSampleCount: UInt64 = 2
 
     /// Makes the ranks agree on step, layout and sample counts for one step (collective).
     ///
@@ -21,13 +22,17 @@ extension GradientExchange {
     /// When any rank asks for negotiation or any step or fingerprint differs, every rank sees it in the
     /// same gathered words and runs the full negotiation together. Throws on every rank alike.
     public func agree(step: UInt64, sampleCount: Int) throws -> Agreement {
-        guard sampleCount >= 0 else { throw MedleyError(.invalidArgument, "sample count must be >= 0, got \(sampleCount)") }
-        let n = UInt64(sampleCount)
-        let record: [UInt64] = [step, n, layout.fingerprint, needsNegotiation ? Self.flagNegotiate : 0]
+        // A bad argument on one rank is reported through the collective, so every rank throws.
+        let n = UInt64(max(0, sampleCount))
+        let flags = (needsNegotiation ? Self.flagNegotiate : 0) | (sampleCount < 0 ? Self.flagBadSampleCount : 0)
+        let record: [UInt64] = [step, n, layout.fingerprint, flags]
         let all = try communicator.allgather(record)
         let size = communicator.size
         var samples = [UInt64](repeating: 0, count: size)
         var mustNegotiate = false
+        if let bad = (0..<size).first(where: { all[4 * $0 + 3] & Self.flagBadSampleCount != 0 }) {
+            throw MedleyError(.invalidArgument, "step \(step): rank \(bad) passed a negative sample count")
+        }
         for r in 0..<size {
             samples[r] = all[4 * r + 1]
             if all[4 * r] != all[0] || all[4 * r + 2] != all[2] || all[4 * r + 3] & Self.flagNegotiate != 0 {

@@ -1,5 +1,9 @@
 import CMPI
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import MedleyCore
 
 /// How many threads of a process may call MPI, as MPI defines the levels.

@@ -1,5 +1,9 @@
 import CMedleyProto
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import MedleyCore
 
 /// Element type of a tensor, as `protos/medley.proto` numbers it.

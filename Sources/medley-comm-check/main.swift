@@ -140,7 +140,7 @@ func collectives(_ world: Communicator) throws {
 
 let args = Array(CommandLine.arguments.dropFirst())
 guard let scenario = args.first else {
-    say("usage: medley-comm-check SCENARIO   (collectives, weighted, weighted-ring, mismatch, mismatch-later, mismatch-dtype, checksum-clean, checksum-result, checksum-contribution, zero-batch, bench ...)")
+    say("usage: medley-comm-check SCENARIO   (collectives, weighted, weighted-ring, mismatch, mismatch-later, mismatch-dtype, checksum-clean, checksum-result, checksum-contribution, zero-batch, negative-samples, weighted-doubling, bench ...)")
     exit(2)
 }
 
@@ -238,6 +238,10 @@ do {
         try fill(exchange, tensors: testTensors, rank: rank, step: 1)
         try exchange.exchange(step: 1, sampleCount: 3)
         throw CheckFailure(description: "a corrupted payload was not detected")
+    case "negative-samples":
+        let exchange = try GradientExchange(communicator: world, layout: try BucketLayout(tensors: testTensors, capBytes: 1 << 20))
+        try exchange.exchange(step: 0, sampleCount: rank == 2 ? -1 : 4)
+        throw CheckFailure(description: "a negative sample count was accepted")
     case "zero-batch":
         let exchange = try GradientExchange(communicator: world, layout: try BucketLayout(tensors: testTensors, capBytes: 1 << 20))
         try exchange.exchange(step: 0, sampleCount: 0)

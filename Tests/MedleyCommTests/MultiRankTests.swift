@@ -19,9 +19,9 @@ struct CheckNotBuilt: Error, CustomStringConvertible {
     var description: String { "medley-comm-check is not built next to the tests: run `swift build` first or set MEDLEY_COMM_CHECK" }
 }
 
-/// Runs a scenario under mpirun with a 60 s mpirun timeout (and a Swift-side deadline after it).
-func runScenario(_ scenario: String, ranks: Int) throws -> MPIRun.Outcome {
-    let outcome = try MPIRun(ranks: ranks, timeoutSeconds: 60).run(program: try commCheckPath(), arguments: [scenario], graceSeconds: 20)
+/// Runs a scenario under mpirun with an mpirun timeout (and a Swift-side deadline after it).
+func runScenario(_ scenario: String, ranks: Int, timeoutSeconds: Int = 60) throws -> MPIRun.Outcome {
+    let outcome = try MPIRun(ranks: ranks, timeoutSeconds: timeoutSeconds).run(program: try commCheckPath(), arguments: [scenario], graceSeconds: 20)
     #expect(!outcome.killedAtDeadline, "mpirun had to be killed: a hang")
     return outcome
 }
@@ -51,7 +51,8 @@ struct MultiRankTests {
     @Test("a mismatched bucket on one rank is a named error on every rank",
           arguments: [("mismatch", 2), ("mismatch", 4), ("mismatch-dtype", 2), ("mismatch-later", 4)])
     func mismatch(scenario: String, ranks: Int) throws {
-        let o = try runScenario(scenario, ranks: ranks)
+        // mpirun's 10 s timeout bounds the whole job (start-up included): a hang fails the test.
+        let o = try runScenario(scenario, ranks: ranks, timeoutSeconds: 10)
         #expect(o.status != 0)
         let errors = lines(o.output, ": error [mismatch]: gradient buckets disagree: bucket ")
         #expect(errors.count == ranks, "every rank must report the mismatch:\n\(o.output)")
@@ -90,6 +91,13 @@ struct MultiRankTests {
         let o = try runScenario("zero-batch", ranks: 2)
         #expect(o.status != 0)
         #expect(lines(o.output, ": error [invalid argument]: step 0: the global batch has zero samples").count == 2, "\(o.output)")
+    }
+
+    @Test("a negative sample count on one rank is an error on every rank, not a hang")
+    func negativeSamples() throws {
+        let o = try runScenario("negative-samples", ranks: 4, timeoutSeconds: 10)
+        #expect(o.status != 0)
+        #expect(lines(o.output, ": error [invalid argument]: step 0: rank 2 passed a negative sample count").count == 4, "\(o.output)")
     }
 
     @Test("bench allreduce prints the table and writes JSON with the documented keys")
