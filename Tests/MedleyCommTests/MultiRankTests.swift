@@ -130,6 +130,33 @@ struct MultiRankTests {
     }
 }
 
+@Suite("medley bench allreduce (the CLI)", .serialized)
+struct BenchCLITests {
+    @Test("medley bench allreduce --ranks 2 --json FILE")
+    func cliWritesTheReport() throws {
+        let medley = URL(fileURLWithPath: try commCheckPath()).deletingLastPathComponent().appendingPathComponent("medley").path
+        try #require(FileManager.default.isExecutableFile(atPath: medley), "build the medley executable first (swift build)")
+        let json = FileManager.default.temporaryDirectory.appendingPathComponent("medley-cli-bench-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: json) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: medley)
+        p.arguments = ["bench", "allreduce", "--ranks", "2", "--max-size", "16KiB", "--agreement-steps", "20",
+                       "--timeout", "60", "--json", json.path]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0, "\(out)")
+        #expect(out.contains("16KiB") && out.contains("steady-state negotiation"), "\(out)")
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [String: Any]
+        let rows = try #require(object?["results"] as? [[String: Any]])
+        #expect(rows.map { $0["size_bytes"] as? Int } == [4096, 8192, 16384])
+        #expect(rows.allSatisfy { $0["wrong"] as? Int == 0 && $0["ratio"] != nil && $0["medley_busbw_gbps"] != nil && $0["mpi_busbw_gbps"] != nil })
+    }
+}
+
 @Suite("mpirun launcher")
 struct MPIRunTests {
     @Test func argumentsCarryTheCIFlags() {
