@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "MedleyComm", targets: ["MedleyComm"]),
         // Multi-rank scenarios for MedleyComm's tests, run under mpirun.
         .executable(name: "medley-comm-check", targets: ["MedleyCommCheck"]),
+        .library(name: "MedleyModel", targets: ["MedleyModel"]),
         // Chip adapters: shared libraries behind the C ABI in adapters/include/medley_adapter.h.
         .library(name: "medley-adapter-reference", type: .dynamic, targets: ["MedleyAdapterReference"]),
         .library(name: "medley-adapter-sim", type: .dynamic, targets: ["MedleyAdapterSim"]),
@@ -111,6 +112,18 @@ let package = Package(
             dependencies: ["MedleyComm", "MedleyCore"],
             path: "Sources/medley-comm-check"
         ),
+        /// OpenBLAS as the host links it: the plain-sgemm baseline of `medley adapter bench`.
+        .systemLibrary(
+            name: "COpenBLAS",
+            path: "Sources/COpenBLAS",
+            pkgConfig: "openblas"
+        ),
+        /// The GPT model built from opset ops on one device, and the adapter benchmark.
+        .target(
+            name: "MedleyModel",
+            dependencies: ["MedleyAdapters", "MedleyCore", "COpenBLAS"],
+            path: "Sources/MedleyModel"
+        ),
         /// The command-line tool: argument parsing only.
         .executableTarget(
             name: "medley",
@@ -118,6 +131,7 @@ let package = Package(
                 "MedleyAdapters",
                 "MedleyComm",
                 "MedleyCore",
+                "MedleyModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/medley"
@@ -139,6 +153,11 @@ let package = Package(
             name: "MedleyCommTests",
             dependencies: ["MedleyComm", "MedleyCore", "MedleyCommCheck"],
             path: "Tests/MedleyCommTests"
+        ),
+        .testTarget(
+            name: "MedleyModelTests",
+            dependencies: ["MedleyModel", "MedleyAdapters", "MedleyCore", "MedleyTestSupport"],
+            path: "Tests/MedleyModelTests"
         ),
         .testTarget(
             name: "MedleyCLITests",

@@ -7,7 +7,7 @@ import MedleyCore
 struct Adapter: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check or describe one chip adapter.",
-        subcommands: [Check.self, Entries.self])
+        subcommands: [Check.self, Entries.self, Bench.self])
 }
 
 extension Adapter {

@@ -1,0 +1,295 @@
+import Foundation
+import MedleyAdapters
+import MedleyCore
+
+/// A GPT-2 style decoder that runs on one `Device`, built only from opset v1 ops.
+///
+/// Token and learned position embeddings; `layers` pre-LayerNorm blocks of
+/// causal multi-head attention (qkv matmul with bias, attention, projection
+/// with bias, residual) and a 4× MLP with tanh-GELU (fc with bias, gelu,
+/// projection with bias, residual); a final LayerNorm; an output head tied to
+/// the token embedding (`matmul_forward` with `wte` as the weight, no bias);
+/// mean cross-entropy over all B·T positions.
+///
+/// Parameters live in ONE device buffer laid out by `layout`; their gradients,
+/// and AdamW's first and second moments, live in one buffer each at the same
+/// offsets. Activations (and their gradients) are allocated once for
+/// `config.batch`; a smaller batch uses the front of every activation tensor.
+///
+/// A `GPT` drives its device from one thread at a time, like `Device`.
+public final class GPT {
+    /// The model's shape.
+    public let config: ModelConfig
+    /// The device every tensor lives on.
+    public let device: Device
+    /// Where each named parameter tensor lives in the flat buffers.
+    public let layout: ParameterLayout
+    /// All parameters, `layout.count` floats.
+    public let parameters: DeviceBuffer
+    /// Gradients of the parameters, same layout.
+    public let gradients: DeviceBuffer
+    /// AdamW first moments, same layout.
+    public let adamM: DeviceBuffer
+    /// AdamW second moments, same layout.
+    public let adamV: DeviceBuffer
+    /// Number of `step` calls so far (AdamW's bias-correction step is `stepCount`).
+    public private(set) var stepCount = 0
+    /// Batch of the last `forward`, which `backward` differentiates; nil before any forward.
+    public internal(set) var lastBatch: Int?
+
+    let plan: ActivationPlan
+    let activations: DeviceBuffer
+    let activationGradients: DeviceBuffer
+    let tokenBuffer: DeviceBuffer
+    let targetBuffer: DeviceBuffer
+    let scalar: DeviceBuffer
+    let blocks: [BlockParameters]
+
+    /// Builds the model on `device` and initialises its parameters from `seed`.
+    ///
+    /// Weights are N(0, 0.02) (the residual projections `attn.proj.w` and
+    /// `mlp.proj.w` additionally scaled by 1/sqrt(2·layers)), biases 0,
+    /// LayerNorm weights 1; AdamW moments start at 0. The same seed gives the
+    /// same parameters on every device.
+    public init(config: ModelConfig, device: Device, seed: UInt64 = 0) throws {
+        try config.validate()
+        self.config = config
+        self.device = device
+        let layout = ParameterLayout(config: config)
+        self.layout = layout
+        self.plan = ActivationPlan(config: config)
+        let bytes = layout.count * 4
+        parameters = try device.allocate(bytes: bytes)
+        gradients = try device.allocate(bytes: bytes)
+        adamM = try device.allocate(bytes: bytes)
+        adamV = try device.allocate(bytes: bytes)
+        activations = try device.allocate(bytes: plan.count * 4)
+        activationGradients = try device.allocate(bytes: plan.count * 4)
+        tokenBuffer = try device.allocate(bytes: config.batch * config.seq * 4)
+        targetBuffer = try device.allocate(bytes: config.batch * config.seq * 4)
+        scalar = try device.allocate(bytes: 4)
+        blocks = try (0..<config.layers).map { try BlockParameters(layout: layout, layer: $0) }
+        try parameters.write(Self.initialParameters(layout: layout, config: config, seed: seed))
+        try gradients.fill(byte: 0)
+        try adamM.fill(byte: 0)
+        try adamV.fill(byte: 0)
+    }
+
+    /// The initial parameters for `seed`, in layout order (deterministic, host-side).
+    public static func initialParameters(layout: ParameterLayout, config: ModelConfig, seed: UInt64) -> [Float] {
+        var normal = GaussianSampler(seed: seed)
+        let residualScale = 1 / Float(2 * config.layers).squareRoot()
+        var values = [Float](repeating: 0, count: layout.count)
+        for entry in layout.entries {
+            if entry.shape.count == 2 {
+                let isResidualProjection = entry.name.hasSuffix("attn.proj.w") || entry.name.hasSuffix("mlp.proj.w")
+                let std: Float = 0.02 * (isResidualProjection ? residualScale : 1)
+                for i in entry.range { values[i] = std * normal.next() }
+            } else if entry.name.hasSuffix("ln1.w") || entry.name.hasSuffix("ln2.w") || entry.name == "lnf.w" {
+                for i in entry.range { values[i] = 1 }
+            }
+        }
+        return values
+    }
+
+    // MARK: Parameters
+
+    /// Every parameter, in layout order.
+    public func readParameters() throws -> [Float] {
+        try parameters.read(Float.self, count: layout.count)
+    }
+
+    /// Replaces every parameter (`values.count` must be `layout.count`).
+    public func writeParameters(_ values: [Float]) throws {
+        guard values.count == layout.count else {
+            throw MedleyError(
+                .invalidArgument, "writeParameters: \(values.count) values, but the model has \(layout.count) parameters")
+        }
+        try parameters.write(values)
+    }
+
+    /// Every parameter gradient, in layout order.
+    public func readGradients() throws -> [Float] {
+        try gradients.read(Float.self, count: layout.count)
+    }
+
+    /// A view of the parameter tensor called `name` inside `parameters`.
+    public func parameter(_ name: String) throws -> TensorView {
+        let entry = try layout.entry(name)
+        return parameters.tensor(.f32, entry.shape, offset: entry.offset * 4)
+    }
+
+    /// A view of the gradient of the parameter called `name` inside `gradients`.
+    public func gradient(_ name: String) throws -> TensorView {
+        let entry = try layout.entry(name)
+        return gradients.tensor(.f32, entry.shape, offset: entry.offset * 4)
+    }
+
+    // MARK: Optimiser
+
+    /// Sets every parameter gradient to zero (call before each `backward`, which accumulates).
+    public func zeroGradients() throws {
+        try gradients.fill(byte: 0)
+    }
+
+    /// The squared L2 norm of all gradients (one `sum_squares` over the gradient buffer).
+    public func gradientNormSquared() throws -> Double {
+        try scalar.fill(byte: 0)
+        try device.launch(
+            "sum_squares", inputs: [gradients.tensor(.f32, [layout.count])], outputs: [scalar.tensor(.f32, [1])])
+        return Double(try scalar.read(Float.self, count: 1)[0])
+    }
+
+    /// One AdamW step over every parameter.
+    ///
+    /// Weight decay applies only to 2-D tensors (embeddings and matmul
+    /// weights), never to biases or LayerNorm parameters: one `adamw_update`
+    /// launch per maximal run of adjacent tensors with the same rule.
+    /// `gradScale` multiplies the gradients first (e.g. 1/world size, or a clip factor).
+    public func step(
+        lr: Double, weightDecay: Double = 0, beta1: Double = 0.9, beta2: Double = 0.95, eps: Double = 1e-8,
+        gradScale: Double = 1
+    ) throws {
+        let checks: [(String, Bool)] = [
+            ("lr", lr >= 0 && lr.isFinite), ("weightDecay", weightDecay >= 0 && weightDecay.isFinite),
+            ("beta1", beta1 >= 0 && beta1 < 1), ("beta2", beta2 >= 0 && beta2 < 1), ("eps", eps > 0 && eps.isFinite),
+            ("gradScale", gradScale.isFinite),
+        ]
+        if let bad = checks.first(where: { !$0.1 }) {
+            throw MedleyError(.invalidArgument, "AdamW: \(bad.0) is out of range")
+        }
+        stepCount += 1
+        for group in layout.decayGroups {
+            let offset = group.range.lowerBound * 4
+            let shape = [group.range.count]
+            try device.launch(
+                "adamw_update",
+                inputs: [gradients.tensor(.f32, shape, offset: offset)],
+                outputs: [
+                    parameters.tensor(.f32, shape, offset: offset), adamM.tensor(.f32, shape, offset: offset),
+                    adamV.tensor(.f32, shape, offset: offset),
+                ],
+                attributes: [
+                    "lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps,
+                    "weight_decay": group.decays ? weightDecay : 0, "step": Double(stepCount), "grad_scale": gradScale,
+                ])
+        }
+    }
+
+    // MARK: Views
+
+    /// A float view of activation region `offset` (in floats).
+    func act(_ offset: Int, _ shape: [Int]) -> TensorView {
+        activations.tensor(.f32, shape, offset: offset * 4)
+    }
+
+    /// The gradient of activation region `offset` (same offsets, other buffer).
+    func dact(_ offset: Int, _ shape: [Int]) -> TensorView {
+        activationGradients.tensor(.f32, shape, offset: offset * 4)
+    }
+
+    /// A parameter view of a layout entry.
+    func param(_ entry: ParameterLayout.Entry) -> TensorView {
+        parameters.tensor(.f32, entry.shape, offset: entry.offset * 4)
+    }
+
+    /// A gradient view of a layout entry.
+    func grad(_ entry: ParameterLayout.Entry) -> TensorView {
+        gradients.tensor(.f32, entry.shape, offset: entry.offset * 4)
+    }
+}
+
+/// The layout entries of one transformer block, looked up once.
+struct BlockParameters {
+    let ln1w, ln1b, qkvw, qkvb, attnProjw, attnProjb, ln2w, ln2b, fcw, fcb, mlpProjw, mlpProjb: ParameterLayout.Entry
+
+    init(layout: ParameterLayout, layer: Int) throws {
+        let p = "h.\(layer)."
+        ln1w = try layout.entry(p + "ln1.w")
+        ln1b = try layout.entry(p + "ln1.b")
+        qkvw = try layout.entry(p + "attn.qkv.w")
+        qkvb = try layout.entry(p + "attn.qkv.b")
+        attnProjw = try layout.entry(p + "attn.proj.w")
+        attnProjb = try layout.entry(p + "attn.proj.b")
+        ln2w = try layout.entry(p + "ln2.w")
+        ln2b = try layout.entry(p + "ln2.b")
+        fcw = try layout.entry(p + "mlp.fc.w")
+        fcb = try layout.entry(p + "mlp.fc.b")
+        mlpProjw = try layout.entry(p + "mlp.proj.w")
+        mlpProjb = try layout.entry(p + "mlp.proj.b")
+    }
+}
+
+/// Offsets (in floats) of every activation tensor in the activation buffer,
+/// each sized for `config.batch`. The activation-gradient buffer uses the same offsets.
+struct ActivationPlan {
+    /// The activations saved by one block.
+    struct Block {
+        var ln1 = 0, ln1Mean = 0, ln1Rstd = 0, qkv = 0, attn = 0, attnLse = 0, attnProj = 0, residualMid = 0
+        var ln2 = 0, ln2Mean = 0, ln2Rstd = 0, fc = 0, fcGelu = 0, mlpProj = 0
+    }
+
+    /// Residual stream entering block l (index `layers` is the last block's output).
+    var residual: [Int] = []
+    var blocks: [Block] = []
+    var lnf = 0, lnfMean = 0, lnfRstd = 0, logits = 0, losses = 0, lossLse = 0
+    /// Total floats.
+    var count = 0
+
+    init(config: ModelConfig) {
+        let rows = config.batch * config.seq
+        let c = config.dim
+        func take(_ floats: Int) -> Int {
+            defer { count += floats }
+            return count
+        }
+        residual = [take(rows * c)]
+        for _ in 0..<config.layers {
+            var b = Block()
+            b.ln1 = take(rows * c)
+            b.ln1Mean = take(rows)
+            b.ln1Rstd = take(rows)
+            b.qkv = take(rows * 3 * c)
+            b.attn = take(rows * c)
+            b.attnLse = take(config.batch * config.heads * config.seq)
+            b.attnProj = take(rows * c)
+            b.residualMid = take(rows * c)
+            b.ln2 = take(rows * c)
+            b.ln2Mean = take(rows)
+            b.ln2Rstd = take(rows)
+            b.fc = take(rows * 4 * c)
+            b.fcGelu = take(rows * 4 * c)
+            b.mlpProj = take(rows * c)
+            blocks.append(b)
+            residual.append(take(rows * c))
+        }
+        lnf = take(rows * c)
+        lnfMean = take(rows)
+        lnfRstd = take(rows)
+        logits = take(rows * config.vocab)
+        losses = take(rows)
+        lossLse = take(rows)
+    }
+}
+
+/// Standard normal samples by Box–Muller over a `SeededGenerator`.
+struct GaussianSampler {
+    private var rng: SeededGenerator
+    private var spare: Float?
+
+    init(seed: UInt64) { rng = SeededGenerator(seed: seed) }
+
+    /// The next N(0, 1) sample.
+    mutating func next() -> Float {
+        if let spare {
+            self.spare = nil
+            return spare
+        }
+        // u1 in (0, 1] so the logarithm is finite; u2 in [0, 1).
+        let u1 = (Double(rng.next() >> 11) + 1) / 9_007_199_254_740_992.0
+        let u2 = Double(rng.next() >> 11) / 9_007_199_254_740_992.0
+        let radius = (-2 * Foundation.log(u1)).squareRoot()
+        spare = Float(radius * Foundation.sin(2 * Double.pi * u2))
+        return Float(radius * Foundation.cos(2 * Double.pi * u2))
+    }
+}
