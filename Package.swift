@@ -13,6 +13,9 @@ let package = Package(
     products: [
         .executable(name: "medley", targets: ["medley"]),
         .library(name: "MedleyAdapters", targets: ["MedleyAdapters"]),
+        .library(name: "MedleyComm", targets: ["MedleyComm"]),
+        // Multi-rank scenarios for MedleyComm's tests, run under mpirun.
+        .executable(name: "medley-comm-check", targets: ["MedleyCommCheck"]),
         .library(name: "MedleyModel", targets: ["MedleyModel"]),
         // Chip adapters: shared libraries behind the C ABI in adapters/include/medley_adapter.h.
         .library(name: "medley-adapter-reference", type: .dynamic, targets: ["MedleyAdapterReference"]),
@@ -84,6 +87,31 @@ let package = Package(
             dependencies: ["CMedleyAdapter", "MedleyCore"],
             path: "Sources/MedleyAdapters"
         ),
+        /// Open MPI as a system library, with C getters for its handle macros.
+        .systemLibrary(
+            name: "CMPI",
+            path: "Sources/CMPI",
+            pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev", "openmpi-bin", "pkg-config"])]
+        ),
+        /// protoc-c output for protos/medley.proto (committed; scripts/gen-protos.sh regenerates).
+        .target(
+            name: "CMedleyProto",
+            path: "Sources/CMedleyProto",
+            linkerSettings: [.linkedLibrary("protobuf-c")]
+        ),
+        /// MPI communicator, framed messages, gradient exchange, mpirun launcher.
+        .target(
+            name: "MedleyComm",
+            dependencies: ["CMPI", "CMedleyProto", "MedleyCore"],
+            path: "Sources/MedleyComm"
+        ),
+        /// Multi-rank test scenarios for MedleyComm (run under mpirun by MedleyCommTests).
+        .executableTarget(
+            name: "MedleyCommCheck",
+            dependencies: ["MedleyComm", "MedleyCore"],
+            path: "Sources/medley-comm-check"
+        ),
         /// OpenBLAS as the host links it: the plain-sgemm baseline of `medley adapter bench`.
         .systemLibrary(
             name: "COpenBLAS",
@@ -101,6 +129,7 @@ let package = Package(
             name: "medley",
             dependencies: [
                 "MedleyAdapters",
+                "MedleyComm",
                 "MedleyCore",
                 "MedleyModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -119,6 +148,11 @@ let package = Package(
             name: "MedleyAdaptersTests",
             dependencies: ["MedleyAdapters", "MedleyCore", "MedleyTestSupport"],
             path: "Tests/MedleyAdaptersTests"
+        ),
+        .testTarget(
+            name: "MedleyCommTests",
+            dependencies: ["MedleyComm", "MedleyCore", "MedleyCommCheck"],
+            path: "Tests/MedleyCommTests"
         ),
         .testTarget(
             name: "MedleyModelTests",

@@ -9,6 +9,7 @@ struct Medley: ParsableCommand {
         subcommands: [
             Adapters.self,
             Adapter.self,
+            Bench.self,
         ]
     )
 }

@@ -1,0 +1,129 @@
+import Foundation
+import MedleyCore
+
+/// Starts a program under Open MPI's `mpirun` the same way everywhere, including as root on a
+/// 2-core CI box: `--allow-run-as-root` only when root, `--oversubscribe`, `--mca btl self,vader`,
+/// `--bind-to none`, and `--timeout` so a hang fails instead of eating CI time.
+public struct MPIRun: Sendable {
+    /// How a run ended.
+    public struct Outcome: Sendable {
+        /// mpirun's exit status (non-zero when any rank failed or the timeout fired).
+        public var status: Int32
+        /// Standard output and standard error, interleaved.
+        public var output: String
+        /// Whether the Swift-side deadline killed mpirun.
+        public var killedAtDeadline: Bool
+        /// Wall-clock seconds.
+        public var seconds: Double
+    }
+
+    /// Number of ranks (`-np`).
+    public var ranks: Int
+    /// mpirun's own `--timeout`, in seconds.
+    public var timeoutSeconds: Int
+    /// Extra mpirun arguments, placed before the program.
+    public var extraArguments: [String]
+    /// Environment variables to add for the ranks (forwarded with `-x`).
+    public var environment: [String: String]
+
+    /// Creates a launcher for `ranks` ranks that mpirun stops after `timeoutSeconds`.
+    public init(ranks: Int, timeoutSeconds: Int = 60, extraArguments: [String] = [], environment: [String: String] = [:]) {
+        self.ranks = ranks
+        self.timeoutSeconds = timeoutSeconds
+        self.extraArguments = extraArguments
+        self.environment = environment
+    }
+
+    /// The mpirun to use: `$MEDLEY_MPIRUN`, else `mpirun` on `PATH`.
+    public static func findLauncher() throws -> String {
+        let env = ProcessInfo.processInfo.environment
+        if let explicit = env["MEDLEY_MPIRUN"], !explicit.isEmpty { return explicit }
+        for dir in (env["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") {
+            let candidate = "\(dir)/mpirun"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        throw MedleyError(.notFound, "mpirun not found on PATH: install Open MPI (scripts/setup.sh) or set MEDLEY_MPIRUN")
+    }
+
+    /// Whether this process runs as root (Open MPI then refuses to start without a flag).
+    public static var isRoot: Bool { geteuid() == 0 }
+
+    /// mpirun's arguments for running `program` with `arguments`.
+    public func launcherArguments(program: String, arguments: [String]) -> [String] {
+        var args: [String] = []
+        if Self.isRoot { args.append("--allow-run-as-root") }
+        args += ["--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,vader",
+                 "--timeout", String(timeoutSeconds), "-np", String(ranks)]
+        for key in environment.keys.sorted() { args += ["-x", "\(key)=\(environment[key]!)"] }
+        args += extraArguments
+        args.append(program)
+        args += arguments
+        return args
+    }
+
+    /// Runs `program` under mpirun and waits, at most `timeoutSeconds` + `graceSeconds`
+    /// (then mpirun is killed); returns its status and output.
+    public func run(program: String, arguments: [String], graceSeconds: Double = 30) throws -> Outcome {
+        let launcher = try Self.findLauncher()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: launcher)
+        process.arguments = launcherArguments(program: program, arguments: arguments)
+        var env = ProcessInfo.processInfo.environment
+        // Keep Open MPI quiet and local on CI boxes.
+        env["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
+        env["PMIX_MCA_gds"] = env["PMIX_MCA_gds"] ?? "hash"
+        process.environment = env
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        process.standardInput = FileHandle.nullDevice
+
+        let collected = OutputBuffer()
+        let reader = Thread {
+            let handle = pipe.fileHandleForReading
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                collected.append(chunk)
+            }
+            collected.finish()
+        }
+        let start = Date()
+        try process.run()
+        reader.start()
+        let deadline = start.addingTimeInterval(Double(timeoutSeconds) + graceSeconds)
+        var killed = false
+        while process.isRunning {
+            if Date() > deadline {
+                killed = true
+                process.terminate()
+                Thread.sleep(forTimeInterval: 2)
+                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+                break
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        process.waitUntilExit()
+        collected.waitUntilFinished(timeout: 5)
+        return Outcome(status: process.terminationStatus, output: collected.text,
+                       killedAtDeadline: killed, seconds: Date().timeIntervalSince(start))
+    }
+}
+
+/// Output collected from a child on a reader thread.
+private final class OutputBuffer: @unchecked Sendable {
+    // Guarded by `lock`; written by the reader thread, read after it finishes.
+    private let lock = NSCondition()
+    private var data = Data()
+    private var done = false
+
+    func append(_ chunk: Data) { lock.lock(); data.append(chunk); lock.unlock() }
+    func finish() { lock.lock(); done = true; lock.broadcast(); lock.unlock() }
+    func waitUntilFinished(timeout: Double) {
+        lock.lock()
+        let until = Date().addingTimeInterval(timeout)
+        while !done, lock.wait(until: until) {}
+        lock.unlock()
+    }
+    var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+}
