@@ -64,7 +64,8 @@ public struct Communicator: @unchecked Sendable, CustomStringConvertible {
 
     /// Frees a communicator made by ``split(color:key:)`` or ``duplicate()`` (a no-op for the world).
     public func free() throws {
-        guard ownsHandle else { return }
+        // After MPI_Finalize every handle is gone already; freeing one then would be an MPI error.
+        guard ownsHandle, !MPIRuntime.isFinalized else { return }
         var h: MPI_Comm? = handle
         try mpiCheck(MPI_Comm_free(&h), "MPI_Comm_free")
     }
