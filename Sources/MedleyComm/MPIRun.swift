@@ -65,65 +65,14 @@ public struct MPIRun: Sendable {
     /// (then mpirun is killed); returns its status and output.
     public func run(program: String, arguments: [String], graceSeconds: Double = 30) throws -> Outcome {
         let launcher = try Self.findLauncher()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: launcher)
-        process.arguments = launcherArguments(program: program, arguments: arguments)
-        var env = ProcessInfo.processInfo.environment
         // Keep Open MPI quiet and local on CI boxes.
-        env["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
-        env["PMIX_MCA_gds"] = env["PMIX_MCA_gds"] ?? "hash"
-        process.environment = env
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-
-        let collected = OutputBuffer()
-        let reader = Thread {
-            let handle = pipe.fileHandleForReading
-            while true {
-                let chunk = handle.availableData
-                if chunk.isEmpty { break }
-                collected.append(chunk)
-            }
-            collected.finish()
-        }
-        let start = Date()
-        try process.run()
-        reader.start()
-        let deadline = start.addingTimeInterval(Double(timeoutSeconds) + graceSeconds)
-        var killed = false
-        while process.isRunning {
-            if Date() > deadline {
-                killed = true
-                process.terminate()
-                Thread.sleep(forTimeInterval: 2)
-                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-                break
-            }
-            Thread.sleep(forTimeInterval: 0.02)
-        }
-        process.waitUntilExit()
-        collected.waitUntilFinished(timeout: 5)
-        return Outcome(status: process.terminationStatus, output: collected.text,
-                       killedAtDeadline: killed, seconds: Date().timeIntervalSince(start))
+        var env: [String: String] = ["OMPI_MCA_rmaps_base_oversubscribe": "1"]
+        if ProcessInfo.processInfo.environment["PMIX_MCA_gds"] == nil { env["PMIX_MCA_gds"] = "hash" }
+        let child = try ChildProcess.run(
+            launcher, launcherArguments(program: program, arguments: arguments), environment: env,
+            timeoutSeconds: Double(timeoutSeconds) + graceSeconds, mergeOutput: true, killGraceSeconds: 2)
+        return Outcome(status: child.status, output: child.stdout, killedAtDeadline: child.timedOut,
+                       seconds: child.seconds)
     }
 }
 
-/// Output collected from a child on a reader thread.
-private final class OutputBuffer: @unchecked Sendable {
-    // Guarded by `lock`; written by the reader thread, read after it finishes.
-    private let lock = NSCondition()
-    private var data = Data()
-    private var done = false
-
-    func append(_ chunk: Data) { lock.lock(); data.append(chunk); lock.unlock() }
-    func finish() { lock.lock(); done = true; lock.broadcast(); lock.unlock() }
-    func waitUntilFinished(timeout: Double) {
-        lock.lock()
-        let until = Date().addingTimeInterval(timeout)
-        while !done, lock.wait(until: until) {}
-        lock.unlock()
-    }
-    var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
-}

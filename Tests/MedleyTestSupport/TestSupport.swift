@@ -1,5 +1,6 @@
 import Foundation
 import MedleyAdapters
+import MedleyCore
 
 /// Paths and process helpers shared by Medley's tests.
 public enum TestSupport {
@@ -33,55 +34,14 @@ public enum TestSupport {
     }
 
     /// What a finished process did.
-    public struct ProcessResult: Sendable {
-        public var status: Int32
-        public var stdout: String
-        public var stderr: String
-        public var timedOut: Bool
-        /// Standard output and error together.
-        public var output: String { stdout + stderr }
-    }
+    public typealias ProcessResult = ChildProcess.Outcome
 
     /// Runs `executable` with `arguments`, killing it after `timeout` seconds.
     public static func run(
         _ executable: String, _ arguments: [String], environment: [String: String] = [:],
         timeout: TimeInterval = 120
     ) throws -> ProcessResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in environment { env[k] = v }
-        process.environment = env
-        let outURL = URL(fileURLWithPath: try temporaryDirectory("proc") + "/out")
-        let errURL = URL(fileURLWithPath: outURL.deletingLastPathComponent().path + "/err")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let outHandle = try FileHandle(forWritingTo: outURL)
-        let errHandle = try FileHandle(forWritingTo: errURL)
-        process.standardOutput = outHandle
-        process.standardError = errHandle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        var timedOut = false
-        while process.isRunning {
-            if Date() > deadline {
-                timedOut = true
-                process.terminate()
-                Thread.sleep(forTimeInterval: 1)
-                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-                break
-            }
-            Thread.sleep(forTimeInterval: 0.02)
-        }
-        process.waitUntilExit()
-        try outHandle.close()
-        try errHandle.close()
-        let stdout = (try? String(contentsOf: outURL, encoding: .utf8)) ?? ""
-        let stderr = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
-        try? FileManager.default.removeItem(at: outURL.deletingLastPathComponent())
-        return ProcessResult(status: process.terminationStatus, stdout: stdout, stderr: stderr, timedOut: timedOut)
+        try ChildProcess.run(executable, arguments, environment: environment, timeoutSeconds: timeout)
     }
 
     /// Runs the built `medley` with `arguments`.
