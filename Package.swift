@@ -17,6 +17,7 @@ let package = Package(
         // Multi-rank scenarios for MedleyComm's tests, run under mpirun.
         .executable(name: "medley-comm-check", targets: ["MedleyCommCheck"]),
         .library(name: "MedleyModel", targets: ["MedleyModel"]),
+        .library(name: "MedleyTrain", targets: ["MedleyTrain"]),
         // Chip adapters: shared libraries behind the C ABI in adapters/include/medley_adapter.h.
         .library(name: "medley-adapter-reference", type: .dynamic, targets: ["MedleyAdapterReference"]),
         .library(name: "medley-adapter-sim", type: .dynamic, targets: ["MedleyAdapterSim"]),
@@ -124,6 +125,12 @@ let package = Package(
             dependencies: ["MedleyAdapters", "MedleyCore", "COpenBLAS"],
             path: "Sources/MedleyModel"
         ),
+        /// The training worker (one rank per chip), the mpirun launcher around it, shares and step records.
+        .target(
+            name: "MedleyTrain",
+            dependencies: ["MedleyAdapters", "MedleyComm", "MedleyCore", "MedleyModel"],
+            path: "Sources/MedleyTrain"
+        ),
         /// The command-line tool: argument parsing only.
         .executableTarget(
             name: "medley",
@@ -132,6 +139,7 @@ let package = Package(
                 "MedleyComm",
                 "MedleyCore",
                 "MedleyModel",
+                "MedleyTrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/medley"

@@ -51,6 +51,27 @@ public final class DeviceBuffer {
         return result
     }
 
+    /// Copies `source`'s bytes into the buffer at byte `offset` (no intermediate array).
+    public func write(from source: UnsafeRawBufferPointer, at offset: Int = 0) throws {
+        try device.requireOpen()
+        guard source.count > 0 else { return }
+        try device.library.check(
+            device.library.api.pointee.copy_h2d!(
+                device.handle, nil, handle, UInt64(offset), source.baseAddress, UInt64(source.count)),
+            "copy_h2d(\(source.count) bytes at \(offset))")
+    }
+
+    /// Copies `destination.count` bytes starting at byte `offset` into `destination`, and waits for them.
+    public func read(into destination: UnsafeMutableRawBufferPointer, at offset: Int = 0) throws {
+        try device.requireOpen()
+        guard destination.count > 0 else { return }
+        try device.library.check(
+            device.library.api.pointee.copy_d2h!(
+                device.handle, nil, destination.baseAddress, handle, UInt64(offset), UInt64(destination.count)),
+            "copy_d2h(\(destination.count) bytes at \(offset))")
+        try device.synchronize()
+    }
+
     /// Sets `bytes` bytes at `offset` to `value` (all of the buffer by default).
     public func fill(byte value: UInt8, offset: Int = 0, bytes: Int? = nil) throws {
         try device.requireOpen()

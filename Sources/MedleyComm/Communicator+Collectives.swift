@@ -61,6 +61,31 @@ extension Communicator {
         return (0..<size).map { r in Array(flat[Int(displacements[r])..<Int(displacements[r]) + counts[r]]) }
     }
 
+    /// Gathers contiguous pieces of one buffer in place: rank `r` contributes
+    /// `buffer[ranges[r]]` and, on return, every rank's piece is in every rank's buffer.
+    ///
+    /// `ranges` must be the same on every rank, in rank order, inside the buffer, and not
+    /// overlap (they need not cover it). No intermediate copy is made.
+    public func allgather<T: CommunicableElement>(inPlace buffer: UnsafeMutableBufferPointer<T>, ranges: [Range<Int>]) throws {
+        guard ranges.count == size else {
+            throw MedleyError(.invalidArgument, "allgather in place: \(ranges.count) ranges for \(size) ranks")
+        }
+        for (r, range) in ranges.enumerated() {
+            guard range.lowerBound >= 0, range.upperBound <= buffer.count, range.upperBound <= Int(Int32.max) else {
+                throw MedleyError(.invalidArgument, "allgather in place: rank \(r)'s range \(range) is outside the buffer of \(buffer.count)")
+            }
+            if r > 0 && range.lowerBound < ranges[r - 1].upperBound && !range.isEmpty && !ranges[r - 1].isEmpty {
+                throw MedleyError(.invalidArgument, "allgather in place: ranges of ranks \(r - 1) and \(r) overlap or are out of order")
+            }
+        }
+        let counts = ranges.map { Int32($0.count) }
+        let displacements = ranges.map { Int32($0.lowerBound) }
+        try mpiCheck(
+            MPI_Allgatherv(CMPI_in_place(), 0, T.datatype.handle,
+                           buffer.baseAddress, counts, displacements, T.datatype.handle, handle),
+            "MPI_Allgatherv(in place, \(buffer.count) elements)")
+    }
+
     /// Broadcasts `values` from `root`; other ranks' arguments are ignored and the root's array
     /// (of any length) is returned on every rank.
     public func broadcast<T: CommunicableElement>(_ values: [T], root: Int) throws -> [T] {

@@ -63,14 +63,18 @@ public struct MPIRun: Sendable {
 
     /// Runs `program` under mpirun and waits, at most `timeoutSeconds` + `graceSeconds`
     /// (then mpirun is killed); returns its status and output.
-    public func run(program: String, arguments: [String], graceSeconds: Double = 30) throws -> Outcome {
+    /// `onOutput` sees mpirun's merged output as it arrives (see `ChildProcess.run`).
+    public func run(
+        program: String, arguments: [String], graceSeconds: Double = 30, onOutput: ((String) -> Void)? = nil
+    ) throws -> Outcome {
         let launcher = try Self.findLauncher()
         // Keep Open MPI quiet and local on CI boxes.
         var env: [String: String] = ["OMPI_MCA_rmaps_base_oversubscribe": "1"]
         if ProcessInfo.processInfo.environment["PMIX_MCA_gds"] == nil { env["PMIX_MCA_gds"] = "hash" }
         let child = try ChildProcess.run(
             launcher, launcherArguments(program: program, arguments: arguments), environment: env,
-            timeoutSeconds: Double(timeoutSeconds) + graceSeconds, mergeOutput: true, killGraceSeconds: 2)
+            timeoutSeconds: Double(timeoutSeconds) + graceSeconds, mergeOutput: true, killGraceSeconds: 2,
+            onOutput: onOutput)
         return Outcome(status: child.status, output: child.stdout, killedAtDeadline: child.timedOut,
                        seconds: child.seconds)
     }

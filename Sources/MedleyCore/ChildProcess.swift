@@ -30,9 +30,13 @@ public enum ChildProcess {
 
     /// Runs `executable` with `arguments` and `environment` added to this process's
     /// environment, killing it after `timeoutSeconds`.
+    ///
+    /// `onOutput`, when given, is called on this thread with each piece of standard output
+    /// as it arrives (every 20 ms at most), so a caller can show a long run live.
     public static func run(
         _ executable: String, _ arguments: [String], environment: [String: String] = [:],
-        timeoutSeconds: Double, mergeOutput: Bool = false, killGraceSeconds: Double = 1
+        timeoutSeconds: Double, mergeOutput: Bool = false, killGraceSeconds: Double = 1,
+        onOutput: ((String) -> Void)? = nil
     ) throws -> Outcome {
         let directory = URL(fileURLWithPath: NSTemporaryDirectory())
             .appendingPathComponent("medley-child-\(UUID().uuidString)")
@@ -60,7 +64,29 @@ public enum ChildProcess {
         }
         let deadline = start.addingTimeInterval(timeoutSeconds)
         var timedOut = false
+        let follower = onOutput.flatMap { _ in try? FileHandle(forReadingFrom: outURL) }
+        var pending = Data()
+        func follow(final: Bool) {
+            guard let onOutput, let follower else { return }
+            pending.append(follower.availableData)
+            // Hand over whole UTF-8 sequences only; keep a split character for the next read.
+            var cut = pending.count
+            if !final && !pending.isEmpty {
+                let bytes = [UInt8](pending.suffix(4))
+                for back in 1...bytes.count {
+                    let byte = bytes[bytes.count - back]
+                    if byte & 0xC0 == 0x80 { continue }  // a continuation byte: keep looking for the lead
+                    let length = byte >= 0xF0 ? 4 : byte >= 0xE0 ? 3 : byte >= 0xC0 ? 2 : 1
+                    if length > back { cut = pending.count - back }
+                    break
+                }
+            }
+            guard cut > 0 else { return }
+            onOutput(String(decoding: pending.prefix(cut), as: UTF8.self))
+            pending = Data(pending.dropFirst(cut))
+        }
         while process.isRunning {
+            follow(final: false)
             if Date() > deadline {
                 timedOut = true
                 process.terminate()
@@ -72,6 +98,8 @@ public enum ChildProcess {
             Thread.sleep(forTimeInterval: 0.02)
         }
         process.waitUntilExit()
+        follow(final: true)
+        try? follower?.close()
         try outHandle.close()
         if !mergeOutput { try errHandle.close() }
         let stdout = (try? String(contentsOf: outURL, encoding: .utf8)) ?? ""

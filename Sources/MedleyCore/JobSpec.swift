@@ -105,6 +105,12 @@ public struct JobSpec: Codable, Sendable, Equatable {
         public var rebalanceEvery: Int
         /// Seed of the parameter initialisation.
         public var seed: UInt64
+        /// Validation batches (each one global batch) averaged at every evaluation.
+        public var evalBatches: Int
+        /// Seconds a rank waits for the others at one step before the job stops with a timeout.
+        public var stepTimeout: Double
+        /// Fixed shares of the global batch, one per rank; `nil` = measure throughput and divide by it.
+        public var shares: [Int]?
 
         /// AdamW's first-moment decay (β1), fixed.
         public static let adamBeta1 = 0.9
@@ -117,7 +123,8 @@ public struct JobSpec: Codable, Sendable, Equatable {
         public init(
             steps: Int = 100, lr: Double = 1e-3, lrSchedule: LearningRateSchedule.Kind = .cosine,
             warmupSteps: Int = 0, minLR: Double? = nil, weightDecay: Double = 0.1, gradClip: Double = 1.0,
-            evalEvery: Int = 0, rebalanceEvery: Int = 10, seed: UInt64 = 1
+            evalEvery: Int = 0, rebalanceEvery: Int = 10, seed: UInt64 = 1, evalBatches: Int = 4,
+            stepTimeout: Double = 600, shares: [Int]? = nil
         ) {
             self.steps = steps
             self.lr = lr
@@ -129,6 +136,9 @@ public struct JobSpec: Codable, Sendable, Equatable {
             self.evalEvery = evalEvery
             self.rebalanceEvery = rebalanceEvery
             self.seed = seed
+            self.evalBatches = evalBatches
+            self.stepTimeout = stepTimeout
+            self.shares = shares
         }
 
         enum CodingKeys: String, CodingKey {
@@ -140,6 +150,9 @@ public struct JobSpec: Codable, Sendable, Equatable {
             case gradClip = "grad_clip"
             case evalEvery = "eval_every"
             case rebalanceEvery = "rebalance_every"
+            case evalBatches = "eval_batches"
+            case stepTimeout = "step_timeout"
+            case shares
         }
     }
 
@@ -151,12 +164,15 @@ public struct JobSpec: Codable, Sendable, Equatable {
         public var options: [String: String]
         /// Ranks (device instances) of this kind, each with the same options.
         public var count: Int
+        /// Host CPUs (0-based) the rank's process may run on; empty = wherever the OS puts it.
+        public var cpus: [Int]
 
         /// A device entry.
-        public init(adapter: String, options: [String: String] = [:], count: Int = 1) {
+        public init(adapter: String, options: [String: String] = [:], count: Int = 1, cpus: [Int] = []) {
             self.adapter = adapter
             self.options = options
             self.count = count
+            self.cpus = cpus
         }
     }
 
@@ -172,6 +188,8 @@ public struct JobSpec: Codable, Sendable, Equatable {
         public var adapter: String
         /// The adapter options.
         public var options: [String: String]
+        /// Host CPUs the rank may run on (empty = any).
+        public var cpus: [Int]
     }
 
     /// Number of ranks: the sum of the devices' counts.
@@ -185,7 +203,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
                 ranks.append(
                     RankDevice(
                         rank: ranks.count, entry: entry, instance: instance, adapter: device.adapter,
-                        options: device.options))
+                        options: device.options, cpus: device.cpus))
             }
         }
         return ranks
@@ -261,9 +279,9 @@ extension JobSpec {
     static let dataKeys = ["path", "validation_fraction", "seed"]
     static let trainKeys = [
         "steps", "lr", "lr_schedule", "warmup_steps", "min_lr", "weight_decay", "grad_clip", "eval_every",
-        "rebalance_every", "seed",
+        "rebalance_every", "seed", "eval_batches", "step_timeout", "shares",
     ]
-    static let deviceKeys = ["adapter", "options", "count"]
+    static let deviceKeys = ["adapter", "options", "count", "cpus"]
 
     /// Reads and checks a job spec from YAML text.
     ///
@@ -374,6 +392,10 @@ extension JobSpec {
             )
         }
         try atLeastZero("train.rebalance_every", train.rebalanceEvery, "0 = never")
+        try positive("train.eval_batches", train.evalBatches)
+        if !(train.stepTimeout.isFinite && train.stepTimeout > 0) {
+            throw fail("train.step_timeout", "must be a number of seconds above 0 (e.g. 600), got \(train.stepTimeout)")
+        }
 
         if devices.isEmpty {
             throw fail("devices", "the job has no devices; list at least one, e.g. `devices: [{adapter: cpu}]`")
@@ -385,12 +407,35 @@ extension JobSpec {
             if device.count < 1 {
                 throw fail("devices[\(index)].count", "must be at least 1, got \(device.count); remove the entry instead")
             }
+            if let cpu = device.cpus.first(where: { $0 < 0 }) {
+                throw fail("devices[\(index)].cpus", "CPU numbers start at 0, got \(cpu)")
+            }
         }
         if model.batch < rankCount {
             throw fail(
                 "model.batch",
                 "the global batch of \(model.batch) sequences is smaller than the \(rankCount) ranks; raise model.batch to at least \(rankCount) or list fewer devices"
             )
+        }
+        if let shares = train.shares {
+            try Self.checkShares(shares, field: "train.shares", ranks: rankCount, globalBatch: model.batch)
+        }
+    }
+}
+
+extension JobSpec {
+    /// Checks fixed shares: one whole number ≥ 0 per rank, summing to the global batch.
+    public static func checkShares(_ shares: [Int], field: String, ranks: Int, globalBatch: Int) throws {
+        func fail(_ message: String) -> MedleyError { MedleyError(.invalidArgument, "\(field): \(message)") }
+        if shares.count != ranks {
+            throw fail("\(shares.count) shares for \(ranks) ranks; give one share per rank, in rank order")
+        }
+        if let negative = shares.first(where: { $0 < 0 }) {
+            throw fail("a share is \(negative); shares are sequences per step, 0 or more")
+        }
+        let sum = shares.reduce(0, +)
+        if sum != globalBatch {
+            throw fail("the shares sum to \(sum) but the global batch (model.batch) is \(globalBatch); make them add up")
         }
     }
 }
@@ -456,6 +501,19 @@ enum SpecReader {
             return number
         }
 
+        /// A list of whole numbers (`[1, 2]` or a one-number shorthand `3`), or nil when absent.
+        func intList(_ key: String) throws -> [Int]? {
+            guard let node = value(key) else { return nil }
+            if case .scalar = node, let int = node.int { return [int] }
+            guard case .sequence(let items) = node else { throw SpecReader.typeError(field(key), "a list of whole numbers", node) }
+            return try items.map { item in
+                guard case .scalar = item, let int = item.int else {
+                    throw SpecReader.typeError(field(key), "a list of whole numbers", item)
+                }
+                return int
+            }
+        }
+
         func string(_ key: String, _ fallback: String) throws -> String {
             guard let node = value(key) else { return fallback }
             guard case .scalar(let scalar) = node else { throw SpecReader.typeError(field(key), "a single value", node) }
@@ -503,7 +561,8 @@ enum SpecReader {
                 warmupSteps: try s.int("warmup_steps", t.warmupSteps), minLR: try s.double("min_lr", nil),
                 weightDecay: try s.double("weight_decay", t.weightDecay)!, gradClip: try s.double("grad_clip", t.gradClip)!,
                 evalEvery: try s.int("eval_every", t.evalEvery), rebalanceEvery: try s.int("rebalance_every", t.rebalanceEvery),
-                seed: try s.seed("seed", t.seed))
+                seed: try s.seed("seed", t.seed), evalBatches: try s.int("eval_batches", t.evalBatches),
+                stepTimeout: try s.double("step_timeout", t.stepTimeout)!, shares: try s.intList("shares"))
         }
 
         var devices: [JobSpec.Device] = []
@@ -544,7 +603,8 @@ enum SpecReader {
                 options[key] = isNull(valueNode) ? "" : value.string
             }
         }
-        return JobSpec.Device(adapter: adapter.string, options: options, count: try s.int("count", 1))
+        return JobSpec.Device(
+            adapter: adapter.string, options: options, count: try s.int("count", 1), cpus: try s.intList("cpus") ?? [])
     }
 
     /// A YAML syntax error on one line: where, what, and in what construct.

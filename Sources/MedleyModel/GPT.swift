@@ -92,6 +92,25 @@ public final class GPT {
         return values
     }
 
+    // MARK: Memory
+
+    /// Device bytes the model allocates for `config` (parameters, gradients, AdamW moments,
+    /// activations and their gradients, token/target buffers): what `init` asks the device for.
+    public static func deviceBytes(config: ModelConfig) -> Int {
+        let parameters = ParameterLayout(config: config).count
+        let activations = ActivationPlan(config: config).count
+        return 4 * (4 * parameters + 2 * activations + 2 * config.batch * config.seq + 1)
+    }
+
+    /// The fixed part (independent of the batch) and the per-sequence part of ``deviceBytes(config:)``.
+    public static func memoryModel(config: ModelConfig) -> (fixedBytes: Int, bytesPerSequence: Int) {
+        var one = config, two = config
+        one.batch = 1
+        two.batch = 2
+        let perSequence = deviceBytes(config: two) - deviceBytes(config: one)
+        return (deviceBytes(config: one) - perSequence, perSequence)
+    }
+
     // MARK: Parameters
 
     /// Every parameter, in layout order.
@@ -150,6 +169,21 @@ public final class GPT {
         lr: Double, weightDecay: Double = 0, beta1: Double = 0.9, beta2: Double = 0.95, eps: Double = 1e-8,
         gradScale: Double = 1
     ) throws {
+        try step(
+            lr: lr, weightDecay: weightDecay, beta1: beta1, beta2: beta2, eps: eps, gradScale: gradScale,
+            range: 0..<layout.count)
+    }
+
+    /// One AdamW step over the parameters at flat indices `range` only (a shard this rank
+    /// owns); the others, and their moments, are left as they are. `stepCount` advances
+    /// once per call whatever the range, so every rank keeps the same bias correction.
+    public func step(
+        lr: Double, weightDecay: Double = 0, beta1: Double = 0.9, beta2: Double = 0.95, eps: Double = 1e-8,
+        gradScale: Double = 1, range: Range<Int>
+    ) throws {
+        guard range.lowerBound >= 0, range.upperBound <= layout.count else {
+            throw MedleyError(.invalidArgument, "AdamW: range \(range) is outside the \(layout.count) parameters")
+        }
         let checks: [(String, Bool)] = [
             ("lr", lr >= 0 && lr.isFinite), ("weightDecay", weightDecay >= 0 && weightDecay.isFinite),
             ("beta1", beta1 >= 0 && beta1 < 1), ("beta2", beta2 >= 0 && beta2 < 1), ("eps", eps > 0 && eps.isFinite),
@@ -160,8 +194,10 @@ public final class GPT {
         }
         stepCount += 1
         for group in layout.decayGroups {
-            let offset = group.range.lowerBound * 4
-            let shape = [group.range.count]
+            let part = group.range.clamped(to: range)
+            if part.isEmpty { continue }
+            let offset = part.lowerBound * 4
+            let shape = [part.count]
             try device.launch(
                 "adamw_update",
                 inputs: [gradients.tensor(.f32, shape, offset: offset)],

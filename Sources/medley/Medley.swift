@@ -10,6 +10,8 @@ struct Medley: ParsableCommand {
             Adapters.self,
             Adapter.self,
             Bench.self,
+            Train.self,
+            Worker.self,
         ]
     )
 }

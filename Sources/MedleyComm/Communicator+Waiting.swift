@@ -1,0 +1,53 @@
+import CMPI
+import Foundation
+import MedleyCore
+
+extension Communicator {
+    /// Waits until every rank has called it, sleeping between polls, and gives up after a deadline.
+    ///
+    /// A blocking `MPI_Barrier` in Open MPI spins on a core while it waits. A rank that
+    /// finishes its share of a step early would then steal the core a slower rank on the
+    /// same host is computing on, and it could wait forever on a rank that hangs. This
+    /// barrier posts `MPI_Ibarrier` and polls it with `MPI_Test`, sleeping `pollSeconds`
+    /// between polls (the first few polls do not sleep, so a barrier everyone reaches at
+    /// once costs what a plain one does).
+    ///
+    /// - Returns: seconds spent waiting.
+    /// - Throws: `timeout` when the other ranks have not all arrived after `timeoutSeconds`
+    ///   (`what` names the wait in the message); the pending barrier is then left behind,
+    ///   so the caller should end the job. `communication` when MPI fails.
+    @discardableResult
+    public func barrier(timeoutSeconds: Double, pollSeconds: Double = 50e-6, what: String = "barrier") throws -> Double {
+        guard timeoutSeconds > 0, pollSeconds >= 0 else {
+            throw MedleyError(.invalidArgument, "barrier: timeout must be above 0 and poll interval at least 0")
+        }
+        let start = MPI_Wtime()
+        var request: MPI_Request? = nil
+        try mpiCheck(MPI_Ibarrier(handle, &request), "MPI_Ibarrier")
+        var polls = 0
+        while true {
+            var done: Int32 = 0
+            try mpiCheck(MPI_Test(&request, &done, CMPI_status_ignore()), "MPI_Test")
+            if done != 0 { return MPI_Wtime() - start }
+            let waited = MPI_Wtime() - start
+            if waited > timeoutSeconds {
+                throw MedleyError(
+                    .timeout,
+                    "\(what): not every rank arrived within \(Self.format(timeoutSeconds)) s (this is rank \(rank) of \(size)); a rank is hung or far slower than the rest"
+                )
+            }
+            polls += 1
+            if polls > 64 && pollSeconds > 0 {
+                // Back off gently: never sleep more than 1 ms, so waking costs little.
+                let interval = min(pollSeconds * Double(1 + polls / 1024), 1e-3)
+                var wait = timespec(tv_sec: 0, tv_nsec: Int(interval * 1e9))
+                var left = timespec()
+                while nanosleep(&wait, &left) != 0 && errno == EINTR { wait = left }
+            }
+        }
+    }
+
+    static func format(_ seconds: Double) -> String {
+        seconds == seconds.rounded() ? String(Int(seconds)) : String(format: "%.3g", seconds)
+    }
+}

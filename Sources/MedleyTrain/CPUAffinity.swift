@@ -1,0 +1,44 @@
+import Foundation
+import MedleyCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Pins this process to host CPUs (a job spec's `devices[].cpus`).
+public enum CPUAffinity {
+    /// Restricts the calling process (and the threads it starts afterwards) to `cpus`.
+    ///
+    /// Throws `invalidArgument` naming the CPU when one is outside what `sched_setaffinity`
+    /// accepts on this host.
+    public static func pin(to cpus: [Int]) throws {
+        guard !cpus.isEmpty else { return }
+        #if os(Linux)
+        let online = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        // cpu_set_t: a fixed 1024-bit mask of unsigned longs (glibc's CPU_SETSIZE).
+        var set = [UInt](repeating: 0, count: 1024 / UInt.bitWidth)
+        let bits = set.count * UInt.bitWidth
+        for cpu in cpus {
+            guard cpu >= 0, cpu < bits, online <= 0 || cpu < online else {
+                throw MedleyError(
+                    .invalidArgument,
+                    "devices[].cpus: CPU \(cpu) does not exist on this host (CPUs 0 to \(max(online - 1, 0))); pick from those")
+            }
+            set[cpu / UInt.bitWidth] |= 1 << UInt(cpu % UInt.bitWidth)
+        }
+        let status = set.withUnsafeBytes { linuxSetAffinity(0, $0.count, $0.baseAddress!) }
+        if status != 0 {
+            throw MedleyError(
+                .invalidArgument, "cannot pin to CPUs \(cpus): \(String(cString: strerror(errno))); check devices[].cpus")
+        }
+        #else
+        throw MedleyError(.unsupported, "devices[].cpus: pinning is only supported on Linux")
+        #endif
+    }
+}
+
+#if os(Linux)
+/// glibc's `sched_setaffinity`, which Swift's Glibc module leaves out (it is a GNU extension).
+@_silgen_name("sched_setaffinity")
+private func linuxSetAffinity(_ pid: Int32, _ size: Int, _ mask: UnsafeRawPointer) -> Int32
+#endif

@@ -1,0 +1,204 @@
+import Foundation
+import MedleyAdapters
+import MedleyComm
+import MedleyCore
+
+/// What `medley train` does before and around `mpirun`.
+///
+/// Everything that can be known without starting ranks is checked first, so a bad job fails
+/// in a second with one line instead of after `mpirun` has started N processes: every
+/// adapter loads and opens its device with the job's options, every device holds at least one
+/// sequence, the devices together hold the global batch, pinned shares fit, the corpus exists
+/// and is long enough. Then the job runs as `mpirun … medley worker`, one rank per device, and
+/// rank 0's step lines are shown as they come (Open MPI's own banners are dropped unless
+/// `verbose`).
+public struct TrainLauncher {
+    /// One rank as the preflight saw it.
+    public struct RankPreview: Sendable, Equatable {
+        /// The rank.
+        public var rank: Int
+        /// "cpu cpu-openblas (AMD EPYC …)".
+        public var label: String
+        /// The most sequences its memory holds (at most the global batch).
+        public var capacity: Int
+    }
+
+    /// The job.
+    public var spec: JobSpec
+    /// Steps to run instead of `train.steps`.
+    public var steps: Int?
+    /// Where the step records go (JSON Lines).
+    public var logPath: String?
+    /// Where the final weights go.
+    public var weightsPath: String?
+    /// Pinned shares.
+    public var schedule: SharesSchedule
+    /// mpirun's `--timeout`, seconds.
+    public var timeoutSeconds: Int
+    /// Show Open MPI's own output too.
+    public var verbose: Bool
+    /// Extra environment for the ranks.
+    public var environment: [String: String]
+
+    /// A launcher; see the properties.
+    public init(spec: JobSpec, steps: Int? = nil, logPath: String? = nil, weightsPath: String? = nil,
+                schedule: SharesSchedule = SharesSchedule(),
+                timeoutSeconds: Int = 6 * 3600, verbose: Bool = false, environment: [String: String] = [:]) {
+        self.spec = spec
+        self.steps = steps
+        self.logPath = logPath
+        self.weightsPath = weightsPath
+        self.schedule = schedule
+        self.timeoutSeconds = timeoutSeconds
+        self.verbose = verbose
+        self.environment = environment
+    }
+
+    /// Checks the job without starting any rank; throws one line naming what is wrong and what to do.
+    @discardableResult
+    public func preflight() throws -> [RankPreview] {
+        try spec.validate()
+        if let steps, steps < 1 { throw MedleyError(.invalidArgument, "--steps must be at least 1, got \(steps)") }
+        guard timeoutSeconds > 0 else { throw MedleyError(.invalidArgument, "--timeout must be at least 1 second") }
+
+        var previews: [RankPreview] = []
+        var libraries: [String: AdapterLibrary] = [:]
+        for rank in spec.rankDevices {
+            let field = "devices[\(rank.entry)]"
+            let library: AdapterLibrary
+            if let loaded = libraries[rank.adapter] {
+                library = loaded
+            } else {
+                do {
+                    library = try AdapterLibrary.load(rank.adapter)
+                } catch let error as MedleyError {
+                    throw MedleyError(error.code, "\(field).adapter: \(error.message)")
+                }
+                libraries[rank.adapter] = library
+            }
+            let device: Device
+            do {
+                let count = try library.deviceCount()
+                guard count > 0 else {
+                    throw MedleyError(.notFound, "adapter \(library.info.name) reports no devices on this host")
+                }
+                device = try library.openDevice(
+                    rank.instance % count, options: rank.options.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+            } catch let error as MedleyError {
+                throw MedleyError(error.code, "\(field) (\(rank.adapter)): \(error.message)")
+            }
+            let label = "rank \(rank.rank) (\(library.info.name) \(device.description.name))"
+            let capacity = RankCapacity.sequences(memoryBytes: device.description.memoryBytes, model: spec.model)
+            try device.close()
+            if capacity < 1 {
+                throw MedleyError(
+                    .outOfMemory,
+                    "\(field): " + RankCapacity.tooSmall(label: label, memoryBytes: device.description.memoryBytes, model: spec.model))
+            }
+            previews.append(RankPreview(rank: rank.rank, label: label, capacity: capacity))
+        }
+        let total = previews.reduce(0) { $0 + $1.capacity }
+        if total < spec.model.batch {
+            let each = previews.map { "\($0.label): \($0.capacity)" }.joined(separator: ", ")
+            throw MedleyError(
+                .outOfMemory,
+                "model.batch: the devices hold \(total) sequences in all (\(each)) but the global batch is \(spec.model.batch); lower model.batch, shrink the model or give the devices more memory"
+            )
+        }
+        let caps = previews.map(\.capacity)
+        try schedule.validate(ranks: spec.rankCount, globalBatch: spec.model.batch, caps: caps)
+        if let fixed = spec.train.shares, let r = fixed.indices.first(where: { fixed[$0] > caps[$0] }) {
+            throw MedleyError(
+                .outOfMemory,
+                "train.shares: \(previews[r].label) is given \(fixed[r]) sequences but its memory holds at most \(caps[r]); lower its share")
+        }
+        let dataset = try ByteDataset(path: spec.data.path)
+        _ = try TrainValidationSplit(
+            dataset: dataset, sequenceLength: spec.model.seq, validationFraction: spec.data.validationFraction)
+        return previews
+    }
+
+    /// Runs the job under mpirun and returns its exit status (0 = trained every step).
+    ///
+    /// `program` is the `medley` executable the ranks run; `print` receives what the user sees.
+    public func run(program: String, print: @escaping (String, _ isError: Bool) -> Void) throws -> Int32 {
+        try preflight()
+        let directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("medley-train-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let jobFile = directory.appendingPathComponent("job.yaml").path
+        try spec.yamlString().write(toFile: jobFile, atomically: true, encoding: .utf8)
+
+        var arguments = ["worker", "--job", jobFile]
+        if let steps { arguments += ["--steps", String(steps)] }
+        if let logPath { arguments += ["--log", URL(fileURLWithPath: logPath).standardizedFileURL.path] }
+        if let weightsPath { arguments += ["--save-weights", URL(fileURLWithPath: weightsPath).standardizedFileURL.path] }
+        arguments += schedule.arguments
+        let filter = LauncherOutputFilter(verbose: verbose, print: print)
+        let outcome = try MPIRun(ranks: spec.rankCount, timeoutSeconds: timeoutSeconds, environment: environment)
+            .run(program: program, arguments: arguments, onOutput: { filter.feed($0) })
+        filter.finish()
+        if outcome.status != 0 && !filter.sawError {
+            if outcome.killedAtDeadline || outcome.output.contains("timeout") && outcome.output.contains("--timeout") {
+                print("Error: the job ran past --timeout \(timeoutSeconds) s and was stopped; raise --timeout for longer jobs", true)
+            } else {
+                print(
+                    "Error: the training job failed (mpirun exit status \(outcome.status)); rerun with --verbose to see Open MPI's output",
+                    true)
+            }
+        }
+        return outcome.status
+    }
+}
+
+/// Passes rank output through line by line, dropping Open MPI's banners (unless verbose) and
+/// repeated error lines (every rank may report the same collective failure).
+final class LauncherOutputFilter {
+    let verbose: Bool
+    let print: (String, Bool) -> Void
+    private var partial = ""
+    private var inBanner = false
+    private var errors = Set<String>()
+    private(set) var sawError = false
+
+    init(verbose: Bool, print: @escaping (String, Bool) -> Void) {
+        self.verbose = verbose
+        self.print = print
+    }
+
+    func feed(_ text: String) {
+        partial += text
+        while let newline = partial.firstIndex(of: "\n") {
+            let line = String(partial[..<newline])
+            partial = String(partial[partial.index(after: newline)...])
+            handle(line)
+        }
+    }
+
+    func finish() {
+        if !partial.isEmpty { handle(partial) }
+        partial = ""
+    }
+
+    private func handle(_ line: String) {
+        if line.hasPrefix("Error:") {
+            sawError = true
+            // The same failure reported by several ranks: show it once.
+            let key = line.replacingOccurrences(of: #"rank \d+ \([^)]*\): "#, with: "", options: .regularExpression)
+            if errors.insert(key).inserted { print(line, true) }
+            return
+        }
+        if verbose {
+            print(line, false)
+            return
+        }
+        if line.count >= 20 && line.allSatisfy({ $0 == "-" }) {
+            inBanner.toggle()
+            return
+        }
+        if inBanner { return }
+        // "[host:12345] …" lines are Open MPI's runtime talking.
+        if line.range(of: #"^\[[^\]]+:\d+\] "#, options: .regularExpression) != nil { return }
+        print(line, false)
+    }
+}
