@@ -173,6 +173,11 @@ let package = Package(
             path: "Tests/MedleyCLITests"
         ),
         .testTarget(
+            name: "MedleyTrainTests",
+            dependencies: ["MedleyTrain", "MedleyCore", "MedleyTestSupport"],
+            path: "Tests/MedleyTrainTests"
+        ),
+        .testTarget(
             name: "MedleyCoreTests",
             dependencies: ["MedleyCore"],
             path: "Tests/MedleyCoreTests"
