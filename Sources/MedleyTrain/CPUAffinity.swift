@@ -7,6 +7,18 @@ import Glibc
 
 /// Pins this process to host CPUs (a job spec's `devices[].cpus`).
 public enum CPUAffinity {
+    /// Host CPUs online.
+    public static var onlineCount: Int { max(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), 1) }
+
+    /// Checks that every CPU in `cpus` exists on this host; `field` names the spec entry.
+    public static func check(_ cpus: [Int], field: String) throws {
+        let online = onlineCount
+        if let cpu = cpus.first(where: { $0 < 0 || $0 >= online }) {
+            throw MedleyError(
+                .invalidArgument, "\(field): CPU \(cpu) does not exist on this host (CPUs 0 to \(online - 1)); pick from those")
+        }
+    }
+
     /// Restricts the calling process (and the threads it starts afterwards) to `cpus`.
     ///
     /// Throws `invalidArgument` naming the CPU when one is outside what `sched_setaffinity`

@@ -65,6 +65,7 @@ public struct TrainLauncher {
         var libraries: [String: AdapterLibrary] = [:]
         for rank in spec.rankDevices {
             let field = "devices[\(rank.entry)]"
+            try CPUAffinity.check(rank.cpus, field: field + ".cpus")
             let library: AdapterLibrary
             if let loaded = libraries[rank.adapter] {
                 library = loaded

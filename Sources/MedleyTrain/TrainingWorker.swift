@@ -219,6 +219,7 @@ public final class TrainingWorker {
                 }
                 rebalancer = r
             }
+            if step == 1 && record.throughputs == nil { record.throughputs = warmup }
             tokensPerSecond.append(record.tokensPerS)
             if rank == 0 { try emit(record) }
         }

@@ -1,0 +1,291 @@
+import Foundation
+import MedleyCore
+
+/// Benchmarks of whole training jobs: what mixing chips costs, and how fast a straggler is absorbed.
+///
+/// Both run real jobs through ``TrainLauncher`` (real mpirun, real adapters) and read the step
+/// records back; figures are medians over the steps after a warm-up, so one noisy step on a
+/// shared host does not move them.
+public enum TrainBenchmark {
+    /// Where and how the jobs run.
+    public struct Setup: Sendable {
+        /// The `medley` executable the ranks run.
+        public var program: String
+        /// Steps per timed run.
+        public var steps: Int
+        /// Leading steps left out of the medians (caches, first exchange negotiation).
+        public var skip: Int
+        /// mpirun `--timeout` per run.
+        public var timeoutSeconds: Int
+        /// Show the runs' step lines while they go.
+        public var verbose: Bool
+
+        /// A setup; see the properties.
+        public init(program: String, steps: Int = 30, skip: Int = 5, timeoutSeconds: Int = 900, verbose: Bool = false) {
+            self.program = program
+            self.steps = steps
+            self.skip = skip
+            self.timeoutSeconds = timeoutSeconds
+            self.verbose = verbose
+        }
+    }
+
+    /// One device entry training alone with the work it had in the mixed job.
+    public struct GroupResult: Codable, Sendable {
+        /// Index in the job's `devices`.
+        public var entry: Int
+        /// Adapter and options, for the reader.
+        public var device: String
+        /// Its ranks' shares in the mixed job (its whole batch when alone).
+        public var shares: [Int]
+        /// Median tokens/s alone.
+        public var tokensPerS: Double
+        /// Median step milliseconds alone.
+        public var stepMs: Double
+
+        enum CodingKeys: String, CodingKey {
+            case entry, device, shares
+            case tokensPerS = "tokens_per_s"
+            case stepMs = "step_ms"
+        }
+    }
+
+    /// Heterogeneous efficiency: E = tokens/s of the mixed job ÷ Σ tokens/s of each group alone.
+    public struct EfficiencyResult: Codable, Sendable {
+        /// The job's name.
+        public var job: String
+        /// Shares every run used (measured by a first, calibrating run of the mixed job).
+        public var shares: [Int]
+        /// Median tokens/s of the mixed job.
+        public var mixedTokensPerS: Double
+        /// Median step milliseconds of the mixed job.
+        public var mixedStepMs: Double
+        /// Every group alone.
+        public var groups: [GroupResult]
+        /// Σ of the groups' tokens/s.
+        public var aloneTokensPerSSum: Double
+        /// mixed ÷ Σ alone.
+        public var efficiency: Double
+        /// Per rank of the mixed job: median share of the step spent waiting for the others.
+        public var idleFraction: [Double]
+        /// Per rank: median share of the step spent in the gradient exchange.
+        public var exchangeFraction: [Double]
+        /// Per rank: median share of the step spent in the sharded update and parameter gather.
+        public var updateFraction: [Double]
+        /// Per rank: median compute milliseconds in the mixed job.
+        public var computeMs: [Double]
+        /// Steps timed per run, and leading steps left out.
+        public var steps: Int
+        public var skip: Int
+
+        enum CodingKeys: String, CodingKey {
+            case job, shares, groups, efficiency, steps, skip
+            case mixedTokensPerS = "mixed_tokens_per_s"
+            case mixedStepMs = "mixed_step_ms"
+            case aloneTokensPerSSum = "alone_tokens_per_s_sum"
+            case idleFraction = "idle_fraction"
+            case exchangeFraction = "exchange_fraction"
+            case updateFraction = "update_fraction"
+            case computeMs = "compute_ms"
+        }
+    }
+
+    /// Measures ``EfficiencyResult`` for `spec`. `progress` gets one line per phase.
+    public static func efficiency(spec: JobSpec, setup: Setup, progress: (String) -> Void) throws -> EfficiencyResult {
+        guard setup.steps > setup.skip + 2 else {
+            throw MedleyError(.invalidArgument, "--steps must exceed --skip by at least 3, got \(setup.steps) and \(setup.skip)")
+        }
+        // 1. Calibrate: let the job measure and rebalance itself, keep the shares it settles on.
+        progress("calibrating shares on the mixed job (\(spec.rankCount) ranks)")
+        var calibration = spec
+        calibration.train.evalEvery = 0
+        calibration.train.rebalanceEvery = max(calibration.train.rebalanceEvery, 5)
+        let calibrated = try run(calibration, steps: max(setup.steps / 2, 15), schedule: SharesSchedule(), setup: setup)
+        let shares = calibrated.last!.nextShares ?? calibrated.last!.shares
+        let pinned = try SharesSchedule(parsing: [shares.map(String.init).joined(separator: ",")])
+
+        // 2. The mixed job with those shares.
+        progress("mixed job, shares \(shares.map(String.init).joined(separator: "/"))")
+        var fixed = spec
+        fixed.train.evalEvery = 0
+        fixed.train.rebalanceEvery = 0
+        let mixed = Array(try run(fixed, steps: setup.steps, schedule: pinned, setup: setup).dropFirst(setup.skip))
+
+        // 3. Every device entry alone, with the same per-chip work.
+        var groups: [GroupResult] = []
+        let ranks = spec.rankDevices
+        for (entry, device) in spec.devices.enumerated() {
+            let groupShares = ranks.filter { $0.entry == entry }.map { shares[$0.rank] }
+            let batch = groupShares.reduce(0, +)
+            let description = ([device.adapter] + device.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
+                .joined(separator: " ")
+            guard batch >= device.count else {
+                progress("\(description): share \(batch) is below its \(device.count) rank(s); counted as 0 tokens/s alone")
+                groups.append(GroupResult(entry: entry, device: description, shares: groupShares, tokensPerS: 0, stepMs: 0))
+                continue
+            }
+            progress("alone: \(description), batch \(batch)")
+            var alone = fixed
+            alone.name = "\(spec.name)-alone-\(entry)"
+            alone.devices = [device]
+            alone.model.batch = batch
+            let schedule = try SharesSchedule(parsing: [groupShares.map(String.init).joined(separator: ",")])
+            let records = Array(try run(alone, steps: setup.steps, schedule: schedule, setup: setup).dropFirst(setup.skip))
+            groups.append(
+                GroupResult(
+                    entry: entry, device: description, shares: groupShares,
+                    tokensPerS: median(records.map(\.tokensPerS)), stepMs: median(records.map(\.stepMs))))
+        }
+        let sum = groups.reduce(0) { $0 + $1.tokensPerS }
+        let mixedRate = median(mixed.map(\.tokensPerS))
+        func fraction(_ values: KeyPath<StepRecord, [Double]>) -> [Double] {
+            (0..<spec.rankCount).map { r in median(mixed.map { $0[keyPath: values][r] / $0.stepMs }) }
+        }
+        return EfficiencyResult(
+            job: spec.name, shares: shares, mixedTokensPerS: mixedRate, mixedStepMs: median(mixed.map(\.stepMs)),
+            groups: groups, aloneTokensPerSSum: sum, efficiency: sum > 0 ? mixedRate / sum : 0,
+            idleFraction: fraction(\.idleMs), exchangeFraction: fraction(\.exchangeMs), updateFraction: fraction(\.updateMs),
+            computeMs: (0..<spec.rankCount).map { r in median(mixed.map { $0.computeMs[r] }) }, steps: setup.steps,
+            skip: setup.skip)
+    }
+
+    /// How far throughput recovers after one chip slows down mid-run.
+    public struct StragglerResult: Codable, Sendable {
+        /// The job's name.
+        public var job: String
+        /// The rank that was slowed, and by how much, from which step.
+        public var rank: Int
+        public var factor: Double
+        public var slowFromStep: Int
+        /// Re-measure window (`train.rebalance_every`).
+        public var rebalanceEvery: Int
+        /// Median tokens/s before the slow-down.
+        public var beforeTokensPerS: Double
+        /// Median tokens/s while slowed, before the batch was re-divided.
+        public var slowedTokensPerS: Double
+        /// Median tokens/s after the re-division.
+        public var afterTokensPerS: Double
+        /// The step whose end re-divided the batch (nil if it never did).
+        public var reshardStep: Int?
+        /// Shares before and after.
+        public var sharesBefore: [Int]
+        public var sharesAfter: [Int]
+        /// The job's capacity left: (Σ throughput − the slowed chip's lost part) ÷ Σ throughput.
+        public var capacityLeft: Double
+        /// before × capacityLeft: the best a perfect re-division could reach.
+        public var expectedTokensPerS: Double
+        /// after ÷ expected (target ≥ 0.90).
+        public var recovery: Double
+
+        enum CodingKeys: String, CodingKey {
+            case job, rank, factor, recovery
+            case slowFromStep = "slow_from_step"
+            case rebalanceEvery = "rebalance_every"
+            case beforeTokensPerS = "before_tokens_per_s"
+            case slowedTokensPerS = "slowed_tokens_per_s"
+            case afterTokensPerS = "after_tokens_per_s"
+            case reshardStep = "reshard_step"
+            case sharesBefore = "shares_before"
+            case sharesAfter = "shares_after"
+            case capacityLeft = "capacity_left"
+            case expectedTokensPerS = "expected_tokens_per_s"
+        }
+    }
+
+    /// Runs `spec` with rank `rank` (a `sim` chip) slowed `factor`× from step `at`, and measures the recovery.
+    public static func straggler(
+        spec: JobSpec, rank: Int, factor: Double, at step: Int, setup: Setup, progress: (String) -> Void
+    ) throws -> StragglerResult {
+        let ranks = spec.rankDevices
+        guard ranks.indices.contains(rank) else {
+            throw MedleyError(.invalidArgument, "--rank \(rank): the job has ranks 0 to \(ranks.count - 1)")
+        }
+        let entry = ranks[rank].entry
+        guard spec.devices[entry].count == 1, AdapterName.isSim(spec.devices[entry].adapter) else {
+            throw MedleyError(
+                .invalidArgument,
+                "--rank \(rank): the straggler must be a sim chip listed alone (count 1) so a slow fault can be injected; rank \(rank) is \(spec.devices[entry].adapter)")
+        }
+        guard factor > 1, factor.isFinite else { throw MedleyError(.invalidArgument, "--factor must be above 1, got \(factor)") }
+        let every = spec.train.rebalanceEvery
+        guard every > 0 else {
+            throw MedleyError(.invalidArgument, "train.rebalance_every is 0: the job never re-measures, so nothing can recover")
+        }
+        guard step > setup.skip + 2, setup.steps >= step + 3 * every else {
+            throw MedleyError(
+                .invalidArgument,
+                "--at \(step) must come after the --skip \(setup.skip) warm-up steps and at least 3 re-measure windows (\(3 * every) steps) before --steps \(setup.steps)")
+        }
+        var job = spec
+        job.train.evalEvery = 0
+        var options = job.devices[entry].options
+        let fault = "slow:\(factor)@step=\(step)"
+        options["fault"] = options["fault"].map { $0 + ";" + fault } ?? fault
+        job.devices[entry].options = options
+        progress("\(spec.name): rank \(rank) slowed \(factor)x from step \(step), re-measured every \(every) steps")
+        let records = try run(job, steps: setup.steps, schedule: SharesSchedule(), setup: setup)
+
+        // Throughput estimates in force just before the slow-down: the last re-division before it,
+        // or the warm-up's (step 1's record).
+        guard let estimate = records.last(where: { $0.step < step && $0.throughputs != nil })?.throughputs else {
+            throw MedleyError(.internalError, "no throughput estimates were logged before step \(step)")
+        }
+        let total = estimate.reduce(0, +)
+        let capacityLeft = (total - estimate[rank] * (1 - 1 / factor)) / total
+        let reshard = records.first { $0.step >= step && $0.nextShares != nil && $0.nextShares![rank] < $0.shares[rank] }
+        // Steady windows: after any early re-division settles, before the fault; after the reshard.
+        let lastChangeBefore = records.last { $0.step < step - 1 && $0.nextShares != nil }?.step ?? 0
+        let before = records.filter { $0.step > max(setup.skip, lastChangeBefore + 1) && $0.step < step }
+        let slowed = records.filter { $0.step >= step && $0.step <= (reshard?.step ?? Int.max) }
+        let after = reshard.map { r in records.filter { $0.step > r.step + 1 } } ?? []
+        let beforeRate = median(before.map(\.tokensPerS))
+        let afterRate = after.isEmpty ? 0 : median(after.map(\.tokensPerS))
+        return StragglerResult(
+            job: spec.name, rank: rank, factor: factor, slowFromStep: step, rebalanceEvery: every,
+            beforeTokensPerS: beforeRate, slowedTokensPerS: median(slowed.map(\.tokensPerS)), afterTokensPerS: afterRate,
+            reshardStep: reshard?.step, sharesBefore: before.last?.shares ?? [], sharesAfter: after.last?.shares ?? [],
+            capacityLeft: capacityLeft, expectedTokensPerS: beforeRate * capacityLeft,
+            recovery: afterRate / (beforeRate * capacityLeft))
+    }
+
+    // MARK: Helpers
+
+    /// Runs `spec` for `steps` steps quietly and returns its step records.
+    static func run(_ spec: JobSpec, steps: Int, schedule: SharesSchedule, setup: Setup) throws -> [StepRecord] {
+        let directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("medley-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let log = directory.appendingPathComponent("steps.jsonl").path
+        let launcher = TrainLauncher(
+            spec: spec, steps: steps, logPath: log, schedule: schedule, timeoutSeconds: setup.timeoutSeconds,
+            verbose: false)
+        var errors: [String] = []
+        let status = try launcher.run(program: setup.program) { line, isError in
+            if isError { errors.append(line) }
+            if setup.verbose || isError { FileHandle.standardError.write(Data(("  " + line + "\n").utf8)) }
+        }
+        guard status == 0 else {
+            throw MedleyError(.internalError, "the benchmark job \(spec.name) failed: \(errors.first ?? "exit status \(status)")")
+        }
+        let records = try StepRecord.read(jsonLines: String(contentsOfFile: log, encoding: .utf8))
+        guard records.count == steps else {
+            throw MedleyError(.internalError, "the benchmark job \(spec.name) logged \(records.count) of \(steps) steps")
+        }
+        return records
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        guard !values.isEmpty else { return 0 }
+        let sorted = values.sorted()
+        let mid = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+    }
+}
+
+/// Recognising adapters by the name a job gives them.
+enum AdapterName {
+    /// Whether `adapter` names the sim adapter (by name or by its library's file name).
+    static func isSim(_ adapter: String) -> Bool {
+        adapter == "sim" || URL(fileURLWithPath: adapter).lastPathComponent.hasPrefix("libmedley-adapter-sim")
+    }
+}

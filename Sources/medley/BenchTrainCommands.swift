@@ -1,0 +1,124 @@
+import ArgumentParser
+import Foundation
+import MedleyCore
+import MedleyTrain
+
+/// `medley bench mixed`: heterogeneous efficiency of a job.
+struct BenchMixed: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mixed",
+        abstract: "Heterogeneous efficiency: tokens/s of the mixed job / sum of each chip group training alone.",
+        discussion: """
+            Runs JOB (or the built-in job) once to let it settle its shares, then with those shares \
+            pinned, then each device entry alone with the same per-chip work (its shares as its \
+            whole batch). E = mixed tokens/s / sum of the groups' tokens/s, from medians over the \
+            steps after --skip. Also reports each rank's idle, exchange and update share of the step.
+            """)
+
+    @Argument(help: "A YAML job spec; leave out for the built-in mixed job.")
+    var job: String?
+
+    @Option(help: "Steps per timed run.")
+    var steps = 30
+
+    @Option(help: "Leading steps left out of the medians.")
+    var skip = 5
+
+    @Option(help: "Write the result as JSON to this file.")
+    var json: String?
+
+    @Option(help: "mpirun --timeout per run, seconds.")
+    var timeout = 900
+
+    @Flag(help: "Show the runs' output.")
+    var verbose = false
+
+    func run() throws {
+        let spec = try job.map { try JobSpec.load(path: $0) } ?? JobSpec.defaultJob
+        let setup = TrainBenchmark.Setup(
+            program: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path, steps: steps, skip: skip,
+            timeoutSeconds: timeout, verbose: verbose)
+        let result = try TrainBenchmark.efficiency(spec: spec, setup: setup) { print("… " + $0) }
+        print(String(format: "mixed: %.0f tokens/s (step %.1f ms), shares ", result.mixedTokensPerS, result.mixedStepMs)
+              + result.shares.map(String.init).joined(separator: "/"))
+        for group in result.groups {
+            print(String(format: "alone: %.0f tokens/s (step %.1f ms)  ", group.tokensPerS, group.stepMs) + group.device)
+        }
+        print(String(format: "E = %.4f (%.0f / %.0f tokens/s)", result.efficiency, result.mixedTokensPerS, result.aloneTokensPerSSum))
+        for r in result.shares.indices {
+            print(String(format: "rank %d: compute %.1f ms, idle %.1f %%, exchange %.1f %%, update %.1f %% of the step", r,
+                         result.computeMs[r], 100 * result.idleFraction[r], 100 * result.exchangeFraction[r],
+                         100 * result.updateFraction[r]))
+        }
+        if let json { try BenchOutput.write(result, to: json) }
+    }
+}
+
+/// `medley bench straggler`: recovery after one chip slows down.
+struct BenchStraggler: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "straggler",
+        abstract: "Slow one sim chip mid-run and measure how much throughput the re-division recovers.",
+        discussion: """
+            Injects `fault: slow:FACTOR@step=AT` into rank --rank (a sim chip) of JOB and trains \
+            --steps steps with the job's rebalance_every. Reports tokens/s before, while slowed and \
+            after the batch is re-divided, against the best a perfect re-division could reach: \
+            before x (1 - the chip's lost share of the job's throughput). Target: recovery >= 0.90.
+            """)
+
+    @Argument(help: "A YAML job spec; leave out for the built-in mixed job.")
+    var job: String?
+
+    @Option(help: "The rank to slow down (a sim chip).")
+    var rank = 1
+
+    @Option(help: "How many times slower it becomes.")
+    var factor = 4.0
+
+    @Option(help: "The step it slows down at.")
+    var at = 15
+
+    @Option(help: "Steps to run.")
+    var steps = 45
+
+    @Option(help: "Leading steps left out of the 'before' median.")
+    var skip = 5
+
+    @Option(help: "Write the result as JSON to this file.")
+    var json: String?
+
+    @Option(help: "mpirun --timeout, seconds.")
+    var timeout = 900
+
+    @Flag(help: "Show the run's output.")
+    var verbose = false
+
+    func run() throws {
+        let spec = try job.map { try JobSpec.load(path: $0) } ?? JobSpec.defaultJob
+        let setup = TrainBenchmark.Setup(
+            program: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path, steps: steps, skip: skip,
+            timeoutSeconds: timeout, verbose: verbose)
+        let r = try TrainBenchmark.straggler(spec: spec, rank: rank, factor: factor, at: at, setup: setup) { print("… " + $0) }
+        let shares = { (s: [Int]) in s.map(String.init).joined(separator: "/") }
+        print(String(format: "before: %.0f tokens/s (shares ", r.beforeTokensPerS) + shares(r.sharesBefore) + ")")
+        print(String(format: "slowed: %.0f tokens/s", r.slowedTokensPerS))
+        print(String(format: "after:  %.0f tokens/s (shares ", r.afterTokensPerS) + shares(r.sharesAfter)
+              + ", re-divided after step " + (r.reshardStep.map(String.init) ?? "never") + ")")
+        print(String(format: "capacity left %.3f -> expected %.0f tokens/s; recovery %.3f", r.capacityLeft,
+                     r.expectedTokensPerS, r.recovery))
+        if let json { try BenchOutput.write(r, to: json) }
+    }
+}
+
+enum BenchOutput {
+    /// Writes `value` as pretty JSON, atomically.
+    static func write<T: Encodable>(_ value: T, to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        do {
+            try (encoder.encode(value) + Data("\n".utf8)).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            throw MedleyError(.io, "cannot write \(path): \(error.localizedDescription)")
+        }
+    }
+}
