@@ -49,6 +49,16 @@ let package = Package(
             path: "adapters/reference",
             cSettings: adapterCSettings
         ),
+        /// The cpu kernels of opset v1: every matmul an OpenBLAS sgemm, vectorized loops for the rest.
+        /// Linked into the cpu adapter; every symbol is hidden.
+        /// cblas.h comes from Debian's libopenblas-dev (default include path, see scripts/setup.sh).
+        .target(
+            name: "MedleyCPUKernels",
+            dependencies: ["MedleyAdapterKit"],
+            path: "adapters/cpu-kernels",
+            cSettings: adapterCSettings + [.unsafeFlags(["-O3", "-fno-math-errno"])],
+            linkerSettings: [.linkedLibrary("openblas")]
+        ),
         /// The sim adapter: a simulated vendor chip (speed, memory, precision, faults) on the reference kernels.
         .target(
             name: "MedleyAdapterSim",
@@ -56,11 +66,10 @@ let package = Package(
             path: "adapters/sim",
             cSettings: adapterCSettings
         ),
-        /// The cpu adapter: opset v1 on the host CPU, every matmul an OpenBLAS sgemm.
-        /// cblas.h comes from Debian's libopenblas-dev (default include path, see scripts/setup.sh).
+        /// The cpu adapter: the cpu kernels behind the ABI (devices, options, OpenBLAS threads).
         .target(
             name: "MedleyAdapterCPU",
-            dependencies: ["MedleyAdapterKit"],
+            dependencies: ["MedleyAdapterKit", "MedleyCPUKernels"],
             path: "adapters/cpu",
             cSettings: adapterCSettings + [.unsafeFlags(["-O3", "-fno-math-errno"])],
             linkerSettings: [.linkedLibrary("openblas")]

@@ -1,5 +1,5 @@
 /*
- * cpu_kernels.h — the opset v1 kernels of the cpu adapter (fp32).
+ * cpu_kernels.h — the cpu kernels of opset v1 (fp32), behind the cpu adapter.
  *
  * Every matrix product (matmul forward and both backward products, the two
  * products of attention forward and the five of attention backward) is one
@@ -12,7 +12,9 @@
  * Kernels that need temporary memory (attention) take scratch floats from a
  * cpu_scratch, which the device owns and grows on demand, so no launch
  * allocates in steady state.
- * All of these are hidden inside the adapter's shared library.
+ * All of these are hidden: every adapter library that links this target
+ * (SwiftPM target MedleyCPUKernels, adapters/cpu-kernels) gets its own copy
+ * and exports none of it.
  */
 #ifndef MEDLEY_CPU_KERNELS_H
 #define MEDLEY_CPU_KERNELS_H
