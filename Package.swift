@@ -50,7 +50,7 @@ let package = Package(
             cSettings: adapterCSettings
         ),
         /// The cpu kernels of opset v1: every matmul an OpenBLAS sgemm, vectorized loops for the rest.
-        /// Linked into the cpu adapter; every symbol is hidden.
+        /// Linked into the cpu adapter and the sim adapter (its `kernels=cpu`); every symbol is hidden.
         /// cblas.h comes from Debian's libopenblas-dev (default include path, see scripts/setup.sh).
         .target(
             name: "MedleyCPUKernels",
@@ -59,10 +59,11 @@ let package = Package(
             cSettings: adapterCSettings + [.unsafeFlags(["-O3", "-fno-math-errno"])],
             linkerSettings: [.linkedLibrary("openblas")]
         ),
-        /// The sim adapter: a simulated vendor chip (speed, memory, precision, faults) on the reference kernels.
+        /// The sim adapter: a simulated vendor chip (speed, memory, precision, faults) on the reference
+        /// kernels, or on the cpu kernels with the option `kernels=cpu`.
         .target(
             name: "MedleyAdapterSim",
-            dependencies: ["MedleyAdapterKit", "MedleyReferenceKernels"],
+            dependencies: ["MedleyAdapterKit", "MedleyReferenceKernels", "MedleyCPUKernels"],
             path: "adapters/sim",
             cSettings: adapterCSettings
         ),

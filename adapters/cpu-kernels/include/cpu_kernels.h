@@ -36,6 +36,17 @@ typedef struct cpu_scratch {
 CPU_API float *cpu_scratch_reserve(cpu_scratch *scratch, size_t count);
 CPU_API void cpu_scratch_release(cpu_scratch *scratch);
 
+/* ---- OpenBLAS threads (cpu_matmul.c) ------------------------------------- */
+
+/**
+ * Makes OpenBLAS use `threads` threads for the products, calling
+ * openblas_set_num_threads only when its count differs. The count is
+ * PROCESS-WIDE: it applies to every device of every adapter in the process
+ * that links OpenBLAS. Returns the count OpenBLAS now uses (it caps the
+ * request at the maximum it was built for).
+ */
+CPU_API int cpu_blas_threads(int threads);
+
 /* ---- products (cpu_matmul.c, cpu_attention.c) ---------------------------- */
 
 /* bias may be NULL. */
