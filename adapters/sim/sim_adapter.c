@@ -13,12 +13,23 @@
  * device_open, which override keys set by the environment. device_count sees
  * only the environment (it takes no options).
  *
- *   speed=S        S in (0, 1], default 1. Each op_launch is stretched in wall
- *                  time: the op's own compute time t is measured and the call
- *                  then sleeps t*(1/S - 1) (sleeping, so a slow chip does not
- *                  burn a core). What a sleep overshoots is taken off the
- *                  next ones, so a run of ops takes 1/S as long overall.
- *                  Copies are not stretched.
+ *   speed=S        S in (0, 1], default 1. The chip runs at S times ONE
+ *                  UNCONTENDED HOST CORE running the chosen kernels: each
+ *                  op_launch measures the CPU time c its compute takes on the
+ *                  calling thread (CLOCK_THREAD_CPUTIME_ID: kernel, precision
+ *                  rounding and injected nan/corrupt) and lasts c/S of wall
+ *                  time in all. After computing it sleeps
+ *                    max(0, c/S - wall time the launch has taken so far
+ *                                - oversleep carried from earlier launches)
+ *                  (sleeping, so a slow chip does not burn a core). Time the
+ *                  sleep overshoots, or wall time the launch overran c/S by
+ *                  (the thread was preempted on a busy host), is carried and
+ *                  taken off later sleeps, at most SIM_MAX_OVERSLEEP (50 ms)
+ *                  of it, so a run of ops takes c/S overall. Uncontended,
+ *                  wall = c and this is the old rule, sleep c*(1/S - 1);
+ *                  contended, the sim does not slow down with the host as
+ *                  long as it gets a core for c/S of the time. Copies are not
+ *                  stretched.
  *   kernels=K      reference | cpu, default reference. reference: the
  *                  portable reference kernels (adapters/kernels, mrk_run).
  *                  cpu: the cpu adapter's kernels (adapters/cpu-kernels,
@@ -29,7 +40,8 @@
  *                  OpenBLAS to 1 thread (openblas_set_num_threads(1)) when it
  *                  is not: that count is PROCESS-WIDE, so it also applies to
  *                  any other OpenBLAS user in the process (a cpu adapter
- *                  device resets its own count at each of its launches).
+ *                  device resets its own count at each of its launches). One
+ *                  thread also keeps the CPU-time measure of speed exact.
  *   memory=SIZE    capacity (e.g. 512MiB); default: the machine's memory.
  *                  Allocations beyond it are MEDLEY_ERROR_OUT_OF_MEMORY.
  *   precision=P    fp32 | bf16 | fp16, default fp32. After every op, every
@@ -344,6 +356,13 @@ static double sim_now_seconds(void) {
   return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
 }
 
+/* CPU time the calling thread has used (user + system): what a core did for it. */
+static double sim_thread_cpu_seconds(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+}
+
 static void sim_sleep_seconds(double seconds) {
   if (!(seconds > 0)) return;
   struct timespec wait;
@@ -365,7 +384,7 @@ struct medley_device {
   sim_config config;
   int32_t index;
   double speed;           /* config.speed, divided by slow faults */
-  double oversleep;       /* seconds slept beyond what earlier ops owed, repaid by later ops */
+  double oversleep;       /* seconds earlier ops lasted beyond c/S, repaid by later ops */
   cpu_scratch scratch;    /* kernels=cpu: attention's temporary memory */
   int64_t op_count;       /* op_launch calls so far */
   int lost;               /* an error fault fired */
@@ -628,6 +647,7 @@ static medley_error *sim_op_launch(medley_device *device, medley_stream *stream,
 
   if (device->config.kernels == SIM_KERNELS_CPU) (void)cpu_blas_threads(1); /* another device may have changed it */
   double start = sim_now_seconds();
+  double cpu_start = sim_thread_cpu_seconds();
   if (device->config.kernels == SIM_KERNELS_CPU) {
     error = cpu_run(&device->scratch, &args);
     if (error != NULL) return error; /* a pending nan/corrupt waits for the next launch that runs */
@@ -635,19 +655,22 @@ static medley_error *sim_op_launch(medley_device *device, medley_stream *stream,
     mrk_run(&args);
   }
   sim_post_process(device, &args, outputs, num_outputs);
-  double elapsed = sim_now_seconds() - start;
-  /* A chip at speed S takes t/S: sleep the difference. A sleep always overshoots a
-     little (timer slack, waiting for a core); the excess is carried over and taken off
-     later sleeps, so a sequence of ops is stretched by 1/S overall, not more. */
-  double owed = elapsed * (1.0 / device->speed - 1.0) - device->oversleep;
+  double compute = sim_thread_cpu_seconds() - cpu_start;
+  /* A chip at speed S takes c/S, c being the CPU time of the compute: one uncontended host
+     core's time, whatever else the host runs. Sleep what is left of c/S after the wall time
+     already spent (equal to c when uncontended: the sleep is then c*(1/S - 1)). A sleep
+     always overshoots a little (timer slack, waiting for a core), and a preempted compute
+     can overrun c/S; the excess is carried over and taken off later sleeps (at most
+     SIM_MAX_OVERSLEEP of it), so a sequence of ops lasts c/S overall, not more. */
+  double owed = compute / device->speed - (sim_now_seconds() - start) - device->oversleep;
   if (owed > 0) {
     double asleep = sim_now_seconds();
     sim_sleep_seconds(owed);
     device->oversleep = sim_now_seconds() - asleep - owed;
-    if (device->oversleep > SIM_MAX_OVERSLEEP) device->oversleep = SIM_MAX_OVERSLEEP;
   } else {
     device->oversleep = -owed;
   }
+  if (device->oversleep > SIM_MAX_OVERSLEEP) device->oversleep = SIM_MAX_OVERSLEEP;
   return NULL;
 }
 
