@@ -50,18 +50,28 @@ let package = Package(
             path: "adapters/reference",
             cSettings: adapterCSettings
         ),
-        /// The sim adapter: a simulated vendor chip (speed, memory, precision, faults) on the reference kernels.
+        /// The cpu kernels of opset v1: every matmul an OpenBLAS sgemm, vectorized loops for the rest.
+        /// Linked into the cpu adapter and the sim adapter (its `kernels=cpu`); every symbol is hidden.
+        /// cblas.h comes from Debian's libopenblas-dev (default include path, see scripts/setup.sh).
+        .target(
+            name: "MedleyCPUKernels",
+            dependencies: ["MedleyAdapterKit"],
+            path: "adapters/cpu-kernels",
+            cSettings: adapterCSettings + [.unsafeFlags(["-O3", "-fno-math-errno"])],
+            linkerSettings: [.linkedLibrary("openblas")]
+        ),
+        /// The sim adapter: a simulated vendor chip (speed, memory, precision, faults) on the reference
+        /// kernels, or on the cpu kernels with the option `kernels=cpu`.
         .target(
             name: "MedleyAdapterSim",
-            dependencies: ["MedleyAdapterKit", "MedleyReferenceKernels"],
+            dependencies: ["MedleyAdapterKit", "MedleyReferenceKernels", "MedleyCPUKernels"],
             path: "adapters/sim",
             cSettings: adapterCSettings
         ),
-        /// The cpu adapter: opset v1 on the host CPU, every matmul an OpenBLAS sgemm.
-        /// cblas.h comes from Debian's libopenblas-dev (default include path, see scripts/setup.sh).
+        /// The cpu adapter: the cpu kernels behind the ABI (devices, options, OpenBLAS threads).
         .target(
             name: "MedleyAdapterCPU",
-            dependencies: ["MedleyAdapterKit"],
+            dependencies: ["MedleyAdapterKit", "MedleyCPUKernels"],
             path: "adapters/cpu",
             cSettings: adapterCSettings + [.unsafeFlags(["-O3", "-fno-math-errno"])],
             linkerSettings: [.linkedLibrary("openblas")]

@@ -36,6 +36,68 @@ struct SimAdapterTests {
         #expect(try gelu(try library.openDevice(0), sample) == reference(sample))
     }
 
+    /// Runs every op of opset v1 on the conformance kit's cases (both size families) on the sim
+    /// with `kernels=<kernels>` and on the adapter of the same name, and returns each op whose
+    /// outputs differ in any bit.
+    private func bitwiseDifferences(kernels: String) throws -> [String] {
+        func open(_ adapter: String) throws -> OpRunner {
+            OpRunner(device: try AdapterLibrary.load(adapter, searchPath: TestSupport.buildSearchPath).openDevice(0))
+        }
+        let sim = OpRunner(device: try library.openDevice(0, options: [("kernels", kernels)]))
+        let other = try open(kernels)
+        let reference = try open("reference")
+        var builder = OpCaseBuilder(rng: SeededGenerator(seed: 11)) { op, ins, outs, attrs in
+            var local = SeededGenerator(seed: 1)
+            return try reference.run(op, inputs: ins, outputs: outs, attributes: attrs, offsets: &local).outputs
+        }
+        var differing: [String] = []
+        for op in AdapterABI.opset {
+            for c in try builder.cases(for: op.name) {
+                // The same placements on both devices, so only the kernels can differ.
+                var simOffsets = SeededGenerator(seed: 5), otherOffsets = SeededGenerator(seed: 5)
+                let got = try sim.run(
+                    c.op, inputs: c.inputs, outputs: c.outputs, attributes: c.attributes, offsets: &simOffsets)
+                let want = try other.run(
+                    c.op, inputs: c.inputs, outputs: c.outputs, attributes: c.attributes, offsets: &otherOffsets)
+                #expect(got.violations.isEmpty, "\(c.op): \(got.violations)")
+                let same = zip(got.outputs, want.outputs).allSatisfy {
+                    $0.floats.map(\.bitPattern) == $1.floats.map(\.bitPattern)
+                }
+                if !same { differing.append("\(c.op) (\(c.label))") }
+            }
+        }
+        return differing
+    }
+
+    @Test("kernels=cpu equals the cpu adapter and kernels=reference the reference adapter, bitwise, on every op",
+          arguments: ["cpu", "reference"])
+    func kernelsBitIdentical(_ kernels: String) throws {
+        let differing = try bitwiseDifferences(kernels: kernels)
+        #expect(differing.isEmpty, "kernels=\(kernels) differs from the \(kernels) adapter on \(differing)")
+    }
+
+    @Test("the sim with kernels=cpu passes the conformance kit, also at a reduced speed", arguments: ["1", "0.5"])
+    func conformsWithCPUKernels(_ speed: String) {
+        let report = ConformanceCheck(
+            candidate: "sim", options: [("kernels", "cpu"), ("speed", speed)], searchPath: TestSupport.buildSearchPath
+        ).run()
+        #expect(report.passed, "\(report.table())")
+    }
+
+    @Test("kernels=bogus is refused with one line naming the option and the accepted values")
+    func badKernels() throws {
+        let error = #expect(throws: MedleyError.self) {
+            _ = try library.openDevice(0, options: [("kernels", "bogus")])
+        }
+        #expect(error?.code == .invalidArgument)
+        let message = error?.message ?? ""
+        #expect(message.hasSuffix("sim option kernels='bogus': expected reference or cpu"), "\(message)")
+        #expect(!message.contains("\n"))
+        let unknown = #expect(throws: MedleyError.self) { _ = try library.openDevice(0, options: [("kernel", "cpu")]) }
+        let keys = "accepted keys: speed, memory, precision, kernels, vendor, name, devices, fault"
+        #expect(unknown?.message.contains(keys) == true, "\(unknown?.message ?? "")")
+    }
+
     @Test("vendor and name options show in the device description")
     func vendorAndName() throws {
         let device = try library.openDevice(0, options: [("vendor", "Acme Accelerators"), ("name", "acme-x1")])
@@ -160,7 +222,7 @@ struct SimAdapterTests {
             ("speed", "-1", "speed"), ("speed", "0", "speed"), ("speed", "2", "speed"),
             ("memory", "lots", "memory"), ("precision", "fp8", "precision"), ("devices", "0", "devices"),
             ("fault", "explode@op=1", "fault"), ("fault", "crash@op=x", "fault"), ("fault", "slow:0.5@step=1", "fault"),
-            ("colour", "blue", "colour"),
+            ("kernels", "bogus", "kernels"), ("kernels", "", "kernels"), ("colour", "blue", "colour"),
         ]
         for (key, value, named) in cases {
             let error = #expect(throws: MedleyError.self, "\(key)=\(value)") {

@@ -18,7 +18,6 @@
  *
  * Only medley_adapter_get_api is exported; everything else is hidden.
  */
-#include <cblas.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,10 +26,6 @@
 #include "cpu_kernels.h"
 #include "medley_adapter.h"
 #include "medley_kit.h"
-
-/* Declared again so the build does not depend on which cblas.h is installed. */
-void openblas_set_num_threads(int num_threads);
-int openblas_get_num_threads(void);
 
 #define CPU_DEVICE_MAGIC 0x4d45444c43505544ull /* "MEDLCPUD" */
 #define CPU_MAX_THREADS 1024
@@ -150,9 +145,7 @@ static medley_error *parse_options(const medley_option *options, size_t num_opti
 }
 
 /* Makes OpenBLAS use this device's thread count (a process-wide setting). */
-static void use_threads(const medley_device *device) {
-  if (openblas_get_num_threads() != device->threads) openblas_set_num_threads(device->threads);
-}
+static void use_threads(const medley_device *device) { (void)cpu_blas_threads(device->threads); }
 
 static medley_error *cpu_device_open(int32_t index, const medley_option *options, size_t num_options,
                                      medley_device **out_device) {
@@ -172,9 +165,8 @@ static medley_error *cpu_device_open(int32_t index, const medley_option *options
   device->threads = threads;
   mk_memory_init(&device->memory, memory);
   describe_cpu(device);
-  use_threads(device);
   /* OpenBLAS caps the count at the maximum it was built for (64 on Debian). */
-  int effective = openblas_get_num_threads();
+  int effective = cpu_blas_threads(device->threads);
   if (effective >= 1 && effective < threads) device->threads = effective;
   *out_device = device;
   return NULL;

@@ -1,23 +1,47 @@
 /*
  * sim_adapter.c — a simulated vendor chip for testing Medley without hardware.
  *
- * The sim computes with the reference kernels on host memory, then makes the
- * "chip" behave the way real chips misbehave: slower (speed), smaller
- * (memory), less precise (precision) and faulty (fault). With the defaults
- * (precision fp32, no faults) its results are bit-identical to the
- * reference adapter's.
+ * The sim computes on host memory with the reference kernels (or, with
+ * kernels=cpu, the cpu adapter's kernels), then makes the "chip" behave the
+ * way real chips misbehave: slower (speed), smaller (memory), less precise
+ * (precision) and faulty (fault). With the defaults (kernels reference,
+ * precision fp32, no faults) its results are bit-identical to the reference
+ * adapter's; with kernels=cpu (and fp32, no faults) to the cpu adapter's.
  *
  * Options are merged in two layers: first the environment variable
  * MEDLEY_SIM_OPTIONS ("key=value,key=value"), then the options passed to
  * device_open, which override keys set by the environment. device_count sees
  * only the environment (it takes no options).
  *
- *   speed=S        S in (0, 1], default 1. Each op_launch is stretched in wall
- *                  time: the op's own compute time t is measured and the call
- *                  then sleeps t*(1/S - 1) (sleeping, so a slow chip does not
- *                  burn a core). What a sleep overshoots is taken off the
- *                  next ones, so a run of ops takes 1/S as long overall.
- *                  Copies are not stretched.
+ *   speed=S        S in (0, 1], default 1. The chip runs at S times ONE
+ *                  UNCONTENDED HOST CORE running the chosen kernels: each
+ *                  op_launch measures the CPU time c its compute takes on the
+ *                  calling thread (CLOCK_THREAD_CPUTIME_ID: kernel, precision
+ *                  rounding and injected nan/corrupt) and lasts c/S of wall
+ *                  time in all. After computing it sleeps
+ *                    max(0, c/S - wall time the launch has taken so far
+ *                                - oversleep carried from earlier launches)
+ *                  (sleeping, so a slow chip does not burn a core). Time the
+ *                  sleep overshoots, or wall time the launch overran c/S by
+ *                  (the thread was preempted on a busy host), is carried and
+ *                  taken off later sleeps, at most SIM_MAX_OVERSLEEP (50 ms)
+ *                  of it, so a run of ops takes c/S overall. Uncontended,
+ *                  wall = c and this is the old rule, sleep c*(1/S - 1);
+ *                  contended, the sim does not slow down with the host as
+ *                  long as it gets a core for c/S of the time. Copies are not
+ *                  stretched.
+ *   kernels=K      reference | cpu, default reference. reference: the
+ *                  portable reference kernels (adapters/kernels, mrk_run).
+ *                  cpu: the cpu adapter's kernels (adapters/cpu-kernels,
+ *                  cpu_run: OpenBLAS sgemm on ONE thread and vectorized
+ *                  loops), about 16x faster on a GPT step, for a sim that
+ *                  stands in for a chip about as fast as a host core. Opening
+ *                  a kernels=cpu device, and every launch on one, sets
+ *                  OpenBLAS to 1 thread (openblas_set_num_threads(1)) when it
+ *                  is not: that count is PROCESS-WIDE, so it also applies to
+ *                  any other OpenBLAS user in the process (a cpu adapter
+ *                  device resets its own count at each of its launches). One
+ *                  thread also keeps the CPU-time measure of speed exact.
  *   memory=SIZE    capacity (e.g. 512MiB); default: the machine's memory.
  *                  Allocations beyond it are MEDLEY_ERROR_OUT_OF_MEMORY.
  *   precision=P    fp32 | bf16 | fp16, default fp32. After every op, every
@@ -61,6 +85,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cpu_kernels.h"
 #include "medley_adapter.h"
 #include "medley_kit.h"
 #include "medley_ref_kernels.h"
@@ -79,6 +104,8 @@
 /* ========================================================================= */
 
 typedef enum sim_precision { SIM_FP32, SIM_BF16, SIM_FP16 } sim_precision;
+
+typedef enum sim_kernels { SIM_KERNELS_REFERENCE, SIM_KERNELS_CPU } sim_kernels;
 
 typedef enum sim_fault_kind {
   SIM_FAULT_CRASH,
@@ -102,6 +129,7 @@ typedef struct sim_config {
   double speed;
   uint64_t memory;
   sim_precision precision;
+  sim_kernels kernels;
   char vendor[SIM_MAX_TEXT];
   char name[SIM_MAX_TEXT];
   int64_t devices;
@@ -114,6 +142,7 @@ static void sim_config_defaults(sim_config *config) {
   config->speed = 1.0;
   config->memory = mk_system_memory_bytes(SIM_FALLBACK_MEMORY);
   config->precision = SIM_FP32;
+  config->kernels = SIM_KERNELS_REFERENCE;
   snprintf(config->vendor, sizeof config->vendor, "Medley Sim");
   snprintf(config->name, sizeof config->name, "sim-1");
   config->devices = 1;
@@ -210,6 +239,11 @@ static medley_error *sim_apply_option(sim_config *config, const char *key, const
     else if (strcmp(value, "fp16") == 0) config->precision = SIM_FP16;
     else bad = 1;
     expected = "expected fp32, bf16 or fp16";
+  } else if (strcmp(key, "kernels") == 0) {
+    if (strcmp(value, "reference") == 0) config->kernels = SIM_KERNELS_REFERENCE;
+    else if (strcmp(value, "cpu") == 0) config->kernels = SIM_KERNELS_CPU;
+    else bad = 1;
+    expected = "expected reference or cpu";
   } else if (strcmp(key, "vendor") == 0 || strcmp(key, "name") == 0) {
     bad = sim_copy_text(value, key[0] == 'v' ? config->vendor : config->name) != 0;
     expected = "expected a non-empty text of at most 127 characters";
@@ -221,8 +255,8 @@ static medley_error *sim_apply_option(sim_config *config, const char *key, const
     expected = sim_fault_help;
   } else {
     return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
-                    "sim option '%s' is unknown%s; accepted keys: speed, memory, precision, vendor, name, devices, "
-                    "fault",
+                    "sim option '%s' is unknown%s; accepted keys: speed, memory, precision, kernels, vendor, name, "
+                    "devices, fault",
                     key, origin);
   }
   if (bad) {
@@ -322,6 +356,13 @@ static double sim_now_seconds(void) {
   return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
 }
 
+/* CPU time the calling thread has used (user + system): what a core did for it. */
+static double sim_thread_cpu_seconds(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+}
+
 static void sim_sleep_seconds(double seconds) {
   if (!(seconds > 0)) return;
   struct timespec wait;
@@ -343,7 +384,8 @@ struct medley_device {
   sim_config config;
   int32_t index;
   double speed;           /* config.speed, divided by slow faults */
-  double oversleep;       /* seconds slept beyond what earlier ops owed, repaid by later ops */
+  double oversleep;       /* seconds earlier ops lasted beyond c/S, repaid by later ops */
+  cpu_scratch scratch;    /* kernels=cpu: attention's temporary memory */
   int64_t op_count;       /* op_launch calls so far */
   int lost;               /* an error fault fired */
   char lost_reason[64];
@@ -401,6 +443,7 @@ static medley_error *sim_device_open(int32_t index, const medley_option *options
   device->index = index;
   device->speed = device->config.speed;
   mk_memory_init(&device->memory, device->config.memory);
+  if (device->config.kernels == SIM_KERNELS_CPU) (void)cpu_blas_threads(1); /* process-wide */
   *out_device = device;
   return NULL;
 }
@@ -411,6 +454,7 @@ static medley_error *sim_device_close(medley_device *device) {
   if (error != NULL) return error;
   mk_memory_release_all(&device->memory);
   mk_stream_release_all(&device->streams);
+  cpu_scratch_release(&device->scratch);
   device->magic = 0;
   free(device);
   return NULL;
@@ -601,22 +645,32 @@ static medley_error *sim_op_launch(medley_device *device, medley_stream *stream,
                         MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), &args);
   if (error != NULL) return error;
 
+  if (device->config.kernels == SIM_KERNELS_CPU) (void)cpu_blas_threads(1); /* another device may have changed it */
   double start = sim_now_seconds();
-  mrk_run(&args);
+  double cpu_start = sim_thread_cpu_seconds();
+  if (device->config.kernels == SIM_KERNELS_CPU) {
+    error = cpu_run(&device->scratch, &args);
+    if (error != NULL) return error; /* a pending nan/corrupt waits for the next launch that runs */
+  } else {
+    mrk_run(&args);
+  }
   sim_post_process(device, &args, outputs, num_outputs);
-  double elapsed = sim_now_seconds() - start;
-  /* A chip at speed S takes t/S: sleep the difference. A sleep always overshoots a
-     little (timer slack, waiting for a core); the excess is carried over and taken off
-     later sleeps, so a sequence of ops is stretched by 1/S overall, not more. */
-  double owed = elapsed * (1.0 / device->speed - 1.0) - device->oversleep;
+  double compute = sim_thread_cpu_seconds() - cpu_start;
+  /* A chip at speed S takes c/S, c being the CPU time of the compute: one uncontended host
+     core's time, whatever else the host runs. Sleep what is left of c/S after the wall time
+     already spent (equal to c when uncontended: the sleep is then c*(1/S - 1)). A sleep
+     always overshoots a little (timer slack, waiting for a core), and a preempted compute
+     can overrun c/S; the excess is carried over and taken off later sleeps (at most
+     SIM_MAX_OVERSLEEP of it), so a sequence of ops lasts c/S overall, not more. */
+  double owed = compute / device->speed - (sim_now_seconds() - start) - device->oversleep;
   if (owed > 0) {
     double asleep = sim_now_seconds();
     sim_sleep_seconds(owed);
     device->oversleep = sim_now_seconds() - asleep - owed;
-    if (device->oversleep > SIM_MAX_OVERSLEEP) device->oversleep = SIM_MAX_OVERSLEEP;
   } else {
     device->oversleep = -owed;
   }
+  if (device->oversleep > SIM_MAX_OVERSLEEP) device->oversleep = SIM_MAX_OVERSLEEP;
   return NULL;
 }
 

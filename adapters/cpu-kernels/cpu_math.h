@@ -1,5 +1,6 @@
 /*
- * cpu_math.h — a vectorizable exp for the cpu adapter's element loops.
+ * cpu_math.h — a vectorizable exp for the cpu kernels' element loops
+ * (private to adapters/cpu-kernels).
  *
  * libm's expf/tanhf are calls the compiler cannot vectorize (without
  * -ffast-math, which we do not use), and GELU and the softmaxes spend most of

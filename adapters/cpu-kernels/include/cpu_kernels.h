@@ -1,5 +1,5 @@
 /*
- * cpu_kernels.h — the opset v1 kernels of the cpu adapter (fp32).
+ * cpu_kernels.h — the cpu kernels of opset v1 (fp32), behind the cpu adapter.
  *
  * Every matrix product (matmul forward and both backward products, the two
  * products of attention forward and the five of attention backward) is one
@@ -12,7 +12,9 @@
  * Kernels that need temporary memory (attention) take scratch floats from a
  * cpu_scratch, which the device owns and grows on demand, so no launch
  * allocates in steady state.
- * All of these are hidden inside the adapter's shared library.
+ * All of these are hidden: every adapter library that links this target
+ * (SwiftPM target MedleyCPUKernels, adapters/cpu-kernels) gets its own copy
+ * and exports none of it.
  */
 #ifndef MEDLEY_CPU_KERNELS_H
 #define MEDLEY_CPU_KERNELS_H
@@ -33,6 +35,17 @@ typedef struct cpu_scratch {
 /** Returns at least `count` floats of scratch, or NULL when out of memory. */
 CPU_API float *cpu_scratch_reserve(cpu_scratch *scratch, size_t count);
 CPU_API void cpu_scratch_release(cpu_scratch *scratch);
+
+/* ---- OpenBLAS threads (cpu_matmul.c) ------------------------------------- */
+
+/**
+ * Makes OpenBLAS use `threads` threads for the products, calling
+ * openblas_set_num_threads only when its count differs. The count is
+ * PROCESS-WIDE: it applies to every device of every adapter in the process
+ * that links OpenBLAS. Returns the count OpenBLAS now uses (it caps the
+ * request at the maximum it was built for).
+ */
+CPU_API int cpu_blas_threads(int threads);
 
 /* ---- products (cpu_matmul.c, cpu_attention.c) ---------------------------- */
 

@@ -15,6 +15,15 @@
 
 #include "cpu_kernels.h"
 
+/* Declared again so the build does not depend on which cblas.h is installed. */
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
+
+int cpu_blas_threads(int threads) {
+  if (openblas_get_num_threads() != threads) openblas_set_num_threads(threads);
+  return openblas_get_num_threads();
+}
+
 /* Largest row chunk handed to one sgemm (keeps every BLAS int in range). */
 #define CPU_MAX_ROWS ((int64_t)1 << 30)
 

@@ -2,7 +2,7 @@
  * cpu_dispatch.c — runs a checked launch (mk_op_args) on the cpu kernels.
  *
  * mk_op_prepare has already validated counts, shapes, dtypes, bounds and
- * attributes; what is left here is the one limit of this adapter: BLAS takes
+ * attributes; what is left here is the one limit of these kernels: BLAS takes
  * `int` dimensions, so a matmul's channel counts and attention's sequence
  * length and 3C row stride must fit in one (row counts are split as needed).
  */
@@ -11,7 +11,7 @@
 #include "cpu_kernels.h"
 
 static medley_error *too_large(const char *op, const char *what, long long value) {
-  return mk_error(MEDLEY_ERROR_UNSUPPORTED, "%s: %s %lld exceeds the BLAS index range of the cpu adapter", op,
+  return mk_error(MEDLEY_ERROR_UNSUPPORTED, "%s: %s %lld exceeds the BLAS index range of the cpu kernels", op,
                   what, value);
 }
 
@@ -93,5 +93,5 @@ medley_error *cpu_run(cpu_scratch *scratch, const mk_op_args *a) {
     case MK_OP_COUNT:
       break;
   }
-  return mk_error(MEDLEY_ERROR_INTERNAL, "op_launch: the cpu adapter has no kernel for op id %d", (int)a->op);
+  return mk_error(MEDLEY_ERROR_INTERNAL, "op_launch: the cpu kernels have no kernel for op id %d", (int)a->op);
 }
