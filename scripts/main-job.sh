@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds Medley, and runs its main job on the embedded default:
-# lists the adapters found and runs the conformance kit on the reference adapter.
+# Installs what is missing, builds Medley, lists the chip adapters found, and runs the main job:
+# the built-in mixed training job (one cpu chip and two simulated chips of other vendors)
+# under mpirun, with its step records in medley-run.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,4 +9,4 @@ bash scripts/setup.sh
 swift build
 medley=".build/debug/medley"
 "$medley" adapters
-"$medley" adapter check reference
+"$medley" train --log medley-run.jsonl "$@"

@@ -230,7 +230,7 @@ extension JobSpec {
           dim: 64
           heads: 4
           seq: 64
-          batch: 12
+          batch: 14
         data:
           path: /usr/share/games/fortunes
           validation_fraction: 0.1
@@ -252,11 +252,13 @@ extension JobSpec {
             options:
               vendor: Acme
               name: acme-x1
+              kernels: cpu
               speed: 0.5
           - adapter: sim
             options:
               vendor: Borealis
               name: borealis-b2
+              kernels: cpu
               speed: 0.25
 
         """

@@ -19,7 +19,7 @@ public enum CPUAffinity {
         }
     }
 
-    /// Restricts the calling process (and the threads it starts afterwards) to `cpus`.
+    /// Restricts this process (every thread it has, and the threads it starts afterwards) to `cpus`.
     ///
     /// Throws `invalidArgument` naming the CPU when one is outside what `sched_setaffinity`
     /// accepts on this host.
@@ -37,6 +37,12 @@ public enum CPUAffinity {
                     "devices[].cpus: CPU \(cpu) does not exist on this host (CPUs 0 to \(max(online - 1, 0))); pick from those")
             }
             set[cpu / UInt.bitWidth] |= 1 << UInt(cpu % UInt.bitWidth)
+        }
+        // sched_setaffinity acts on one thread: pin every thread the process already has
+        // (the MPI runtime's, OpenBLAS's pool) and the calling one, whose mask new threads inherit.
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        for task in tasks.compactMap({ Int32($0) }) {
+            _ = set.withUnsafeBytes { linuxSetAffinity(task, $0.count, $0.baseAddress!) }
         }
         let status = set.withUnsafeBytes { linuxSetAffinity(0, $0.count, $0.baseAddress!) }
         if status != 0 {

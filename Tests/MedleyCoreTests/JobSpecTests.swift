@@ -6,7 +6,7 @@ import Testing
     @Test func theDefaultJobIsThreeMixedChips() throws {
         let job = JobSpec.defaultJob
         #expect(job.name == "mixed-default")
-        #expect(job.model == JobSpec.Model(layers: 2, dim: 64, heads: 4, seq: 64, batch: 12, vocab: 256))
+        #expect(job.model == JobSpec.Model(layers: 2, dim: 64, heads: 4, seq: 64, batch: 14, vocab: 256))
         #expect(job.data == JobSpec.DataSource(path: "/usr/share/games/fortunes", validationFraction: 0.1, seed: 1))
         #expect(job.train.steps == 50)
         #expect(job.train.lrSchedule == .cosine)
@@ -16,7 +16,35 @@ import Testing
         #expect(ranks.map(\.rank) == [0, 1, 2])
         #expect(ranks[1].options["vendor"] == "Acme" && ranks[1].options["speed"] == "0.5")
         #expect(ranks[2].options["vendor"] == "Borealis" && ranks[2].options["speed"] == "0.25")
+        #expect(ranks[1].options["kernels"] == "cpu" && ranks[2].options["kernels"] == "cpu")
         #expect(ranks[0].options.isEmpty)
+    }
+
+    @Test func trainingExtrasAndPinnedCPUsAreRead() throws {
+        let job = try JobSpec.parse(yaml: """
+            model: {batch: 8}
+            train: {eval_batches: 2, step_timeout: 30.5, shares: [5, 0, 3]}
+            devices:
+              - {adapter: cpu, cpus: [0, 1]}
+              - {adapter: sim, cpus: 1, count: 2}
+            """)
+        #expect(job.train.evalBatches == 2 && job.train.stepTimeout == 30.5 && job.train.shares == [5, 0, 3])
+        #expect(job.rankDevices.map(\.cpus) == [[0, 1], [1], [1]])
+        #expect(try JobSpec.parse(yaml: try job.yamlString()) == job)
+        let plain = try JobSpec.parse(yaml: "devices: [cpu]")
+        #expect(plain.train.evalBatches == 4 && plain.train.stepTimeout == 600 && plain.train.shares == nil)
+        #expect(plain.devices[0].cpus.isEmpty)
+    }
+
+    @Test func pinnedSharesAndCPUsAreChecked() {
+        let three = "\ndevices: [cpu, cpu, cpu]"
+        expectRejected("model: {batch: 6}\ntrain: {shares: [3, 3]}" + three, "train.shares: 2 shares for 3 ranks")
+        expectRejected("model: {batch: 6}\ntrain: {shares: [3, 3, 1]}" + three, "train.shares: the shares sum to 7", "is 6")
+        expectRejected("model: {batch: 6}\ntrain: {shares: [7, -1, 0]}" + three, "train.shares: a share is -1")
+        expectRejected("train: {shares: [a]}" + three, "train.shares: expected a list of whole numbers")
+        expectRejected("train: {eval_batches: 0}", "train.eval_batches")
+        expectRejected("train: {step_timeout: 0}", "train.step_timeout: must be a number of seconds above 0")
+        expectRejected("devices:\n  - {adapter: cpu, cpus: [-1]}\n", "devices[0].cpus: CPU numbers start at 0")
     }
 
     @Test func everyFieldIsRead() throws {
