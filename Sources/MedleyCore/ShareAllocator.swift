@@ -2,9 +2,10 @@
 ///
 /// Shares are whole samples (sequences), at least 0 each, and sum exactly to the global
 /// batch. The ideal share of rank `i` is `B · t_i / Σt`; each rank gets the floor of its
-/// ideal, and the samples left over go one each to the ranks with the largest remainders
-/// (the largest-remainder method), ties going to the lower rank so every rank computes
-/// the same shares.
+/// ideal, and the samples left over go one at a time to the rank that would finish soonest
+/// with one more (`(n_i + 1) / t_i`), ties going to the lower rank so every rank computes the
+/// same shares. This minimises the predicted step time `max_i n_i / t_i` over all whole-sample
+/// divisions (largest-remainder rounding does not: it can leave a slow rank one sample too many).
 ///
 /// A rank may have a cap: the most samples it can hold in memory. A rank whose ideal share
 /// reaches its cap gets the cap, and the rest of the batch is divided again among the
@@ -82,38 +83,46 @@ public enum ShareAllocator {
         }
         if open.isEmpty { return shares }
 
-        // Largest remainder among the ranks with room.
+        // Each rank starts at the floor of its ideal share; the samples left over go one at a
+        // time to the rank that would finish its share soonest with one more, `(n + 1) / t`
+        // (ties to the lower rank). That gives every rank the same B smallest "finish times"
+        // j / t_r a sample-by-sample greedy would, so the predicted step time (the slowest
+        // rank's) is the least any whole-sample division can reach; rounding the ideal shares
+        // by largest remainder can leave a slow rank one sample too many.
         let members = open.sorted()
         let total = members.reduce(0.0) { $0 + throughputs[$1] }
-        var remainders: [(rank: Int, fraction: Double)] = []
         var given = 0
         for rank in members {
             let ideal = Double(remaining) * throughputs[rank] / total
-            let whole = Int(ideal.rounded(.down))
+            var whole = Int(ideal.rounded(.down))
+            if let cap = limits[rank] { whole = min(whole, cap) }
             shares[rank] = whole
             given += whole
-            remainders.append((rank, ideal - Double(whole)))
         }
-        remainders.sort { $0.fraction != $1.fraction ? $0.fraction > $1.fraction : $0.rank < $1.rank }
-        var left = remaining - given
-        var next = 0
-        // Floating-point sums can leave the floors one or two away from `remaining`; go round again if so.
-        while left > 0 {
-            let rank = remainders[next % remainders.count].rank
-            if limits[rank].map({ shares[rank] < $0 }) ?? true {
-                shares[rank] += 1
-                left -= 1
-            }
-            next += 1
+        // Floating-point sums can put the floors a sample over `remaining`; take back from the
+        // rank that finishes last.
+        while given > remaining {
+            let rank = members.filter { shares[$0] > 0 }.max {
+                Double(shares[$0]) / throughputs[$0] < Double(shares[$1]) / throughputs[$1]
+            }!
+            shares[rank] -= 1
+            given -= 1
         }
-        next = remainders.count - 1
-        while left < 0 {  // the floors overshot: take back from the smallest remainders
-            let rank = remainders[(next % remainders.count + remainders.count) % remainders.count].rank
-            if shares[rank] > 0 {
-                shares[rank] -= 1
-                left += 1
+        while given < remaining {
+            var best: Int?
+            var bestTime = Double.infinity
+            for rank in members where limits[rank].map({ shares[rank] < $0 }) ?? true {
+                let time = Double(shares[rank] + 1) / throughputs[rank]
+                if time < bestTime {
+                    best = rank
+                    bestTime = time
+                }
             }
-            next -= 1
+            guard let best else {
+                throw MedleyError(.internalError, "share allocation left \(remaining - given) samples with every rank full")
+            }
+            shares[best] += 1
+            given += 1
         }
         return shares
     }

@@ -50,12 +50,8 @@ public enum TrainBenchmark {
         }
     }
 
-    /// Heterogeneous efficiency: E = tokens/s of the mixed job ÷ Σ tokens/s of each group alone.
-    public struct EfficiencyResult: Codable, Sendable {
-        /// The job's name.
-        public var job: String
-        /// Shares every run used (measured by a first, calibrating run of the mixed job).
-        public var shares: [Int]
+    /// One round of the efficiency benchmark: the mixed job, then every group alone.
+    public struct EfficiencyRound: Codable, Sendable {
         /// Median tokens/s of the mixed job.
         public var mixedTokensPerS: Double
         /// Median step milliseconds of the mixed job.
@@ -74,12 +70,11 @@ public enum TrainBenchmark {
         public var updateFraction: [Double]
         /// Per rank: median compute milliseconds in the mixed job.
         public var computeMs: [Double]
-        /// Steps timed per run, and leading steps left out.
-        public var steps: Int
-        public var skip: Int
+        /// Per rank: median compute milliseconds of the same work when its group ran alone.
+        public var aloneComputeMs: [Double]
 
         enum CodingKeys: String, CodingKey {
-            case job, shares, groups, efficiency, steps, skip
+            case groups, efficiency
             case mixedTokensPerS = "mixed_tokens_per_s"
             case mixedStepMs = "mixed_step_ms"
             case aloneTokensPerSSum = "alone_tokens_per_s_sum"
@@ -87,15 +82,44 @@ public enum TrainBenchmark {
             case exchangeFraction = "exchange_fraction"
             case updateFraction = "update_fraction"
             case computeMs = "compute_ms"
+            case aloneComputeMs = "alone_compute_ms"
         }
     }
 
-    /// Measures ``EfficiencyResult`` for `spec`. `progress` gets one line per phase.
-    public static func efficiency(spec: JobSpec, setup: Setup, progress: (String) -> Void) throws -> EfficiencyResult {
+    /// Heterogeneous efficiency: E = tokens/s of the mixed job ÷ Σ tokens/s of each group alone.
+    public struct EfficiencyResult: Codable, Sendable {
+        /// The job's name.
+        public var job: String
+        /// Shares every run used (measured by a first, calibrating run of the mixed job).
+        public var shares: [Int]
+        /// Median E over the rounds.
+        public var efficiency: Double
+        /// Lowest and highest E of a round.
+        public var efficiencyMin: Double
+        public var efficiencyMax: Double
+        /// Every round.
+        public var rounds: [EfficiencyRound]
+        /// Steps timed per run, and leading steps left out.
+        public var steps: Int
+        public var skip: Int
+
+        enum CodingKeys: String, CodingKey {
+            case job, shares, efficiency, rounds, steps, skip
+            case efficiencyMin = "efficiency_min"
+            case efficiencyMax = "efficiency_max"
+        }
+    }
+
+    /// Measures ``EfficiencyResult`` for `spec` over `rounds` rounds (runs alternate, so a change in
+    /// the host's load hits the mixed and the alone runs alike). `progress` gets one line per run.
+    public static func efficiency(
+        spec: JobSpec, setup: Setup, rounds: Int = 3, progress: (String) -> Void
+    ) throws -> EfficiencyResult {
         guard setup.steps > setup.skip + 2 else {
             throw MedleyError(.invalidArgument, "--steps must exceed --skip by at least 3, got \(setup.steps) and \(setup.skip)")
         }
-        // 1. Calibrate: let the job measure and rebalance itself, keep the shares it settles on.
+        guard rounds >= 1 else { throw MedleyError(.invalidArgument, "--rounds must be at least 1, got \(rounds)") }
+        // Calibrate: let the job measure and rebalance itself, keep the shares it settles on.
         progress("calibrating shares on the mixed job (\(spec.rankCount) ranks)")
         var calibration = spec
         calibration.train.evalEvery = 0
@@ -103,50 +127,58 @@ public enum TrainBenchmark {
         let calibrated = try run(calibration, steps: max(setup.steps / 2, 15), schedule: SharesSchedule(), setup: setup)
         let shares = calibrated.last!.nextShares ?? calibrated.last!.shares
         let pinned = try SharesSchedule(parsing: [shares.map(String.init).joined(separator: ",")])
-
-        // 2. The mixed job with those shares.
-        progress("mixed job, shares \(shares.map(String.init).joined(separator: "/"))")
         var fixed = spec
         fixed.train.evalEvery = 0
         fixed.train.rebalanceEvery = 0
-        let mixed = Array(try run(fixed, steps: setup.steps, schedule: pinned, setup: setup).dropFirst(setup.skip))
-
-        // 3. Every device entry alone, with the same per-chip work.
-        var groups: [GroupResult] = []
         let ranks = spec.rankDevices
-        for (entry, device) in spec.devices.enumerated() {
-            let groupShares = ranks.filter { $0.entry == entry }.map { shares[$0.rank] }
-            let batch = groupShares.reduce(0, +)
-            let description = ([device.adapter] + device.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
-                .joined(separator: " ")
-            guard batch >= device.count else {
-                progress("\(description): share \(batch) is below its \(device.count) rank(s); counted as 0 tokens/s alone")
-                groups.append(GroupResult(entry: entry, device: description, shares: groupShares, tokensPerS: 0, stepMs: 0))
-                continue
+
+        var results: [EfficiencyRound] = []
+        for round in 1...rounds {
+            progress("round \(round): mixed job, shares \(shares.map(String.init).joined(separator: "/"))")
+            let mixed = Array(try run(fixed, steps: setup.steps, schedule: pinned, setup: setup).dropFirst(setup.skip))
+            var groups: [GroupResult] = []
+            var aloneCompute = [Double](repeating: 0, count: spec.rankCount)
+            for (entry, device) in spec.devices.enumerated() {
+                let members = ranks.filter { $0.entry == entry }.map(\.rank)
+                let groupShares = members.map { shares[$0] }
+                let batch = groupShares.reduce(0, +)
+                let description = ([device.adapter] + device.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
+                    .joined(separator: " ")
+                guard batch >= device.count else {
+                    progress("\(description): share \(batch) is below its \(device.count) rank(s); counted as 0 tokens/s alone")
+                    groups.append(GroupResult(entry: entry, device: description, shares: groupShares, tokensPerS: 0, stepMs: 0))
+                    continue
+                }
+                progress("round \(round): alone: \(description), batch \(batch)")
+                var alone = fixed
+                alone.name = "\(spec.name)-alone-\(entry)"
+                alone.devices = [device]
+                alone.model.batch = batch
+                let schedule = try SharesSchedule(parsing: [groupShares.map(String.init).joined(separator: ",")])
+                let records = Array(try run(alone, steps: setup.steps, schedule: schedule, setup: setup).dropFirst(setup.skip))
+                for (i, rank) in members.enumerated() { aloneCompute[rank] = median(records.map { $0.computeMs[i] }) }
+                groups.append(
+                    GroupResult(
+                        entry: entry, device: description, shares: groupShares,
+                        tokensPerS: median(records.map(\.tokensPerS)), stepMs: median(records.map(\.stepMs))))
             }
-            progress("alone: \(description), batch \(batch)")
-            var alone = fixed
-            alone.name = "\(spec.name)-alone-\(entry)"
-            alone.devices = [device]
-            alone.model.batch = batch
-            let schedule = try SharesSchedule(parsing: [groupShares.map(String.init).joined(separator: ",")])
-            let records = Array(try run(alone, steps: setup.steps, schedule: schedule, setup: setup).dropFirst(setup.skip))
-            groups.append(
-                GroupResult(
-                    entry: entry, device: description, shares: groupShares,
-                    tokensPerS: median(records.map(\.tokensPerS)), stepMs: median(records.map(\.stepMs))))
+            let sum = groups.reduce(0) { $0 + $1.tokensPerS }
+            let mixedRate = median(mixed.map(\.tokensPerS))
+            func fraction(_ values: KeyPath<StepRecord, [Double]>) -> [Double] {
+                (0..<spec.rankCount).map { r in median(mixed.map { $0[keyPath: values][r] / $0.stepMs }) }
+            }
+            let result = EfficiencyRound(
+                mixedTokensPerS: mixedRate, mixedStepMs: median(mixed.map(\.stepMs)), groups: groups,
+                aloneTokensPerSSum: sum, efficiency: sum > 0 ? mixedRate / sum : 0, idleFraction: fraction(\.idleMs),
+                exchangeFraction: fraction(\.exchangeMs), updateFraction: fraction(\.updateMs),
+                computeMs: (0..<spec.rankCount).map { r in median(mixed.map { $0.computeMs[r] }) }, aloneComputeMs: aloneCompute)
+            progress(String(format: "round %d: E = %.4f", round, result.efficiency))
+            results.append(result)
         }
-        let sum = groups.reduce(0) { $0 + $1.tokensPerS }
-        let mixedRate = median(mixed.map(\.tokensPerS))
-        func fraction(_ values: KeyPath<StepRecord, [Double]>) -> [Double] {
-            (0..<spec.rankCount).map { r in median(mixed.map { $0[keyPath: values][r] / $0.stepMs }) }
-        }
+        let values = results.map(\.efficiency)
         return EfficiencyResult(
-            job: spec.name, shares: shares, mixedTokensPerS: mixedRate, mixedStepMs: median(mixed.map(\.stepMs)),
-            groups: groups, aloneTokensPerSSum: sum, efficiency: sum > 0 ? mixedRate / sum : 0,
-            idleFraction: fraction(\.idleMs), exchangeFraction: fraction(\.exchangeMs), updateFraction: fraction(\.updateMs),
-            computeMs: (0..<spec.rankCount).map { r in median(mixed.map { $0.computeMs[r] }) }, steps: setup.steps,
-            skip: setup.skip)
+            job: spec.name, shares: shares, efficiency: median(values), efficiencyMin: values.min()!,
+            efficiencyMax: values.max()!, rounds: results, steps: setup.steps, skip: setup.skip)
     }
 
     /// How far throughput recovers after one chip slows down mid-run.

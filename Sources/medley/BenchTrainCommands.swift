@@ -24,6 +24,9 @@ struct BenchMixed: ParsableCommand {
     @Option(help: "Leading steps left out of the medians.")
     var skip = 5
 
+    @Option(help: "Rounds of (mixed, each group alone); E is their median.")
+    var rounds = 3
+
     @Option(help: "Write the result as JSON to this file.")
     var json: String?
 
@@ -38,18 +41,23 @@ struct BenchMixed: ParsableCommand {
         let setup = TrainBenchmark.Setup(
             program: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path, steps: steps, skip: skip,
             timeoutSeconds: timeout, verbose: verbose)
-        let result = try TrainBenchmark.efficiency(spec: spec, setup: setup) { print("… " + $0) }
-        print(String(format: "mixed: %.0f tokens/s (step %.1f ms), shares ", result.mixedTokensPerS, result.mixedStepMs)
-              + result.shares.map(String.init).joined(separator: "/"))
-        for group in result.groups {
-            print(String(format: "alone: %.0f tokens/s (step %.1f ms)  ", group.tokensPerS, group.stepMs) + group.device)
+        let result = try TrainBenchmark.efficiency(spec: spec, setup: setup, rounds: rounds) { print("… " + $0) }
+        for (index, round) in result.rounds.enumerated() {
+            print("round \(index + 1):")
+            print(String(format: "  mixed: %.0f tokens/s (step %.1f ms), shares ", round.mixedTokensPerS, round.mixedStepMs)
+                  + result.shares.map(String.init).joined(separator: "/"))
+            for group in round.groups {
+                print(String(format: "  alone: %.0f tokens/s (step %.1f ms)  ", group.tokensPerS, group.stepMs) + group.device)
+            }
+            print(String(format: "  E = %.4f (%.0f / %.0f tokens/s)", round.efficiency, round.mixedTokensPerS, round.aloneTokensPerSSum))
+            for r in result.shares.indices {
+                print(String(format: "  rank %d: compute %.1f ms (alone %.1f ms), idle %.1f %%, exchange %.1f %%, update %.1f %% of the step",
+                             r, round.computeMs[r], round.aloneComputeMs[r], 100 * round.idleFraction[r],
+                             100 * round.exchangeFraction[r], 100 * round.updateFraction[r]))
+            }
         }
-        print(String(format: "E = %.4f (%.0f / %.0f tokens/s)", result.efficiency, result.mixedTokensPerS, result.aloneTokensPerSSum))
-        for r in result.shares.indices {
-            print(String(format: "rank %d: compute %.1f ms, idle %.1f %%, exchange %.1f %%, update %.1f %% of the step", r,
-                         result.computeMs[r], 100 * result.idleFraction[r], 100 * result.exchangeFraction[r],
-                         100 * result.updateFraction[r]))
-        }
+        print(String(format: "E = %.4f (median of %d rounds; %.4f to %.4f)", result.efficiency, result.rounds.count,
+                     result.efficiencyMin, result.efficiencyMax))
         if let json { try BenchOutput.write(result, to: json) }
     }
 }
