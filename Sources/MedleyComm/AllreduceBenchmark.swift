@@ -256,20 +256,6 @@ public enum AllreduceBenchmark {
     private static func f(_ v: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", v) }
 }
 
-/// Sizes written like `64KiB`, `256MiB`, `1GiB`, `4096`.
-public enum ByteCount {
-    /// Parses a size; throws `invalidArgument` on anything else.
-    public static func parse(_ text: String) throws -> Int {
-        let units: [(String, Int)] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10), ("B", 1)]
-        let t = text.trimmingCharacters(in: .whitespaces)
-        for (suffix, factor) in units where t.hasSuffix(suffix) {
-            if let n = Int(t.dropLast(suffix.count)), n >= 0 { return n * factor }
-        }
-        if let n = Int(t), n >= 0 { return n }
-        throw MedleyError(.invalidArgument, "'\(text)' is not a size (examples: 4096, 64KiB, 256MiB)")
-    }
-}
-
 /// Writes a byte count the short way: 4KiB, 1MiB, 256MiB.
 func formatBytes(_ n: Int) -> String {
     if n >= 1 << 30, n % (1 << 30) == 0 { return "\(n >> 30)GiB" }

@@ -29,20 +29,6 @@ public enum RankCapacity {
     public static func tooSmall(label: String, memoryBytes: UInt64, model: JobSpec.Model) -> String {
         let (fixed, perSequence) = GPT.memoryModel(config: modelConfig(model, batch: 1))
         let need = fixed + perSequence + headroomBytes
-        return "\(label) has \(Bytes.format(memoryBytes)) of memory but the model needs \(Bytes.format(UInt64(need))) for one sequence (\(Bytes.format(UInt64(fixed))) fixed + \(Bytes.format(UInt64(perSequence))) per sequence); give it more memory or shrink the model"
-    }
-}
-
-/// Byte counts for people.
-enum Bytes {
-    static func format(_ bytes: UInt64) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-        var value = Double(bytes)
-        var unit = 0
-        while value >= 1024 && unit < units.count - 1 {
-            value /= 1024
-            unit += 1
-        }
-        return unit == 0 ? "\(bytes) B" : String(format: value < 10 ? "%.2f" : "%.1f", value) + " " + units[unit]
+        return "\(label) has \(ByteCount.describe(memoryBytes)) of memory but the model needs \(ByteCount.describe(UInt64(need))) for one sequence (\(ByteCount.describe(UInt64(fixed))) fixed + \(ByteCount.describe(UInt64(perSequence))) per sequence); give it more memory or shrink the model"
     }
 }

@@ -28,7 +28,7 @@ struct Adapters: ParsableCommand {
                 for index in 0..<count {
                     let device = try library.openDevice(index)
                     let d = device.description
-                    devices.append("\(index): \(d.name) (\(d.vendor), \(formatBytes(d.memoryBytes)))")
+                    devices.append("\(index): \(d.name) (\(d.vendor), \(ByteCount.describe(d.memoryBytes)))")
                     try device.close()
                 }
                 rows.append([
@@ -57,18 +57,6 @@ func formatTable(_ rows: [[String]]) -> String {
             c == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[c] - cell.count)
         }.joined(separator: "  ")
     }.joined(separator: "\n")
-}
-
-/// Formats a byte count with a binary unit.
-func formatBytes(_ bytes: UInt64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var value = Double(bytes)
-    var unit = 0
-    while value >= 1024 && unit < units.count - 1 {
-        value /= 1024
-        unit += 1
-    }
-    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
 }
 
 import Foundation
