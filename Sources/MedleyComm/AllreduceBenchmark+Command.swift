@@ -14,8 +14,7 @@ extension AllreduceBenchmark {
     ) throws -> Int32 {
         if !MPIRuntime.isUnderLauncher, let ranks {
             guard ranks >= 1 else { throw MedleyError(.invalidArgument, "--ranks must be at least 1, got \(ranks)") }
-            let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-            let outcome = try MPIRun(ranks: ranks, timeoutSeconds: timeoutSeconds).run(program: me, arguments: childArguments)
+            let outcome = try MPIRun(ranks: ranks, timeoutSeconds: timeoutSeconds).run(program: ChildProcess.currentExecutable, arguments: childArguments)
             FileHandle.standardOutput.write(Data(outcome.output.utf8))
             return outcome.status
         }

@@ -12,6 +12,12 @@ import Darwin
 /// block on a full pipe while the parent waits. At the deadline the child gets
 /// SIGTERM, then SIGKILL after `killGraceSeconds`.
 public enum ChildProcess {
+    /// The running executable's path (links resolved): what a command passes to `mpirun`
+    /// to start more copies of itself.
+    public static var currentExecutable: String {
+        URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+    }
+
     /// How a child ended.
     public struct Outcome: Sendable {
         /// Exit status (or the terminating signal's number, as Foundation reports it).

@@ -327,6 +327,11 @@ extension JobSpec {
         return try parse(yaml: text, source: path)
     }
 
+    /// The job spec at `path`, or ``defaultJob`` when there is none (`medley train` with no JOB).
+    public static func load(path: String?) throws -> JobSpec {
+        try path.map { try load(path: $0) } ?? defaultJob
+    }
+
     /// The spec as YAML (keys sorted), which ``parse(yaml:source:)`` reads back to an equal spec.
     public func yamlString() throws -> String {
         let encoder = YAMLEncoder()

@@ -15,33 +15,18 @@ struct BenchMixed: ParsableCommand {
             steps after --skip. Also reports each rank's idle, exchange and update share of the step.
             """)
 
-    @Argument(help: "A YAML job spec; leave out for the built-in mixed job.")
-    var job: String?
+    @OptionGroup var common: TrainBenchOptions
 
     @Option(help: "Steps per timed run.")
     var steps = 30
 
-    @Option(help: "Leading steps left out of the medians.")
-    var skip = 5
-
     @Option(help: "Rounds of (mixed, each group alone); E is their median.")
     var rounds = 3
 
-    @Option(help: "Write the result as JSON to this file.")
-    var json: String?
-
-    @Option(help: "mpirun --timeout per run, seconds.")
-    var timeout = 900
-
-    @Flag(help: "Show the runs' output.")
-    var verbose = false
-
     func run() throws {
-        let spec = try job.map { try JobSpec.load(path: $0) } ?? JobSpec.defaultJob
-        let setup = TrainBenchmark.Setup(
-            program: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path, steps: steps, skip: skip,
-            timeoutSeconds: timeout, verbose: verbose)
-        let result = try TrainBenchmark.efficiency(spec: spec, setup: setup, rounds: rounds) { print("… " + $0) }
+        let result = try TrainBenchmark.efficiency(spec: try common.spec(), setup: common.setup(steps: steps), rounds: rounds) {
+            print("… " + $0)
+        }
         for (index, round) in result.rounds.enumerated() {
             print("round \(index + 1):")
             print(String(format: "  mixed: %.0f tokens/s (step %.1f ms), shares ", round.mixedTokensPerS, round.mixedStepMs)
@@ -58,7 +43,7 @@ struct BenchMixed: ParsableCommand {
         }
         print(String(format: "E = %.4f (median of %d rounds; %.4f to %.4f)", result.efficiency, result.rounds.count,
                      result.efficiencyMin, result.efficiencyMax))
-        if let json { try BenchOutput.write(result, to: json) }
+        try common.write(result)
     }
 }
 
@@ -74,8 +59,7 @@ struct BenchStraggler: ParsableCommand {
             before x (1 - the chip's lost share of the job's throughput). Target: recovery >= 0.90.
             """)
 
-    @Argument(help: "A YAML job spec; leave out for the built-in mixed job.")
-    var job: String?
+    @OptionGroup var common: TrainBenchOptions
 
     @Option(help: "The rank to slow down (a sim chip).")
     var rank = 1
@@ -89,24 +73,10 @@ struct BenchStraggler: ParsableCommand {
     @Option(help: "Steps to run.")
     var steps = 45
 
-    @Option(help: "Leading steps left out of the 'before' median.")
-    var skip = 5
-
-    @Option(help: "Write the result as JSON to this file.")
-    var json: String?
-
-    @Option(help: "mpirun --timeout, seconds.")
-    var timeout = 900
-
-    @Flag(help: "Show the run's output.")
-    var verbose = false
-
     func run() throws {
-        let spec = try job.map { try JobSpec.load(path: $0) } ?? JobSpec.defaultJob
-        let setup = TrainBenchmark.Setup(
-            program: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path, steps: steps, skip: skip,
-            timeoutSeconds: timeout, verbose: verbose)
-        let r = try TrainBenchmark.straggler(spec: spec, rank: rank, factor: factor, at: at, setup: setup) { print("… " + $0) }
+        let r = try TrainBenchmark.straggler(
+            spec: try common.spec(), rank: rank, factor: factor, at: at, setup: common.setup(steps: steps)
+        ) { print("… " + $0) }
         let shares = { (s: [Int]) in s.map(String.init).joined(separator: "/") }
         print(String(format: "before: %.0f tokens/s (shares ", r.beforeTokensPerS) + shares(r.sharesBefore) + ")")
         print(String(format: "slowed: %.0f tokens/s", r.slowedTokensPerS))
@@ -114,19 +84,45 @@ struct BenchStraggler: ParsableCommand {
               + ", re-divided after step " + (r.reshardStep.map(String.init) ?? "never") + ")")
         print(String(format: "capacity left %.3f -> expected %.0f tokens/s; recovery %.3f", r.capacityLeft,
                      r.expectedTokensPerS, r.recovery))
-        if let json { try BenchOutput.write(r, to: json) }
+        try common.write(r)
     }
 }
 
-enum BenchOutput {
-    /// Writes `value` as pretty JSON, atomically.
-    static func write<T: Encodable>(_ value: T, to path: String) throws {
+/// What `medley bench mixed` and `medley bench straggler` share: the job, the runs, the output.
+struct TrainBenchOptions: ParsableArguments {
+    @Argument(help: "A YAML job spec; leave out for the built-in mixed job.")
+    var job: String?
+
+    @Option(help: "Leading steps left out of the medians.")
+    var skip = 5
+
+    @Option(help: "Write the result as JSON to this file.")
+    var json: String?
+
+    @Option(help: "mpirun --timeout per run, seconds.")
+    var timeout = 900
+
+    @Flag(help: "Show the runs' output.")
+    var verbose = false
+
+    /// The job: the spec at `job`, or the built-in one.
+    func spec() throws -> JobSpec { try JobSpec.load(path: job) }
+
+    /// Runs of `steps` steps of this executable.
+    func setup(steps: Int) -> TrainBenchmark.Setup {
+        TrainBenchmark.Setup(
+            program: ChildProcess.currentExecutable, steps: steps, skip: skip, timeoutSeconds: timeout, verbose: verbose)
+    }
+
+    /// Writes `value` as pretty JSON to `json`, atomically, when asked.
+    func write<T: Encodable>(_ value: T) throws {
+        guard let json else { return }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         do {
-            try (encoder.encode(value) + Data("\n".utf8)).write(to: URL(fileURLWithPath: path), options: .atomic)
+            try (encoder.encode(value) + Data("\n".utf8)).write(to: URL(fileURLWithPath: json), options: .atomic)
         } catch {
-            throw MedleyError(.io, "cannot write \(path): \(error.localizedDescription)")
+            throw MedleyError(.io, "cannot write \(json): \(error.localizedDescription)")
         }
     }
 }

@@ -52,7 +52,7 @@ struct Train: ParsableCommand {
             print(JobSpec.defaultJobYAML, terminator: "")
             return
         }
-        let spec = try job.map { try JobSpec.load(path: $0) } ?? JobSpec.defaultJob
+        let spec = try JobSpec.load(path: job)
         let launcher = TrainLauncher(
             spec: spec, steps: steps, logPath: log, weightsPath: saveWeights, schedule: try SharesSchedule(parsing: shares),
             timeoutSeconds: timeout, verbose: verbose)
@@ -62,8 +62,7 @@ struct Train: ParsableCommand {
             for rank in ranks { print("  \(rank.label): holds up to \(rank.capacity) sequences") }
             return
         }
-        let program = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-        let status = try launcher.run(program: program) { line, isError in
+        let status = try launcher.run(program: ChildProcess.currentExecutable) { line, isError in
             (isError ? FileHandle.standardError : FileHandle.standardOutput).write(Data((line + "\n").utf8))
         }
         if status != 0 { throw ExitCode(1) }
