@@ -14,6 +14,18 @@ public struct SharesSchedule: Sendable, Equatable {
     /// No pinned shares.
     public init() { entries = [] }
 
+    /// `shares` pinned from step 1 on.
+    public init(pinning shares: [Int]) { entries = [(1, shares)] }
+
+    /// This schedule, with `shares` pinned before its first entry (a job's `train.shares`
+    /// under `--shares` entries, which take over from their step); itself when `shares` is nil.
+    public func starting(with shares: [Int]?) -> SharesSchedule {
+        guard let shares, !pinsFirstStep else { return self }
+        var combined = self
+        combined.entries.insert((1, shares), at: 0)
+        return combined
+    }
+
     /// Reads `[STEP:]a,b,c` texts (see the type's documentation).
     ///
     /// Throws `invalidArgument` with one line naming the bad entry.

@@ -126,7 +126,7 @@ public enum TrainBenchmark {
         calibration.train.rebalanceEvery = max(calibration.train.rebalanceEvery, 5)
         let calibrated = try run(calibration, steps: max(setup.steps / 2, 15), schedule: SharesSchedule(), setup: setup)
         let shares = calibrated.last!.nextShares ?? calibrated.last!.shares
-        let pinned = try SharesSchedule(parsing: [shares.map(String.init).joined(separator: ",")])
+        let pinned = SharesSchedule(pinning: shares)
         var fixed = spec
         fixed.train.evalEvery = 0
         fixed.train.rebalanceEvery = 0
@@ -154,7 +154,7 @@ public enum TrainBenchmark {
                 alone.name = "\(spec.name)-alone-\(entry)"
                 alone.devices = [device]
                 alone.model.batch = batch
-                let schedule = try SharesSchedule(parsing: [groupShares.map(String.init).joined(separator: ",")])
+                let schedule = SharesSchedule(pinning: groupShares)
                 let records = Array(try run(alone, steps: setup.steps, schedule: schedule, setup: setup).dropFirst(setup.skip))
                 for (i, rank) in members.enumerated() { aloneCompute[rank] = median(records.map { $0.computeMs[i] }) }
                 groups.append(

@@ -167,29 +167,22 @@ public final class TrainingWorker {
         }
         defer { try? log?.close() }
         let batch = spec.model.batch
+        // The job's fixed shares hold from step 1 until a --shares entry takes over; while
+        // anything is pinned, nothing re-divides.
+        let schedule = options.schedule.starting(with: spec.train.shares)
         do {
-            try options.schedule.validate(ranks: size, globalBatch: batch, caps: capacities)
-            if let fixed = spec.train.shares {
-                try SharesSchedule(parsing: [fixed.map(String.init).joined(separator: ",")])
-                    .validate(ranks: size, globalBatch: batch, caps: capacities)
-            }
+            try schedule.validate(ranks: size, globalBatch: batch, caps: capacities)
         } catch let error as MedleyError {
             throw CollectiveFailure(error: error)
         }
 
         let warmup = try measureWarmup()
-        var shares: [Int]
-        if let pinned = options.schedule.shares(atStep: 1) {
-            shares = pinned
-        } else if let fixed = spec.train.shares {
-            shares = fixed
-        } else {
-            shares = try ShareAllocator.shares(
+        var shares =
+            try schedule.shares(atStep: 1)
+            ?? ShareAllocator.shares(
                 globalBatch: batch, throughputs: warmup, caps: capacities.map { Optional($0) }, labels: labels)
-        }
-        let pinnedByJob = spec.train.shares != nil
         var rebalancer: Rebalancer? =
-            pinnedByJob || spec.train.rebalanceEvery == 0
+            spec.train.rebalanceEvery == 0
             ? nil
             : try Rebalancer(
                 configuration: Rebalancer.Configuration(
@@ -201,7 +194,7 @@ public final class TrainingWorker {
         var tokensPerSecond: [Double] = []
         let start = MPIRuntime.wallTime()
         for step in 1...options.steps {
-            let pinnedNow = options.schedule.shares(atStep: step)
+            let pinnedNow = schedule.shares(atStep: step)
             if let pinnedNow { shares = pinnedNow }
             var record = try trainStep(step, shares: shares)
             if spec.train.evalEvery > 0 && (step % spec.train.evalEvery == 0 || step == options.steps) {

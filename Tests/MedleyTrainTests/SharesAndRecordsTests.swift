@@ -19,6 +19,17 @@ struct SharesAndRecordsTests {
         #expect(try SharesSchedule(parsing: ["3:2,2"]).shares(atStep: 2) == nil)
     }
 
+    @Test("a job's fixed shares hold until a --shares entry takes over")
+    func jobSharesUnderEntries() throws {
+        let entries = try SharesSchedule(parsing: ["3:12,0"])
+        let combined = entries.starting(with: [4, 8])
+        #expect(combined.shares(atStep: 1) == [4, 8] && combined.shares(atStep: 3) == [12, 0])
+        #expect(entries.starting(with: nil) == entries)
+        let fromOne = try SharesSchedule(parsing: ["6,6"])
+        #expect(fromOne.starting(with: [4, 8]) == fromOne, "an entry at step 1 wins")
+        #expect(SharesSchedule(pinning: [5, 7]) == (try SharesSchedule(parsing: ["1:5,7"])))
+    }
+
     @Test("bad --shares give one line naming the entry", arguments: [
         ("5,x,3", "whole numbers"), ("0:4,4", "from 1"), ("1:2:3", "[STEP:]a,b,c"), ("4,-1,9", "whole numbers"),
     ])
