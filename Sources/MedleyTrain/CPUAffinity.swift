@@ -26,15 +26,12 @@ public enum CPUAffinity {
     public static func pin(to cpus: [Int]) throws {
         guard !cpus.isEmpty else { return }
         #if os(Linux)
-        let online = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        try check(cpus, field: "devices[].cpus")
         // cpu_set_t: a fixed 1024-bit mask of unsigned longs (glibc's CPU_SETSIZE).
         var set = [UInt](repeating: 0, count: 1024 / UInt.bitWidth)
-        let bits = set.count * UInt.bitWidth
         for cpu in cpus {
-            guard cpu >= 0, cpu < bits, online <= 0 || cpu < online else {
-                throw MedleyError(
-                    .invalidArgument,
-                    "devices[].cpus: CPU \(cpu) does not exist on this host (CPUs 0 to \(max(online - 1, 0))); pick from those")
+            guard cpu < set.count * UInt.bitWidth else {
+                throw MedleyError(.unsupported, "devices[].cpus: CPU \(cpu) is beyond the 1024 CPUs a pin can name")
             }
             set[cpu / UInt.bitWidth] |= 1 << UInt(cpu % UInt.bitWidth)
         }

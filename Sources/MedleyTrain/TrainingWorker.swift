@@ -217,8 +217,9 @@ public final class TrainingWorker {
             if rank == 0 { try emit(record) }
         }
         let seconds = MPIRuntime.wallTime() - start
-        try verifyReplicas()
-        if rank == 0, let path = options.weightsPath { try saveWeights(to: path) }
+        let finalParameters = try model.readParameters()
+        try verifyReplicas(finalParameters)
+        if rank == 0, let path = options.weightsPath { try saveWeights(finalParameters, to: path) }
         if rank == 0 && options.printSteps {
             let sorted = tokensPerSecond.sorted()
             let median = sorted[sorted.count / 2]
@@ -233,9 +234,9 @@ public final class TrainingWorker {
     public func parameters() throws -> [Float] { try model.readParameters() }
 
     /// Checks that every replica holds the same parameter bits (collective); throws naming the odd rank.
-    func verifyReplicas() throws {
+    func verifyReplicas(_ parameters: [Float]) throws {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for value in try model.readParameters() {
+        for value in parameters {
             var bits = UInt64(value.bitPattern)
             for _ in 0..<4 {
                 hash = (hash ^ (bits & 0xff)) &* 0x0000_0100_0000_01b3
@@ -250,10 +251,9 @@ public final class TrainingWorker {
         }
     }
 
-    /// Writes the parameters to `path` atomically: little-endian float32 in layout order,
-    /// with `path.json` beside it naming every tensor's shape and offset.
-    func saveWeights(to path: String) throws {
-        let values = try model.readParameters()
+    /// Writes `values` (the parameters) to `path` atomically: little-endian float32 in layout
+    /// order, with `path.json` beside it naming every tensor's shape and offset.
+    func saveWeights(_ values: [Float], to path: String) throws {
         let url = URL(fileURLWithPath: path)
         let index: [[String: Any]] = model.layout.entries.map { ["name": $0.name, "shape": $0.shape, "offset": $0.offset] }
         let meta: [String: Any] = [
