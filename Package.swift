@@ -17,6 +17,7 @@ let package = Package(
         // Multi-rank scenarios for MedleyComm's tests, run under mpirun.
         .executable(name: "medley-comm-check", targets: ["MedleyCommCheck"]),
         .library(name: "MedleyModel", targets: ["MedleyModel"]),
+        .library(name: "MedleyPlanner", targets: ["MedleyPlanner"]),
         .library(name: "MedleyTrain", targets: ["MedleyTrain"]),
         // Chip adapters: shared libraries behind the C ABI in adapters/include/medley_adapter.h.
         .library(name: "medley-adapter-reference", type: .dynamic, targets: ["MedleyAdapterReference"]),
@@ -135,10 +136,16 @@ let package = Package(
             dependencies: ["MedleyAdapters", "MedleyCore", "COpenBLAS"],
             path: "Sources/MedleyModel"
         ),
+        /// The planner: pure Swift (no MPI, no devices): profiles + model cost + inventory → a Plan.
+        .target(
+            name: "MedleyPlanner",
+            dependencies: ["MedleyCore"],
+            path: "Sources/MedleyPlanner"
+        ),
         /// The training worker (one rank per chip), the mpirun launcher around it, shares and step records.
         .target(
             name: "MedleyTrain",
-            dependencies: ["MedleyAdapters", "MedleyComm", "MedleyCore", "MedleyModel"],
+            dependencies: ["MedleyAdapters", "MedleyComm", "MedleyCore", "MedleyModel", "MedleyPlanner"],
             path: "Sources/MedleyTrain"
         ),
         /// The command-line tool: argument parsing only.
@@ -149,6 +156,7 @@ let package = Package(
                 "MedleyComm",
                 "MedleyCore",
                 "MedleyModel",
+                "MedleyPlanner",
                 "MedleyTrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -186,6 +194,11 @@ let package = Package(
             name: "MedleyTrainTests",
             dependencies: ["MedleyTrain", "MedleyCore", "MedleyTestSupport"],
             path: "Tests/MedleyTrainTests"
+        ),
+        .testTarget(
+            name: "MedleyPlannerTests",
+            dependencies: ["MedleyPlanner", "MedleyCore"],
+            path: "Tests/MedleyPlannerTests"
         ),
         .testTarget(
             name: "MedleyCoreTests",

@@ -1,0 +1,67 @@
+/// How a job runs: data-parallel replicas, each a pipeline of stages holding
+/// contiguous ranges of planning layers (see ``ModelCost``) on chosen devices.
+/// Replicas need not be alike.
+public struct Plan: Codable, Sendable, Hashable {
+    /// One pipeline stage: a device and the planning layers it holds.
+    public struct Stage: Codable, Sendable, Hashable {
+        /// Index of the device in the inventory (its rank in the job).
+        public var device: Int
+        /// The device's chip type key (``DeviceProfile/chip``).
+        public var chip: String
+        /// First planning layer held (0 = embedding).
+        public var firstLayer: Int
+        /// One past the last planning layer held.
+        public var endLayer: Int
+        /// Predicted forward and backward milliseconds for one microbatch, the
+        /// backward including the send of the activation gradient to the previous
+        /// stage, the forward the send of its output to the next.
+        public var forwardMs: Double
+        public var backwardMs: Double
+        /// Predicted device bytes used at peak, and what is left of the device's memory.
+        public var memoryBytes: Int
+        public var freeBytes: Int
+
+        public var layers: Range<Int> { firstLayer..<endLayer }
+    }
+
+    /// One pipeline replica.
+    public struct Replica: Codable, Sendable, Hashable {
+        public var stages: [Stage]
+        /// Sequences of each global batch this replica trains on.
+        public var samples: Int
+        /// Microbatches its samples are cut into (1F1B needs at least as many as stages to fill the pipe).
+        public var microbatches: Int
+    }
+
+    /// A device the plan does not use, and why.
+    public struct LeftOut: Codable, Sendable, Hashable {
+        public var device: Int
+        public var chip: String
+        public var reason: String
+    }
+
+    /// What the plan is predicted to achieve.
+    public struct Prediction: Codable, Sendable, Hashable {
+        /// One training step: the slowest replica's pipeline time plus the gradient exchange and the optimizer.
+        public var stepMs: Double
+        public var computeMs: Double
+        public var exchangeMs: Double
+        public var optimizerMs: Double
+        /// The slowest replica's pipeline bubble as a fraction of its pipeline time.
+        public var bubbleFraction: Double
+        public var tokensPerSecond: Double
+        /// Σ over chip types of what that type's devices would train alone (homogeneous).
+        public var homogeneousTokensPerSecond: Double
+        /// tokensPerSecond ÷ homogeneousTokensPerSecond.
+        public var efficiency: Double
+    }
+
+    /// Always "1F1B" for now.
+    public var schedule: String
+    /// Sequences per global batch and per microbatch.
+    public var globalBatch: Int
+    public var microbatchSize: Int
+    public var replicas: [Replica]
+    public var leftOut: [LeftOut]
+    public var prediction: Prediction
+}
