@@ -7,8 +7,9 @@ extension Plan {
     /// its sequences and microbatches), then the step's prediction, the comparison with the chip
     /// types training alone, and the devices left out with the reason.
     ///
-    /// Consecutive replicas that are alike (same chips, layers and share) are shown once, as
-    /// `first–last (n×)`; their device column shows the first and last device of each stage.
+    /// Consecutive replicas that are alike (same chips and layers) are shown once, as
+    /// `first–last (n×)`; their device column shows the first and last device of each stage, and
+    /// their sequences and microbatches the range over the group.
     public func table() -> String {
         let layerCount = replicas.first?.stages.last?.endLayer ?? 0
         var rows: [[String]] = [["replica", "stage", "device", "chip", "layers", "fwd+bwd ms", "memory", "free", "sequences", "microbatches"]]
@@ -18,11 +19,12 @@ extension Plan {
             let label = group.count == 1 ? "\(group.lowerBound)" : "\(group.lowerBound)–\(group.upperBound - 1) (\(group.count)×)"
             for (s, stage) in first.stages.enumerated() {
                 let device = group.count == 1 ? "\(stage.device)" : "\(stage.device)…\(last.stages[s].device)"
+                let members = replicas[group]
                 rows.append([
                     s == 0 ? label : "", "\(s)", device, stage.chip, Self.describeLayers(stage.layers, count: layerCount),
                     Self.ms(stage.forwardMs) + "+" + Self.ms(stage.backwardMs),
                     Self.bytes(stage.memoryBytes), Self.bytes(stage.freeBytes),
-                    s == 0 ? "\(first.samples)" : "", s == 0 ? "\(first.microbatches)" : "",
+                    s == 0 ? Self.span(members.map(\.samples)) : "", s == 0 ? Self.span(members.map(\.microbatches)) : "",
                 ])
             }
         }
@@ -60,7 +62,7 @@ extension Plan {
     /// Ranges of consecutive replicas that are alike.
     private func groups() -> [Range<Int>] {
         func key(_ r: Replica) -> [String] {
-            r.stages.map { "\($0.chip)|\($0.firstLayer)|\($0.endLayer)" } + ["\(r.samples)|\(r.microbatches)"]
+            r.stages.map { "\($0.chip)|\($0.firstLayer)|\($0.endLayer)" }
         }
         var out: [Range<Int>] = []
         var start = 0
@@ -84,6 +86,12 @@ extension Plan {
         }
         if layers.upperBound == count { parts.append("head") }
         return parts.joined(separator: ", ")
+    }
+
+    /// `7`, or `7–8` when the values differ.
+    static func span(_ values: [Int]) -> String {
+        let (low, high) = (values.min() ?? 0, values.max() ?? 0)
+        return low == high ? "\(low)" : "\(low)–\(high)"
     }
 
     /// `device 3`, or `devices 3, 5–9`.

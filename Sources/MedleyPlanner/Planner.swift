@@ -143,9 +143,11 @@ public struct Planner: Sendable {
             }
             let more = search.bestWith[i][(inUse + 1)...].min() ?? .infinity
             if more.isFinite {
-                reasons.append(String(
-                    format: "slower with it: the best plan that also uses it predicts %.0f tokens/s, this one %.0f",
-                    tokens / (more / 1000), plan.prediction.tokensPerSecond))
+                let with = Plan.grouped(tokens / (more / 1000)), without = Plan.grouped(plan.prediction.tokensPerSecond)
+                reasons.append(
+                    more <= plan.prediction.stepMs * (1 + 1e-9)
+                        ? "adds nothing: the best plan that also uses it predicts the same \(without) tokens/s"
+                        : "slower with it: the best plan that also uses it predicts \(with) tokens/s, this one \(without)")
             } else if inUse > 0 {
                 reasons.append("no plan found that also uses it: the other \(inUse) '\(profile.chip)' chips are placed and this one does not complete a pipeline that fits")
             } else {

@@ -16,7 +16,7 @@ struct Simulate: ParsableCommand {
             chip type training alone.
             """)
 
-    @Option(help: ArgumentHelp("Chips, e.g. 4096xA,4096xB,1808xC.", valueName: "COUNTxCHIP,..."))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Chips, e.g. 4096xA,4096xB,1808xC.", valueName: "COUNTxCHIP,..."))
     var devices: String
 
     @Option(help: "Transformer blocks.")
@@ -43,7 +43,7 @@ struct Simulate: ParsableCommand {
     @Option(help: "Network latency per message, microseconds.")
     var latencyUs = SyntheticChip.network.latencySeconds * 1e6
     @Option(help: "Network bandwidth per link, GB/s.")
-    var linkGBps = SyntheticChip.network.bytesPerSecond / 1e9
+    var linkGbps = SyntheticChip.network.bytesPerSecond / 1e9
 
     @Option(help: ArgumentHelp("Also write the prediction and the plan as JSON to this file.", valueName: "file"))
     var json: String?
@@ -52,14 +52,14 @@ struct Simulate: ParsableCommand {
         guard latencyUs.isFinite && latencyUs >= 0 else {
             throw MedleyError(.invalidArgument, "--latency-us must be a finite number >= 0, got \(latencyUs)")
         }
-        guard linkGBps.isFinite && linkGBps > 0 else {
-            throw MedleyError(.invalidArgument, "--link-gbps must be a positive number, got \(linkGBps)")
+        guard linkGbps.isFinite && linkGbps > 0 else {
+            throw MedleyError(.invalidArgument, "--link-gbps must be a positive number, got \(linkGbps)")
         }
         if let json { try checkWritable(json) }
         let simulation = try Simulation(
             devices: devices, shape: .init(layers: layers, dim: dim, heads: heads, seq: seq, vocab: vocab),
             profiles: try profiles.map(Self.loadProfiles), globalBatch: batch,
-            network: NetworkModel(latencySeconds: latencyUs * 1e-6, bytesPerSecond: linkGBps * 1e9),
+            network: NetworkModel(latencySeconds: latencyUs * 1e-6, bytesPerSecond: linkGbps * 1e9),
             options: .init(microbatchSize: microbatch, maxStages: maxStages))
         let (plan, seconds) = try simulation.run()
         let s = simulation.shape

@@ -46,7 +46,8 @@ import Testing
         try expectConsistent(plan, example.planner)
     }
 
-    @Test("random small cases: the plan's step equals exhaustive search's optimum", arguments: 0..<6)
+    /// Up to 3 chip types, 7 chips and 8 blocks, with random speeds, memory, network and batch.
+    @Test("random small cases: the plan's step equals exhaustive search's optimum", arguments: 0..<16)
     func randomCases(seed: Int) throws {
         var rng = SeededGenerator(seed: UInt64(1000 + seed))
         let typeCount = 1 + rng.below(3)
@@ -55,11 +56,11 @@ import Testing
                 "r\(i)", blockMs: 0.5 + Double(rng.below(30)) / 10, memory: (3 + rng.below(30)) * Fixture.mib,
                 fixedMs: Double(rng.below(10)) / 50, optimizerMsPerByte: Double(rng.below(5)) * 1e-7)
         }
-        let counts = (0..<typeCount).map { _ in 1 + rng.below(2) }
+        let counts = (0..<typeCount).map { _ in 1 + rng.below(7 / typeCount) }
         let planner = Planner(
-            model: Fixture.model(blocks: 1 + rng.below(6)), inventory: Fixture.inventory(profiles, counts),
+            model: Fixture.model(blocks: 1 + rng.below(8)), inventory: Fixture.inventory(profiles, counts),
             network: NetworkModel(latencySeconds: Double(rng.below(50)) * 1e-5, bytesPerSecond: 1e8 * Double(1 + rng.below(20))),
-            globalBatch: 1 + rng.below(12))
+            globalBatch: 1 + rng.below(16))
         let optimum = try BruteForce(planner: planner).bestStepMs()
         guard let optimum else {
             #expect(throws: MedleyError.self) { try planner.plan() }
