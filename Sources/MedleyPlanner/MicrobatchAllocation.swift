@@ -40,6 +40,7 @@ enum MicrobatchAllocation {
         // Fastest single microbatch per class; every replica must run one.
         var base = 0.0
         for c in classes { base = max(base, c.shapes.map(\.sum).min()!) }
+        if need <= exactLimit { return exactComputeMs(classes, need: need, base: base) }
         // Microbatches the replicas finish by `deadline` (saturating above `need`), each class on its best shape.
         func total(_ deadline: Double) -> Int {
             var total = 0
@@ -75,6 +76,40 @@ enum MicrobatchAllocation {
         return (ms, shapes)
     }
 
+    /// Batches of at most this many microbatches are allocated by merging the replicas' finishing
+    /// times in order (exact); larger ones by bisection on the deadline.
+    static let exactLimit = 256
+
+    /// The `need`-th smallest finishing time over all replicas and microbatch counts, but at least
+    /// `base` (every replica runs one): replicas of a class finish their m-th microbatch together,
+    /// so the classes' sequences are merged with a heap.
+    private static func exactComputeMs(_ classes: [PipelineClass], need: Int, base: Double) -> (ms: Double, shapes: [Int]) {
+        func finish(_ c: PipelineClass, _ m: Int) -> (ms: Double, shape: Int) {
+            var best = (ms: Double.infinity, shape: 0)
+            for (i, shape) in c.shapes.enumerated() where shape.ms(microbatches: m) < best.ms { best = (shape.ms(microbatches: m), i) }
+            return best
+        }
+        var deadline = base
+        var done = classes.reduce(0) { $0 + $1.count }
+        var heap = Heap<(ms: Double, index: Int, m: Int)> { ($0.ms, $0.index) < ($1.ms, $1.index) }
+        for (j, c) in classes.enumerated() { heap.push((finish(c, 2).ms, j, 2)) }
+        while done < need, let next = heap.pop() {
+            deadline = max(deadline, next.ms)
+            done += classes[next.index].count
+            heap.push((finish(classes[next.index], next.m + 1).ms, next.index, next.m + 1))
+        }
+        // Each class's shape: the one that runs the most microbatches by the deadline.
+        let shapes = classes.map { c in
+            var best = (m: 0, shape: 0)
+            for (i, shape) in c.shapes.enumerated() {
+                let m = shape.microbatches(within: deadline, cap: need)
+                if m > best.m { best = (m, i) }
+            }
+            return best.shape
+        }
+        return (deadline, shapes)
+    }
+
     /// Microbatches and samples per replica for classes that each use one shape, finishing by
     /// the least compute time: replicas listed class by class, in order.
     static func shares(_ shapes: [PipelineShape], counts: [Int], batch: Int, microbatch: Int) -> (microbatches: [Int], samples: [Int]) {
@@ -95,7 +130,7 @@ enum MicrobatchAllocation {
         // Take back microbatches the batch does not need, always from the replica finishing last.
         var excess = m.reduce(0, +) - target
         if excess > 0 {
-            var heap = MaxHeap<(ms: Double, replica: Int)> { ($0.ms, -$0.replica) > ($1.ms, -$1.replica) }
+            var heap = Heap<(ms: Double, replica: Int)> { ($0.ms, -$0.replica) > ($1.ms, -$1.replica) }
             for r in 0..<replicas where m[r] > 1 { heap.push((shapes[owner[r]].ms(microbatches: m[r]), r)) }
             while excess > 0, let top = heap.pop() {
                 m[top.replica] -= 1
@@ -122,7 +157,7 @@ enum MicrobatchAllocation {
 }
 
 /// A binary heap ordered by `above` (the element that should come out first is "above").
-struct MaxHeap<Element> {
+struct Heap<Element> {
     private var items: [Element] = []
     private let above: (Element, Element) -> Bool
 

@@ -28,6 +28,7 @@ extension PlanSearch {
         let usable = words.indices.filter { !front($0, 1).isEmpty }
 
         var chosen: [Int] = []
+        var chosenUsage = counts.map { _ in 0 }
         var remaining = counts
         func evaluate() {
             // Distinct words with multiplicity, in order.
@@ -40,9 +41,12 @@ extension PlanSearch {
             let all = zip(points, kinds).map { PipelineClass(shapes: $0.map(\.shape), count: $1.count) }
             guard let unbounded = MicrobatchAllocation.minimalComputeMs(all, need: need) else { return }
             let thresholds = Array(Set(points.flatMap { $0.map(\.update) })).sorted()
+            // The composition only matters if it can beat the best step seen with its number of devices of some type.
+            var worthBeating = 0.0
+            for i in types.indices { worthBeating = max(worthBeating, bestWith[i][chosenUsage[i]]) }
             var found: Candidate?
             for limit in thresholds {
-                if let found, limit + unbounded.ms >= found.stepMs { break }
+                if limit + unbounded.ms >= min(found?.stepMs ?? .infinity, worthBeating) { break }
                 // Each front is sorted by update, so the allowed splits are a prefix.
                 let allowed = points.map { $0.prefix { $0.update <= limit } }
                 guard allowed.allSatisfy({ !$0.isEmpty }) else { continue }
@@ -61,12 +65,12 @@ extension PlanSearch {
             for i in from..<usable.count {
                 let w = usable[i]
                 guard chosen.count < batch, usage[w].indices.allSatisfy({ usage[w][$0] <= remaining[$0] }) else { continue }
-                for t in remaining.indices { remaining[t] -= usage[w][t] }
+                for t in remaining.indices { remaining[t] -= usage[w][t]; chosenUsage[t] += usage[w][t] }
                 chosen.append(w)
                 evaluate()
                 visit(i)
                 chosen.removeLast()
-                for t in remaining.indices { remaining[t] += usage[w][t] }
+                for t in remaining.indices { remaining[t] += usage[w][t]; chosenUsage[t] -= usage[w][t] }
             }
         }
         visit(0)

@@ -8,7 +8,10 @@ extension PlanSearch {
     ///    of the n mod p devices left over, or none at all (the type is left out). Coordinate
     ///    descent over the types' templates, each candidate priced exactly (share allocation,
     ///    exchange among the resulting replica count), until no type's change helps.
-    /// 3. A type whose chips cannot hold the model in any pipeline of their own (at this and every
+    /// 3. Mixed templates for modest inventories: R replicas (R ≤ 64, fewer than step 2 found) of
+    ///    one pipeline holding ⌊n/R⌋ chips of every type, in every order of the types (for pipelines
+    ///    of at most 16 chips and 4 types; else memory-descending and ascending).
+    /// 4. A type whose chips cannot hold the model in any pipeline of their own (at this and every
     ///    smaller microbatch size) joins pipelines of another type: c of its chips appended to (or
     ///    put in front of) a host type's template.
     mutating func searchTemplates(costs: StageCosts) {
@@ -78,12 +81,37 @@ extension PlanSearch {
             if !improved { break }
         }
 
+        // Together a pipeline's stages must at least hold the parameters and one microbatch of activations.
+        let leastTotal = costs.storedParameters(0, costs.layerCount) * model.model.bytesPerParameter
+            + costs.microbatch * (model.activationPrefix[costs.layerCount])
+
+        // Mixed templates: R replicas of one pipeline holding ⌊n/R⌋ chips of every type. Fewer, deeper
+        // replicas than one template per type, so a smaller exchange; worth it while R is small.
+        var tried: [[Int]] = []
+        for replicas in stride(from: min(batch, counts.max()!, Self.mixedReplicasLimit), through: 1, by: -1) {
+            let share = counts.map { $0 / replicas }
+            let present = types.indices.filter { share[$0] > 0 }
+            let length = share.reduce(0, +)
+            guard present.count >= 2, length <= maxStages, !tried.contains(share) else { continue }
+            // Its point is fewer replicas than the templates per type found.
+            if let current, replicas >= current.replicas { continue }
+            tried.append(share)
+            let room = types.indices.reduce(0) { $0 + share[$1] * model.inventory.profiles[types[$1]].memoryBytes }
+            guard room >= leastTotal else { continue }
+            let memory = present.map { model.inventory.profiles[types[$0]].memoryBytes }
+            for order in Self.orders(present, memory: memory, all: length <= Self.mixedOrdersLength) {
+                let word = order.flatMap { [Int](repeating: types[$0], count: share[$0]) }
+                guard let split = SplitSearch.balanced(word: word, costs: costs),
+                      let candidate = price([.init(word: word, split: split, count: replicas)]) else { continue }
+                consider(candidate)
+                if candidate.beats(current) { current = candidate }
+            }
+        }
+
         // Types that cannot form pipelines of their own ride along in another type's pipelines.
         // A type that formed pipelines of its own at a smaller microbatch is better served there.
         let starved = types.indices.filter { options[$0].count == 1 && !formsPipelines[$0] }
         for i in types.indices where options[i].count > 1 { formsPipelines[i] = true }
-        let leastTotal = costs.storedParameters(0, costs.layerCount) * model.model.bytesPerParameter
-            + costs.microbatch * (model.activationPrefix[costs.layerCount])
         for i in starved {
             var best = current
             let hosts: [(host: [Int], count: Int, at: Int?)] = current.map { plan in
@@ -101,7 +129,6 @@ extension PlanSearch {
             for trial in trials where trial.host.count < maxStages {
                 for c in 1...min(counts[i], maxStages - trial.host.count, 8) {
                     let guests = [Int](repeating: types[i], count: c)
-                    // Together the stages must at least hold the parameters and one microbatch of activations.
                     let room = trial.host.reduce(0) { $0 + model.inventory.profiles[$1].memoryBytes }
                         + c * model.inventory.profiles[types[i]].memoryBytes
                     guard room >= leastTotal else { continue }
@@ -123,5 +150,29 @@ extension PlanSearch {
             }
             current = best
         }
+    }
+
+    /// Most replicas of a mixed template (deeper pipelines need more chips than a modest inventory has).
+    static let mixedReplicasLimit = 64
+
+    /// Longest mixed pipeline whose type orders are all tried (longer: memory-descending and ascending only).
+    static let mixedOrdersLength = 16
+
+    /// Orders of the types `items` to try in a mixed pipeline: all of them when `all` and at most 4
+    /// types, else by memory descending and ascending.
+    static func orders(_ items: [Int], memory: [Int], all: Bool) -> [[Int]] {
+        guard !all || items.count > 4 else {
+            func permutations(_ items: [Int]) -> [[Int]] {
+                guard items.count > 1 else { return [items] }
+                return items.indices.flatMap { i -> [[Int]] in
+                    var rest = items
+                    let first = rest.remove(at: i)
+                    return permutations(rest).map { [first] + $0 }
+                }
+            }
+            return permutations(items)
+        }
+        let descending = items.indices.sorted { memory[$0] != memory[$1] ? memory[$0] > memory[$1] : $0 < $1 }.map { items[$0] }
+        return [descending, descending.reversed()]
     }
 }

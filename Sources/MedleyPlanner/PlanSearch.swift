@@ -51,7 +51,7 @@ struct PlanSearch {
     /// Largest search the exhaustive strategy takes on: devices, compositions of pipelines,
     /// and distinct chip sequences times layers² (the cost of their Pareto fronts).
     static let exhaustiveDevices = 24
-    static let exhaustiveCompositions = 20_000
+    static let exhaustiveCompositions = 30_000
     static let exhaustiveFrontWork = 400_000
 
     private(set) var best: Candidate?
