@@ -12,6 +12,9 @@ struct Medley: ParsableCommand {
             Bench.self,
             Train.self,
             Worker.self,
+            ProfileJob.self,
+            PlanJob.self,
+            PingPongRanks.self,
         ]
     )
 }
