@@ -8,8 +8,9 @@ import MedleyPlanner
 ///
 /// Rank 0 sends n bytes to rank 1, which sends them back; half the round trip is one send.
 /// Every size gets `warmups` untimed round trips, then the fastest of `repetitions` is kept.
-/// α is the one-way time of the smallest size; the bandwidth is the least-squares slope of
-/// (time − α) against bytes, through the origin, so the large sizes set it.
+/// α is the one-way time of the smallest size; the bandwidth is the inverse of the least-squares
+/// slope of (time − α) against (bytes − smallest size), through that first point, so the large
+/// sizes set it.
 ///
 /// ``measure(program:configuration:timeoutSeconds:)`` starts `program` under real `mpirun`
 /// (2 ranks, ``MPIRun``'s flags and `--timeout`) with the hidden command ``commandName``, which
@@ -114,10 +115,10 @@ public enum PingPong {
                 .invalidArgument,
                 "ping-pong: need positive times for at least two message sizes to fit latency and bandwidth, got \(samples.count) samples")
         }
-        let alpha = sorted[0].seconds
+        let (alpha, smallest) = (sorted[0].seconds, Double(sorted[0].bytes))
         var numerator = 0.0, denominator = 0.0
         for sample in sorted {
-            let n = Double(sample.bytes)
+            let n = Double(sample.bytes) - smallest
             numerator += n * (sample.seconds - alpha)
             denominator += n * n
         }
