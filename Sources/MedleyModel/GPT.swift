@@ -245,10 +245,11 @@ public final class GPT {
 
     /// One AdamW step over the parameters at flat indices `range` only (a shard this rank
     /// owns); the others, and their moments, are left as they are. `stepCount` advances
-    /// once per call whatever the range, so every rank keeps the same bias correction.
+    /// once per call whatever the range (unless `countsStep` is false: a further shard of the
+    /// same step), so every rank keeps the same bias correction.
     public func step(
         lr: Double, weightDecay: Double = 0, beta1: Double = 0.9, beta2: Double = 0.95, eps: Double = 1e-8,
-        gradScale: Double = 1, range: Range<Int>
+        gradScale: Double = 1, range: Range<Int>, countsStep: Bool = true
     ) throws {
         guard range.lowerBound >= 0, range.upperBound <= layout.count else {
             throw MedleyError(.invalidArgument, "AdamW: range \(range) is outside the \(layout.count) parameters")
@@ -261,7 +262,7 @@ public final class GPT {
         if let bad = checks.first(where: { !$0.1 }) {
             throw MedleyError(.invalidArgument, "AdamW: \(bad.0) is out of range")
         }
-        stepCount += 1
+        if countsStep || stepCount == 0 { stepCount += 1 }
         for group in layout.decayGroups {
             let part = group.range.clamped(to: range)
             if part.isEmpty { continue }
