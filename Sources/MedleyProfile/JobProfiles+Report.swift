@@ -62,8 +62,11 @@ extension JobProfiles {
         return out.joined(separator: "\n")
     }
 
-    /// The profiles as JSON (snake_case keys): `chips` (key, adapter, options, ranks, cached,
-    /// cache_file, profile), `network`, `model`, `microbatch_sizes`, `cache_directory`.
+    /// The profiles as JSON, keys as the Swift types name them (so `chips[i].profile` decodes as a
+    /// ``MedleyPlanner/DeviceProfile`` and `model` as a ``MedleyPlanner/ModelCost``): `chips` (key,
+    /// adapter, options, ranks, cached, cacheFile, measuredUnixMillis, profile), `network`
+    /// (latencySeconds, bytesPerSecond, cached, cacheFile, measuredUnixMillis), `model`,
+    /// `microbatchSizes`, `cacheDirectory`.
     public func json() throws -> Data {
         struct ChipJSON: Encodable {
             var key: String
@@ -100,8 +103,7 @@ extension JobProfiles {
                 cached: link.cached, cacheFile: link.cacheFile, measuredUnixMillis: link.measuredUnixMillis),
             model: model, microbatchSizes: microbatchSizes, cacheDirectory: cacheDirectory)
         let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return try encoder.encode(report)
     }
 

@@ -19,7 +19,7 @@ struct PlanJob: ParsableCommand {
 
     @OptionGroup var profile: ProfileOptions
 
-    @Flag(help: "Print the plan as JSON.")
+    @Flag(help: "Print the plan as JSON (a job's `plan:` file: `medley plan JOB --json > FILE`).")
     var json = false
 
     @Option(help: "Sequences per microbatch (default: the planner chooses).")
@@ -37,15 +37,10 @@ struct PlanJob: ParsableCommand {
         }
         let spec = try profile.spec()
         let profiles = try profile.load(spec, progress: progressPrinter(json: json))
-        let planner = Planner(
-            model: profiles.model, inventory: profiles.inventory, network: profiles.network,
+        let plan = try profiles.plan(
             globalBatch: spec.model.batch, options: Planner.Options(microbatchSize: microbatch, maxStages: maxStages))
-        let plan = try planner.plan()
         if json {
-            let encoder = JSONEncoder()
-            encoder.keyEncodingStrategy = .convertToSnakeCase
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            FileHandle.standardOutput.write(try encoder.encode(plan) + Data("\n".utf8))
+            FileHandle.standardOutput.write(try plan.jsonData() + Data("\n".utf8))
         } else {
             let cached = profiles.chips.allSatisfy(\.cached) && profiles.link.cached
             print(
