@@ -201,7 +201,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MedleyTrainTests",
-            dependencies: ["MedleyTrain", "MedleyCore", "MedleyTestSupport"],
+            dependencies: ["MedleyTrain", "MedleyCore", "MedleyModel", "MedleyPlanner", "MedleyTestSupport"],
             path: "Tests/MedleyTrainTests"
         ),
         .testTarget(

@@ -118,8 +118,7 @@ public final class PipelineWorker {
         // microbatch in flight. A chip that cannot hold it stops every rank with its name.
         let microbatches = plan.microbatchSizes(samples: role.samples).count
         inFlight = max(1, min(role.stages - role.stage, microbatches))
-        var config = RankCapacity.modelConfig(spec.model, batch: plan.microbatchSize)
-        config.batch = plan.microbatchSize
+        let config = RankCapacity.modelConfig(spec.model, batch: plan.microbatchSize)
         var built: GPT?
         var failure = ""
         do {
@@ -244,7 +243,9 @@ public final class PipelineWorker {
             if rank == 0 { try emit(record) }
         }
         let seconds = MPIRuntime.wallTime() - start
-        try verifyCopies()
+        let values = try model.readParameters()
+        try verifyCopies(values)
+        if let path = options.weightsPath { try saveWholeModel(values, to: path) }
         if let path = options.timelinePath { try timeline.write(to: path, world: world, labels: labels) }
         if rank == 0 && options.printSteps {
             let sorted = tokensPerSecond.sorted()
@@ -509,8 +510,7 @@ public final class PipelineWorker {
     }
 
     /// Checks that every holder of every shared run holds the same bits (collective per run).
-    func verifyCopies() throws {
-        let values = try model.readParameters()
+    func verifyCopies(_ values: [Float]) throws {
         var odd = ""
         for run in runs {
             guard let comm = run.communicator else { continue }
@@ -524,6 +524,26 @@ public final class PipelineWorker {
         if let first = all.first(where: { !$0.isEmpty }) {
             throw CollectiveFailure(error: MedleyError(.mismatch, String(decoding: first.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
         }
+    }
+
+    /// Gathers every stage's parameters (collective) and, on rank 0, writes the whole model in
+    /// its usual layout, as a data-parallel job would.
+    func saveWholeModel(_ values: [Float], to path: String) throws {
+        let all = try world.allgatherv(values)
+        guard rank == 0 else { return }
+        let config = RankCapacity.modelConfig(spec.model, batch: plan.microbatchSize)
+        let whole = ParameterLayout(config: config)
+        var out = [Float](repeating: 0, count: whole.count)
+        for replica in plan.replicas {
+            for stage in replica.stages {
+                let layout = ParameterLayout(config: config, stage: stage.layers)
+                for entry in layout.entries {
+                    let target = try whole.entry(entry.name)
+                    out.replaceSubrange(target.range, with: all[stage.device][entry.range])
+                }
+            }
+        }
+        try TrainingWorker.saveWeights(out, layout: whole, steps: options.steps, job: spec.name, to: path)
     }
 
     // MARK: Output

@@ -89,7 +89,14 @@ public struct TrainLauncher {
         if let steps, steps < 1 { throw MedleyError(.invalidArgument, "--steps must be at least 1, got \(steps)") }
         guard timeoutSeconds > 0 else { throw MedleyError(.invalidArgument, "--timeout must be at least 1 second") }
 
-        if let plan { try plan.validate(blocks: spec.model.layers, devices: spec.rankCount, globalBatch: spec.model.batch) }
+        if let plan {
+            try plan.validate(blocks: spec.model.layers, devices: spec.rankCount, globalBatch: spec.model.batch)
+            if !schedule.isEmpty || spec.train.shares != nil {
+                throw MedleyError(
+                    .invalidArgument,
+                    "--shares and train.shares apply to plan: data; this job runs a plan, whose replicas' samples are in the plan")
+            }
+        }
         var previews: [RankPreview] = []
         var memories: [UInt64] = []
         var libraries: [String: AdapterLibrary] = [:]
@@ -169,8 +176,7 @@ public struct TrainLauncher {
     func checkMemory(plan: Plan, previews: [RankPreview], memories: [UInt64]) throws {
         for replica in plan.replicas {
             for (s, stage) in replica.stages.enumerated() {
-                var config = RankCapacity.modelConfig(spec.model, batch: plan.microbatchSize)
-                config.batch = plan.microbatchSize
+                let config = RankCapacity.modelConfig(spec.model, batch: plan.microbatchSize)
                 let inFlight = max(1, min(replica.stages.count - s, replica.microbatches))
                 let needed = GPT.deviceBytes(config: config, stage: stage.layers, activationSequences: plan.microbatchSize * inFlight)
                 let memory = memories[stage.device]

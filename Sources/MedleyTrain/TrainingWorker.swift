@@ -263,10 +263,15 @@ public final class TrainingWorker {
     /// Writes `values` (the parameters) to `path` atomically: little-endian float32 in layout
     /// order, with `path.json` beside it naming every tensor's shape and offset.
     func saveWeights(_ values: [Float], to path: String) throws {
+        try Self.saveWeights(values, layout: model.layout, steps: options.steps, job: spec.name, to: path)
+    }
+
+    /// Writes `values` laid out by `layout` to `path` atomically (see ``saveWeights(_:to:)``).
+    static func saveWeights(_ values: [Float], layout: ParameterLayout, steps: Int, job: String, to path: String) throws {
         let url = URL(fileURLWithPath: path)
-        let index: [[String: Any]] = model.layout.entries.map { ["name": $0.name, "shape": $0.shape, "offset": $0.offset] }
+        let index: [[String: Any]] = layout.entries.map { ["name": $0.name, "shape": $0.shape, "offset": $0.offset] }
         let meta: [String: Any] = [
-            "format": "float32-le", "count": values.count, "steps": options.steps, "job": spec.name, "tensors": index,
+            "format": "float32-le", "count": values.count, "steps": steps, "job": job, "tensors": index,
         ]
         do {
             try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
