@@ -14,16 +14,18 @@ import Darwin
 /// planning layer of each kind (embedding, block, head with the loss) at each microbatch size,
 /// AdamW's time per parameter byte, and the memory the device reports.
 ///
-/// Each kind is timed on a one-layer pipeline stage of the job's model (`GPT` built with
-/// `stage: k..<k+1`), so a block's time is exactly one block's launches; the stage also copies
-/// its input (the residual stream) onto the device, as a pipeline stage does. Every size gets
-/// `warmups` untimed runs, then `repetitions` timed samples (each repeating the work for at least
-/// 5 ms) whose median is kept (see ``typical(_:)`` for why not the fastest). AdamW is timed
-/// on the block stage's parameters (one `GPT.step`). A size whose stage does not fit the device's
+/// Each kind is timed on a one-layer pipeline stage (`GPT` built with `stage: k..<k+1`) of a
+/// one-block model of the job's width (a layer's time does not depend on the depth, and a deep
+/// model's parameters are never generated), so a block's time is exactly one block's launches;
+/// the stage also copies its input (the residual stream) onto the device, as a pipeline stage
+/// does. Every size gets `warmups` untimed runs (at least one), then `repetitions` timed samples
+/// (each repeating the work for at least 5 ms) whose median is kept (see ``typical(_:)`` for why
+/// not the fastest). AdamW is timed the same way on the block stage's parameters (`GPT.step`). A size whose stage does not fit the device's
 /// memory is left out (the planner extrapolates); a kind that does not fit even one sequence is
 /// an error naming the chip and the bytes.
 public struct DeviceProfiler: Sendable {
-    /// The model whose layers are timed (its `batch` is not used: see `microbatchSizes`).
+    /// The model whose layers are timed (its `layers` and `batch` are not used: one layer of each
+    /// kind is timed, at `microbatchSizes`).
     public var model: JobSpec.Model
     /// Sequences per microbatch to time each kind at, ascending.
     public var microbatchSizes: [Int]
@@ -90,13 +92,18 @@ public struct DeviceProfiler: Sendable {
 
     // MARK: Stages
 
-    /// The planning layers of one layer of `kind`.
+    /// The planning layer of `kind` in the one-block model the stages are cut from.
     func layers(of kind: ModelCost.Layer.Kind) -> Range<Int> {
         switch kind {
         case .embedding: 0..<1
         case .block: 1..<2
-        case .head: (model.layers + 1)..<(model.layers + 2)
+        case .head: 2..<3
         }
+    }
+
+    /// The one-block model of the job's width, with `batch` sequences per microbatch.
+    func config(batch: Int) -> ModelConfig {
+        ModelConfig(layers: 1, dim: model.dim, heads: model.heads, seq: model.seq, batch: batch, vocab: model.vocab)
     }
 
     /// The one-layer stage of `kind`, built for the largest microbatch that fits the device, and
@@ -104,17 +111,13 @@ public struct DeviceProfiler: Sendable {
     func buildStage(_ kind: ModelCost.Layer.Kind, on device: Device, chip: String) throws -> (GPT, [Int]) {
         var sizes = microbatchSizes
         while let largest = sizes.last {
-            let config = ModelConfig(
-                layers: model.layers, dim: model.dim, heads: model.heads, seq: model.seq, batch: largest, vocab: model.vocab)
             do {
-                return (try GPT(config: config, device: device, seed: 1, stage: layers(of: kind)), sizes)
+                return (try GPT(config: config(batch: largest), device: device, seed: 1, stage: layers(of: kind)), sizes)
             } catch let error as MedleyError where error.code == .outOfMemory {
                 sizes.removeLast()
             }
         }
-        let one = ModelConfig(
-            layers: model.layers, dim: model.dim, heads: model.heads, seq: model.seq, batch: 1, vocab: model.vocab)
-        let need = GPT.deviceBytes(config: one, stage: layers(of: kind), activationSequences: nil)
+        let need = GPT.deviceBytes(config: config(batch: 1), stage: layers(of: kind), activationSequences: nil)
         throw MedleyError(
             .outOfMemory,
             "chip \(chip): \(ByteCount.describe(device.description.memoryBytes)) of memory cannot hold one \(kind) layer for one sequence (it needs \(ByteCount.describe(UInt64(need)))), so it cannot be profiled; give it more memory or shrink the model")
