@@ -7,10 +7,10 @@ import MedleyPlanner
 /// planner prices sends with: one message of n bytes takes `α + n / bandwidth`.
 ///
 /// Rank 0 sends n bytes to rank 1, which sends them back; half the round trip is one send.
-/// Every size gets `warmups` untimed round trips, then the fastest of `repetitions` is kept.
-/// α is the one-way time of the smallest size; the bandwidth is the inverse of the least-squares
-/// slope of (time − α) against (bytes − smallest size), through that first point, so the large
-/// sizes set it.
+/// `warmups` untimed rounds, then `repetitions` timed rounds, each one round trip of every size
+/// in turn; each size keeps its fastest.
+/// α is the fastest one-way time of any size (a small one); the bandwidth is the inverse of the
+/// least-squares slope of (time − α) against (bytes − smallest size), so the large sizes set it.
 ///
 /// ``measure(program:configuration:timeoutSeconds:)`` starts `program` under real `mpirun`
 /// (2 ranks, ``MPIRun``'s flags and `--timeout`) with the hidden command ``commandName``, which
@@ -23,9 +23,9 @@ public enum PingPong {
     public struct Configuration: Sendable, Hashable, Codable {
         /// Message sizes in bytes, ascending; at least two distinct.
         public var sizes: [Int]
-        /// Untimed round trips per size.
+        /// Untimed rounds (one round trip of every size each).
         public var warmups: Int
-        /// Timed round trips per size; the fastest is kept.
+        /// Timed rounds; each size keeps its fastest round trip.
         public var repetitions: Int
 
         /// A configuration; the default is 8 B, 1 KiB, 64 KiB, 1 MiB and 4 MiB, 3 warm-ups, 30 timed.
@@ -78,14 +78,15 @@ public enum PingPong {
         }
         let sizes = Array(Set(configuration.sizes)).sorted()
         var buffer = [UInt8](repeating: 0x5a, count: sizes.last!)
-        var samples: [Sample] = []
+        var best = Array(repeating: Double.infinity, count: sizes.count)
         if world.rank <= 1 {
             let peer = 1 - world.rank
             try buffer.withUnsafeMutableBufferPointer { all in
-                for size in sizes {
-                    let message = UnsafeMutableBufferPointer(rebasing: all[0..<size])
-                    var best = Double.infinity
-                    for round in 0..<(configuration.warmups + configuration.repetitions) {
+                // Rounds outside, sizes inside: a busy spell of the host (a rank waiting for a
+                // core) then slows one round of every size, not every round of one size.
+                for round in 0..<(configuration.warmups + configuration.repetitions) {
+                    for (index, size) in sizes.enumerated() {
+                        let message = UnsafeMutableBufferPointer(rebasing: all[0..<size])
                         let start = MPIRuntime.wallTime()
                         if world.rank == 0 {
                             try world.send(UnsafeBufferPointer(message), to: peer, tag: 7)
@@ -94,12 +95,12 @@ public enum PingPong {
                             try world.receive(into: message, from: peer, tag: 7)
                             try world.send(UnsafeBufferPointer(message), to: peer, tag: 7)
                         }
-                        if round >= configuration.warmups { best = min(best, MPIRuntime.wallTime() - start) }
+                        if round >= configuration.warmups { best[index] = min(best[index], MPIRuntime.wallTime() - start) }
                     }
-                    samples.append(Sample(bytes: size, seconds: best / 2))
                 }
             }
         }
+        let samples = zip(sizes, best).map { Sample(bytes: $0, seconds: $1 / 2) }
         try world.barrier()
         return world.rank == 0 ? samples : nil
     }
@@ -115,7 +116,8 @@ public enum PingPong {
                 .invalidArgument,
                 "ping-pong: need positive times for at least two message sizes to fit latency and bandwidth, got \(samples.count) samples")
         }
-        let (alpha, smallest) = (sorted[0].seconds, Double(sorted[0].bytes))
+        // The smallest message is not always the fastest (it follows the largest in a round).
+        let (alpha, smallest) = (sorted.map(\.seconds).min()!, Double(sorted[0].bytes))
         var numerator = 0.0, denominator = 0.0
         for sample in sorted {
             let n = Double(sample.bytes) - smallest
