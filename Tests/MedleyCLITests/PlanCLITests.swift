@@ -94,6 +94,14 @@ struct PlanCLITests {
         // The sims cannot train alone: either they are pipeline stages or they are left out.
         #expect(stageCounts.contains { $0 >= 2 } || leftOut > 0, "\(json.stdout)")
         #expect(plan["prediction"] is [String: Any])
+
+        // The JSON is a plan file: a job that names it passes medley train's checks.
+        let dir = try TestSupport.temporaryDirectory("medley-plan-file")
+        try json.stdout.write(toFile: dir + "/plan.json", atomically: true, encoding: .utf8)
+        let spec = try String(contentsOfFile: Self.example("plan-small-memory.yaml"), encoding: .utf8) + "\nplan: plan.json\n"
+        try spec.write(toFile: dir + "/job.yaml", atomically: true, encoding: .utf8)
+        let dryRun = try TestSupport.medley(["train", dir + "/job.yaml", "--dry-run"])
+        #expect(dryRun.status == 0, "\(dryRun.output)")
     }
 
     @Test("plan on a job that cannot fit fails with one Error: line naming the shortfall")
@@ -103,6 +111,7 @@ struct PlanCLITests {
         let lines = result.stderr.split(separator: "\n")
         #expect(lines.count == 1, "\(result.stderr)")
         #expect(lines.first?.hasPrefix("Error: ") == true, "\(result.stderr)")
+        #expect(lines.first?.contains("acme-m6") == true, "the line names the chip that lacks memory: \(result.stderr)")
         #expect(!result.output.contains("Fatal error"))
     }
 
