@@ -328,7 +328,7 @@ public final class PipelineWorker {
         let lastStage = model.holdsHead
         let mine = [
             clock.compute * 1000, clock.wait * 1000, (t2 - t1) * 1000, lastStage ? lossSum : 0,
-            lastStage ? Double(role.samples) : 0, shardSquares, Double(role.samples),
+            lastStage ? Double(role.samples) : 0, shardSquares, Double(role.samples), (t1 - t0) * 1000,
         ]
         let all = try world.allgather(mine)
         let row = { (r: Int, k: Int) in all[r * mine.count + k] }
@@ -367,7 +367,8 @@ public final class PipelineWorker {
             tokens: tokens, tokensPerS: Double(tokens) / seconds, stepMs: seconds * 1000,
             shares: (0..<size).map { Int(row($0, 6)) }, computeMs: (0..<size).map { row($0, 0) },
             idleMs: (0..<size).map { row($0, 1) }, exchangeMs: (0..<size).map { row($0, 2) }, updateMs: updateMs,
-            nextShares: nil, throughputs: nil, predictedStepMs: plan.prediction.stepMs > 0 ? plan.prediction.stepMs : nil)
+            nextShares: nil, throughputs: nil, predictedStepMs: plan.prediction.stepMs > 0 ? plan.prediction.stepMs : nil,
+            pipelineMs: (0..<size).map { row($0, 7) })
         return record
     }
 

@@ -37,13 +37,18 @@ public struct StepRecord: Codable, Sendable, Equatable {
     public var throughputs: [Double]?
     /// The plan's predicted step time, when the job runs a plan that has one.
     public var predictedStepMs: Double?
+    /// Pipeline plans, per rank: milliseconds from the step's start to the end of its last
+    /// backward (the 1F1B schedule, sends included); the largest is the pipeline's length.
+    public var pipelineMs: [Double]?
 
     /// A record; see the properties.
     public init(
         step: Int, loss: Double, valLoss: Double?, lr: Double, gradNorm: Double, clipScale: Double, tokens: Int,
         tokensPerS: Double, stepMs: Double, shares: [Int], computeMs: [Double], idleMs: [Double], exchangeMs: [Double],
-        updateMs: [Double], nextShares: [Int]?, throughputs: [Double]?, predictedStepMs: Double? = nil
+        updateMs: [Double], nextShares: [Int]?, throughputs: [Double]?, predictedStepMs: Double? = nil,
+        pipelineMs: [Double]? = nil
     ) {
+        self.pipelineMs = pipelineMs
         self.step = step
         self.loss = loss
         self.valLoss = valLoss
@@ -76,6 +81,7 @@ public struct StepRecord: Codable, Sendable, Equatable {
         case updateMs = "update_ms"
         case nextShares = "next_shares"
         case predictedStepMs = "predicted_step_ms"
+        case pipelineMs = "pipeline_ms"
     }
 
     /// The record as one line of JSON (no newline).

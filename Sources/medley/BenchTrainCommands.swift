@@ -126,3 +126,50 @@ struct TrainBenchOptions: ParsableArguments {
         }
     }
 }
+
+/// `medley bench bubble`: the measured 1F1B bubble against (p − 1)/(m + p − 1).
+struct BenchBubble: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bubble",
+        abstract: "Run the job's devices as one pipeline at several microbatch counts; measured bubble vs 1F1B theory.",
+        discussion: """
+            Device i of JOB is stage i; --cuts gives the first planning layer of stages 1, 2, … \
+            (0 = embedding, 1…L = blocks, L+1 = head). For each microbatch count m (dividing the \
+            global batch) the job trains --steps steps; the bubble of a stage is 1 − its compute time ÷ \
+            the pipeline's length (the longest rank's 1F1B schedule), medians over the steps after \
+            --skip, averaged over the stages, and compared with (p − 1)/(m + p − 1).
+            """)
+
+    @OptionGroup var common: TrainBenchOptions
+
+    @Option(help: "First planning layer of each stage after the first, comma-separated.")
+    var cuts: String
+
+    @Option(help: "Microbatch counts, comma-separated.")
+    var microbatches = "1,2,4,8"
+
+    @Option(help: "Steps per run.")
+    var steps = 12
+
+    func run() throws {
+        func list(_ text: String, _ name: String) throws -> [Int] {
+            let values = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else {
+                throw MedleyError(.invalidArgument, "\(name): expected comma-separated whole numbers, got '\(text)'")
+            }
+            return values.map { $0! }
+        }
+        let result = try TrainBenchmark.bubble(
+            spec: try common.spec(), cuts: try list(cuts, "--cuts"), microbatches: try list(microbatches, "--microbatches"),
+            setup: common.setup(steps: steps)) { print("… " + $0) }
+        print("stages (planning layers): " + result.stages.map { "\($0[0])..<\($0[1])" }.joined(separator: ", "))
+        print("| m | microbatch | step ms | tokens/s | measured bubble | (p-1)/(m+p-1) | per stage |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for row in result.rows {
+            print(String(format: "| %d | %d | %.1f | %.0f | %.3f | %.3f | ", row.microbatches, row.microbatchSize, row.stepMs,
+                         row.tokensPerS, row.measuredBubble, row.theoreticalBubble)
+                  + row.idleFraction.map { String(format: "%.3f", $0) }.joined(separator: " / ") + " |")
+        }
+        try common.write(result)
+    }
+}
