@@ -22,6 +22,20 @@ public struct Plan: Codable, Sendable, Hashable {
         public var freeBytes: Int
 
         public var layers: Range<Int> { firstLayer..<endLayer }
+
+        public init(
+            device: Int, chip: String, firstLayer: Int, endLayer: Int, forwardMs: Double, backwardMs: Double,
+            memoryBytes: Int, freeBytes: Int
+        ) {
+            self.device = device
+            self.chip = chip
+            self.firstLayer = firstLayer
+            self.endLayer = endLayer
+            self.forwardMs = forwardMs
+            self.backwardMs = backwardMs
+            self.memoryBytes = memoryBytes
+            self.freeBytes = freeBytes
+        }
     }
 
     /// One pipeline replica.
@@ -31,6 +45,12 @@ public struct Plan: Codable, Sendable, Hashable {
         public var samples: Int
         /// Microbatches its samples are cut into (1F1B needs at least as many as stages to fill the pipe).
         public var microbatches: Int
+
+        public init(stages: [Stage], samples: Int, microbatches: Int) {
+            self.stages = stages
+            self.samples = samples
+            self.microbatches = microbatches
+        }
     }
 
     /// A device the plan does not use, and why.
@@ -38,6 +58,12 @@ public struct Plan: Codable, Sendable, Hashable {
         public var device: Int
         public var chip: String
         public var reason: String
+
+        public init(device: Int, chip: String, reason: String) {
+            self.device = device
+            self.chip = chip
+            self.reason = reason
+        }
     }
 
     /// What the plan is predicted to achieve.
@@ -54,6 +80,20 @@ public struct Plan: Codable, Sendable, Hashable {
         public var homogeneousTokensPerSecond: Double
         /// tokensPerSecond ÷ homogeneousTokensPerSecond.
         public var efficiency: Double
+
+        public init(
+            stepMs: Double, computeMs: Double, exchangeMs: Double, optimizerMs: Double, bubbleFraction: Double,
+            tokensPerSecond: Double, homogeneousTokensPerSecond: Double, efficiency: Double
+        ) {
+            self.stepMs = stepMs
+            self.computeMs = computeMs
+            self.exchangeMs = exchangeMs
+            self.optimizerMs = optimizerMs
+            self.bubbleFraction = bubbleFraction
+            self.tokensPerSecond = tokensPerSecond
+            self.homogeneousTokensPerSecond = homogeneousTokensPerSecond
+            self.efficiency = efficiency
+        }
     }
 
     /// Always "1F1B" for now.
@@ -64,4 +104,16 @@ public struct Plan: Codable, Sendable, Hashable {
     public var replicas: [Replica]
     public var leftOut: [LeftOut]
     public var prediction: Prediction
+
+    public init(
+        schedule: String = "1F1B", globalBatch: Int, microbatchSize: Int, replicas: [Replica], leftOut: [LeftOut],
+        prediction: Prediction
+    ) {
+        self.schedule = schedule
+        self.globalBatch = globalBatch
+        self.microbatchSize = microbatchSize
+        self.replicas = replicas
+        self.leftOut = leftOut
+        self.prediction = prediction
+    }
 }

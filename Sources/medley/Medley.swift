@@ -10,6 +10,7 @@ struct Medley: ParsableCommand {
             Adapters.self,
             Adapter.self,
             Bench.self,
+            Simulate.self,
             Train.self,
             Worker.self,
             ProfileJob.self,

@@ -1,0 +1,127 @@
+extension PlanSearch {
+    /// The search for many chips, at microbatch size `costs.microbatch`: its work grows with
+    /// chip types and layers, not with devices.
+    ///
+    /// 1. For each chip type and pipeline depth p, the balanced split of a pipeline of p chips of
+    ///    that type (least slowest stage, then least sum), all depths from one dynamic program.
+    /// 2. A template per type is a depth p: ⌊n/p⌋ replicas of it, optionally one more pipeline
+    ///    of the n mod p devices left over, or none at all (the type is left out). Coordinate
+    ///    descent over the types' templates, each candidate priced exactly (share allocation,
+    ///    exchange among the resulting replica count), until no type's change helps.
+    /// 3. A type whose chips cannot hold the model in any pipeline of their own (at this and every
+    ///    smaller microbatch size) joins pipelines of another type: c of its chips appended to (or
+    ///    put in front of) a host type's template.
+    mutating func searchTemplates(costs: StageCosts) {
+        let b = costs.microbatch
+        let need = (batch + b - 1) / b
+        // Balanced splits of homogeneous pipelines: splits[i][p] for type position i, depth p.
+        let splits: [[SplitPoint?]] = types.indices.map { i in
+            SplitSearch.homogeneous(type: types[i], costs: costs, deepest: min(counts[i], maxStages))
+        }
+        struct Option: Equatable { var depth = 0, replicas = 0, leftover = 0 }
+        let options: [[Option]] = types.indices.map { i in
+            var list = [Option()]
+            for p in splits[i].indices where splits[i][p] != nil {
+                list.append(Option(depth: p, replicas: counts[i] / p))
+                let rest = counts[i] % p
+                if rest > 0 && splits[i][rest] != nil { list.append(Option(depth: p, replicas: counts[i] / p, leftover: rest)) }
+            }
+            return list
+        }
+        func kinds(_ choice: [Int]) -> [Candidate.PipelineKind] {
+            var kinds: [Candidate.PipelineKind] = []
+            for (i, o) in choice.enumerated() {
+                let option = options[i][o]
+                guard option.depth > 0 else { continue }
+                let word = [Int](repeating: types[i], count: option.depth)
+                kinds.append(.init(word: word, split: splits[i][option.depth]!, count: option.replicas))
+                if option.leftover > 0 {
+                    let rest = [Int](repeating: types[i], count: option.leftover)
+                    kinds.append(.init(word: rest, split: splits[i][option.leftover]!, count: 1))
+                }
+            }
+            return kinds
+        }
+        func price(_ kinds: [Candidate.PipelineKind]) -> Candidate? {
+            let replicas = kinds.reduce(0) { $0 + $1.count }
+            guard replicas >= 1 && replicas <= batch else { return nil }
+            var priced = kinds
+            var update = 0.0
+            for j in priced.indices {
+                priced[j].split.update = SplitSearch.update(
+                    word: priced[j].word, ends: priced[j].split.ends, costs: costs, replicas: replicas)
+                update = max(update, priced[j].split.update)
+            }
+            let classes = priced.map { PipelineClass(shapes: [$0.split.shape], count: $0.count) }
+            guard let compute = MicrobatchAllocation.minimalComputeMs(classes, need: need) else { return nil }
+            return Candidate(microbatch: b, stepMs: compute.ms + update, kinds: priced)
+        }
+
+        // Coordinate descent over the types' templates, starting with every type left out.
+        var choice = [Int](repeating: 0, count: types.count)
+        var current: Candidate?
+        for _ in 0..<8 {
+            var improved = false
+            for i in types.indices {
+                for o in options[i].indices where o != choice[i] {
+                    var trial = choice
+                    trial[i] = o
+                    guard let candidate = price(kinds(trial)) else { continue }
+                    consider(candidate)
+                    if candidate.beats(current) {
+                        current = candidate
+                        choice = trial
+                        improved = true
+                    }
+                }
+            }
+            if !improved { break }
+        }
+
+        // Types that cannot form pipelines of their own ride along in another type's pipelines.
+        // A type that formed pipelines of its own at a smaller microbatch is better served there.
+        let starved = types.indices.filter { options[$0].count == 1 && !formsPipelines[$0] }
+        for i in types.indices where options[i].count > 1 { formsPipelines[i] = true }
+        let leastTotal = costs.storedParameters(0, costs.layerCount) * model.model.bytesPerParameter
+            + costs.microbatch * (model.activationPrefix[costs.layerCount])
+        for i in starved {
+            var best = current
+            let hosts: [(host: [Int], count: Int, at: Int?)] = current.map { plan in
+                plan.kinds.enumerated().map { ($1.word, $1.count, $0) }
+            } ?? []
+            // Without any pipeline to join, try short pipelines of every other type with these chips.
+            var trials: [(host: [Int], count: Int, at: Int?)] = hosts
+            if hosts.isEmpty {
+                for h in types.indices where h != i {
+                    for a in stride(from: 1, through: min(counts[h], maxStages - 1, 16), by: 1) {
+                        trials.append(([Int](repeating: types[h], count: a), counts[h] / a, nil))
+                    }
+                }
+            }
+            for trial in trials where trial.host.count < maxStages {
+                for c in 1...min(counts[i], maxStages - trial.host.count, 8) {
+                    let guests = [Int](repeating: types[i], count: c)
+                    // Together the stages must at least hold the parameters and one microbatch of activations.
+                    let room = trial.host.reduce(0) { $0 + model.inventory.profiles[$1].memoryBytes }
+                        + c * model.inventory.profiles[types[i]].memoryBytes
+                    guard room >= leastTotal else { continue }
+                    for word in [trial.host + guests, guests + trial.host] {
+                        guard let split = SplitSearch.balanced(word: word, costs: costs) else { continue }
+                        let mixed = min(trial.count, counts[i] / c)
+                        guard mixed > 0 else { continue }
+                        var kinds = current?.kinds ?? []
+                        if let at = trial.at {
+                            kinds[at].count -= mixed
+                            if kinds[at].count == 0 { kinds.remove(at: at) }
+                        }
+                        kinds.append(.init(word: word, split: split, count: mixed))
+                        guard let candidate = price(kinds) else { continue }
+                        consider(candidate)
+                        if candidate.beats(best) { best = candidate }
+                    }
+                }
+            }
+            current = best
+        }
+    }
+}

@@ -1,0 +1,310 @@
+import MedleyCore
+
+/// The planner's prediction of time and memory for a job laid out on chips:
+/// what a stage costs, what a step takes. Pure arithmetic over the model's
+/// cost, the chips' profiles and the network; `docs/planning.md` states every
+/// formula.
+///
+/// - A stage of chip type t holding planning layers `a..<e` at microbatch b:
+///   forward = Σ forward(layer, b) + the send of its output to the next stage;
+///   backward = Σ backward(layer, b) + the send of its input's gradient to the
+///   previous stage (α + bytes/β each, nothing at the pipeline's ends).
+/// - Its memory with k microbatches in flight: stored parameters ×
+///   `bytesPerParameter` + k·b·(activation bytes + the received input and its
+///   gradient). Under 1F1B stage s of p keeps k = p − s in flight.
+/// - A replica of p stages with stage times cₛ = forwardₛ + backwardₛ running m
+///   microbatches: Σₛ cₛ + (m − 1)·maxₛ cₛ.
+/// - A step: the slowest replica, then the slowest rank's gradient exchange and
+///   optimizer update. Each planning layer's gradient is averaged by a ring
+///   allreduce among the R ranks that hold it (2(R−1)/R·bytes/β + 2(R−1)α); a
+///   pipeline whose head is apart from its embedding also sums the two copies of
+///   the tied token table between its first and last stage. The update is
+///   sharded: each holder updates 1/R of its parameters.
+public struct StepTimeModel: Sendable {
+    /// The model being planned.
+    public let model: ModelCost
+    /// The chips.
+    public let inventory: DeviceInventory
+    /// The links between them.
+    public let network: NetworkModel
+
+    /// Planning layers (embedding, blocks, head).
+    let layerCount: Int
+    /// `timing[profile][kind]`: the profile's curve for each layer kind (in `Kind.allCases` order).
+    let timing: [[TimingCurve]]
+    /// Prefix sums over planning layers: parameters (floats) and activation bytes per sequence.
+    let parameterPrefix: [Int]
+    let activationPrefix: [Int]
+    /// Floats of the head's copy of the token table.
+    let tiedParameters: Int
+
+    /// Checks every input and prepares the model; throws `invalidArgument` naming the first problem.
+    public init(model: ModelCost, inventory: DeviceInventory, network: NetworkModel) throws {
+        try Self.validate(model: model)
+        try Self.validate(inventory: inventory)
+        try Self.validate(network: network)
+        self.model = model
+        self.inventory = inventory
+        self.network = network
+        layerCount = model.layers.count
+        timing = inventory.profiles.map { profile in
+            ModelCost.Layer.Kind.allCases.map { kind in TimingCurve(profile.timings.filter { $0.kind == kind }) }
+        }
+        var parameters = [0], activations = [0]
+        for layer in model.layers {
+            parameters.append(parameters.last! + layer.parameters)
+            activations.append(activations.last! + layer.activationBytesPerSequence)
+        }
+        parameterPrefix = parameters
+        activationPrefix = activations
+        tiedParameters = model.layers.last!.tiedParameters
+    }
+
+    // MARK: Stages
+
+    /// Predicted forward and backward milliseconds of a stage of chip type `profile` holding
+    /// `layers` for one microbatch of `microbatch` sequences, sends to its neighbours included.
+    public func stageTimes(profile: Int, layers: Range<Int>, microbatch: Int) -> (forwardMs: Double, backwardMs: Double) {
+        let costs = StageCosts(self, microbatch: microbatch)
+        return (costs.forwardMs(profile, layers.lowerBound, layers.upperBound),
+                costs.backwardMs(profile, layers.lowerBound, layers.upperBound))
+    }
+
+    /// Device bytes a stage holding `layers` needs with `inFlight` microbatches of `microbatch` sequences.
+    public func stageMemoryBytes(layers: Range<Int>, inFlight: Int, microbatch: Int) -> Int {
+        StageCosts(self, microbatch: microbatch).memoryBytes(layers.lowerBound, layers.upperBound, inFlight: inFlight)
+    }
+
+    /// Milliseconds a rank holding `layers` spends in the gradient exchange of a plan with `replicas` replicas.
+    public func exchangeMs(layers: Range<Int>, replicas: Int) -> Double {
+        StageCosts(self, microbatch: 1).exchangeMs(layers.lowerBound, layers.upperBound, replicas: replicas)
+    }
+
+    /// Milliseconds a rank of chip type `profile` holding `layers` spends in its (sharded) AdamW update.
+    public func optimizerMs(profile: Int, layers: Range<Int>, replicas: Int) -> Double {
+        StageCosts(self, microbatch: 1).optimizerMs(profile, layers.lowerBound, layers.upperBound, replicas: replicas)
+    }
+
+    // MARK: Plans
+
+    /// Evaluates `layout`: every stage's times and memory, and the step's prediction.
+    ///
+    /// The returned plan has no left-out devices and a homogeneous throughput of 0
+    /// (efficiency 0): those are the planner's to fill in. A stage that does not
+    /// fit shows negative `freeBytes`. Throws `invalidArgument` when the layout is
+    /// not a plan: an empty replica, layers that do not cover the model once in
+    /// order, a device used twice or not in the inventory, a replica without samples.
+    public func evaluate(_ layout: PlanLayout) throws -> Plan {
+        try validate(layout)
+        let b = layout.microbatchSize
+        let costs = StageCosts(self, microbatch: b)
+        let replicaCount = layout.replicas.count
+        var replicas: [Plan.Replica] = []
+        var slowest = (ms: -1.0, bubble: 0.0)
+        var critical = (ms: -1.0, exchange: 0.0, optimizer: 0.0)
+        for replica in layout.replicas {
+            let p = replica.stages.count
+            let m = (replica.samples + b - 1) / b
+            var stages: [Plan.Stage] = []
+            var sum = 0.0, largest = 0.0
+            for (s, stage) in replica.stages.enumerated() {
+                let t = inventory.devices[stage.device]
+                let (a, e) = (stage.layers.lowerBound, stage.layers.upperBound)
+                let forward = costs.forwardMs(t, a, e), backward = costs.backwardMs(t, a, e)
+                let memory = costs.memoryBytes(a, e, inFlight: p - s)
+                stages.append(Plan.Stage(
+                    device: stage.device, chip: inventory.profiles[t].chip, firstLayer: a, endLayer: e,
+                    forwardMs: forward, backwardMs: backward, memoryBytes: memory,
+                    freeBytes: inventory.profiles[t].memoryBytes - memory))
+                sum += forward + backward
+                largest = max(largest, forward + backward)
+                let exchange = costs.exchangeMs(a, e, replicas: replicaCount)
+                let optimizer = costs.optimizerMs(t, a, e, replicas: replicaCount)
+                if exchange + optimizer > critical.ms { critical = (exchange + optimizer, exchange, optimizer) }
+            }
+            let pipeline = sum + Double(m - 1) * largest
+            if pipeline > slowest.ms { slowest = (pipeline, 1 - Double(m) * sum / Double(p) / pipeline) }
+            replicas.append(Plan.Replica(stages: stages, samples: replica.samples, microbatches: m))
+        }
+        let batch = layout.replicas.reduce(0) { $0 + $1.samples }
+        let step = slowest.ms + critical.exchange + critical.optimizer
+        let prediction = Plan.Prediction(
+            stepMs: step, computeMs: slowest.ms, exchangeMs: critical.exchange, optimizerMs: critical.optimizer,
+            bubbleFraction: slowest.bubble, tokensPerSecond: Double(batch * model.seq) / (step / 1000),
+            homogeneousTokensPerSecond: 0, efficiency: 0)
+        return Plan(globalBatch: batch, microbatchSize: b, replicas: replicas, leftOut: [], prediction: prediction)
+    }
+
+    private func validate(_ layout: PlanLayout) throws {
+        func fail(_ message: String) -> MedleyError { MedleyError(.invalidArgument, "plan layout: " + message) }
+        guard layout.microbatchSize >= 1 else { throw fail("microbatch size must be at least 1, got \(layout.microbatchSize)") }
+        guard !layout.replicas.isEmpty else { throw fail("no replicas") }
+        var used = [Bool](repeating: false, count: inventory.devices.count)
+        for (r, replica) in layout.replicas.enumerated() {
+            guard !replica.stages.isEmpty else { throw fail("replica \(r) has no stages") }
+            guard replica.samples >= 1 else { throw fail("replica \(r) trains \(replica.samples) sequences; it needs at least 1") }
+            var next = 0
+            for stage in replica.stages {
+                guard stage.layers.lowerBound == next, stage.layers.upperBound > next else {
+                    throw fail("replica \(r): a stage holds layers \(stage.layers) where layer \(next) should start a non-empty range")
+                }
+                next = stage.layers.upperBound
+                guard stage.device >= 0 && stage.device < used.count else {
+                    throw fail("replica \(r): device \(stage.device) is not in the inventory (\(used.count) devices)")
+                }
+                guard !used[stage.device] else { throw fail("device \(stage.device) is used twice") }
+                used[stage.device] = true
+            }
+            guard next == layerCount else {
+                throw fail("replica \(r) holds layers up to \(next), but the model has \(layerCount) planning layers")
+            }
+        }
+    }
+}
+
+/// A layout of a plan before prediction: which device holds which layers in
+/// which replica, how many sequences each replica trains, and the microbatch size.
+public struct PlanLayout: Sendable, Hashable {
+    /// One stage: a device (inventory index) and the planning layers it holds.
+    public struct Stage: Sendable, Hashable {
+        public var device: Int
+        public var layers: Range<Int>
+        public init(device: Int, layers: Range<Int>) {
+            self.device = device
+            self.layers = layers
+        }
+    }
+
+    /// One pipeline and its share of the global batch.
+    public struct Replica: Sendable, Hashable {
+        public var stages: [Stage]
+        public var samples: Int
+        public init(stages: [Stage], samples: Int) {
+            self.stages = stages
+            self.samples = samples
+        }
+    }
+
+    public var microbatchSize: Int
+    public var replicas: [Replica]
+
+    public init(microbatchSize: Int, replicas: [Replica]) {
+        self.microbatchSize = microbatchSize
+        self.replicas = replicas
+    }
+}
+
+// MARK: - Costs at one microbatch size
+
+/// A stage's costs in O(1) at one microbatch size: prefix sums over planning
+/// layers per chip type. Layer ranges are `a..<e`; `t` is a profile index.
+struct StageCosts {
+    let model: StepTimeModel
+    let microbatch: Int
+    /// `forward[t][l]`: Σ forward ms of layers `0..<l` on type t at this microbatch; likewise backward.
+    let forward: [[Double]]
+    let backward: [[Double]]
+    /// `send[l]`: ms to send layer l's output for one microbatch.
+    let send: [Double]
+    let alphaMs: Double
+    let msPerByte: Double
+
+    init(_ model: StepTimeModel, microbatch: Int) {
+        self.model = model
+        self.microbatch = microbatch
+        let kinds = ModelCost.Layer.Kind.allCases
+        var forward: [[Double]] = [], backward: [[Double]] = []
+        for curves in model.timing {
+            let perKind = curves.map { $0.ms(microbatch: microbatch) }
+            var f = [0.0], g = [0.0]
+            for layer in model.model.layers {
+                let k = kinds.firstIndex(of: layer.kind)!
+                f.append(f.last! + perKind[k].forward)
+                g.append(g.last! + perKind[k].backward)
+            }
+            forward.append(f)
+            backward.append(g)
+        }
+        self.forward = forward
+        self.backward = backward
+        alphaMs = model.network.latencySeconds * 1000
+        msPerByte = 1000 / model.network.bytesPerSecond
+        send = model.model.layers.map { [alphaMs, msPerByte] layer in
+            alphaMs + Double(layer.outputBytesPerSequence * microbatch) * msPerByte
+        }
+    }
+
+    var layerCount: Int { model.layerCount }
+
+    func forwardMs(_ t: Int, _ a: Int, _ e: Int) -> Double {
+        forward[t][e] - forward[t][a] + (e < layerCount ? send[e - 1] : 0)
+    }
+
+    func backwardMs(_ t: Int, _ a: Int, _ e: Int) -> Double {
+        backward[t][e] - backward[t][a] + (a > 0 ? send[a - 1] : 0)
+    }
+
+    /// Forward plus backward ms of one microbatch, sends included.
+    func ms(_ t: Int, _ a: Int, _ e: Int) -> Double { forwardMs(t, a, e) + backwardMs(t, a, e) }
+
+    /// Forward plus backward ms without the sends: a lower bound that only grows as the range grows.
+    func computeOnlyMs(_ t: Int, _ a: Int, _ e: Int) -> Double {
+        forward[t][e] - forward[t][a] + backward[t][e] - backward[t][a]
+    }
+
+    /// Parameters the stage stores: the head's copy of the token table is stored once when the stage also holds the embedding.
+    func storedParameters(_ a: Int, _ e: Int) -> Int {
+        model.parameterPrefix[e] - model.parameterPrefix[a] - (a == 0 && e == layerCount ? model.tiedParameters : 0)
+    }
+
+    func memoryBytes(_ a: Int, _ e: Int, inFlight: Int) -> Int {
+        let received = a > 0 ? 2 * model.model.layers[a - 1].outputBytesPerSequence : 0
+        let activations = model.activationPrefix[e] - model.activationPrefix[a] + received
+        return storedParameters(a, e) * model.model.bytesPerParameter + inFlight * microbatch * activations
+    }
+
+    /// A lower bound of `memoryBytes` that only grows as the range grows (the received input left out).
+    func memoryLowerBound(_ a: Int, _ e: Int, inFlight: Int) -> Int {
+        (model.parameterPrefix[e] - model.parameterPrefix[a] - (a == 0 && e == layerCount ? model.tiedParameters : 0))
+            * model.model.bytesPerParameter
+            + inFlight * microbatch * (model.activationPrefix[e] - model.activationPrefix[a])
+    }
+
+    func fits(_ t: Int, _ a: Int, _ e: Int, inFlight: Int) -> Bool {
+        memoryBytes(a, e, inFlight: inFlight) <= model.inventory.profiles[t].memoryBytes
+    }
+
+    /// Ring allreduce of `bytes` among `ranks`, in ms.
+    func ringMs(bytes: Int, ranks: Int) -> Double {
+        guard ranks > 1 else { return 0 }
+        let k = Double(ranks)
+        return 2 * (k - 1) / k * Double(bytes) * msPerByte + 2 * (k - 1) * alphaMs
+    }
+
+    /// Gradient exchange of a rank holding `a..<e` in a plan of `replicas` replicas: one ring
+    /// allreduce per planning layer among its `replicas` holders, and the tied table's sum between
+    /// the first and last stage when they differ.
+    func exchangeMs(_ a: Int, _ e: Int, replicas: Int) -> Double {
+        let whole = a == 0 && e == layerCount
+        var ms = 0.0
+        if replicas > 1 {
+            let k = Double(replicas)
+            let bytes = 4 * storedParameters(a, e)
+            ms = 2 * (k - 1) / k * Double(bytes) * msPerByte + 2 * (k - 1) * alphaMs * Double(e - a)
+        }
+        if !whole && (a == 0 || e == layerCount) && model.tiedParameters > 0 {
+            ms += ringMs(bytes: 4 * model.tiedParameters, ranks: 2)
+        }
+        return ms
+    }
+
+    /// The sharded AdamW update of a rank of type `t` holding `a..<e`: 1/replicas of its parameter bytes.
+    func optimizerMs(_ t: Int, _ a: Int, _ e: Int, replicas: Int) -> Double {
+        Double(4 * storedParameters(a, e)) / Double(replicas) * model.inventory.profiles[t].optimizerMsPerParameterByte
+    }
+
+    /// Exchange plus update of a rank: what the step waits for after compute.
+    func updateMs(_ t: Int, _ a: Int, _ e: Int, replicas: Int) -> Double {
+        exchangeMs(a, e, replicas: replicas) + optimizerMs(t, a, e, replicas: replicas)
+    }
+}
