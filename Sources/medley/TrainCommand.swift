@@ -3,6 +3,7 @@ import Foundation
 import MedleyComm
 import MedleyCore
 import MedleyPlanner
+import MedleyProfile
 import MedleyTrain
 
 /// `medley train`: run a job across this machine's chips under mpirun.
@@ -59,7 +60,8 @@ struct Train: ParsableCommand {
         let spec = try JobSpec.load(path: job)
         let launcher = TrainLauncher(
             spec: spec, steps: steps, logPath: log, weightsPath: saveWeights, schedule: try SharesSchedule(parsing: shares),
-            timeoutSeconds: timeout, verbose: verbose, timelinePath: timeline)
+            timeoutSeconds: timeout, verbose: verbose, timelinePath: timeline,
+            automaticPlanner: { try JobProfiles.load(spec: $0).plan(globalBatch: $0.model.batch) })
         if dryRun {
             let ranks = try launcher.preflight()
             print("job \(spec.name): \(ranks.count) rank\(ranks.count == 1 ? "" : "s"), global batch \(spec.model.batch) — ready to train")
