@@ -127,6 +127,18 @@ struct PipelineJobTests {
         #expect(run.records.last!.loss < run.records.first!.loss, "the model learns")
     }
 
+    @Test("plan: auto profiles the chips, plans at launch and logs the predicted step time")
+    func automaticPlan() throws {
+        let dir = try TestSupport.temporaryDirectory("medley-pipeline")
+        let yaml = TrainJobTests.job(devices: "[cpu, {adapter: sim, options: {vendor: Acme, speed: 0.5}}]", train: "steps: 4")
+            + "\nplan: auto\n"
+        let run = try TrainJobTests.train(yaml, environment: ["MEDLEY_CACHE_DIR": dir + "/cache"])
+        try #require(run.result.status == 0, "\(run.result.output)")
+        #expect(run.records.count == 4)
+        #expect(run.records.allSatisfy { ($0.predictedStepMs ?? 0) > 0 }, "\(run.result.output)")
+        #expect(run.records.first.map { $0.shares.reduce(0, +) >= 12 } == true)
+    }
+
     @Test("bad plans fail with one line before mpirun starts", arguments: [
         ("missing", "does not exist"),
         ("device", "uses device 5"),
