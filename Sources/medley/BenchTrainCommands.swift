@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MedleyCore
+import MedleyProfile
 import MedleyTrain
 
 /// `medley bench mixed`: heterogeneous efficiency of a job.
@@ -171,5 +172,44 @@ struct BenchBubble: ParsableCommand {
                   + row.idleFraction.map { String(format: "%.3f", $0) }.joined(separator: " / ") + " |")
         }
         try common.write(result)
+    }
+}
+
+/// `medley bench predict`: the planner's predicted step time against a run of its plan.
+struct BenchPredict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "predict",
+        abstract: "Plan JOB from its chips' profiles, train the plan, and compare the measured step time with the prediction.",
+        discussion: """
+            Profiles the job's chips (or reads the cache), runs the planner as `plan: auto` would, \
+            trains --steps steps of that plan and reports the median measured step time after \
+            --skip against the plan's predicted step time, --rounds times.
+            """)
+
+    @OptionGroup var common: TrainBenchOptions
+
+    @Option(help: "Steps per run.")
+    var steps = 15
+
+    @Option(help: "Runs of the same plan; the ratio is reported for each.")
+    var rounds = 3
+
+    @Flag(help: "Measure the profiles again instead of reading the cache.")
+    var refresh = false
+
+    func run() throws {
+        let spec = try common.spec()
+        var options = JobProfiles.Options()
+        options.refresh = refresh
+        let plan = try JobProfiles.load(spec: spec, options: options).plan(globalBatch: spec.model.batch)
+        print(plan.table())
+        var results: [TrainBenchmark.PredictionResult] = []
+        for round in 1...max(1, rounds) {
+            let result = try TrainBenchmark.prediction(spec: spec, plan: plan, setup: common.setup(steps: steps))
+            print(String(format: "round %d: measured %.1f ms per step, predicted %.1f ms: measured / predicted = %.3f",
+                         round, result.measuredStepMs, result.predictedStepMs, result.ratio))
+            results.append(result)
+        }
+        try common.write(results)
     }
 }
