@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "medley-comm-check", targets: ["MedleyCommCheck"]),
         .library(name: "MedleyModel", targets: ["MedleyModel"]),
         .library(name: "MedleyPlanner", targets: ["MedleyPlanner"]),
+        .library(name: "MedleyProfile", targets: ["MedleyProfile"]),
         .library(name: "MedleyTrain", targets: ["MedleyTrain"]),
         // Chip adapters: shared libraries behind the C ABI in adapters/include/medley_adapter.h.
         .library(name: "medley-adapter-reference", type: .dynamic, targets: ["MedleyAdapterReference"]),
@@ -115,7 +116,7 @@ let package = Package(
         /// MPI communicator, framed messages, gradient exchange, mpirun launcher.
         .target(
             name: "MedleyComm",
-            dependencies: ["CMPI", "CMedleyProto", "MedleyCore"],
+            dependencies: ["CMPI", "CMedleyProto", "MedleyCore", "MedleyPlanner"],
             path: "Sources/MedleyComm"
         ),
         /// Multi-rank test scenarios for MedleyComm (run under mpirun by MedleyCommTests).
@@ -142,6 +143,13 @@ let package = Package(
             dependencies: ["MedleyCore"],
             path: "Sources/MedleyPlanner"
         ),
+        /// Profiles: each chip type's layer times, optimizer cost and memory, and the link between
+        /// ranks (MPI ping-pong), measured and cached on disk; the planner's inputs for a job.
+        .target(
+            name: "MedleyProfile",
+            dependencies: ["MedleyAdapters", "MedleyComm", "MedleyCore", "MedleyModel", "MedleyPlanner"],
+            path: "Sources/MedleyProfile"
+        ),
         /// The training worker (one rank per chip), the mpirun launcher around it, shares and step records.
         .target(
             name: "MedleyTrain",
@@ -157,6 +165,7 @@ let package = Package(
                 "MedleyCore",
                 "MedleyModel",
                 "MedleyPlanner",
+                "MedleyProfile",
                 "MedleyTrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -192,8 +201,13 @@ let package = Package(
         ),
         .testTarget(
             name: "MedleyTrainTests",
-            dependencies: ["MedleyTrain", "MedleyCore", "MedleyTestSupport"],
+            dependencies: ["MedleyTrain", "MedleyCore", "MedleyModel", "MedleyPlanner", "MedleyTestSupport"],
             path: "Tests/MedleyTrainTests"
+        ),
+        .testTarget(
+            name: "MedleyProfileTests",
+            dependencies: ["MedleyProfile", "MedleyComm", "MedleyPlanner", "MedleyCore", "MedleyTestSupport"],
+            path: "Tests/MedleyProfileTests"
         ),
         .testTarget(
             name: "MedleyPlannerTests",

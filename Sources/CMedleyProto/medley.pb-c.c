@@ -187,6 +187,51 @@ void   medley__v1__activation_header__free_unpacked
   assert(message->base.descriptor == &medley__v1__activation_header__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   medley__v1__layer_timing__init
+                     (Medley__V1__LayerTiming         *message)
+{
+  static const Medley__V1__LayerTiming init_value = MEDLEY__V1__LAYER_TIMING__INIT;
+  *message = init_value;
+}
+size_t medley__v1__layer_timing__get_packed_size
+                     (const Medley__V1__LayerTiming *message)
+{
+  assert(message->base.descriptor == &medley__v1__layer_timing__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t medley__v1__layer_timing__pack
+                     (const Medley__V1__LayerTiming *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &medley__v1__layer_timing__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t medley__v1__layer_timing__pack_to_buffer
+                     (const Medley__V1__LayerTiming *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &medley__v1__layer_timing__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Medley__V1__LayerTiming *
+       medley__v1__layer_timing__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Medley__V1__LayerTiming *)
+     protobuf_c_message_unpack (&medley__v1__layer_timing__descriptor,
+                                allocator, len, data);
+}
+void   medley__v1__layer_timing__free_unpacked
+                     (Medley__V1__LayerTiming *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &medley__v1__layer_timing__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   medley__v1__device_profile__init
                      (Medley__V1__DeviceProfile         *message)
 {
@@ -230,6 +275,51 @@ void   medley__v1__device_profile__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &medley__v1__device_profile__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   medley__v1__network_profile__init
+                     (Medley__V1__NetworkProfile         *message)
+{
+  static const Medley__V1__NetworkProfile init_value = MEDLEY__V1__NETWORK_PROFILE__INIT;
+  *message = init_value;
+}
+size_t medley__v1__network_profile__get_packed_size
+                     (const Medley__V1__NetworkProfile *message)
+{
+  assert(message->base.descriptor == &medley__v1__network_profile__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t medley__v1__network_profile__pack
+                     (const Medley__V1__NetworkProfile *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &medley__v1__network_profile__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t medley__v1__network_profile__pack_to_buffer
+                     (const Medley__V1__NetworkProfile *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &medley__v1__network_profile__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Medley__V1__NetworkProfile *
+       medley__v1__network_profile__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Medley__V1__NetworkProfile *)
+     protobuf_c_message_unpack (&medley__v1__network_profile__descriptor,
+                                allocator, len, data);
+}
+void   medley__v1__network_profile__free_unpacked
+                     (Medley__V1__NetworkProfile *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &medley__v1__network_profile__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   medley__v1__heartbeat__init
@@ -766,15 +856,92 @@ const ProtobufCMessageDescriptor medley__v1__activation_header__descriptor =
   (ProtobufCMessageInit) medley__v1__activation_header__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor medley__v1__device_profile__field_descriptors[5] =
+static const ProtobufCFieldDescriptor medley__v1__layer_timing__field_descriptors[4] =
 {
   {
-    "device",
+    "kind",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__LayerTiming, kind),
+    &medley__v1__layer_kind__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "microbatch",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__LayerTiming, microbatch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "forward_ms",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__LayerTiming, forward_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "backward_ms",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__LayerTiming, backward_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned medley__v1__layer_timing__field_indices_by_name[] = {
+  3,   /* field[3] = backward_ms */
+  2,   /* field[2] = forward_ms */
+  0,   /* field[0] = kind */
+  1,   /* field[1] = microbatch */
+};
+static const ProtobufCIntRange medley__v1__layer_timing__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor medley__v1__layer_timing__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "medley.v1.LayerTiming",
+  "LayerTiming",
+  "Medley__V1__LayerTiming",
+  "medley.v1",
+  sizeof(Medley__V1__LayerTiming),
+  4,
+  medley__v1__layer_timing__field_descriptors,
+  medley__v1__layer_timing__field_indices_by_name,
+  1,  medley__v1__layer_timing__number_ranges,
+  (ProtobufCMessageInit) medley__v1__layer_timing__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor medley__v1__device_profile__field_descriptors[9] =
+{
+  {
+    "chip",
     1,
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_STRING,
     0,   /* quantifier_offset */
-    offsetof(Medley__V1__DeviceProfile, device),
+    offsetof(Medley__V1__DeviceProfile, chip),
     NULL,
     &protobuf_c_empty_string,
     0,             /* flags */
@@ -793,27 +960,27 @@ static const ProtobufCFieldDescriptor medley__v1__device_profile__field_descript
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
-    "layer_forward_ms",
+    "vendor",
     3,
-    PROTOBUF_C_LABEL_REPEATED,
-    PROTOBUF_C_TYPE_DOUBLE,
-    offsetof(Medley__V1__DeviceProfile, n_layer_forward_ms),
-    offsetof(Medley__V1__DeviceProfile, layer_forward_ms),
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__DeviceProfile, vendor),
     NULL,
-    NULL,
-    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    &protobuf_c_empty_string,
+    0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
-    "layer_backward_ms",
+    "name",
     4,
-    PROTOBUF_C_LABEL_REPEATED,
-    PROTOBUF_C_TYPE_DOUBLE,
-    offsetof(Medley__V1__DeviceProfile, n_layer_backward_ms),
-    offsetof(Medley__V1__DeviceProfile, layer_backward_ms),
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__DeviceProfile, name),
     NULL,
-    NULL,
-    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    &protobuf_c_empty_string,
+    0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
@@ -828,18 +995,70 @@ static const ProtobufCFieldDescriptor medley__v1__device_profile__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "timings",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Medley__V1__DeviceProfile, n_timings),
+    offsetof(Medley__V1__DeviceProfile, timings),
+    &medley__v1__layer_timing__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "optimizer_ms_per_parameter_byte",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__DeviceProfile, optimizer_ms_per_parameter_byte),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cache_key",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__DeviceProfile, cache_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "measured_unix_millis",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__DeviceProfile, measured_unix_millis),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned medley__v1__device_profile__field_indices_by_name[] = {
   1,   /* field[1] = adapter */
-  0,   /* field[0] = device */
-  3,   /* field[3] = layer_backward_ms */
-  2,   /* field[2] = layer_forward_ms */
+  7,   /* field[7] = cache_key */
+  0,   /* field[0] = chip */
+  8,   /* field[8] = measured_unix_millis */
   4,   /* field[4] = memory_bytes */
+  3,   /* field[3] = name */
+  6,   /* field[6] = optimizer_ms_per_parameter_byte */
+  5,   /* field[5] = timings */
+  2,   /* field[2] = vendor */
 };
 static const ProtobufCIntRange medley__v1__device_profile__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor medley__v1__device_profile__descriptor =
 {
@@ -849,11 +1068,88 @@ const ProtobufCMessageDescriptor medley__v1__device_profile__descriptor =
   "Medley__V1__DeviceProfile",
   "medley.v1",
   sizeof(Medley__V1__DeviceProfile),
-  5,
+  9,
   medley__v1__device_profile__field_descriptors,
   medley__v1__device_profile__field_indices_by_name,
   1,  medley__v1__device_profile__number_ranges,
   (ProtobufCMessageInit) medley__v1__device_profile__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor medley__v1__network_profile__field_descriptors[4] =
+{
+  {
+    "latency_seconds",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__NetworkProfile, latency_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes_per_second",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__NetworkProfile, bytes_per_second),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cache_key",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__NetworkProfile, cache_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "measured_unix_millis",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__NetworkProfile, measured_unix_millis),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned medley__v1__network_profile__field_indices_by_name[] = {
+  1,   /* field[1] = bytes_per_second */
+  2,   /* field[2] = cache_key */
+  0,   /* field[0] = latency_seconds */
+  3,   /* field[3] = measured_unix_millis */
+};
+static const ProtobufCIntRange medley__v1__network_profile__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor medley__v1__network_profile__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "medley.v1.NetworkProfile",
+  "NetworkProfile",
+  "Medley__V1__NetworkProfile",
+  "medley.v1",
+  sizeof(Medley__V1__NetworkProfile),
+  4,
+  medley__v1__network_profile__field_descriptors,
+  medley__v1__network_profile__field_indices_by_name,
+  1,  medley__v1__network_profile__number_ranges,
+  (ProtobufCMessageInit) medley__v1__network_profile__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor medley__v1__heartbeat__field_descriptors[5] =
@@ -1112,5 +1408,37 @@ const ProtobufCEnumDescriptor medley__v1__dtype__descriptor =
   medley__v1__dtype__enum_values_by_name,
   1,
   medley__v1__dtype__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue medley__v1__layer_kind__enum_values_by_number[4] =
+{
+  { "LAYER_KIND_UNSPECIFIED", "MEDLEY__V1__LAYER_KIND__LAYER_KIND_UNSPECIFIED", 0 },
+  { "LAYER_KIND_EMBEDDING", "MEDLEY__V1__LAYER_KIND__LAYER_KIND_EMBEDDING", 1 },
+  { "LAYER_KIND_BLOCK", "MEDLEY__V1__LAYER_KIND__LAYER_KIND_BLOCK", 2 },
+  { "LAYER_KIND_HEAD", "MEDLEY__V1__LAYER_KIND__LAYER_KIND_HEAD", 3 },
+};
+static const ProtobufCIntRange medley__v1__layer_kind__value_ranges[] = {
+{0, 0},{0, 4}
+};
+static const ProtobufCEnumValueIndex medley__v1__layer_kind__enum_values_by_name[4] =
+{
+  { "LAYER_KIND_BLOCK", 2 },
+  { "LAYER_KIND_EMBEDDING", 1 },
+  { "LAYER_KIND_HEAD", 3 },
+  { "LAYER_KIND_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor medley__v1__layer_kind__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "medley.v1.LayerKind",
+  "LayerKind",
+  "Medley__V1__LayerKind",
+  "medley.v1",
+  4,
+  medley__v1__layer_kind__enum_values_by_number,
+  4,
+  medley__v1__layer_kind__enum_values_by_name,
+  1,
+  medley__v1__layer_kind__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };

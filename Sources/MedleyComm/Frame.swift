@@ -25,6 +25,10 @@ public struct Frame: Sendable, Equatable {
         case bucketLayoutHeader = 2
         /// An ``ActivationHeader`` (pipeline sends).
         case activationHeader = 3
+        /// A ``DeviceProfileRecord`` (the profile cache).
+        case deviceProfile = 4
+        /// A ``NetworkProfileRecord`` (the profile cache).
+        case networkProfile = 5
     }
 
     /// The magic bytes `MDLF`.

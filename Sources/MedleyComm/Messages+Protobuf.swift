@@ -2,7 +2,7 @@ import CMedleyProto
 import MedleyCore
 
 /// Owns the C memory of protobuf-c structs while Swift builds and packs them.
-private final class Arena {
+final class Arena {
     private var blocks: [UnsafeMutableRawPointer] = []
 
     func allocate<T>(_: T.Type, count: Int) -> UnsafeMutablePointer<T> {
@@ -29,7 +29,7 @@ private final class Arena {
 }
 
 /// Packs a protobuf-c message through `packedSize` and `pack` into a byte array.
-private func packBytes(_ size: Int, _ pack: (UnsafeMutablePointer<UInt8>) -> Int) -> [UInt8] {
+func packBytes(_ size: Int, _ pack: (UnsafeMutablePointer<UInt8>) -> Int) -> [UInt8] {
     [UInt8](unsafeUninitializedCapacity: size) { buf, count in
         count = size == 0 ? 0 : pack(buf.baseAddress!)
     }

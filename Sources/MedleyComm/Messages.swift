@@ -190,10 +190,12 @@ func validatedShape(_ count: Int, _ dims: UnsafePointer<Int64>?, what: String) t
     return shape
 }
 
-func validatedString(_ p: UnsafeMutablePointer<CChar>?, what: String) throws -> String {
+func validatedString(
+    _ p: UnsafeMutablePointer<CChar>?, what: String, maxBytes: Int = WireLimits.maxNameBytes
+) throws -> String {
     guard let p else { return "" }
-    let length = strnlen(p, WireLimits.maxNameBytes + 1)
-    guard length <= WireLimits.maxNameBytes else { throw MedleyError(.corruption, "\(what): longer than \(WireLimits.maxNameBytes) bytes") }
+    let length = strnlen(p, maxBytes + 1)
+    guard length <= maxBytes else { throw MedleyError(.corruption, "\(what): longer than \(maxBytes) bytes") }
     let bytes = UnsafeRawBufferPointer(start: p, count: length)
     guard let s = String(validating: bytes, as: UTF8.self) else {
         throw MedleyError(.corruption, "\(what): not valid UTF-8")

@@ -19,17 +19,28 @@ public struct JobSpec: Codable, Sendable, Equatable {
     public var train: Training
     /// The chips, in rank order.
     public var devices: [Device]
+    /// How the job is laid out on the chips: `data` (every chip holds the whole model and
+    /// trains on a measured share of each batch), `auto` (the planner chooses pipelines and
+    /// replicas from the chips' profiles), or the path of a plan file written by
+    /// `medley plan --json` (relative paths are relative to the job file).
+    public var plan: String
+
+    /// `plan: data`.
+    public static let dataParallelPlan = "data"
+    /// `plan: auto`.
+    public static let automaticPlan = "auto"
 
     /// A job; see the properties for the meaning of each value.
     public init(
         name: String = "medley-job", model: Model = Model(), data: DataSource = DataSource(),
-        train: Training = Training(), devices: [Device]
+        train: Training = Training(), devices: [Device], plan: String = JobSpec.dataParallelPlan
     ) {
         self.name = name
         self.model = model
         self.data = data
         self.train = train
         self.devices = devices
+        self.plan = plan
     }
 
     /// The GPT's shape (a byte-level model: the vocabulary is the 256 byte values) and the global batch.
@@ -276,7 +287,7 @@ extension JobSpec {
 
 extension JobSpec {
     /// The keys each section accepts, in documentation order.
-    static let topKeys = ["name", "model", "data", "train", "devices"]
+    static let topKeys = ["name", "model", "data", "train", "devices", "plan"]
     static let modelKeys = ["layers", "dim", "heads", "seq", "batch", "vocab"]
     static let dataKeys = ["path", "validation_fraction", "seed"]
     static let trainKeys = [
@@ -324,7 +335,11 @@ extension JobSpec {
         } catch {
             throw MedleyError(.io, "cannot read job spec \(path): \(error.localizedDescription)")
         }
-        return try parse(yaml: text, source: path)
+        var spec = try parse(yaml: text, source: path)
+        if ![dataParallelPlan, automaticPlan].contains(spec.plan) && !spec.plan.hasPrefix("/") {
+            spec.plan = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(spec.plan).standardizedFileURL.path
+        }
+        return spec
     }
 
     /// The job spec at `path`, or ``defaultJob`` when there is none (`medley train` with no JOB).
@@ -423,6 +438,9 @@ extension JobSpec {
                 "model.batch",
                 "the global batch of \(model.batch) sequences is smaller than the \(rankCount) ranks; raise model.batch to at least \(rankCount) or list fewer devices"
             )
+        }
+        if plan.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw fail("plan", "is empty; use data, auto, or the path of a plan file from `medley plan --json`")
         }
         if let shares = train.shares {
             try Self.checkShares(shares, field: "train.shares", ranks: rankCount, globalBatch: model.batch)
@@ -582,7 +600,8 @@ enum SpecReader {
             }
         }
         return JobSpec(
-            name: try top.string("name", "medley-job"), model: model, data: data, train: train, devices: devices)
+            name: try top.string("name", "medley-job"), model: model, data: data, train: train, devices: devices,
+            plan: try top.string("plan", JobSpec.dataParallelPlan))
     }
 
     static func device(_ node: Node, path: String) throws -> JobSpec.Device {

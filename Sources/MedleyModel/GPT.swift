@@ -37,42 +37,101 @@ public final class GPT {
     /// Batch of the last `forward`, which `backward` differentiates; nil before any forward.
     public internal(set) var lastBatch: Int?
 
+    /// The planning layers this model holds (0 = embedding, 1...L = blocks, L + 1 = head):
+    /// all of them for a whole model, a contiguous part for a pipeline stage.
+    public let stage: Range<Int>
+    /// Sequences whose activations are kept at once (`config.batch` unless a pipeline
+    /// keeps several microbatches in flight); activation gradients are sized for `config.batch`.
+    public let activationSequences: Int
+
+    /// Activation offsets, sized for `activationSequences`.
     let plan: ActivationPlan
+    /// Activation-gradient offsets, sized for `config.batch` (one microbatch at a time).
+    let gradientPlan: ActivationPlan
     let activations: DeviceBuffer
     let activationGradients: DeviceBuffer
     let tokenBuffer: DeviceBuffer
     let targetBuffer: DeviceBuffer
     let scalar: DeviceBuffer
+    /// The held blocks, in order; `blocks[i]` is model block `firstBlock + i`.
     let blocks: [BlockParameters]
+    /// First sequence of the activation rows the running forward or backward uses.
+    var sequenceBase = 0
+
+    /// Whether this model holds the embedding (planning layer 0).
+    public var holdsEmbedding: Bool { stage.contains(0) }
+    /// Whether this model holds the head and the loss (planning layer L + 1).
+    public var holdsHead: Bool { stage.contains(config.layers + 1) }
+    /// Index (0-based, in the whole model) of the first block held.
+    var firstBlock: Int { max(stage.lowerBound, 1) - 1 }
 
     /// Builds the model on `device` and initialises its parameters from `seed`.
     ///
     /// Weights are N(0, 0.02) (the residual projections `attn.proj.w` and
     /// `mlp.proj.w` additionally scaled by 1/sqrt(2·layers)), biases 0,
     /// LayerNorm weights 1; AdamW moments start at 0. The same seed gives the
-    /// same parameters on every device.
-    public init(config: ModelConfig, device: Device, seed: UInt64 = 0) throws {
+    /// same parameters on every device, and a stage's tensors hold exactly the
+    /// values the whole model's tensors of the same names hold.
+    ///
+    /// - Parameters:
+    ///   - stage: the planning layers to hold (nil: the whole model). A stage holding the
+    ///     head without the embedding holds its own copy of the tied `wte`.
+    ///   - activationSequences: sequences of activations to keep at once, at least
+    ///     `config.batch` (the default); a pipeline stage keeps one microbatch per slot.
+    public init(
+        config: ModelConfig, device: Device, seed: UInt64 = 0, stage: Range<Int>? = nil, activationSequences: Int? = nil
+    ) throws {
         try config.validate()
+        let stage = stage ?? 0..<(config.layers + 2)
+        let sequences = activationSequences ?? config.batch
+        try Self.validate(stage: stage, activationSequences: sequences, config: config)
         self.config = config
         self.device = device
-        let layout = ParameterLayout(config: config)
+        self.stage = stage
+        self.activationSequences = sequences
+        let layout = ParameterLayout(config: config, stage: stage)
         self.layout = layout
-        self.plan = ActivationPlan(config: config)
-        let bytes = layout.count * 4
+        self.plan = ActivationPlan(config: config, stage: stage, sequences: sequences)
+        self.gradientPlan = ActivationPlan(config: config, stage: stage, sequences: config.batch)
+        let bytes = max(layout.count, 1) * 4
         parameters = try device.allocate(bytes: bytes)
         gradients = try device.allocate(bytes: bytes)
         adamM = try device.allocate(bytes: bytes)
         adamV = try device.allocate(bytes: bytes)
         activations = try device.allocate(bytes: plan.count * 4)
-        activationGradients = try device.allocate(bytes: plan.count * 4)
-        tokenBuffer = try device.allocate(bytes: config.batch * config.seq * 4)
-        targetBuffer = try device.allocate(bytes: config.batch * config.seq * 4)
+        activationGradients = try device.allocate(bytes: gradientPlan.count * 4)
+        tokenBuffer = try device.allocate(bytes: sequences * config.seq * 4)
+        targetBuffer = try device.allocate(bytes: sequences * config.seq * 4)
         scalar = try device.allocate(bytes: 4)
-        blocks = try (0..<config.layers).map { try BlockParameters(layout: layout, layer: $0) }
-        try parameters.write(Self.initialParameters(layout: layout, config: config, seed: seed))
+        let first = max(stage.lowerBound, 1) - 1, end = min(stage.upperBound, config.layers + 1) - 1
+        blocks = try (first..<max(first, end)).map { try BlockParameters(layout: layout, layer: $0) }
+        let whole = ParameterLayout(config: config)
+        let values = Self.initialParameters(layout: whole, config: config, seed: seed)
+        var mine = [Float](repeating: 0, count: layout.count)
+        for entry in layout.entries {
+            let source = try whole.entry(entry.name)
+            mine.replaceSubrange(entry.range, with: values[source.range])
+        }
+        if !mine.isEmpty { try parameters.write(mine) }
         try gradients.fill(byte: 0)
         try adamM.fill(byte: 0)
         try adamV.fill(byte: 0)
+    }
+
+    /// Throws naming the problem when `stage` is not a non-empty part of the planning layers
+    /// or fewer activation sequences than `config.batch` are asked for.
+    static func validate(stage: Range<Int>, activationSequences: Int, config: ModelConfig) throws {
+        let all = 0..<(config.layers + 2)
+        guard !stage.isEmpty, stage.lowerBound >= 0, stage.upperBound <= all.upperBound else {
+            throw MedleyError(
+                .invalidArgument,
+                "model stage: layers \(stage.lowerBound)..<\(stage.upperBound) are not a non-empty part of planning layers 0..<\(all.upperBound) (0 = embedding, 1...\(config.layers) = blocks, \(config.layers + 1) = head)")
+        }
+        guard activationSequences >= config.batch else {
+            throw MedleyError(
+                .invalidArgument,
+                "model stage: \(activationSequences) activation sequences is fewer than the microbatch of \(config.batch)")
+        }
     }
 
     /// The initial parameters for `seed`, in layout order (deterministic, host-side).
@@ -97,9 +156,19 @@ public final class GPT {
     /// Device bytes the model allocates for `config` (parameters, gradients, AdamW moments,
     /// activations and their gradients, token/target buffers): what `init` asks the device for.
     public static func deviceBytes(config: ModelConfig) -> Int {
-        let parameters = ParameterLayout(config: config).count
-        let activations = ActivationPlan(config: config).count
-        return 4 * (4 * parameters + 2 * activations + 2 * config.batch * config.seq + 1)
+        deviceBytes(config: config, stage: nil, activationSequences: nil)
+    }
+
+    /// Device bytes a stage holding planning layers `stage` allocates when it keeps
+    /// `activationSequences` sequences of activations (default `config.batch`) and the
+    /// activation gradients of one `config.batch` microbatch.
+    public static func deviceBytes(config: ModelConfig, stage: Range<Int>?, activationSequences: Int?) -> Int {
+        let stage = stage ?? 0..<(config.layers + 2)
+        let sequences = activationSequences ?? config.batch
+        let parameters = max(ParameterLayout(config: config, stage: stage).count, 1)
+        let activations = ActivationPlan(config: config, stage: stage, sequences: sequences).count
+        let gradients = ActivationPlan(config: config, stage: stage, sequences: config.batch).count
+        return 4 * (4 * parameters + activations + gradients + 2 * sequences * config.seq + 1)
     }
 
     /// The fixed part (independent of the batch) and the per-sequence part of ``deviceBytes(config:)``.
@@ -176,10 +245,11 @@ public final class GPT {
 
     /// One AdamW step over the parameters at flat indices `range` only (a shard this rank
     /// owns); the others, and their moments, are left as they are. `stepCount` advances
-    /// once per call whatever the range, so every rank keeps the same bias correction.
+    /// once per call whatever the range (unless `countsStep` is false: a further shard of the
+    /// same step), so every rank keeps the same bias correction.
     public func step(
         lr: Double, weightDecay: Double = 0, beta1: Double = 0.9, beta2: Double = 0.95, eps: Double = 1e-8,
-        gradScale: Double = 1, range: Range<Int>
+        gradScale: Double = 1, range: Range<Int>, countsStep: Bool = true
     ) throws {
         guard range.lowerBound >= 0, range.upperBound <= layout.count else {
             throw MedleyError(.invalidArgument, "AdamW: range \(range) is outside the \(layout.count) parameters")
@@ -192,7 +262,7 @@ public final class GPT {
         if let bad = checks.first(where: { !$0.1 }) {
             throw MedleyError(.invalidArgument, "AdamW: \(bad.0) is out of range")
         }
-        stepCount += 1
+        if countsStep || stepCount == 0 { stepCount += 1 }
         for group in layout.decayGroups {
             let part = group.range.clamped(to: range)
             if part.isEmpty { continue }
@@ -214,14 +284,21 @@ public final class GPT {
 
     // MARK: Views
 
-    /// A float view of activation region `offset` (in floats).
+    /// A float view of activation region `offset` (in floats, from `plan`), starting at
+    /// sequence `sequenceBase` (every activation tensor is batch-major).
     func act(_ offset: Int, _ shape: [Int]) -> TensorView {
-        activations.tensor(.f32, shape, offset: offset * 4)
+        let perSequence = shape.dropFirst().reduce(1, *)
+        return activations.tensor(.f32, shape, offset: (offset + sequenceBase * perSequence) * 4)
     }
 
-    /// The gradient of activation region `offset` (same offsets, other buffer).
+    /// The gradient of activation region `offset` (from `gradientPlan`, always from sequence 0).
     func dact(_ offset: Int, _ shape: [Int]) -> TensorView {
         activationGradients.tensor(.f32, shape, offset: offset * 4)
+    }
+
+    /// Token or target ids of the running microbatch.
+    func ids(_ buffer: DeviceBuffer, _ b: Int) -> TensorView {
+        buffer.tensor(.i32, [b, config.seq], offset: sequenceBase * config.seq * 4)
     }
 
     /// A parameter view of a layout entry.
@@ -256,8 +333,9 @@ struct BlockParameters {
     }
 }
 
-/// Offsets (in floats) of every activation tensor in the activation buffer,
-/// each sized for `config.batch`. The activation-gradient buffer uses the same offsets.
+/// Offsets (in floats) of every activation tensor of the layers a model holds in one
+/// buffer, each sized for `sequences` sequences (batch-major, so the rows of one
+/// microbatch are one contiguous run inside every tensor).
 struct ActivationPlan {
     /// The activations saved by one block.
     struct Block {
@@ -265,29 +343,35 @@ struct ActivationPlan {
         var ln2 = 0, ln2Mean = 0, ln2Rstd = 0, fc = 0, fcGelu = 0, mlpProj = 0
     }
 
-    /// Residual stream entering block l (index `layers` is the last block's output).
+    /// `residual[i]` is the residual stream entering held block i; `residual[blocks.count]`
+    /// leaves the last held block. `residual[0]` is the embedding's output or the stage's
+    /// input; the last entry is the stage's output or the head's input.
     var residual: [Int] = []
     var blocks: [Block] = []
+    /// The head's tensors (zero-sized when the head is not held).
     var lnf = 0, lnfMean = 0, lnfRstd = 0, logits = 0, losses = 0, lossLse = 0
     /// Total floats.
     var count = 0
 
-    init(config: ModelConfig) {
-        let rows = config.batch * config.seq
+    init(config: ModelConfig, stage: Range<Int>? = nil, sequences: Int? = nil) {
+        let stage = stage ?? 0..<(config.layers + 2)
+        let sequences = sequences ?? config.batch
+        let rows = sequences * config.seq
         let c = config.dim
+        let heldBlocks = stage.clamped(to: 1..<(config.layers + 1)).count
         func take(_ floats: Int) -> Int {
             defer { count += floats }
             return count
         }
         residual = [take(rows * c)]
-        for _ in 0..<config.layers {
+        for _ in 0..<heldBlocks {
             var b = Block()
             b.ln1 = take(rows * c)
             b.ln1Mean = take(rows)
             b.ln1Rstd = take(rows)
             b.qkv = take(rows * 3 * c)
             b.attn = take(rows * c)
-            b.attnLse = take(config.batch * config.heads * config.seq)
+            b.attnLse = take(sequences * config.heads * config.seq)
             b.attnProj = take(rows * c)
             b.residualMid = take(rows * c)
             b.ln2 = take(rows * c)
@@ -299,12 +383,14 @@ struct ActivationPlan {
             blocks.append(b)
             residual.append(take(rows * c))
         }
-        lnf = take(rows * c)
-        lnfMean = take(rows)
-        lnfRstd = take(rows)
-        logits = take(rows * config.vocab)
-        losses = take(rows)
-        lossLse = take(rows)
+        if stage.contains(config.layers + 1) {
+            lnf = take(rows * c)
+            lnfMean = take(rows)
+            lnfRstd = take(rows)
+            logits = take(rows * config.vocab)
+            losses = take(rows)
+            lossLse = take(rows)
+        }
     }
 }
 

@@ -44,9 +44,21 @@ public struct ParameterLayout: Sendable, Hashable {
 
     /// The layout of a model with `config` (not validated).
     public init(config: ModelConfig) {
+        self.init(config: config, stage: nil)
+    }
+
+    /// The layout of the tensors one pipeline stage holds: the planning layers `stage`
+    /// (0 = embedding, 1...L = blocks, L + 1 = head; nil = all of them), in the same order
+    /// and under the same names as the whole model's layout. A stage holding the head keeps
+    /// `wte` (the head is tied to it) even without the embedding.
+    public init(config: ModelConfig, stage: Range<Int>?) {
+        let stage = stage ?? 0..<(config.layers + 2)
+        let embedding = stage.contains(0), head = stage.contains(config.layers + 1)
         let c = config.dim
-        var shapes: [(String, [Int])] = [("wte", [config.vocab, c]), ("wpe", [config.seq, c])]
-        for l in 0..<config.layers {
+        var shapes: [(String, [Int])] = []
+        if embedding || head { shapes.append(("wte", [config.vocab, c])) }
+        if embedding { shapes.append(("wpe", [config.seq, c])) }
+        for l in 0..<config.layers where stage.contains(l + 1) {
             let p = "h.\(l)."
             shapes += [
                 (p + "ln1.w", [c]), (p + "ln1.b", [c]),
@@ -57,7 +69,7 @@ public struct ParameterLayout: Sendable, Hashable {
                 (p + "mlp.proj.w", [c, 4 * c]), (p + "mlp.proj.b", [c]),
             ]
         }
-        shapes += [("lnf.w", [c]), ("lnf.b", [c])]
+        if head { shapes += [("lnf.w", [c]), ("lnf.b", [c])] }
         var offset = 0
         var entries: [Entry] = []
         for (name, shape) in shapes {

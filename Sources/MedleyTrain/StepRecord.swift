@@ -35,6 +35,38 @@ public struct StepRecord: Codable, Sendable, Equatable {
     public var nextShares: [Int]?
     /// Samples per second each rank was estimated at, on steps that re-divide (and the warm-up).
     public var throughputs: [Double]?
+    /// The plan's predicted step time, when the job runs a plan that has one.
+    public var predictedStepMs: Double?
+    /// Pipeline plans, per rank: milliseconds from the step's start to the end of its last
+    /// backward (the 1F1B schedule, sends included); the largest is the pipeline's length.
+    public var pipelineMs: [Double]?
+
+    /// A record; see the properties.
+    public init(
+        step: Int, loss: Double, valLoss: Double?, lr: Double, gradNorm: Double, clipScale: Double, tokens: Int,
+        tokensPerS: Double, stepMs: Double, shares: [Int], computeMs: [Double], idleMs: [Double], exchangeMs: [Double],
+        updateMs: [Double], nextShares: [Int]?, throughputs: [Double]?, predictedStepMs: Double? = nil,
+        pipelineMs: [Double]? = nil
+    ) {
+        self.pipelineMs = pipelineMs
+        self.step = step
+        self.loss = loss
+        self.valLoss = valLoss
+        self.lr = lr
+        self.gradNorm = gradNorm
+        self.clipScale = clipScale
+        self.tokens = tokens
+        self.tokensPerS = tokensPerS
+        self.stepMs = stepMs
+        self.shares = shares
+        self.computeMs = computeMs
+        self.idleMs = idleMs
+        self.exchangeMs = exchangeMs
+        self.updateMs = updateMs
+        self.nextShares = nextShares
+        self.throughputs = throughputs
+        self.predictedStepMs = predictedStepMs
+    }
 
     enum CodingKeys: String, CodingKey {
         case step, loss, lr, tokens, shares, throughputs
@@ -48,6 +80,8 @@ public struct StepRecord: Codable, Sendable, Equatable {
         case exchangeMs = "exchange_ms"
         case updateMs = "update_ms"
         case nextShares = "next_shares"
+        case predictedStepMs = "predicted_step_ms"
+        case pipelineMs = "pipeline_ms"
     }
 
     /// The record as one line of JSON (no newline).
@@ -78,6 +112,7 @@ public struct StepRecord: Codable, Sendable, Equatable {
         line += "  tok/s " + String(format: "%8.0f", tokensPerS)
         line += "  " + String(format: "%7.1f", stepMs) + " ms"
         line += "  shares " + shares.map(String.init).joined(separator: "/")
+        if let predictedStepMs { line += String(format: " (plan %.1f)", predictedStepMs) }
         if let nextShares { line += "  -> " + nextShares.map(String.init).joined(separator: "/") + " from next step" }
         return line
     }

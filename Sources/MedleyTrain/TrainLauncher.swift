@@ -2,6 +2,8 @@ import Foundation
 import MedleyAdapters
 import MedleyComm
 import MedleyCore
+import MedleyModel
+import MedleyPlanner
 
 /// What `medley train` does before and around `mpirun`.
 ///
@@ -39,11 +41,18 @@ public struct TrainLauncher {
     public var verbose: Bool
     /// Extra environment for the ranks.
     public var environment: [String: String]
+    /// Where rank 0 writes the Chrome-trace timeline (pipeline plans).
+    public var timelinePath: String?
+    /// Makes the plan for `plan: auto` (profiles the chips and runs the planner).
+    public var automaticPlanner: ((JobSpec) throws -> Plan)?
 
     /// A launcher; see the properties.
     public init(spec: JobSpec, steps: Int? = nil, logPath: String? = nil, weightsPath: String? = nil,
                 schedule: SharesSchedule = SharesSchedule(),
-                timeoutSeconds: Int = 6 * 3600, verbose: Bool = false, environment: [String: String] = [:]) {
+                timeoutSeconds: Int = 6 * 3600, verbose: Bool = false, environment: [String: String] = [:],
+                timelinePath: String? = nil, automaticPlanner: ((JobSpec) throws -> Plan)? = nil) {
+        self.timelinePath = timelinePath
+        self.automaticPlanner = automaticPlanner
         self.spec = spec
         self.steps = steps
         self.logPath = logPath
@@ -54,14 +63,42 @@ public struct TrainLauncher {
         self.environment = environment
     }
 
+    /// The plan the job asks for: nil for `plan: data`, the planner's for `plan: auto`, or the file's.
+    public func resolvePlan() throws -> Plan? {
+        switch spec.plan {
+        case JobSpec.dataParallelPlan: return nil
+        case JobSpec.automaticPlan:
+            guard let automaticPlanner else {
+                throw MedleyError(.invalidArgument, "plan: auto needs the planner, which this launcher was built without")
+            }
+            return try automaticPlanner(spec)
+        default: return try Plan.load(path: spec.plan)
+        }
+    }
+
     /// Checks the job without starting any rank; throws one line naming what is wrong and what to do.
     @discardableResult
     public func preflight() throws -> [RankPreview] {
+        try preflight(plan: try resolvePlan())
+    }
+
+    /// ``preflight()`` for an already resolved plan (nil: data parallelism with measured shares).
+    @discardableResult
+    public func preflight(plan: Plan?) throws -> [RankPreview] {
         try spec.validate()
         if let steps, steps < 1 { throw MedleyError(.invalidArgument, "--steps must be at least 1, got \(steps)") }
         guard timeoutSeconds > 0 else { throw MedleyError(.invalidArgument, "--timeout must be at least 1 second") }
 
+        if let plan {
+            try plan.validate(blocks: spec.model.layers, devices: spec.rankCount, globalBatch: spec.model.batch)
+            if !schedule.isEmpty || spec.train.shares != nil {
+                throw MedleyError(
+                    .invalidArgument,
+                    "--shares and train.shares apply to plan: data; this job runs a plan, whose replicas' samples are in the plan")
+            }
+        }
         var previews: [RankPreview] = []
+        var memories: [UInt64] = []
         var libraries: [String: AdapterLibrary] = [:]
         for rank in spec.rankDevices {
             let field = "devices[\(rank.entry)]"
@@ -91,12 +128,22 @@ public struct TrainLauncher {
             let label = "rank \(rank.rank) (\(library.info.name) \(device.description.name))"
             let capacity = RankCapacity.sequences(memoryBytes: device.description.memoryBytes, model: spec.model)
             try device.close()
+            if let plan {
+                previews.append(RankPreview(rank: rank.rank, label: label, capacity: capacity))
+                memories.append(device.description.memoryBytes)
+                continue
+            }
             if capacity < 1 {
                 throw MedleyError(
                     .outOfMemory,
                     "\(field): " + RankCapacity.tooSmall(label: label, memoryBytes: device.description.memoryBytes, model: spec.model))
             }
             previews.append(RankPreview(rank: rank.rank, label: label, capacity: capacity))
+        }
+        if let plan {
+            try checkMemory(plan: plan, previews: previews, memories: memories)
+            try checkData()
+            return previews
         }
         let total = previews.reduce(0) { $0 + $1.capacity }
         if total < spec.model.batch {
@@ -113,30 +160,71 @@ public struct TrainLauncher {
                 .outOfMemory,
                 "train.shares: \(previews[r].label) is given \(fixed[r]) sequences but its memory holds at most \(caps[r]); lower its share")
         }
+        try checkData()
+        return previews
+    }
+
+    /// The corpus exists and is long enough for the split.
+    func checkData() throws {
         let dataset = try ByteDataset(path: spec.data.path)
         _ = try TrainValidationSplit(
             dataset: dataset, sequenceLength: spec.model.seq, validationFraction: spec.data.validationFraction)
-        return previews
+    }
+
+    /// Every stage of `plan` fits its device: parameters, gradients, AdamW moments, one
+    /// activation slot per microbatch in flight and one microbatch of activation gradients.
+    func checkMemory(plan: Plan, previews: [RankPreview], memories: [UInt64]) throws {
+        for replica in plan.replicas {
+            for (s, stage) in replica.stages.enumerated() {
+                let config = RankCapacity.modelConfig(spec.model, batch: plan.microbatchSize)
+                let inFlight = max(1, min(replica.stages.count - s, replica.microbatches))
+                let needed = GPT.deviceBytes(config: config, stage: stage.layers, activationSequences: plan.microbatchSize * inFlight)
+                let memory = memories[stage.device]
+                if UInt64(needed) > memory {
+                    throw MedleyError(
+                        .outOfMemory,
+                        "plan: \(previews[stage.device].label) cannot hold planning layers \(stage.firstLayer)..<\(stage.endLayer) with \(inFlight) microbatch(es) of \(plan.microbatchSize) in flight: it needs \(ByteCount.describe(UInt64(needed))) but has \(ByteCount.describe(memory)), \(ByteCount.describe(UInt64(needed) - memory)) short; give it fewer layers or a smaller microbatch")
+                }
+            }
+        }
     }
 
     /// Runs the job under mpirun and returns its exit status (0 = trained every step).
     ///
     /// `program` is the `medley` executable the ranks run; `print` receives what the user sees.
     public func run(program: String, print: @escaping (String, _ isError: Bool) -> Void) throws -> Int32 {
-        try preflight()
+        let plan = try resolvePlan()
+        try preflight(plan: plan)
         let directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("medley-train-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let jobFile = directory.appendingPathComponent("job.yaml").path
-        try spec.yamlString().write(toFile: jobFile, atomically: true, encoding: .utf8)
+        var job = spec
+        var ranks = spec.rankCount
+        if var plan {
+            // Devices the plan leaves out are not started: the ranks are the used devices, renumbered.
+            let used = plan.usedDevices.sorted()
+            if used.count < spec.rankCount {
+                let all = spec.rankDevices
+                job.devices = used.map { JobSpec.Device(adapter: all[$0].adapter, options: all[$0].options, count: 1, cpus: all[$0].cpus) }
+                plan = plan.renumbered(Dictionary(uniqueKeysWithValues: used.enumerated().map { ($1, $0) }))
+                for out in plan.leftOut { print("plan: device \(out.device) (\(out.chip)) is left out: \(out.reason)", false) }
+            }
+            ranks = used.count
+            let planFile = directory.appendingPathComponent("plan.json")
+            try plan.jsonData().write(to: planFile, options: .atomic)
+            job.plan = planFile.path
+        }
+        try job.yamlString().write(toFile: jobFile, atomically: true, encoding: .utf8)
 
         var arguments = ["worker", "--job", jobFile]
         if let steps { arguments += ["--steps", String(steps)] }
         if let logPath { arguments += ["--log", URL(fileURLWithPath: logPath).standardizedFileURL.path] }
         if let weightsPath { arguments += ["--save-weights", URL(fileURLWithPath: weightsPath).standardizedFileURL.path] }
+        if let timelinePath { arguments += ["--timeline", URL(fileURLWithPath: timelinePath).standardizedFileURL.path] }
         arguments += schedule.arguments
         let filter = LauncherOutputFilter(verbose: verbose, print: print)
-        let outcome = try MPIRun(ranks: spec.rankCount, timeoutSeconds: timeoutSeconds, environment: environment)
+        let outcome = try MPIRun(ranks: ranks, timeoutSeconds: timeoutSeconds, environment: environment)
             .run(program: program, arguments: arguments, onOutput: { filter.feed($0) })
         filter.finish()
         if outcome.status != 0 && !filter.sawError {

@@ -47,10 +47,13 @@ public final class TrainingWorker {
         public var printSteps: Bool
         /// Where rank 0 writes the final weights (see ``TrainingWorker/saveWeights(to:)``), if anywhere.
         public var weightsPath: String?
+        /// Where rank 0 writes the Chrome-trace timeline of every rank (pipeline plans), if anywhere.
+        public var timelinePath: String?
 
         /// Options; see the properties.
         public init(spec: JobSpec, steps: Int? = nil, logPath: String? = nil, schedule: SharesSchedule = SharesSchedule(),
-                    printSteps: Bool = true, weightsPath: String? = nil) {
+                    printSteps: Bool = true, weightsPath: String? = nil, timelinePath: String? = nil) {
+            self.timelinePath = timelinePath
             self.spec = spec
             self.steps = steps ?? spec.train.steps
             self.logPath = logPath
@@ -104,13 +107,7 @@ public final class TrainingWorker {
         rankDevice = ranks[rank]
         try CPUAffinity.pin(to: rankDevice.cpus)
 
-        library = try AdapterLibrary.load(rankDevice.adapter)
-        let available = try library.deviceCount()
-        guard available > 0 else {
-            throw MedleyError(.notFound, "adapter \(library.info.name) reports no devices on this host")
-        }
-        device = try library.openDevice(
-            rankDevice.instance % available, options: rankDevice.options.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        (library, device) = try Self.open(rankDevice)
         label = "rank \(rank) (\(library.info.name) \(device.description.name))"
 
         // Everyone learns everyone's name and capacity.
@@ -156,6 +153,18 @@ public final class TrainingWorker {
         let ranksCount = size
         shards = (0..<ranksCount).map { r in (count * r / ranksCount)..<(count * (r + 1) / ranksCount) }
         parameterHost = [Float](repeating: 0, count: count)
+    }
+
+    /// Loads a rank's adapter and opens its device with the job's options.
+    static func open(_ rankDevice: JobSpec.RankDevice) throws -> (AdapterLibrary, Device) {
+        let library = try AdapterLibrary.load(rankDevice.adapter)
+        let available = try library.deviceCount()
+        guard available > 0 else {
+            throw MedleyError(.notFound, "adapter \(library.info.name) reports no devices on this host")
+        }
+        let device = try library.openDevice(
+            rankDevice.instance % available, options: rankDevice.options.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        return (library, device)
     }
 
     // MARK: Running
@@ -254,10 +263,15 @@ public final class TrainingWorker {
     /// Writes `values` (the parameters) to `path` atomically: little-endian float32 in layout
     /// order, with `path.json` beside it naming every tensor's shape and offset.
     func saveWeights(_ values: [Float], to path: String) throws {
+        try Self.saveWeights(values, layout: model.layout, steps: options.steps, job: spec.name, to: path)
+    }
+
+    /// Writes `values` laid out by `layout` to `path` atomically (see ``saveWeights(_:to:)``).
+    static func saveWeights(_ values: [Float], layout: ParameterLayout, steps: Int, job: String, to path: String) throws {
         let url = URL(fileURLWithPath: path)
-        let index: [[String: Any]] = model.layout.entries.map { ["name": $0.name, "shape": $0.shape, "offset": $0.offset] }
+        let index: [[String: Any]] = layout.entries.map { ["name": $0.name, "shape": $0.shape, "offset": $0.offset] }
         let meta: [String: Any] = [
-            "format": "float32-le", "count": values.count, "steps": options.steps, "job": spec.name, "tensors": index,
+            "format": "float32-le", "count": values.count, "steps": steps, "job": job, "tensors": index,
         ]
         do {
             try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)

@@ -84,6 +84,47 @@ func weighted(_ world: Communicator, options: GradientExchange.Options, cap: Int
     }
 }
 
+/// Two neighbouring stages: activations forward, gradients back, both directions at once
+/// with payloads far above the eager limit (non-blocking sends must not deadlock); then a
+/// wrong microbatch, or silence, must be a named error.
+func stageLink(_ world: Communicator, scenario: String) throws {
+    let rank = world.rank
+    let peer = 1 - rank
+    let link = try StageLink(
+        communicator: world, peer: peer, sendTag: rank == 0 ? StageLink.activationTag : StageLink.gradientTag,
+        receiveTag: rank == 0 ? StageLink.gradientTag : StageLink.activationTag)
+    let shape = [4, 64, 1024]  // 1 MiB of floats
+    let count = shape.reduce(1, *)
+    var received = [Float](repeating: 0, count: count)
+    if scenario == "stage-link-timeout" {
+        if rank == 1 {
+            try received.withUnsafeMutableBytes { raw in
+                try link.receive(
+                    expected: ActivationHeader(step: 0, microbatch: 0, stage: 0, shape: shape, dtype: .float32), into: raw,
+                    timeoutSeconds: 1, what: "stage 1 waiting for microbatch 0")
+            }
+        }
+        return
+    }
+    for microbatch in 0..<3 {
+        let sentMicrobatch = scenario == "stage-link-mismatch" && rank == 0 && microbatch == 1 ? 2 : microbatch
+        let values = (0..<count).map { Float(rank * 1_000_000 + microbatch * 1000 + $0 % 997) }
+        try values.withUnsafeBytes { raw in
+            try link.send(
+                ActivationHeader(step: 7, microbatch: sentMicrobatch, stage: rank, shape: shape, dtype: .float32), payload: raw,
+                checksum: true)
+        }
+        try received.withUnsafeMutableBytes { raw in
+            try link.receive(
+                expected: ActivationHeader(step: 7, microbatch: microbatch, stage: peer, shape: shape, dtype: .float32), into: raw,
+                timeoutSeconds: scenario == "stage-link" ? 10 : 3, what: "stage \(rank) waiting for microbatch \(microbatch)")
+        }
+        let expected = (0..<count).map { Float(peer * 1_000_000 + microbatch * 1000 + $0 % 997) }
+        try expect(received == expected, "microbatch \(microbatch): the payload from rank \(peer) differs")
+    }
+    try link.finishSends(timeoutSeconds: 10, what: "finishing")
+}
+
 func collectives(_ world: Communicator) throws {
     let level = try MPIRuntime.providedLevel()
     let r = world.rank, p = world.size
@@ -246,13 +287,15 @@ do {
         let exchange = try GradientExchange(communicator: world, layout: try BucketLayout(tensors: testTensors, capBytes: 1 << 20))
         try exchange.exchange(step: 0, sampleCount: 0)
         throw CheckFailure(description: "a zero global batch was accepted")
+    case "stage-link", "stage-link-mismatch", "stage-link-timeout":
+        try stageLink(world, scenario: scenario)
     default:
         throw CheckFailure(description: "unknown scenario '\(scenario)'")
     }
     say("rank \(rank): ok \(scenario)")
     try MPIRuntime.finalize()
     exit(0)
-} catch let e as MedleyError where [.mismatch, .corruption, .invalidArgument, .unsupported].contains(e.code) {
+} catch let e as MedleyError where [.mismatch, .corruption, .invalidArgument, .unsupported, .timeout].contains(e.code) {
     // Raised on every rank from the same gathered data: finalize together, exit non-zero.
     say("rank \(rank): error [\(e.code)]: \(e)")
     try? MPIRuntime.finalize()

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MedleyCore
+import MedleyProfile
 import MedleyTrain
 
 /// `medley bench mixed`: heterogeneous efficiency of a job.
@@ -124,5 +125,91 @@ struct TrainBenchOptions: ParsableArguments {
         } catch {
             throw MedleyError(.io, "cannot write \(json): \(error.localizedDescription)")
         }
+    }
+}
+
+/// `medley bench bubble`: the measured 1F1B bubble against (p − 1)/(m + p − 1).
+struct BenchBubble: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bubble",
+        abstract: "Run the job's devices as one pipeline at several microbatch counts; measured bubble vs 1F1B theory.",
+        discussion: """
+            Device i of JOB is stage i; --cuts gives the first planning layer of stages 1, 2, … \
+            (0 = embedding, 1…L = blocks, L+1 = head). For each microbatch count m (dividing the \
+            global batch) the job trains --steps steps; the bubble of a stage is 1 − its compute time ÷ \
+            the pipeline's length (the longest rank's 1F1B schedule), medians over the steps after \
+            --skip, averaged over the stages, and compared with (p − 1)/(m + p − 1).
+            """)
+
+    @OptionGroup var common: TrainBenchOptions
+
+    @Option(help: "First planning layer of each stage after the first, comma-separated.")
+    var cuts: String
+
+    @Option(help: "Microbatch counts, comma-separated.")
+    var microbatches = "1,2,4,8"
+
+    @Option(help: "Steps per run.")
+    var steps = 12
+
+    func run() throws {
+        func list(_ text: String, _ name: String) throws -> [Int] {
+            let values = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else {
+                throw MedleyError(.invalidArgument, "\(name): expected comma-separated whole numbers, got '\(text)'")
+            }
+            return values.map { $0! }
+        }
+        let result = try TrainBenchmark.bubble(
+            spec: try common.spec(), cuts: try list(cuts, "--cuts"), microbatches: try list(microbatches, "--microbatches"),
+            setup: common.setup(steps: steps)) { print("… " + $0) }
+        print("stages (planning layers): " + result.stages.map { "\($0[0])..<\($0[1])" }.joined(separator: ", "))
+        print("| m | microbatch | step ms | tokens/s | measured bubble | (p-1)/(m+p-1) | per stage |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for row in result.rows {
+            print(String(format: "| %d | %d | %.1f | %.0f | %.3f | %.3f | ", row.microbatches, row.microbatchSize, row.stepMs,
+                         row.tokensPerS, row.measuredBubble, row.theoreticalBubble)
+                  + row.idleFraction.map { String(format: "%.3f", $0) }.joined(separator: " / ") + " |")
+        }
+        try common.write(result)
+    }
+}
+
+/// `medley bench predict`: the planner's predicted step time against a run of its plan.
+struct BenchPredict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "predict",
+        abstract: "Plan JOB from its chips' profiles, train the plan, and compare the measured step time with the prediction.",
+        discussion: """
+            Profiles the job's chips (or reads the cache), runs the planner as `plan: auto` would, \
+            trains --steps steps of that plan and reports the median measured step time after \
+            --skip against the plan's predicted step time, --rounds times.
+            """)
+
+    @OptionGroup var common: TrainBenchOptions
+
+    @Option(help: "Steps per run.")
+    var steps = 15
+
+    @Option(help: "Runs of the same plan; the ratio is reported for each.")
+    var rounds = 3
+
+    @Flag(help: "Measure the profiles again instead of reading the cache.")
+    var refresh = false
+
+    func run() throws {
+        let spec = try common.spec()
+        var options = JobProfiles.Options()
+        options.refresh = refresh
+        let plan = try JobProfiles.load(spec: spec, options: options).plan(globalBatch: spec.model.batch)
+        print(plan.table())
+        var results: [TrainBenchmark.PredictionResult] = []
+        for round in 1...max(1, rounds) {
+            let result = try TrainBenchmark.prediction(spec: spec, plan: plan, setup: common.setup(steps: steps))
+            print(String(format: "round %d: measured %.1f ms per step, predicted %.1f ms: measured / predicted = %.3f",
+                         round, result.measuredStepMs, result.predictedStepMs, result.ratio))
+            results.append(result)
+        }
+        try common.write(results)
     }
 }

@@ -13,6 +13,9 @@ struct Medley: ParsableCommand {
             Simulate.self,
             Train.self,
             Worker.self,
+            ProfileJob.self,
+            PlanJob.self,
+            PingPongRanks.self,
         ]
     )
 }

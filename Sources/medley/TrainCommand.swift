@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import MedleyComm
 import MedleyCore
+import MedleyPlanner
+import MedleyProfile
 import MedleyTrain
 
 /// `medley train`: run a job across this machine's chips under mpirun.
@@ -35,6 +37,9 @@ struct Train: ParsableCommand {
     @Option(help: "Write the final weights here (float32, layout order; FILE.json names the tensors).")
     var saveWeights: String?
 
+    @Option(help: "Write a timeline of every rank's spans here (Chrome trace JSON; open it in Perfetto). Pipeline plans.")
+    var timeline: String?
+
     @Option(help: "Stop the job after this many seconds (mpirun --timeout).")
     var timeout = 6 * 3600
 
@@ -55,7 +60,8 @@ struct Train: ParsableCommand {
         let spec = try JobSpec.load(path: job)
         let launcher = TrainLauncher(
             spec: spec, steps: steps, logPath: log, weightsPath: saveWeights, schedule: try SharesSchedule(parsing: shares),
-            timeoutSeconds: timeout, verbose: verbose)
+            timeoutSeconds: timeout, verbose: verbose, timelinePath: timeline,
+            automaticPlanner: { try JobProfiles.load(spec: $0).plan(globalBatch: $0.model.batch) })
         if dryRun {
             let ranks = try launcher.preflight()
             print("job \(spec.name): \(ranks.count) rank\(ranks.count == 1 ? "" : "s"), global batch \(spec.model.batch) — ready to train")
@@ -94,6 +100,9 @@ struct Worker: ParsableCommand {
     @Option(help: "Rank 0 writes the final weights here.")
     var saveWeights: String?
 
+    @Option(help: "Rank 0 writes the timeline here (Chrome trace JSON).")
+    var timeline: String?
+
     @Flag(help: "Do not print the per-step lines.")
     var quiet = false
 
@@ -106,11 +115,14 @@ struct Worker: ParsableCommand {
         try MPIRuntime.initialize(requesting: .funneled)
         let world = try Communicator.world()
         do {
-            let worker = try TrainingWorker(
-                options: TrainingWorker.Options(spec: spec, steps: steps, logPath: log, schedule: schedule, printSteps: !quiet,
-                                              weightsPath: saveWeights),
-                communicator: world)
-            try worker.run()
+            let options = TrainingWorker.Options(
+                spec: spec, steps: steps, logPath: log, schedule: schedule, printSteps: !quiet, weightsPath: saveWeights,
+                timelinePath: timeline)
+            if spec.plan == JobSpec.dataParallelPlan {
+                try TrainingWorker(options: options, communicator: world).run()
+            } else {
+                try PipelineWorker(options: options, plan: try Plan.load(path: spec.plan), communicator: world).run()
+            }
             try MPIRuntime.finalize()
         } catch {
             let collective = error is CollectiveFailure || (error as? MedleyError)?.code == .mismatch

@@ -67,6 +67,25 @@ struct MultiRankTests {
         }
     }
 
+    @Test("pipeline stage links: both directions at once, 1 MiB payloads, checked headers")
+    func stageLink() throws {
+        let o = try runScenario("stage-link", ranks: 2, timeoutSeconds: 30)
+        #expect(o.status == 0, "\(o.output)")
+        #expect(lines(o.output, ": ok stage-link").count == 2, "\(o.output)")
+    }
+
+    @Test("a stage link names a message for the wrong microbatch, and gives up on silence")
+    func stageLinkErrors() throws {
+        let mismatch = try runScenario("stage-link-mismatch", ranks: 2, timeoutSeconds: 30)
+        #expect(mismatch.status != 0)
+        #expect(
+            lines(mismatch.output, "rank 1: error [mismatch]: stage 1 waiting for microbatch 1: rank 0 sent microbatch 2, expected step 7 microbatch 1 from stage 0").count == 1,
+            "\(mismatch.output)")
+        let silent = try runScenario("stage-link-timeout", ranks: 2, timeoutSeconds: 30)
+        #expect(silent.status != 0)
+        #expect(lines(silent.output, "rank 1: error [timeout]: stage 1 waiting for microbatch 0: nothing from rank 0 within 1 s").count == 1, "\(silent.output)")
+    }
+
     @Test("checksums: no false alarm on clean steps", arguments: [2, 4])
     func checksumsClean(ranks: Int) throws {
         let o = try runScenario("checksum-clean", ranks: ranks)

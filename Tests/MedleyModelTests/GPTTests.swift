@@ -225,7 +225,7 @@ struct GPTTests {
         let batch = sampleBatch(config, batch: 2, seed: 1)
         let bad: [(() throws -> Void, String)] = [
             ({ _ = try model.forward(tokens: batch.tokens, targets: batch.targets, batch: 3) }, "outside 1...2"),
-            ({ _ = try model.forward(tokens: batch.tokens, targets: batch.targets, batch: 1) }, "expected 8 each"),
+            ({ _ = try model.forward(tokens: batch.tokens, targets: batch.targets, batch: 1) }, "expected 8 (batch 1"),
             ({ _ = try model.forward(tokens: [300] + batch.tokens.dropFirst(), targets: batch.targets, batch: 2) }, "token 300"),
             ({ _ = try model.forward(tokens: batch.tokens, targets: [256] + batch.targets.dropFirst(), batch: 2) }, "target 256"),
             ({ try model.backward() }, "no forward pass"),

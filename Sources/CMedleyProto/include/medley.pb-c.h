@@ -19,7 +19,9 @@ typedef struct Medley__V1__TensorMeta Medley__V1__TensorMeta;
 typedef struct Medley__V1__BucketHeader Medley__V1__BucketHeader;
 typedef struct Medley__V1__BucketLayoutHeader Medley__V1__BucketLayoutHeader;
 typedef struct Medley__V1__ActivationHeader Medley__V1__ActivationHeader;
+typedef struct Medley__V1__LayerTiming Medley__V1__LayerTiming;
 typedef struct Medley__V1__DeviceProfile Medley__V1__DeviceProfile;
+typedef struct Medley__V1__NetworkProfile Medley__V1__NetworkProfile;
 typedef struct Medley__V1__Heartbeat Medley__V1__Heartbeat;
 typedef struct Medley__V1__CheckpointEntry Medley__V1__CheckpointEntry;
 typedef struct Medley__V1__CheckpointManifest Medley__V1__CheckpointManifest;
@@ -41,6 +43,25 @@ typedef enum _Medley__V1__DType {
   MEDLEY__V1__DTYPE__DTYPE_UINT8 = 7
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MEDLEY__V1__DTYPE)
 } Medley__V1__DType;
+/*
+ * A planning layer's kind: the planner cuts the model into embedding, blocks, head.
+ */
+typedef enum _Medley__V1__LayerKind {
+  MEDLEY__V1__LAYER_KIND__LAYER_KIND_UNSPECIFIED = 0,
+  /*
+   * token + position tables
+   */
+  MEDLEY__V1__LAYER_KIND__LAYER_KIND_EMBEDDING = 1,
+  /*
+   * one transformer block
+   */
+  MEDLEY__V1__LAYER_KIND__LAYER_KIND_BLOCK = 2,
+  /*
+   * final LayerNorm, tied output matmul, cross-entropy
+   */
+  MEDLEY__V1__LAYER_KIND__LAYER_KIND_HEAD = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MEDLEY__V1__LAYER_KIND)
+} Medley__V1__LayerKind;
 
 /* --- messages --- */
 
@@ -144,22 +165,85 @@ struct  Medley__V1__ActivationHeader
 
 
 /*
- * Measured speed of one chip (filled in by the profiler).
+ * Measured time of ONE layer of a kind at one microbatch size.
+ */
+struct  Medley__V1__LayerTiming
+{
+  ProtobufCMessage base;
+  Medley__V1__LayerKind kind;
+  /*
+   * sequences in the microbatch
+   */
+  uint32_t microbatch;
+  double forward_ms;
+  double backward_ms;
+};
+#define MEDLEY__V1__LAYER_TIMING__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&medley__v1__layer_timing__descriptor) \
+    , MEDLEY__V1__LAYER_KIND__LAYER_KIND_UNSPECIFIED, 0, 0, 0 }
+
+
+/*
+ * Measured speed and size of one chip type (`medley profile`); what the profile
+ * cache stores, one framed message per file.
  */
 struct  Medley__V1__DeviceProfile
 {
   ProtobufCMessage base;
-  char *device;
+  /*
+   * chip-type key, e.g. "sim{speed=0.5,vendor=Acme}"
+   */
+  char *chip;
+  /*
+   * adapter name or path
+   */
   char *adapter;
-  size_t n_layer_forward_ms;
-  double *layer_forward_ms;
-  size_t n_layer_backward_ms;
-  double *layer_backward_ms;
+  /*
+   * as the device reports it
+   */
+  char *vendor;
+  char *name;
   uint64_t memory_bytes;
+  size_t n_timings;
+  Medley__V1__LayerTiming **timings;
+  /*
+   * AdamW
+   */
+  double optimizer_ms_per_parameter_byte;
+  /*
+   * what the profile was measured for (adapter, version, options, model)
+   */
+  char *cache_key;
+  uint64_t measured_unix_millis;
 };
 #define MEDLEY__V1__DEVICE_PROFILE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&medley__v1__device_profile__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0,NULL, 0, (char *)protobuf_c_empty_string, 0 }
+
+
+/*
+ * Point-to-point link between ranks, fitted alpha-beta from an MPI ping-pong.
+ */
+struct  Medley__V1__NetworkProfile
+{
+  ProtobufCMessage base;
+  /*
+   * alpha
+   */
+  double latency_seconds;
+  /*
+   * 1 / beta
+   */
+  double bytes_per_second;
+  /*
+   * what it was measured for (host, ranks, transport)
+   */
+  char *cache_key;
+  uint64_t measured_unix_millis;
+};
+#define MEDLEY__V1__NETWORK_PROFILE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&medley__v1__network_profile__descriptor) \
+    , 0, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 /*
@@ -286,6 +370,25 @@ Medley__V1__ActivationHeader *
 void   medley__v1__activation_header__free_unpacked
                      (Medley__V1__ActivationHeader *message,
                       ProtobufCAllocator *allocator);
+/* Medley__V1__LayerTiming methods */
+void   medley__v1__layer_timing__init
+                     (Medley__V1__LayerTiming         *message);
+size_t medley__v1__layer_timing__get_packed_size
+                     (const Medley__V1__LayerTiming   *message);
+size_t medley__v1__layer_timing__pack
+                     (const Medley__V1__LayerTiming   *message,
+                      uint8_t             *out);
+size_t medley__v1__layer_timing__pack_to_buffer
+                     (const Medley__V1__LayerTiming   *message,
+                      ProtobufCBuffer     *buffer);
+Medley__V1__LayerTiming *
+       medley__v1__layer_timing__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   medley__v1__layer_timing__free_unpacked
+                     (Medley__V1__LayerTiming *message,
+                      ProtobufCAllocator *allocator);
 /* Medley__V1__DeviceProfile methods */
 void   medley__v1__device_profile__init
                      (Medley__V1__DeviceProfile         *message);
@@ -304,6 +407,25 @@ Medley__V1__DeviceProfile *
                       const uint8_t       *data);
 void   medley__v1__device_profile__free_unpacked
                      (Medley__V1__DeviceProfile *message,
+                      ProtobufCAllocator *allocator);
+/* Medley__V1__NetworkProfile methods */
+void   medley__v1__network_profile__init
+                     (Medley__V1__NetworkProfile         *message);
+size_t medley__v1__network_profile__get_packed_size
+                     (const Medley__V1__NetworkProfile   *message);
+size_t medley__v1__network_profile__pack
+                     (const Medley__V1__NetworkProfile   *message,
+                      uint8_t             *out);
+size_t medley__v1__network_profile__pack_to_buffer
+                     (const Medley__V1__NetworkProfile   *message,
+                      ProtobufCBuffer     *buffer);
+Medley__V1__NetworkProfile *
+       medley__v1__network_profile__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   medley__v1__network_profile__free_unpacked
+                     (Medley__V1__NetworkProfile *message,
                       ProtobufCAllocator *allocator);
 /* Medley__V1__Heartbeat methods */
 void   medley__v1__heartbeat__init
@@ -376,8 +498,14 @@ typedef void (*Medley__V1__BucketLayoutHeader_Closure)
 typedef void (*Medley__V1__ActivationHeader_Closure)
                  (const Medley__V1__ActivationHeader *message,
                   void *closure_data);
+typedef void (*Medley__V1__LayerTiming_Closure)
+                 (const Medley__V1__LayerTiming *message,
+                  void *closure_data);
 typedef void (*Medley__V1__DeviceProfile_Closure)
                  (const Medley__V1__DeviceProfile *message,
+                  void *closure_data);
+typedef void (*Medley__V1__NetworkProfile_Closure)
+                 (const Medley__V1__NetworkProfile *message,
                   void *closure_data);
 typedef void (*Medley__V1__Heartbeat_Closure)
                  (const Medley__V1__Heartbeat *message,
@@ -395,11 +523,14 @@ typedef void (*Medley__V1__CheckpointManifest_Closure)
 /* --- descriptors --- */
 
 extern const ProtobufCEnumDescriptor    medley__v1__dtype__descriptor;
+extern const ProtobufCEnumDescriptor    medley__v1__layer_kind__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__tensor_meta__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__bucket_header__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__bucket_layout_header__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__activation_header__descriptor;
+extern const ProtobufCMessageDescriptor medley__v1__layer_timing__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__device_profile__descriptor;
+extern const ProtobufCMessageDescriptor medley__v1__network_profile__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__heartbeat__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__checkpoint_entry__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__checkpoint_manifest__descriptor;

@@ -1,0 +1,240 @@
+import Foundation
+import MedleyAdapters
+import MedleyComm
+import MedleyCore
+import MedleyPlanner
+
+/// Everything the planner needs to know about a job's hardware: a ``MedleyPlanner/DeviceProfile``
+/// per chip type, the α–β model of the link between ranks, the model's per-layer costs, and the
+/// inventory that maps every rank to its chip type. Profiles come from the on-disk
+/// ``ProfileCache`` when it holds them and are measured (and stored) otherwise.
+///
+/// ```swift
+/// let profiles = try JobProfiles.load(spec: spec)
+/// let plan = try Planner(model: profiles.model, inventory: profiles.inventory,
+///                        network: profiles.network, globalBatch: spec.model.batch).plan()
+/// ```
+///
+/// A chip profile's cache key is: the adapter (as the spec names it) and the version its
+/// library reports, the options sorted by name, the layer shape (`dim`, `heads`, `seq`, `vocab`;
+/// not the depth, since one layer's time does not depend on how many there are), the
+/// microbatch sizes, and the host name. The link's key is the host name, the transport
+/// (`mpirun`, 2 ranks, btl `self,vader`) and the ping-pong sizes.
+public struct JobProfiles: Sendable {
+    /// One chip type of the job and its profile.
+    public struct Chip: Sendable, Hashable, Codable {
+        /// The chip type (adapter, options, ranks).
+        public var type: ChipType
+        /// Its measured profile.
+        public var profile: DeviceProfile
+        /// Whether the profile came from the cache (false: measured by this call).
+        public var cached: Bool
+        /// The cache file that holds it.
+        public var cacheFile: String
+        /// When it was measured, milliseconds since 1970.
+        public var measuredUnixMillis: UInt64
+    }
+
+    /// The link between ranks.
+    public struct Link: Sendable, Hashable, Codable {
+        /// Latency and bandwidth.
+        public var network: NetworkModel
+        /// Whether it came from the cache.
+        public var cached: Bool
+        /// The cache file that holds it.
+        public var cacheFile: String
+        /// When it was measured, milliseconds since 1970.
+        public var measuredUnixMillis: UInt64
+    }
+
+    /// How to load or measure.
+    public struct Options: Sendable {
+        /// Measure again even when the cache holds a profile (and overwrite it).
+        public var refresh: Bool
+        /// The cache directory; nil: ``ProfileCache/defaultDirectory(environment:)``.
+        public var cacheDirectory: String?
+        /// Microbatch sizes to time; nil: ``JobProfiles/defaultMicrobatchSizes(for:)``.
+        public var microbatchSizes: [Int]?
+        /// Untimed runs before each layer, size and optimizer measurement (at least one is made).
+        public var warmups: Int
+        /// Timed samples of each layer and size (the median is kept).
+        public var repetitions: Int
+        /// The link measurement.
+        public var pingPong: PingPong.Configuration
+        /// mpirun `--timeout` of the ping-pong, seconds.
+        public var timeoutSeconds: Int
+        /// The `medley` executable the ping-pong starts under mpirun.
+        public var program: String
+        /// Where adapters are looked up.
+        public var searchPath: AdapterSearchPath
+        /// Receives progress lines ("measuring …").
+        public var progress: @Sendable (String) -> Void
+        /// Receives warnings (an unreadable cache file).
+        public var warn: @Sendable (String) -> Void
+
+        /// Options; the defaults measure 1 warm-up and 5 timed runs, and keep the cache.
+        public init(
+            refresh: Bool = false, cacheDirectory: String? = nil, microbatchSizes: [Int]? = nil, warmups: Int = 1,
+            repetitions: Int = 5, pingPong: PingPong.Configuration = PingPong.Configuration(), timeoutSeconds: Int = 120,
+            program: String = ChildProcess.currentExecutable, searchPath: AdapterSearchPath = .default,
+            progress: @escaping @Sendable (String) -> Void = { _ in },
+            warn: @escaping @Sendable (String) -> Void = { _ in }
+        ) {
+            self.refresh = refresh
+            self.cacheDirectory = cacheDirectory
+            self.microbatchSizes = microbatchSizes
+            self.warmups = warmups
+            self.repetitions = repetitions
+            self.pingPong = pingPong
+            self.timeoutSeconds = timeoutSeconds
+            self.program = program
+            self.searchPath = searchPath
+            self.progress = progress
+            self.warn = warn
+        }
+    }
+
+    /// The chip types, in order of their first rank.
+    public var chips: [Chip]
+    /// The link between ranks.
+    public var link: Link
+    /// The model's planning layers and their costs.
+    public var model: ModelCost
+    /// The microbatch sizes the chips were timed at.
+    public var microbatchSizes: [Int]
+    /// The cache directory used.
+    public var cacheDirectory: String
+
+    /// The profiles in chip-type order, and each rank's chip type: the planner's device input.
+    public var inventory: DeviceInventory {
+        var devices: [Int] = []
+        for (index, chip) in chips.enumerated() {
+            for rank in chip.type.ranks {
+                if devices.count <= rank { devices += Array(repeating: 0, count: rank + 1 - devices.count) }
+                devices[rank] = index
+            }
+        }
+        return DeviceInventory(profiles: chips.map(\.profile), devices: devices)
+    }
+
+    /// The link's α–β model.
+    public var network: NetworkModel { link.network }
+
+    /// The sizes timed by default: 1 sequence, an even share of the global batch over the ranks
+    /// (`ceil(batch / ranks)`, what data parallelism gives each chip), and the whole batch.
+    public static func defaultMicrobatchSizes(for spec: JobSpec) -> [Int] {
+        let batch = max(1, spec.model.batch)
+        let share = (batch + max(1, spec.rankCount) - 1) / max(1, spec.rankCount)
+        return Array(Set([1, share, batch])).sorted()
+    }
+
+    /// The model costs the planner sees for `model`.
+    public static func modelCost(_ model: JobSpec.Model) -> ModelCost {
+        ModelCost.gpt(layers: model.layers, dim: model.dim, heads: model.heads, seq: model.seq, vocab: model.vocab)
+    }
+
+    /// Loads every chip type's profile and the link's from the cache, measuring (and storing)
+    /// what is missing, stale or corrupt, or everything with `options.refresh`.
+    public static func load(spec: JobSpec, options: Options = Options()) throws -> JobProfiles {
+        try spec.validate()
+        let sizes = Array(Set(options.microbatchSizes ?? defaultMicrobatchSizes(for: spec))).sorted()
+        let profiler = try DeviceProfiler(
+            model: spec.model, microbatchSizes: sizes, warmups: options.warmups, repetitions: options.repetitions,
+            searchPath: options.searchPath)
+        try options.pingPong.validate()
+        let directory = options.cacheDirectory ?? ProfileCache.defaultDirectory()
+        let cache = ProfileCache(directory: directory, warn: options.warn)
+        let host = ProcessInfo.processInfo.hostName
+
+        let types = ChipType.of(spec)
+        var chips: [Chip] = []
+        for (index, type) in types.enumerated() {
+            let field = "devices[\(spec.rankDevices[type.ranks[0]].entry)]"
+            let library: AdapterLibrary
+            do {
+                library = try AdapterLibrary.load(type.adapter, searchPath: options.searchPath)
+            } catch let error as MedleyError {
+                throw MedleyError(error.code, "\(field).adapter: \(error.message)")
+            }
+            let key = chipKey(type, library: library, model: spec.model, sizes: sizes, host: host)
+            let label = library.info.name
+            if !options.refresh,
+                let record = cache.load(DeviceProfileRecord.self, label: label, key: key, storedKey: \.cacheKey),
+                isComplete(record.profile)
+            {
+                chips.append(
+                    Chip(
+                        type: type, profile: record.profile, cached: true, cacheFile: cache.path(label: label, key: key),
+                        measuredUnixMillis: record.measuredUnixMillis))
+                continue
+            }
+            options.progress("measuring chip type \(index + 1) of \(types.count): \(type.key) …")
+            let profile: DeviceProfile
+            do {
+                profile = try profiler.measure(type)
+            } catch let error as MedleyError {
+                throw MedleyError(error.code, "\(field) (\(type.key)): \(error.message)", cause: error.cause)
+            }
+            let record = DeviceProfileRecord(profile: profile, cacheKey: key, measuredUnixMillis: unixMillis())
+            let file = try cache.store(record, label: label, key: key)
+            chips.append(
+                Chip(type: type, profile: profile, cached: false, cacheFile: file, measuredUnixMillis: record.measuredUnixMillis))
+        }
+
+        let linkKey = networkKey(options.pingPong, host: host)
+        let link: Link
+        if !options.refresh,
+            let record = cache.load(NetworkProfileRecord.self, label: "network", key: linkKey, storedKey: \.cacheKey)
+        {
+            link = Link(
+                network: record.network, cached: true, cacheFile: cache.path(label: "network", key: linkKey),
+                measuredUnixMillis: record.measuredUnixMillis)
+        } else {
+            options.progress("measuring the link between ranks (MPI ping-pong, 2 ranks) …")
+            let samples = try PingPong.measure(
+                program: options.program, configuration: options.pingPong, timeoutSeconds: options.timeoutSeconds)
+            let record = NetworkProfileRecord(
+                network: try PingPong.fit(samples), cacheKey: linkKey, measuredUnixMillis: unixMillis())
+            let file = try cache.store(record, label: "network", key: linkKey)
+            link = Link(network: record.network, cached: false, cacheFile: file, measuredUnixMillis: record.measuredUnixMillis)
+        }
+        return JobProfiles(
+            chips: chips, link: link, model: modelCost(spec.model), microbatchSizes: sizes, cacheDirectory: directory)
+    }
+
+    // MARK: Keys
+
+    /// The text a chip profile's cache file is keyed by (see ``JobProfiles``).
+    static func chipKey(_ type: ChipType, library: AdapterLibrary, model: JobSpec.Model, sizes: [Int], host: String)
+        -> String
+    {
+        [
+            "medley chip profile v1",
+            "adapter: \(type.adapter) (\(library.info.name) \(library.info.version), ABI \(library.abiMajor).\(library.abiMinor))",
+            "options: " + type.sortedOptions.map { "\($0.0)=\($0.1)" }.joined(separator: ","),
+            "layer: dim=\(model.dim) heads=\(model.heads) seq=\(model.seq) vocab=\(model.vocab)",
+            "microbatches: " + sizes.map(String.init).joined(separator: ","),
+            "host: \(host)",
+        ].joined(separator: "\n")
+    }
+
+    /// The text the link's cache file is keyed by.
+    static func networkKey(_ configuration: PingPong.Configuration, host: String) -> String {
+        [
+            "medley network profile v1",
+            "transport: mpirun, 2 ranks, btl self,vader",
+            "sizes: " + configuration.sizes.map(String.init).joined(separator: ","),
+            "host: \(host)",
+        ].joined(separator: "\n")
+    }
+
+    /// Whether a profile times every layer kind (a cached one from a broken run may not).
+    static func isComplete(_ profile: DeviceProfile) -> Bool {
+        ModelCost.Layer.Kind.allCases.allSatisfy { kind in profile.timings.contains { $0.kind == kind } }
+    }
+}
+
+/// Milliseconds since 1970.
+func unixMillis() -> UInt64 {
+    UInt64(max(0, Date().timeIntervalSince1970 * 1000))
+}

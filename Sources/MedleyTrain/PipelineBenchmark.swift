@@ -1,0 +1,123 @@
+import Foundation
+import MedleyCore
+import MedleyPlanner
+
+extension TrainBenchmark {
+    /// One microbatch count of the bubble benchmark.
+    public struct BubbleRow: Codable, Sendable {
+        /// Microbatches per step (m) and sequences per microbatch.
+        public var microbatches: Int
+        public var microbatchSize: Int
+        /// Median step milliseconds and tokens/s.
+        public var stepMs: Double
+        public var tokensPerS: Double
+        /// Per rank: median over the timed steps of 1 − compute ÷ the pipeline's length (the
+        /// longest rank's schedule): the share of the pipeline the stage spends not computing.
+        public var idleFraction: [Double]
+        /// Mean of `idleFraction` over the stages: the measured bubble.
+        public var measuredBubble: Double
+        /// (p − 1) / (m + p − 1).
+        public var theoreticalBubble: Double
+
+        enum CodingKeys: String, CodingKey {
+            case microbatches
+            case microbatchSize = "microbatch_size"
+            case stepMs = "step_ms"
+            case tokensPerS = "tokens_per_s"
+            case idleFraction = "idle_fraction"
+            case measuredBubble = "measured_bubble"
+            case theoreticalBubble = "theoretical_bubble"
+        }
+    }
+
+    /// The bubble benchmark: one pipeline over the job's devices, at several microbatch counts.
+    public struct BubbleResult: Codable, Sendable {
+        public var job: String
+        /// Each stage's planning layers, `first..<end` as [first, end].
+        public var stages: [[Int]]
+        public var rows: [BubbleRow]
+        public var steps: Int
+        public var skip: Int
+    }
+
+    /// Runs `spec`'s devices as ONE pipeline (device i is stage i; `cuts` are the first planning
+    /// layer of stages 1, 2, …) with each microbatch count in `microbatches` (each must divide
+    /// the global batch), and compares the measured bubble with 1F1B's (p − 1)/(m + p − 1).
+    public static func bubble(
+        spec: JobSpec, cuts: [Int], microbatches: [Int], setup: Setup, progress: (String) -> Void
+    ) throws -> BubbleResult {
+        let p = spec.rankCount
+        let layers = spec.model.layers + 2
+        let bounds = [0] + cuts + [layers]
+        guard cuts.count == p - 1, zip(bounds, bounds.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            throw MedleyError(
+                .invalidArgument,
+                "--cuts: \(p) devices need \(p - 1) increasing cut points strictly inside 0..<\(layers), got \(cuts)")
+        }
+        let ranges = zip(bounds, bounds.dropFirst()).map { $0..<$1 }
+        var rows: [BubbleRow] = []
+        for m in microbatches {
+            guard m >= 1, spec.model.batch % m == 0 else {
+                throw MedleyError(.invalidArgument, "--microbatches: \(m) does not divide the global batch \(spec.model.batch)")
+            }
+            let plan = Plan.manual(
+                globalBatch: spec.model.batch, microbatchSize: spec.model.batch / m,
+                replicas: [(spec.model.batch, ranges.enumerated().map { ($0.offset, $0.element) })])
+            let records = try runPlan(spec, plan: plan, setup: setup)
+            let timed = Array(records.dropFirst(setup.skip))
+            let idle = (0..<p).map { r in
+                median(timed.map { 1 - $0.computeMs[r] / max($0.pipelineMs?.max() ?? 0, 1e-9) })
+            }
+            let row = BubbleRow(
+                microbatches: m, microbatchSize: spec.model.batch / m, stepMs: median(timed.map(\.stepMs)),
+                tokensPerS: median(timed.map(\.tokensPerS)), idleFraction: idle,
+                measuredBubble: idle.reduce(0, +) / Double(p), theoreticalBubble: Double(p - 1) / Double(m + p - 1))
+            progress(String(format: "m = %d: bubble %.3f measured, %.3f in theory; step %.1f ms", m, row.measuredBubble,
+                            row.theoreticalBubble, row.stepMs))
+            rows.append(row)
+        }
+        return BubbleResult(job: spec.name, stages: ranges.map { [$0.lowerBound, $0.upperBound] }, rows: rows,
+                            steps: setup.steps, skip: setup.skip)
+    }
+
+    /// The planner's prediction against a run of its plan.
+    public struct PredictionResult: Codable, Sendable {
+        public var job: String
+        public var plan: Plan
+        public var predictedStepMs: Double
+        public var measuredStepMs: Double
+        /// measured ÷ predicted.
+        public var ratio: Double
+        public var steps: Int
+        public var skip: Int
+
+        enum CodingKeys: String, CodingKey {
+            case job, plan, ratio, steps, skip
+            case predictedStepMs = "predicted_step_ms"
+            case measuredStepMs = "measured_step_ms"
+        }
+    }
+
+    /// Runs `plan` on `spec` and compares the median step time with the plan's prediction.
+    public static func prediction(spec: JobSpec, plan: Plan, setup: Setup) throws -> PredictionResult {
+        let records = try runPlan(spec, plan: plan, setup: setup)
+        let measured = median(records.dropFirst(setup.skip).map(\.stepMs))
+        let predicted = plan.prediction.stepMs
+        return PredictionResult(
+            job: spec.name, plan: plan, predictedStepMs: predicted, measuredStepMs: measured,
+            ratio: predicted > 0 ? measured / predicted : .nan, steps: setup.steps, skip: setup.skip)
+    }
+
+    /// Trains `spec` with `plan` (written to a temporary plan file) and returns its records.
+    static func runPlan(_ spec: JobSpec, plan: Plan, setup: Setup) throws -> [StepRecord] {
+        let directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("medley-bench-plan-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("plan.json")
+        try plan.jsonData().write(to: file, options: .atomic)
+        var job = spec
+        job.plan = file.path
+        job.train.evalEvery = 0
+        return try run(job, steps: setup.steps, schedule: SharesSchedule(), setup: setup)
+    }
+}

@@ -1,0 +1,567 @@
+import Foundation
+import MedleyAdapters
+import MedleyComm
+import MedleyCore
+import MedleyModel
+import MedleyPlanner
+
+/// One rank of a job that runs a ``Plan`` with pipeline stages: the rank holds only its
+/// stage's planning layers, on its own chip.
+///
+/// A step on a rank that is stage s of a replica with p stages and m microbatches:
+///
+/// 1. **1F1B schedule**: min(p − s − 1, m) warm-up forwards, then one forward and one
+///    backward in turn, then the remaining backwards. Activations go to stage s + 1 and
+///    their gradients come back from it through host memory as framed messages
+///    (``StageLink``): an ``ActivationHeader`` checked on receipt (step, microbatch, stage,
+///    shape, dtype), then the payload. Stage s keeps at most p − s microbatches of
+///    activations, one slot each.
+/// 2. **tie**: the first and last stages of a replica both hold `wte` (the head is tied to
+///    the token table); they add their two parts of its gradient.
+/// 3. **exchange**: each run of tensors held by the same set of ranks is averaged among
+///    exactly those ranks, weighted by their replicas' samples (one communicator per set),
+///    so replicas may be cut differently.
+/// 4. **update**: every run is sharded among its holders; each rank clips by the global norm
+///    and runs AdamW on its shards, then each run's holders gather the shards: every copy of
+///    a tensor holds the same bits.
+public final class PipelineWorker {
+    /// Where this rank sits in the plan.
+    struct Role {
+        var replica: Int
+        var stage: Int
+        var stages: Int
+        var samples: Int
+        var layers: Range<Int>
+        /// World ranks of the previous and next stages of this replica.
+        var previous: Int?
+        var next: Int?
+    }
+
+    /// A run of adjacent tensors in this rank's layout that the same set of ranks holds.
+    struct Run {
+        var range: Range<Int>
+        var holders: [Int]
+        var names: [String]
+        /// The holders' communicator (nil when this rank is the only holder).
+        var communicator: Communicator?
+        var exchange: GradientExchange?
+        /// Flat index of each bucket's first float.
+        var bucketStarts: [Int]
+        /// Each holder's shard of `range`, in holder order.
+        var shards: [Range<Int>]
+        /// Samples this rank stands for in the run's weighted average.
+        var weight: Int
+        var myShard: Range<Int> { shards[communicator?.rank ?? 0] }
+    }
+
+    let options: TrainingWorker.Options
+    let spec: JobSpec
+    let plan: Plan
+    let world: Communicator
+    let rank: Int
+    let size: Int
+    let role: Role
+    let library: AdapterLibrary
+    let device: Device
+    let labels: [String]
+    let model: GPT
+    let inFlight: Int
+    var runs: [Run]
+    /// The tie between the first and last stage of this replica (both hold `wte`).
+    let tie: Communicator?
+    let previousLink: StageLink?
+    let nextLink: StageLink?
+    var sampler: GlobalBatchSampler
+    let schedule: LearningRateSchedule
+    var parameterHost: [Float]
+    var hostIn: [Float]
+    var hostOut: [Float]
+    var timeline: Timeline
+    var log: FileHandle?
+
+    /// Largest gradient bucket.
+    static let bucketCapBytes = 4 << 20
+
+    /// Opens this rank's device and builds its stage (collective: every rank calls it).
+    public init(options: TrainingWorker.Options, plan: Plan, communicator: Communicator) throws {
+        self.options = options
+        self.spec = options.spec
+        self.plan = plan
+        self.world = communicator
+        self.rank = communicator.rank
+        self.size = communicator.size
+        let blocks = spec.model.layers
+        try plan.validate(blocks: blocks, devices: size, globalBatch: spec.model.batch)
+        guard Set(plan.usedDevices) == Set(0..<size) else {
+            throw MedleyError(.invalidArgument, "plan: it uses devices \(plan.usedDevices.sorted()) but mpirun started \(size) ranks; start it with `medley train`")
+        }
+        var found: Role?
+        for (r, replica) in plan.replicas.enumerated() {
+            for (s, stage) in replica.stages.enumerated() where stage.device == rank {
+                found = Role(
+                    replica: r, stage: s, stages: replica.stages.count, samples: replica.samples, layers: stage.layers,
+                    previous: s > 0 ? replica.stages[s - 1].device : nil,
+                    next: s + 1 < replica.stages.count ? replica.stages[s + 1].device : nil)
+            }
+        }
+        role = found!
+        timeline = Timeline(rank: rank)
+
+        let rankDevice = spec.rankDevices[rank]
+        try CPUAffinity.pin(to: rankDevice.cpus)
+        (library, device) = try TrainingWorker.open(rankDevice)
+        let label = "rank \(rank) (\(library.info.name) \(device.description.name))"
+        let nameBytes = Array(label.utf8).map { Int8(bitPattern: $0) }
+        labels = try communicator.allgatherv(nameBytes).map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+
+        // The stage's model: microbatch-sized activation gradients, one activation slot per
+        // microbatch in flight. A chip that cannot hold it stops every rank with its name.
+        let microbatches = plan.microbatchSizes(samples: role.samples).count
+        inFlight = max(1, min(role.stages - role.stage, microbatches))
+        let config = RankCapacity.modelConfig(spec.model, batch: plan.microbatchSize)
+        var built: GPT?
+        var failure = ""
+        do {
+            built = try GPT(
+                config: config, device: device, seed: spec.train.seed, stage: role.layers,
+                activationSequences: plan.microbatchSize * inFlight)
+        } catch {
+            let needed = GPT.deviceBytes(config: config, stage: role.layers, activationSequences: plan.microbatchSize * inFlight)
+            failure = "\(label) cannot hold its stage (planning layers \(role.layers.lowerBound)..<\(role.layers.upperBound), \(inFlight) microbatch(es) of \(plan.microbatchSize) in flight): it needs \(ByteCount.describe(UInt64(needed))) of its \(ByteCount.describe(device.description.memoryBytes)) (\(error)); plan again with this chip's memory"
+        }
+        try Self.agree(world: communicator, failure: failure)
+        model = built!
+
+        // Who holds what: every rank derives every rank's layout from the plan.
+        var holders: [String: [Int]] = [:]
+        for (r, replica) in plan.replicas.enumerated() {
+            _ = r
+            for stage in replica.stages {
+                for entry in ParameterLayout(config: config, stage: stage.layers).entries {
+                    holders[entry.name, default: []].append(stage.device)
+                }
+            }
+        }
+        for key in holders.keys { holders[key]!.sort() }
+        // Every distinct holder set, in whole-model layout order, gets a communicator
+        // (MPI_Comm_split is collective, so every rank walks the same list).
+        var sets: [[Int]] = []
+        for entry in ParameterLayout(config: config).entries {
+            if let h = holders[entry.name], h.count > 1, !sets.contains(h) { sets.append(h) }
+        }
+        var communicators: [[Int]: Communicator] = [:]
+        for set in sets {
+            if let comm = try communicator.split(color: set.contains(rank) ? 0 : nil, key: rank) {
+                communicators[set] = comm
+            }
+        }
+        // The replica's tie: its first and last stages, when they differ.
+        let replica = plan.replicas[role.replica]
+        let ends = replica.stages.count > 1 ? [replica.stages.first!.device, replica.stages.last!.device] : []
+        tie = try communicator.split(color: ends.contains(rank) ? role.replica : nil, key: role.stage)
+
+        var runs: [Run] = []
+        let stageLayout = model.layout
+        for entry in stageLayout.entries {
+            let h = holders[entry.name]!
+            if var last = runs.last, last.holders == h, last.range.upperBound == entry.offset {
+                last.range = last.range.lowerBound..<entry.range.upperBound
+                last.names.append(entry.name)
+                runs[runs.count - 1] = last
+            } else {
+                runs.append(Run(range: entry.range, holders: h, names: [entry.name], communicator: communicators[h],
+                                exchange: nil, bucketStarts: [], shards: [], weight: 0))
+            }
+        }
+        for i in runs.indices {
+            let run = runs[i]
+            let members = run.communicator?.size ?? 1
+            runs[i].shards = (0..<members).map { k in
+                (run.range.lowerBound + run.range.count * k / members)..<(run.range.lowerBound + run.range.count * (k + 1) / members)
+            }
+            // A tensor held twice in one replica (the tied wte) counts once: the stage holding the embedding.
+            let primary = !(run.names.contains("wte") && role.stage > 0 && role.stages > 1)
+            runs[i].weight = primary ? role.samples : 0
+            guard let comm = run.communicator else { continue }
+            let tensors = try run.names.map { name -> TensorMeta in
+                let e = try stageLayout.entry(name)
+                return TensorMeta(name: name, shape: e.shape, dtype: .float32)
+            }
+            let layout = try BucketLayout(tensors: tensors, capBytes: Self.bucketCapBytes, jobID: spec.name)
+            runs[i].exchange = try GradientExchange(communicator: comm, layout: layout)
+            runs[i].bucketStarts = try layout.buckets.map { try stageLayout.entry($0.tensors[0].name).offset }
+        }
+        self.runs = runs
+
+        previousLink = try role.previous.map {
+            try StageLink(communicator: communicator, peer: $0, sendTag: StageLink.gradientTag, receiveTag: StageLink.activationTag)
+        }
+        nextLink = try role.next.map {
+            try StageLink(communicator: communicator, peer: $0, sendTag: StageLink.activationTag, receiveTag: StageLink.gradientTag)
+        }
+
+        let dataset = try ByteDataset(path: spec.data.path)
+        let split = try TrainValidationSplit(
+            dataset: dataset, sequenceLength: spec.model.seq, validationFraction: spec.data.validationFraction)
+        sampler = try GlobalBatchSampler(split: split, globalBatch: spec.model.batch, seed: spec.data.seed)
+        schedule = LearningRateSchedule(
+            kind: spec.train.lrSchedule, peak: spec.train.lr, minimum: spec.train.minLR,
+            warmupSteps: spec.train.warmupSteps, totalSteps: options.steps)
+        parameterHost = [Float](repeating: 0, count: model.layout.count)
+        let width = plan.microbatchSize * spec.model.seq * spec.model.dim
+        hostIn = [Float](repeating: 0, count: width)
+        hostOut = [Float](repeating: 0, count: width)
+    }
+
+    /// Every rank learns whether any rank failed; the first failure stops all of them together.
+    static func agree(world: Communicator, failure: String) throws {
+        let all = try world.allgatherv(Array(failure.utf8).map { Int8(bitPattern: $0) })
+        if let first = all.first(where: { !$0.isEmpty }) {
+            throw CollectiveFailure(error: MedleyError(.outOfMemory, String(decoding: first.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
+        }
+    }
+
+    // MARK: Running
+
+    /// Trains for `options.steps` steps (collective). Rank 0 prints and logs.
+    public func run() throws {
+        if rank == 0, let path = options.logPath { log = try TrainingWorker.openLog(path) }
+        defer { try? log?.close() }
+        if rank == 0 { printHeader() }
+        try world.barrier(timeoutSeconds: spec.train.stepTimeout, what: "start: waiting for every stage to be built")
+        timeline.start(enabled: options.timelinePath != nil)
+        var lastValidation: Double?
+        var tokensPerSecond: [Double] = []
+        let start = MPIRuntime.wallTime()
+        for step in 1...options.steps {
+            var record = try trainStep(step)
+            if spec.train.evalEvery > 0 && (step % spec.train.evalEvery == 0 || step == options.steps) {
+                record.valLoss = try validationLoss(step: step)
+                lastValidation = record.valLoss
+            }
+            tokensPerSecond.append(record.tokensPerS)
+            if rank == 0 { try emit(record) }
+        }
+        let seconds = MPIRuntime.wallTime() - start
+        let values = try model.readParameters()
+        try verifyCopies(values)
+        if let path = options.weightsPath { try saveWholeModel(values, to: path) }
+        if let path = options.timelinePath { try timeline.write(to: path, world: world, labels: labels) }
+        if rank == 0 && options.printSteps {
+            let sorted = tokensPerSecond.sorted()
+            var line = String(format: "done: %d steps in %.1f s, median %.0f tokens/s", options.steps, seconds, sorted[sorted.count / 2])
+            if let lastValidation { line += String(format: ", validation loss %.4f", lastValidation) }
+            if let path = options.logPath { line += "; step records in \(path)" }
+            if let path = options.timelinePath { line += "; timeline in \(path)" }
+            Console.line(line)
+        }
+    }
+
+    /// Runs step `step` (1-based) through the pipeline and returns its record.
+    func trainStep(_ step: Int) throws -> StepRecord {
+        let t0 = MPIRuntime.wallTime()
+        try device.beginStep(step)
+        try model.zeroGradients()
+        let sizes = plan.microbatchSizes(samples: role.samples)
+        var batch: TokenBatch?
+        if role.samples > 0 && (model.holdsEmbedding || model.holdsHead) {
+            batch = try sampler.slice(step: step - 1, shares: plan.replicas.map(\.samples), rank: role.replica)
+        }
+        var clock = StepClock()
+        let m = sizes.count
+        let warm = min(role.stages - role.stage - 1, m)
+        let lossScale = 1 / Double(max(role.samples, 1) * spec.model.seq)
+        var lossSum = 0.0
+        for k in 0..<warm { lossSum += try forward(step: step, header: UInt64(step), microbatch: k, sizes: sizes, batch: batch, clock: &clock) }
+        for k in 0..<(m - warm) {
+            lossSum += try forward(step: step, header: UInt64(step), microbatch: warm + k, sizes: sizes, batch: batch, clock: &clock)
+            try backward(step: step, microbatch: k, sizes: sizes, lossScale: lossScale, clock: &clock)
+        }
+        for k in (m - warm)..<m {
+            try backward(step: step, microbatch: k, sizes: sizes, lossScale: lossScale, clock: &clock)
+        }
+        for link in [previousLink, nextLink].compactMap({ $0 }) {
+            try link.finishSends(timeoutSeconds: spec.train.stepTimeout, what: "step \(step): \(labels[rank]) sending to rank \(link.peer)")
+        }
+        let t1 = MPIRuntime.wallTime()
+
+        // Exchange: the tied wte's two parts, then every shared run among its holders.
+        var shardSquares = 0.0
+        if let tie {
+            let wte = try model.layout.entry("wte")
+            try parameterHost.withUnsafeMutableBufferPointer { host in
+                let part = UnsafeMutableBufferPointer(rebasing: host[wte.range])
+                try model.gradients.read(into: UnsafeMutableRawBufferPointer(part), at: wte.offset * 4)
+                try tie.allreduce(inPlace: part, op: .sum)
+                try model.gradients.write(from: UnsafeRawBufferPointer(part), at: wte.offset * 4)
+            }
+        }
+        for run in runs {
+            guard let exchange = run.exchange else {
+                let values = try model.gradients.read(Float.self, count: run.range.count, at: run.range.lowerBound * 4)
+                shardSquares += values.reduce(0.0) { $0 + Double($1) * Double($1) }
+                continue
+            }
+            for b in 0..<exchange.layout.buckets.count {
+                try exchange.withBucket(b) { raw in try model.gradients.read(into: raw, at: run.bucketStarts[b] * 4) }
+            }
+            try exchange.exchange(step: UInt64(step), sampleCount: run.weight)
+            let shard = run.myShard
+            for b in 0..<exchange.layout.buckets.count {
+                let bucketRange = run.bucketStarts[b]..<(run.bucketStarts[b] + exchange.layout.buckets[b].payloadBytes / 4)
+                let part = bucketRange.clamped(to: shard)
+                if part.isEmpty { continue }
+                try exchange.withBucket(b) { raw in
+                    let floats = raw.bindMemory(to: Float.self)
+                    let local = (part.lowerBound - bucketRange.lowerBound)..<(part.upperBound - bucketRange.lowerBound)
+                    for i in local { shardSquares += Double(floats[i]) * Double(floats[i]) }
+                    try model.gradients.write(
+                        from: UnsafeRawBufferPointer(rebasing: raw[(local.lowerBound * 4)..<(local.upperBound * 4)]),
+                        at: part.lowerBound * 4)
+                }
+            }
+        }
+        let t2 = MPIRuntime.wallTime()
+        timeline.span("exchange", category: "exchange", from: t1, to: t2)
+
+        // Everyone's numbers, summed in rank order on every rank.
+        let lastStage = model.holdsHead
+        let mine = [
+            clock.compute * 1000, clock.wait * 1000, (t2 - t1) * 1000, lastStage ? lossSum : 0,
+            lastStage ? Double(role.samples) : 0, shardSquares, Double(role.samples), (t1 - t0) * 1000,
+        ]
+        let all = try world.allgather(mine)
+        let row = { (r: Int, k: Int) in all[r * mine.count + k] }
+        var losses = 0.0, squares = 0.0
+        for r in 0..<size {
+            losses += row(r, 3)
+            squares += row(r, 5)
+        }
+        for r in 0..<size where !row(r, 3).isFinite {
+            throw CollectiveFailure(error: MedleyError(
+                .corruption, "step \(step): \(labels[r]) computed a non-finite loss; its device or adapter is producing bad numbers"))
+        }
+        let gradNorm = squares.squareRoot()
+        guard gradNorm.isFinite else {
+            throw CollectiveFailure(error: MedleyError(
+                .corruption, "step \(step): the averaged gradient is not finite (norm \(gradNorm)); stopping before it reaches the weights"))
+        }
+        let clip = spec.train.gradClip > 0 && gradNorm > spec.train.gradClip ? spec.train.gradClip / gradNorm : 1
+        let lr = schedule.rate(atStep: step - 1)
+
+        // Update: AdamW on this rank's shard of every run, then each run's holders gather.
+        for (i, run) in runs.enumerated() {
+            try model.step(
+                lr: lr, weightDecay: spec.train.weightDecay, beta1: JobSpec.Training.adamBeta1,
+                beta2: JobSpec.Training.adamBeta2, eps: JobSpec.Training.adamEpsilon, gradScale: clip, range: run.myShard,
+                countsStep: i == 0)
+            try gather(run)
+        }
+        let t3 = MPIRuntime.wallTime()
+        timeline.span("update", category: "update", from: t2, to: t3)
+        let updateMs = try world.allgather([(t3 - t2) * 1000])
+        let seconds = t3 - t0
+        let tokens = spec.model.batch * spec.model.seq
+        let record = StepRecord(
+            step: step, loss: losses / Double(tokens), valLoss: nil, lr: lr, gradNorm: gradNorm, clipScale: clip,
+            tokens: tokens, tokensPerS: Double(tokens) / seconds, stepMs: seconds * 1000,
+            shares: (0..<size).map { Int(row($0, 6)) }, computeMs: (0..<size).map { row($0, 0) },
+            idleMs: (0..<size).map { row($0, 1) }, exchangeMs: (0..<size).map { row($0, 2) }, updateMs: updateMs,
+            nextShares: nil, throughputs: nil, predictedStepMs: plan.prediction.stepMs > 0 ? plan.prediction.stepMs : nil,
+            pipelineMs: (0..<size).map { row($0, 7) })
+        return record
+    }
+
+    /// Seconds spent computing and waiting on neighbours during one step.
+    struct StepClock {
+        var compute = 0.0
+        var wait = 0.0
+    }
+
+    /// Forward of microbatch `k`: receive (unless first), compute, send (unless last).
+    /// Returns the microbatch's loss sum on the last stage, 0 elsewhere.
+    func forward(
+        step: Int, header: UInt64, microbatch k: Int, sizes: [Int], batch: TokenBatch?, clock: inout StepClock
+    ) throws -> Double {
+        let b = sizes[k]
+        let rows = (k * plan.microbatchSize * spec.model.seq)..<((k * plan.microbatchSize + b) * spec.model.seq)
+        let shape = [b, spec.model.seq, spec.model.dim]
+        let width = b * spec.model.seq * spec.model.dim
+        if let link = previousLink {
+            let t = MPIRuntime.wallTime()
+            try hostIn.withUnsafeMutableBytes { raw in
+                try link.receive(
+                    expected: ActivationHeader(step: header, microbatch: k, stage: role.stage - 1, shape: shape, dtype: .float32),
+                    into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<(width * 4)]), timeoutSeconds: spec.train.stepTimeout,
+                    what: "step \(step): stage \(role.stage) of replica \(role.replica) (\(labels[rank])) waiting for microbatch \(k)'s activation")
+            }
+            let now = MPIRuntime.wallTime()
+            clock.wait += now - t
+            timeline.span("recv F\(k)", category: "recv", from: t, to: now)
+        }
+        let t0 = MPIRuntime.wallTime()
+        let tokens = batch.map { Array($0.tokens[rows]) }, targets = batch.map { Array($0.targets[rows]) }
+        let sum = try hostIn.withUnsafeBytes { raw in
+            try model.forwardStage(
+                at: slot(k), batch: b, tokens: model.holdsEmbedding ? tokens : nil,
+                input: model.holdsEmbedding ? nil : UnsafeRawBufferPointer(rebasing: raw[0..<(width * 4)]),
+                targets: model.holdsHead ? targets : nil)
+        }
+        try device.synchronize()
+        let t1 = MPIRuntime.wallTime()
+        clock.compute += t1 - t0
+        timeline.span("F\(k)", category: "forward", from: t0, to: t1)
+        if let link = nextLink {
+            try hostOut.withUnsafeMutableBytes { raw in
+                let part = UnsafeMutableRawBufferPointer(rebasing: raw[0..<(width * 4)])
+                try model.readStageOutput(at: slot(k), batch: b, into: part)
+                try link.send(
+                    ActivationHeader(step: header, microbatch: k, stage: role.stage, shape: shape, dtype: .float32),
+                    payload: UnsafeRawBufferPointer(part))
+            }
+            timeline.span("send F\(k)", category: "send", from: t1, to: MPIRuntime.wallTime())
+        }
+        return sum ?? 0
+    }
+
+    /// Backward of microbatch `k`: receive the output gradient (unless last), compute, send
+    /// the input gradient (unless first).
+    func backward(step: Int, microbatch k: Int, sizes: [Int], lossScale: Double, clock: inout StepClock) throws {
+        let b = sizes[k]
+        let shape = [b, spec.model.seq, spec.model.dim]
+        let width = b * spec.model.seq * spec.model.dim
+        if let link = nextLink {
+            let t = MPIRuntime.wallTime()
+            try hostIn.withUnsafeMutableBytes { raw in
+                try link.receive(
+                    expected: ActivationHeader(step: UInt64(step), microbatch: k, stage: role.stage + 1, shape: shape, dtype: .float32),
+                    into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<(width * 4)]), timeoutSeconds: spec.train.stepTimeout,
+                    what: "step \(step): stage \(role.stage) of replica \(role.replica) (\(labels[rank])) waiting for microbatch \(k)'s gradient")
+            }
+            let now = MPIRuntime.wallTime()
+            clock.wait += now - t
+            timeline.span("recv B\(k)", category: "recv", from: t, to: now)
+        }
+        let t0 = MPIRuntime.wallTime()
+        try hostIn.withUnsafeBytes { raw in
+            try model.backwardStage(
+                at: slot(k), batch: b, outputGradient: model.holdsHead ? nil : UnsafeRawBufferPointer(rebasing: raw[0..<(width * 4)]),
+                lossScale: lossScale)
+        }
+        try device.synchronize()
+        let t1 = MPIRuntime.wallTime()
+        clock.compute += t1 - t0
+        timeline.span("B\(k)", category: "backward", from: t0, to: t1)
+        if let link = previousLink {
+            try hostOut.withUnsafeMutableBytes { raw in
+                let part = UnsafeMutableRawBufferPointer(rebasing: raw[0..<(width * 4)])
+                try model.readInputGradient(batch: b, into: part)
+                try link.send(
+                    ActivationHeader(step: UInt64(step), microbatch: k, stage: role.stage, shape: shape, dtype: .float32),
+                    payload: UnsafeRawBufferPointer(part))
+            }
+            timeline.span("send B\(k)", category: "send", from: t1, to: MPIRuntime.wallTime())
+        }
+    }
+
+    /// The activation slot (first sequence) of microbatch `k`.
+    func slot(_ k: Int) -> Int { (k % inFlight) * plan.microbatchSize }
+
+    /// Gathers a run's updated shards into every holder.
+    func gather(_ run: Run) throws {
+        guard let comm = run.communicator else { return }
+        let base = run.range.lowerBound
+        let local = run.shards.map { ($0.lowerBound - base)..<($0.upperBound - base) }
+        try parameterHost.withUnsafeMutableBufferPointer { all in
+            let host = UnsafeMutableBufferPointer(rebasing: all[run.range])
+            let mine = local[comm.rank]
+            try model.parameters.read(
+                into: UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: host[mine])), at: run.myShard.lowerBound * 4)
+            try comm.allgather(inPlace: host, ranges: local)
+            for (k, range) in local.enumerated() where k != comm.rank && !range.isEmpty {
+                try model.parameters.write(
+                    from: UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: host[range])), at: (base + range.lowerBound) * 4)
+            }
+        }
+    }
+
+    // MARK: Evaluation and checks
+
+    /// Mean validation loss over `train.eval_batches` global batches, forward only through the pipeline.
+    func validationLoss(step: Int) throws -> Double {
+        var sum = 0.0
+        let sizes = plan.microbatchSizes(samples: role.samples)
+        var clock = StepClock()
+        for index in 0..<spec.train.evalBatches {
+            var batch: TokenBatch?
+            if role.samples > 0 && (model.holdsEmbedding || model.holdsHead) {
+                batch = try sampler.validationSlice(index: index, shares: plan.replicas.map(\.samples), rank: role.replica)
+            }
+            // Validation headers carry the step with the top bit set, so they never pass for training ones.
+            let header = UInt64(step) | (1 << 63) | (UInt64(index) << 32)
+            for k in sizes.indices {
+                sum += try forward(step: step, header: header, microbatch: k, sizes: sizes, batch: batch, clock: &clock)
+            }
+        }
+        for link in [previousLink, nextLink].compactMap({ $0 }) {
+            try link.finishSends(timeoutSeconds: spec.train.stepTimeout, what: "step \(step) evaluation: sending to rank \(link.peer)")
+        }
+        let total = try world.allgather([model.holdsHead ? sum : 0]).reduce(0, +)
+        return total / Double(spec.train.evalBatches * spec.model.batch * spec.model.seq)
+    }
+
+    /// Checks that every holder of every shared run holds the same bits (collective per run).
+    func verifyCopies(_ values: [Float]) throws {
+        var odd = ""
+        for run in runs {
+            guard let comm = run.communicator else { continue }
+            let hash = Checksum.hash64(values[run.range].withUnsafeBytes { Array($0) })
+            let hashes = try comm.allgather([hash])
+            if hashes.contains(where: { $0 != hashes[0] }) {
+                odd = "after \(options.steps) steps the copies of \(run.names.first!)… differ between ranks \(run.holders); the replicas diverged (a bug: please report it)"
+            }
+        }
+        let all = try world.allgatherv(Array(odd.utf8).map { Int8(bitPattern: $0) })
+        if let first = all.first(where: { !$0.isEmpty }) {
+            throw CollectiveFailure(error: MedleyError(.mismatch, String(decoding: first.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
+        }
+    }
+
+    /// Gathers every stage's parameters (collective) and, on rank 0, writes the whole model in
+    /// its usual layout, as a data-parallel job would.
+    func saveWholeModel(_ values: [Float], to path: String) throws {
+        let all = try world.allgatherv(values)
+        guard rank == 0 else { return }
+        let config = RankCapacity.modelConfig(spec.model, batch: plan.microbatchSize)
+        let whole = ParameterLayout(config: config)
+        var out = [Float](repeating: 0, count: whole.count)
+        for replica in plan.replicas {
+            for stage in replica.stages {
+                let layout = ParameterLayout(config: config, stage: stage.layers)
+                for entry in layout.entries {
+                    let target = try whole.entry(entry.name)
+                    out.replaceSubrange(target.range, with: all[stage.device][entry.range])
+                }
+            }
+        }
+        try TrainingWorker.saveWeights(out, layout: whole, steps: options.steps, job: spec.name, to: path)
+    }
+
+    // MARK: Output
+
+    func printHeader() {
+        guard options.printSteps else { return }
+        let c = spec.model
+        Console.line(
+            "job \(spec.name): \(size) rank\(size == 1 ? "" : "s") in \(plan.replicas.count) replica\(plan.replicas.count == 1 ? "" : "s"), \(c.layers) layers x \(c.dim) dim x \(c.heads) heads, seq \(c.seq), global batch \(c.batch) in microbatches of \(plan.microbatchSize), \(options.steps) steps, schedule \(plan.schedule)")
+        for (r, replica) in plan.replicas.enumerated() {
+            let stages = replica.stages.map { "[\(labels[$0.device]): layers \($0.firstLayer)-\($0.endLayer - 1)]" }
+            Console.line("  replica \(r) (\(replica.samples) sequences, \(replica.microbatches) microbatches): " + stages.joined(separator: " "))
+        }
+    }
+
+    func emit(_ record: StepRecord) throws {
+        if options.printSteps { Console.line(record.consoleLine(totalSteps: options.steps)) }
+        if let log { try log.write(contentsOf: Data((try record.jsonLine() + "\n").utf8)) }
+    }
+}
