@@ -19,8 +19,9 @@ public struct ModelCost: Codable, Sendable, Hashable {
         public var parameters: Int
         /// Of `parameters`, the floats shared with the embedding (the tied token table).
         public var tiedParameters: Int
-        /// Device bytes of activations (and their gradients) this layer keeps per
-        /// sequence of a microbatch, between its forward and its backward.
+        /// Device bytes of activations this layer keeps per sequence of a microbatch,
+        /// between its forward and its backward. (Their gradients, which a stage holds
+        /// for one microbatch at a time, are added by ``StepTimeModel``.)
         public var activationBytesPerSequence: Int
         /// Bytes this layer hands to the next one per sequence (the residual
         /// stream, `seq × dim` floats): what crosses a stage boundary after it.

@@ -5,7 +5,7 @@ extension PlanSearch {
     /// plan space (see docs/planning.md).
     ///
     /// For a composition of R replicas, each stage's update time u (exchange + optimizer, which
-    /// depends on R) is known per split, and the step is C + U with U the largest u. For each
+    /// depends on R and on how many replicas are cut into stages) is known per split, and the step is C + U with U the largest u. For each
     /// threshold U (a distinct u of the fronts, ascending) the least compute time C(U) using only
     /// splits with u ≤ U is a share allocation; the step is min over U of C(U) + U. C(U) never
     /// grows with U, so the loop stops once U + C(∞) cannot beat the best.
@@ -14,18 +14,18 @@ extension PlanSearch {
         let need = (batch + b - 1) / b
         let words = positions.map { $0.map { types[$0] } }
         let usage = positions.map { word in counts.indices.map { t in word.filter { $0 == t }.count } }
-        // Fronts per (word, replica count), computed when first needed; a word with no split that fits is dropped.
-        let mostReplicas = min(batch, counts.reduce(0, +))
-        var fronts: [[[SplitPoint]?]] = words.map { _ in [[SplitPoint]?](repeating: nil, count: mostReplicas + 1) }
-        func front(_ w: Int, _ replicas: Int) -> [SplitPoint] {
-            if let known = fronts[w][replicas] { return known }
-            let computed = SplitSearch.front(word: words[w], costs: costs, replicas: replicas).sorted {
+        // Fronts per (word, holders), computed when first needed; a word with no split that fits is dropped.
+        struct Key: Hashable { var word: Int, holders: StepTimeModel.Holders }
+        var fronts: [Key: [SplitPoint]] = [:]
+        func front(_ w: Int, _ holders: StepTimeModel.Holders) -> [SplitPoint] {
+            if let known = fronts[Key(word: w, holders: holders)] { return known }
+            let computed = SplitSearch.front(word: words[w], costs: costs, holders: holders).sorted {
                 $0.update != $1.update ? $0.update < $1.update : $0.largest < $1.largest
             }
-            fronts[w][replicas] = computed
+            fronts[Key(word: w, holders: holders)] = computed
             return computed
         }
-        let usable = words.indices.filter { !front($0, 1).isEmpty }
+        let usable = words.indices.filter { !front($0, .init(replicas: 1, table: 1)).isEmpty }
 
         var chosen: [Int] = []
         var chosenUsage = counts.map { _ in 0 }
@@ -36,8 +36,8 @@ extension PlanSearch {
             for w in chosen {
                 if let last = kinds.last, last.word == w { kinds[kinds.count - 1].count += 1 } else { kinds.append((w, 1)) }
             }
-            let replicas = chosen.count
-            let points = kinds.map { front($0.word, replicas) }
+            let holders = StepTimeModel.Holders(stageCounts: chosen.map { words[$0].count })
+            let points = kinds.map { front($0.word, holders) }
             let all = zip(points, kinds).map { PipelineClass(shapes: $0.map(\.shape), count: $1.count) }
             guard let unbounded = MicrobatchAllocation.minimalComputeMs(all, need: need) else { return }
             let thresholds = Array(Set(points.flatMap { $0.map(\.update) })).sorted()

@@ -50,9 +50,11 @@ extension PlanSearch {
             guard replicas >= 1 && replicas <= batch else { return nil }
             var priced = kinds
             var update = 0.0
+            let holders = StepTimeModel.Holders(
+                replicas: replicas, table: kinds.reduce(0) { $0 + $1.count * ($1.word.count == 1 ? 1 : 2) })
             for j in priced.indices {
                 priced[j].split.update = SplitSearch.update(
-                    word: priced[j].word, ends: priced[j].split.ends, costs: costs, replicas: replicas)
+                    word: priced[j].word, ends: priced[j].split.ends, costs: costs, holders: holders)
                 update = max(update, priced[j].split.update)
             }
             let classes = priced.map { PipelineClass(shapes: [$0.split.shape], count: $0.count) }

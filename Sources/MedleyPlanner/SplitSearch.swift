@@ -4,7 +4,7 @@ struct SplitPoint: Sendable {
     /// The slowest stage's and the sum of the stages' forward + backward ms per microbatch.
     var largest: Double
     var sum: Double
-    /// The slowest stage's gradient exchange + optimizer ms (at a given replica count).
+    /// The slowest stage's gradient exchange + optimizer ms (for given holder counts).
     var update: Double
     /// `ends[s]`: one past the last planning layer of stage s (the last is the layer count).
     var ends: [Int]
@@ -20,13 +20,13 @@ enum SplitSearch {
     /// Every split that is best for some trade-off between the slowest stage, the sum of
     /// stages and the slowest update: the Pareto front of (largest, sum, update), sorted by
     /// largest. Exact; for small models (its cost grows with layers² × front size).
-    static func front(word: [Int], costs: StageCosts, replicas: Int) -> [SplitPoint] {
+    static func front(word: [Int], costs: StageCosts, holders: StepTimeModel.Holders) -> [SplitPoint] {
         let n = costs.layerCount, p = word.count
         guard p >= 1 && p <= n else { return [] }
         var states = [[SplitPoint]](repeating: [], count: n + 1)
         for e in 1...(n - p + 1) where costs.fits(word[0], 0, e, inFlight: p) {
             let c = costs.ms(word[0], 0, e)
-            states[e] = [SplitPoint(largest: c, sum: c, update: costs.updateMs(word[0], 0, e, replicas: replicas), ends: [e])]
+            states[e] = [SplitPoint(largest: c, sum: c, update: costs.updateMs(word[0], 0, e, holders), ends: [e])]
         }
         for s in 1..<p {
             var next = [[SplitPoint]](repeating: [], count: n + 1)
@@ -34,7 +34,7 @@ enum SplitSearch {
                 var candidates: [SplitPoint] = []
                 for a in s..<e where !states[a].isEmpty && costs.fits(word[s], a, e, inFlight: p - s) {
                     let c = costs.ms(word[s], a, e)
-                    let u = costs.updateMs(word[s], a, e, replicas: replicas)
+                    let u = costs.updateMs(word[s], a, e, holders)
                     for q in states[a] {
                         candidates.append(SplitPoint(
                             largest: max(q.largest, c), sum: q.sum + c, update: max(q.update, u), ends: q.ends + [e]))
@@ -196,11 +196,11 @@ enum SplitSearch {
         return result + [SplitPoint?](repeating: nil, count: max(0, deepest - depth))
     }
 
-    /// The slowest update (exchange + optimizer) among the stages of `ends` on `word` with `replicas` replicas.
-    static func update(word: [Int], ends: [Int], costs: StageCosts, replicas: Int) -> Double {
+    /// The slowest update (exchange + optimizer) among the stages of `ends` on `word`.
+    static func update(word: [Int], ends: [Int], costs: StageCosts, holders: StepTimeModel.Holders) -> Double {
         var worst = 0.0, start = 0
         for (s, end) in ends.enumerated() {
-            worst = max(worst, costs.updateMs(word[s], start, end, replicas: replicas))
+            worst = max(worst, costs.updateMs(word[s], start, end, holders))
             start = end
         }
         return worst

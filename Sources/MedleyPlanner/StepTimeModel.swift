@@ -9,17 +9,20 @@ import MedleyCore
 ///   forward = Σ forward(layer, b) + the send of its output to the next stage;
 ///   backward = Σ backward(layer, b) + the send of its input's gradient to the
 ///   previous stage (α + bytes/β each, nothing at the pipeline's ends).
-/// - Its memory with k microbatches in flight: stored parameters ×
-///   `bytesPerParameter` + k·b·(activation bytes + the received input and its
-///   gradient). Under 1F1B stage s of p keeps k = p − s in flight.
+/// - Its memory with k microbatches in flight, as the GPT stage allocates it:
+///   stored parameters × `bytesPerParameter`, plus per sequence the stage's
+///   activations (those of its layers, and its received input) for k·b
+///   sequences and their gradients for b, and the token ids and targets of k·b
+///   sequences. Under 1F1B stage s of p keeps k = p − s in flight.
 /// - A replica of p stages with stage times cₛ = forwardₛ + backwardₛ running m
 ///   microbatches: Σₛ cₛ + (m − 1)·maxₛ cₛ.
 /// - A step: the slowest replica, then the slowest rank's gradient exchange and
-///   optimizer update. Each planning layer's gradient is averaged by a ring
-///   allreduce among the R ranks that hold it (2(R−1)/R·bytes/β + 2(R−1)α); a
-///   pipeline whose head is apart from its embedding also sums the two copies of
-///   the tied token table between its first and last stage. The update is
-///   sharded: each holder updates 1/R of its parameters.
+///   optimizer update. A rank's gradients are averaged by ring allreduces
+///   (2(k−1)/k·bytes/β + 2(k−1)α among k ranks) over its holder sets: its layers
+///   among the R replicas' holders, and the tied token table among every rank
+///   holding a copy after the first and last stage of each pipeline have summed
+///   their two copies. The update is sharded: each holder updates 1/k of what it
+///   shares with k ranks.
 public struct StepTimeModel: Sendable {
     /// The model being planned.
     public let model: ModelCost
@@ -75,14 +78,33 @@ public struct StepTimeModel: Sendable {
         StageCosts(self, microbatch: microbatch).memoryBytes(layers.lowerBound, layers.upperBound, inFlight: inFlight)
     }
 
-    /// Milliseconds a rank holding `layers` spends in the gradient exchange of a plan with `replicas` replicas.
-    public func exchangeMs(layers: Range<Int>, replicas: Int) -> Double {
-        StageCosts(self, microbatch: 1).exchangeMs(layers.lowerBound, layers.upperBound, replicas: replicas)
+    /// Milliseconds a rank holding `layers` spends in the gradient exchange.
+    public func exchangeMs(layers: Range<Int>, holders: Holders) -> Double {
+        StageCosts(self, microbatch: 1).exchangeMs(layers.lowerBound, layers.upperBound, holders)
     }
 
     /// Milliseconds a rank of chip type `profile` holding `layers` spends in its (sharded) AdamW update.
-    public func optimizerMs(profile: Int, layers: Range<Int>, replicas: Int) -> Double {
-        StageCosts(self, microbatch: 1).optimizerMs(profile, layers.lowerBound, layers.upperBound, replicas: replicas)
+    public func optimizerMs(profile: Int, layers: Range<Int>, holders: Holders) -> Double {
+        StageCosts(self, microbatch: 1).optimizerMs(profile, layers.lowerBound, layers.upperBound, holders)
+    }
+
+    /// How many ranks share each parameter: what sets the sizes of the exchange's rings.
+    public struct Holders: Sendable, Hashable {
+        /// Replicas: every planning layer is held once per replica.
+        public var replicas: Int
+        /// Ranks holding a copy of the tied token table: one per replica of one stage, two (the
+        /// embedding's stage and the head's) per replica of several.
+        public var table: Int
+
+        public init(replicas: Int, table: Int) {
+            self.replicas = replicas
+            self.table = table
+        }
+
+        /// The holders of a plan whose replicas have `stageCounts[r]` stages.
+        public init(stageCounts: [Int]) {
+            self.init(replicas: stageCounts.count, table: stageCounts.reduce(0) { $0 + ($1 == 1 ? 1 : 2) })
+        }
     }
 
     // MARK: Plans
@@ -90,15 +112,16 @@ public struct StepTimeModel: Sendable {
     /// Evaluates `layout`: every stage's times and memory, and the step's prediction.
     ///
     /// The returned plan has no left-out devices and a homogeneous throughput of 0
-    /// (efficiency 0): those are the planner's to fill in. A stage that does not
-    /// fit shows negative `freeBytes`. Throws `invalidArgument` when the layout is
+    /// (efficiency 0): those are the planner's to fill in. Memory is what each stage
+    /// allocates for the microbatches it actually keeps in flight (min(p − s, m)); a
+    /// stage that does not fit shows negative `freeBytes`. Throws `invalidArgument` when the layout is
     /// not a plan: an empty replica, layers that do not cover the model once in
     /// order, a device used twice or not in the inventory, a replica without samples.
     public func evaluate(_ layout: PlanLayout) throws -> Plan {
         try validate(layout)
         let b = layout.microbatchSize
         let costs = StageCosts(self, microbatch: b)
-        let replicaCount = layout.replicas.count
+        let holders = Holders(stageCounts: layout.replicas.map(\.stages.count))
         var replicas: [Plan.Replica] = []
         var slowest = (ms: -1.0, bubble: 0.0)
         var critical = (ms: -1.0, exchange: 0.0, optimizer: 0.0)
@@ -111,15 +134,16 @@ public struct StepTimeModel: Sendable {
                 let t = inventory.devices[stage.device]
                 let (a, e) = (stage.layers.lowerBound, stage.layers.upperBound)
                 let forward = costs.forwardMs(t, a, e), backward = costs.backwardMs(t, a, e)
-                let memory = costs.memoryBytes(a, e, inFlight: p - s)
+                // What the stage allocates: a slot per microbatch actually in flight.
+                let memory = costs.memoryBytes(a, e, inFlight: max(1, min(p - s, m)))
                 stages.append(Plan.Stage(
                     device: stage.device, chip: inventory.profiles[t].chip, firstLayer: a, endLayer: e,
                     forwardMs: forward, backwardMs: backward, memoryBytes: memory,
                     freeBytes: inventory.profiles[t].memoryBytes - memory))
                 sum += forward + backward
                 largest = max(largest, forward + backward)
-                let exchange = costs.exchangeMs(a, e, replicas: replicaCount)
-                let optimizer = costs.optimizerMs(t, a, e, replicas: replicaCount)
+                let exchange = costs.exchangeMs(a, e, holders)
+                let optimizer = costs.optimizerMs(t, a, e, holders)
                 if exchange + optimizer > critical.ms { critical = (exchange + optimizer, exchange, optimizer) }
             }
             let pipeline = sum + Double(m - 1) * largest
@@ -257,54 +281,65 @@ struct StageCosts {
         model.parameterPrefix[e] - model.parameterPrefix[a] - (a == 0 && e == layerCount ? model.tiedParameters : 0)
     }
 
+    /// Activation bytes per sequence of a stage: its layers' and, after the first stage, its received input.
+    func activationBytes(_ a: Int, _ e: Int) -> Int {
+        model.activationPrefix[e] - model.activationPrefix[a] + (a > 0 ? model.model.layers[a - 1].outputBytesPerSequence : 0)
+    }
+
+    /// What the GPT stage allocates: parameters with their gradients and moments, activations for
+    /// `inFlight` microbatches and their gradients for one, token ids and targets (4 bytes a position)
+    /// for every sequence in flight, and a 4-byte scalar.
     func memoryBytes(_ a: Int, _ e: Int, inFlight: Int) -> Int {
-        let received = a > 0 ? 2 * model.model.layers[a - 1].outputBytesPerSequence : 0
-        let activations = model.activationPrefix[e] - model.activationPrefix[a] + received
-        return storedParameters(a, e) * model.model.bytesPerParameter + inFlight * microbatch * activations
+        storedParameters(a, e) * model.model.bytesPerParameter + (inFlight + 1) * microbatch * activationBytes(a, e)
+            + inFlight * microbatch * 8 * model.model.seq + 4
     }
 
     /// A lower bound of `memoryBytes` that only grows as the range grows (the received input left out).
     func memoryLowerBound(_ a: Int, _ e: Int, inFlight: Int) -> Int {
-        (model.parameterPrefix[e] - model.parameterPrefix[a] - (a == 0 && e == layerCount ? model.tiedParameters : 0))
-            * model.model.bytesPerParameter
-            + inFlight * microbatch * (model.activationPrefix[e] - model.activationPrefix[a])
+        storedParameters(a, e) * model.model.bytesPerParameter
+            + (inFlight + 1) * microbatch * (model.activationPrefix[e] - model.activationPrefix[a])
     }
 
     func fits(_ t: Int, _ a: Int, _ e: Int, inFlight: Int) -> Bool {
         memoryBytes(a, e, inFlight: inFlight) <= model.inventory.profiles[t].memoryBytes
     }
 
-    /// Ring allreduce of `bytes` among `ranks`, in ms.
+    /// Ring allreduce of `bytes` among `ranks`, in ms (nothing to do alone or with nothing to send).
     func ringMs(bytes: Int, ranks: Int) -> Double {
-        guard ranks > 1 else { return 0 }
+        guard ranks > 1 && bytes > 0 else { return 0 }
         let k = Double(ranks)
         return 2 * (k - 1) / k * Double(bytes) * msPerByte + 2 * (k - 1) * alphaMs
     }
 
-    /// Gradient exchange of a rank holding `a..<e` in a plan of `replicas` replicas: one ring
-    /// allreduce per planning layer among its `replicas` holders, and the tied table's sum between
-    /// the first and last stage when they differ.
-    func exchangeMs(_ a: Int, _ e: Int, replicas: Int) -> Double {
-        let whole = a == 0 && e == layerCount
-        var ms = 0.0
-        if replicas > 1 {
-            let k = Double(replicas)
-            let bytes = 4 * storedParameters(a, e)
-            ms = 2 * (k - 1) / k * Double(bytes) * msPerByte + 2 * (k - 1) * alphaMs * Double(e - a)
-        }
-        if !whole && (a == 0 || e == layerCount) && model.tiedParameters > 0 {
-            ms += ringMs(bytes: 4 * model.tiedParameters, ranks: 2)
-        }
-        return ms
+    /// Whether a stage holding `a..<e` keeps a copy of the tied table apart from its other
+    /// parameters: it holds the embedding or the head, and some replica is cut into stages (then
+    /// the table's holders differ from the other layers' holders).
+    func sharesTableApart(_ a: Int, _ e: Int, _ holders: StepTimeModel.Holders) -> Bool {
+        model.tiedParameters > 0 && (a == 0 || e == layerCount) && holders.table > holders.replicas
     }
 
-    /// The sharded AdamW update of a rank of type `t` holding `a..<e`: 1/replicas of its parameter bytes.
-    func optimizerMs(_ t: Int, _ a: Int, _ e: Int, replicas: Int) -> Double {
-        Double(4 * storedParameters(a, e)) / Double(replicas) * model.inventory.profiles[t].optimizerMsPerParameterByte
+    /// Gradient exchange of a rank holding `a..<e`: its layers among their `replicas` holders as one
+    /// run; when it keeps the tied table apart, the table among its `table` holders, after the sum
+    /// of the pipeline's two copies (a 2-rank allreduce) when the stage does not hold both ends.
+    func exchangeMs(_ a: Int, _ e: Int, _ holders: StepTimeModel.Holders) -> Double {
+        let stored = 4 * storedParameters(a, e)
+        guard sharesTableApart(a, e, holders) else { return ringMs(bytes: stored, ranks: holders.replicas) }
+        let table = 4 * model.tiedParameters
+        let tie = a == 0 && e == layerCount ? 0 : ringMs(bytes: table, ranks: 2)
+        return tie + ringMs(bytes: table, ranks: holders.table) + ringMs(bytes: stored - table, ranks: holders.replicas)
+    }
+
+    /// The sharded AdamW update of a rank of type `t` holding `a..<e`: 1/k of what it shares with k ranks.
+    func optimizerMs(_ t: Int, _ a: Int, _ e: Int, _ holders: StepTimeModel.Holders) -> Double {
+        let stored = Double(4 * storedParameters(a, e))
+        let rate = model.inventory.profiles[t].optimizerMsPerParameterByte
+        guard sharesTableApart(a, e, holders) else { return stored / Double(holders.replicas) * rate }
+        let table = Double(4 * model.tiedParameters)
+        return (table / Double(holders.table) + (stored - table) / Double(holders.replicas)) * rate
     }
 
     /// Exchange plus update of a rank: what the step waits for after compute.
-    func updateMs(_ t: Int, _ a: Int, _ e: Int, replicas: Int) -> Double {
-        exchangeMs(a, e, replicas: replicas) + optimizerMs(t, a, e, replicas: replicas)
+    func updateMs(_ t: Int, _ a: Int, _ e: Int, _ holders: StepTimeModel.Holders) -> Double {
+        exchangeMs(a, e, holders) + optimizerMs(t, a, e, holders)
     }
 }

@@ -96,15 +96,16 @@ struct BruteForce {
             stageMemo[key] = value
             return value
         }
-        func updateMs(_ t: Int, _ layers: Range<Int>, replicas: Int) -> Double {
-            let key = Key(t: t, a: layers.lowerBound, e: layers.upperBound, x: replicas, y: 0)
+        func updateMs(_ t: Int, _ layers: Range<Int>, holders: StepTimeModel.Holders) -> Double {
+            let key = Key(t: t, a: layers.lowerBound, e: layers.upperBound, x: holders.replicas, y: holders.table)
             if let known = updateMemo[key] { return known }
-            let value = cost.exchangeMs(layers: layers, replicas: replicas) + cost.optimizerMs(profile: t, layers: layers, replicas: replicas)
+            let value = cost.exchangeMs(layers: layers, holders: holders) + cost.optimizerMs(profile: t, layers: layers, holders: holders)
             updateMemo[key] = value
             return value
         }
 
-        func price(_ pipelines: [([Int], [Int])], replicas: Int, b: Int, need: Int) -> Double? {
+        func price(_ pipelines: [([Int], [Int])], b: Int, need: Int) -> Double? {
+            let holders = StepTimeModel.Holders(stageCounts: pipelines.map(\.0.count))
             var shapes: [(sum: Double, largest: Double)] = []
             var update = 0.0
             for (word, ends) in pipelines {
@@ -115,7 +116,7 @@ struct BruteForce {
                     guard memory <= planner.inventory.profiles[t].memoryBytes else { return nil }
                     sum += ms
                     largest = max(largest, ms)
-                    update = max(update, updateMs(t, layers, replicas: replicas))
+                    update = max(update, updateMs(t, layers, holders: holders))
                     start = ends[s]
                 }
                 shapes.append((sum, largest))
@@ -138,11 +139,10 @@ struct BruteForce {
             var chosen: [Int] = []
             func evaluate() {
                 let kinds = Array(Set(chosen)).sorted()
-                let replicas = chosen.count
                 var splitChoice = [Int: [Int]]()
                 func assign(_ k: Int) {
                     if k == kinds.count {
-                        if let step = price(chosen.map { (words[$0], splitChoice[$0]!) }, replicas: replicas, b: b, need: need) {
+                        if let step = price(chosen.map { (words[$0], splitChoice[$0]!) }, b: b, need: need) {
                             best = min(best ?? .infinity, step)
                         }
                         return
