@@ -55,7 +55,8 @@ enum MicrobatchAllocation {
         if total(base) < need {
             for c in classes { hi = max(hi, c.shapes.map { $0.ms(microbatches: need) }.min()!) }
             var lo = base
-            for _ in 0..<200 {
+            // To 1e-12 of the deadline: the answer is then the latest finishing time at `hi` (below).
+            while hi - lo > 1e-12 * hi {
                 let mid = lo + (hi - lo) / 2
                 if mid <= lo || mid >= hi { break }
                 if total(mid) >= need { hi = mid } else { lo = mid }

@@ -7,8 +7,11 @@ extension PlanSearch {
     /// 2. A template per type is a depth p: ⌊n/p⌋ replicas of it, optionally one more pipeline
     ///    of the n mod p devices left over, or none at all (the type is left out). Coordinate
     ///    descent over the types' templates, each candidate priced exactly (share allocation,
-    ///    exchange among the resulting replica count), until no type's change helps.
-    /// 3. Mixed templates for modest inventories: R replicas (R ≤ 64, fewer than step 2 found) of
+    ///    exchange among the resulting holders), until no type's change helps; started once with
+    ///    every type left out, and once from the best joint move of all types under a cap on the
+    ///    parameters of any stage (the slowest rank's exchange grows with them, and no single
+    ///    type's change can lower it).
+    /// 3. Mixed templates for modest inventories: R replicas (R ≤ 16, fewer than step 2 found) of
     ///    one pipeline holding ⌊n/R⌋ chips of every type, in every order of the types (for pipelines
     ///    of at most 16 chips and 4 types; else memory-descending and ascending).
     /// 4. A type whose chips cannot hold the model in any pipeline of their own (at this and every
@@ -62,25 +65,58 @@ extension PlanSearch {
             return Candidate(microbatch: b, stepMs: compute.ms + update, kinds: priced)
         }
 
-        // Coordinate descent over the types' templates, starting with every type left out.
-        var choice = [Int](repeating: 0, count: types.count)
-        var current: Candidate?
-        for _ in 0..<8 {
-            var improved = false
-            for i in types.indices {
-                for o in options[i].indices where o != choice[i] {
-                    var trial = choice
-                    trial[i] = o
-                    guard let candidate = price(kinds(trial)) else { continue }
-                    consider(candidate)
-                    if candidate.beats(current) {
-                        current = candidate
-                        choice = trial
-                        improved = true
+        // Coordinate descent over the types' templates from `start`: one type's template changes at a time.
+        func descend(from start: [Int]) -> (choice: [Int], candidate: Candidate?) {
+            var choice = start
+            var current = price(kinds(start))
+            for _ in 0..<8 {
+                var improved = false
+                for i in types.indices {
+                    for o in options[i].indices where o != choice[i] {
+                        var trial = choice
+                        trial[i] = o
+                        guard let candidate = price(kinds(trial)) else { continue }
+                        consider(candidate)
+                        if candidate.beats(current) {
+                            current = candidate
+                            choice = trial
+                            improved = true
+                        }
                     }
                 }
+                if !improved { break }
             }
-            if !improved { break }
+            return (choice, current)
+        }
+        // Start 1: every type left out.
+        var (choice, current) = descend(from: [Int](repeating: 0, count: types.count))
+        // Start 2: every type at once within a cap on the parameters its fullest stage holds (what the
+        // slowest rank's exchange grows with, which one type alone cannot lower): for each cap, each
+        // type's shallowest template within it; the best of those starts a second descent.
+        let fullest: [[Int]] = types.indices.map { i in
+            options[i].map { option in
+                guard option.depth > 0, let split = splits[i][option.depth] else { return 0 }
+                var start = 0, most = 0
+                for end in split.ends {
+                    most = max(most, costs.storedParameters(start, end))
+                    start = end
+                }
+                return most
+            }
+        }
+        var bestStart: (choice: [Int], candidate: Candidate)?
+        for cap in Array(Set(fullest.flatMap { $0 })).sorted() where cap > 0 {
+            let start = types.indices.map { i in
+                options[i].indices.filter { options[i][$0].depth > 0 && options[i][$0].leftover == 0 && fullest[i][$0] <= cap }
+                    .min { options[i][$0].depth < options[i][$1].depth } ?? 0
+            }
+            guard let candidate = price(kinds(start)) else { continue }
+            consider(candidate)
+            if candidate.beats(bestStart?.candidate) { bestStart = (start, candidate) }
+        }
+        if let bestStart, bestStart.choice != choice {
+            let second = descend(from: bestStart.choice)
+            if let candidate = second.candidate, candidate.beats(current) { (choice, current) = (second.choice, candidate) }
         }
 
         // Together a pipeline's stages must at least hold the parameters and one microbatch of activations.
@@ -155,7 +191,7 @@ extension PlanSearch {
     }
 
     /// Most replicas of a mixed template (deeper pipelines need more chips than a modest inventory has).
-    static let mixedReplicasLimit = 64
+    static let mixedReplicasLimit = 16
 
     /// Longest mixed pipeline whose type orders are all tried (longer: memory-descending and ascending only).
     static let mixedOrdersLength = 16

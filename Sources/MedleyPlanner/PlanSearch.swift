@@ -73,8 +73,9 @@ struct PlanSearch {
         formsPipelines = counts.map { _ in false }
     }
 
-    /// Runs the search: exhaustive over every composition of pipelines when that is small,
-    /// else over templates (replicated pipelines per chip type).
+    /// Runs the search at every microbatch size, ascending: exhaustive over every composition of
+    /// pipelines when that is small, else over templates (replicated pipelines per chip type),
+    /// which stops raising the microbatch once two sizes in a row bring no improvement.
     mutating func run() {
         let layers = model.layerCount
         var words: [[Int]] = []
@@ -85,15 +86,24 @@ struct PlanSearch {
                 && Self.countCompositions(words: words, counts: counts, limit: Self.exhaustiveCompositions + 1)
                     <= Self.exhaustiveCompositions
         }
+        var sinceImproved = 0
         for b in microbatchSizes.sorted() {
+            let before = best?.stepMs
             let costs = StageCosts(model, microbatch: b)
             if exhaustive {
                 searchExhaustively(words: words, costs: costs)
             } else {
                 searchTemplates(costs: costs)
+                // Larger microbatches shorten the stages' fixed costs but lengthen the bubble and need
+                // more memory; once two sizes in a row do not improve, larger ones are not tried.
+                sinceImproved = best?.stepMs == before ? sinceImproved + 1 : 0
+                if before != nil && sinceImproved >= Self.templateMicrobatchPatience { break }
             }
         }
     }
+
+    /// Microbatch sizes in a row that may fail to improve the template search before it stops.
+    static let templateMicrobatchPatience = 2
 
     /// Records `candidate` as seen: keeps it if best, and notes its step per type count.
     mutating func consider(_ candidate: Candidate) {
