@@ -48,10 +48,11 @@ struct PlanSearch {
     let maxStages: Int
     let microbatchSizes: [Int]
 
-    /// Largest search the exhaustive strategy takes on: devices, compositions of pipelines,
-    /// and distinct chip sequences times layers² (the cost of their Pareto fronts).
-    static let exhaustiveDevices = 24
-    static let exhaustiveCompositions = 30_000
+    /// Largest search the exhaustive strategy takes on: devices, planning layers (Pareto fronts
+    /// grow with them), compositions of pipelines, and distinct chip sequences times layers².
+    static let exhaustiveDevices = 16
+    static let exhaustiveLayers = 34
+    static let exhaustiveCompositions = 20_000
     static let exhaustiveFrontWork = 400_000
 
     private(set) var best: Candidate?
@@ -79,7 +80,7 @@ struct PlanSearch {
     mutating func run() {
         let layers = model.layerCount
         var words: [[Int]] = []
-        if counts.reduce(0, +) <= Self.exhaustiveDevices {
+        if counts.reduce(0, +) <= Self.exhaustiveDevices && layers <= Self.exhaustiveLayers {
             words = Self.groupedWords(counts: counts, maxLength: maxStages)
             let frontWork = words.reduce(0) { $0 + $1.count } * layers * layers
             exhaustive = frontWork <= Self.exhaustiveFrontWork

@@ -64,8 +64,10 @@ public struct Planner: Sendable {
         guard let best = search.best else { throw nothingFits(costModel) }
         var plan = try layout(best, costModel: costModel)
         plan.leftOut = leftOut(plan: plan, search: search, types: types, counts: counts, costModel: costModel)
-        plan.prediction.homogeneousTokensPerSecond = homogeneousTokensPerSecond(
-            types: types, counts: counts, microbatch: best.microbatch, costModel: costModel)
+        // One chip type is its own comparison.
+        plan.prediction.homogeneousTokensPerSecond = types.count == 1
+            ? plan.prediction.tokensPerSecond
+            : homogeneousTokensPerSecond(types: types, counts: counts, microbatch: best.microbatch, costModel: costModel)
         if plan.prediction.homogeneousTokensPerSecond > 0 {
             plan.prediction.efficiency = plan.prediction.tokensPerSecond / plan.prediction.homogeneousTokensPerSecond
         }
