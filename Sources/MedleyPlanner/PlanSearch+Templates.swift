@@ -199,17 +199,7 @@ extension PlanSearch {
     /// Orders of the types `items` to try in a mixed pipeline: all of them when `all` and at most 4
     /// types, else by memory descending and ascending.
     static func orders(_ items: [Int], memory: [Int], all: Bool) -> [[Int]] {
-        guard !all || items.count > 4 else {
-            func permutations(_ items: [Int]) -> [[Int]] {
-                guard items.count > 1 else { return [items] }
-                return items.indices.flatMap { i -> [[Int]] in
-                    var rest = items
-                    let first = rest.remove(at: i)
-                    return permutations(rest).map { [first] + $0 }
-                }
-            }
-            return permutations(items)
-        }
+        guard !all || items.count > 4 else { return permutations(items) }
         let descending = items.indices.sorted { memory[$0] != memory[$1] ? memory[$0] > memory[$1] : $0 < $1 }.map { items[$0] }
         return [descending, descending.reversed()]
     }

@@ -123,16 +123,6 @@ struct PlanSearch {
     static func groupedWords(counts: [Int], maxLength: Int) -> [[Int]] {
         var words: [[Int]] = []
         var vector = [Int](repeating: 0, count: counts.count)
-        func permutations(_ items: [Int]) -> [[Int]] {
-            guard items.count > 1 else { return [items] }
-            var out: [[Int]] = []
-            for (i, first) in items.enumerated() {
-                var rest = items
-                rest.remove(at: i)
-                out += permutations(rest).map { [first] + $0 }
-            }
-            return out
-        }
         func visit(_ i: Int, _ length: Int) {
             if i == counts.count {
                 guard length > 0 else { return }
@@ -150,6 +140,16 @@ struct PlanSearch {
         }
         visit(0, 0)
         return words
+    }
+
+    /// Every order of `items`, lexicographic by position.
+    static func permutations(_ items: [Int]) -> [[Int]] {
+        guard items.count > 1 else { return [items] }
+        return items.indices.flatMap { i -> [[Int]] in
+            var rest = items
+            let first = rest.remove(at: i)
+            return permutations(rest).map { [first] + $0 }
+        }
     }
 
     /// Multisets of words (pipelines) that fit the device counts, counted up to `limit`.

@@ -37,29 +37,35 @@ struct Simulate: ParsableCommand {
     @Option(help: "Most stages in one pipeline (default: no limit but the layers).")
     var maxStages: Int?
 
-    @Option(help: ArgumentHelp("A JSON array of DeviceProfile whose chip keys --devices names.", valueName: "file"))
+    @Option(help: ArgumentHelp(
+        "Chip types from a file: a JSON array of DeviceProfile, or what `medley profile --json` prints (its measured link too).",
+        valueName: "file"))
     var profiles: String?
 
-    @Option(help: "Network latency per message, microseconds.")
-    var latencyUs = SyntheticChip.network.latencySeconds * 1e6
-    @Option(help: "Network bandwidth per link, GB/s.")
-    var linkGbps = SyntheticChip.network.bytesPerSecond / 1e9
+    @Option(help: "Network latency per message, microseconds (default: 5, or the profile file's).")
+    var latencyUs: Double?
+    @Option(help: "Network bandwidth per link, GB/s (default: 25, or the profile file's).")
+    var linkGbps: Double?
 
     @Option(help: ArgumentHelp("Also write the prediction and the plan as JSON to this file.", valueName: "file"))
     var json: String?
 
     func run() throws {
-        guard latencyUs.isFinite && latencyUs >= 0 else {
+        if let latencyUs, !(latencyUs.isFinite && latencyUs >= 0) {
             throw MedleyError(.invalidArgument, "--latency-us must be a finite number >= 0, got \(latencyUs)")
         }
-        guard linkGbps.isFinite && linkGbps > 0 else {
+        if let linkGbps, !(linkGbps.isFinite && linkGbps > 0) {
             throw MedleyError(.invalidArgument, "--link-gbps must be a positive number, got \(linkGbps)")
         }
         if let json { try checkWritable(json) }
+        let loaded = try profiles.map(Self.loadProfiles)
+        let network = loaded?.network ?? SyntheticChip.network
         let simulation = try Simulation(
             devices: devices, shape: .init(layers: layers, dim: dim, heads: heads, seq: seq, vocab: vocab),
-            profiles: try profiles.map(Self.loadProfiles), globalBatch: batch,
-            network: NetworkModel(latencySeconds: latencyUs * 1e-6, bytesPerSecond: linkGbps * 1e9),
+            profiles: loaded?.profiles, globalBatch: batch,
+            network: NetworkModel(
+                latencySeconds: latencyUs.map { $0 * 1e-6 } ?? network.latencySeconds,
+                bytesPerSecond: linkGbps.map { $0 * 1e9 } ?? network.bytesPerSecond),
             options: .init(microbatchSize: microbatch, maxStages: maxStages))
         let (plan, seconds) = try simulation.run()
         let s = simulation.shape
@@ -79,18 +85,29 @@ struct Simulate: ParsableCommand {
         }
     }
 
-    /// Reads a JSON array of DeviceProfile.
-    static func loadProfiles(_ path: String) throws -> [DeviceProfile] {
+    /// Reads chip types from a JSON array of DeviceProfile, or from a `medley profile --json`
+    /// report (`chips[i].profile`, and its measured `network`).
+    static func loadProfiles(_ path: String) throws -> (profiles: [DeviceProfile], network: NetworkModel?) {
         let data: Data
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
             throw MedleyError(.io, "cannot read profiles \(path): \(error.localizedDescription)")
         }
+        struct Report: Decodable {
+            struct Chip: Decodable { var profile: DeviceProfile }
+            var chips: [Chip]
+            var network: NetworkModel?
+        }
         do {
-            return try JSONDecoder().decode([DeviceProfile].self, from: data)
-        } catch {
-            throw MedleyError(.invalidArgument, "profiles \(path): not a JSON array of DeviceProfile (\(Self.describe(error)))")
+            return (try JSONDecoder().decode([DeviceProfile].self, from: data), nil)
+        } catch let arrayError {
+            if let report = try? JSONDecoder().decode(Report.self, from: data) {
+                return (report.chips.map(\.profile), report.network)
+            }
+            throw MedleyError(
+                .invalidArgument,
+                "profiles \(path): not a JSON array of DeviceProfile nor a `medley profile --json` report (\(Self.describe(arrayError)))")
         }
     }
 

@@ -45,10 +45,20 @@ struct SimulateCLITests {
         #expect(result.status == 0, "\(result.output)")
         #expect(result.stdout.contains("fast"))
 
+        // What `medley profile --json` prints: chips[i].profile, and the measured link.
+        let report = "{\"chips\":[{\"key\":\"fast\",\"profile\":\(profile("fast", 1 << 34))}],"
+            + "\"network\":{\"latencySeconds\":0.00001,\"bytesPerSecond\":1000000000,\"cached\":true}}"
+        try report.write(toFile: directory + "/report.json", atomically: true, encoding: .utf8)
+        let fromReport = try TestSupport.medley([
+            "simulate", "--devices", "3xfast", "--layers", "2", "--dim", "64", "--heads", "4", "--seq", "32",
+            "--vocab", "256", "--profiles", directory + "/report.json",
+        ])
+        #expect(fromReport.status == 0, "\(fromReport.output)")
+
         try "{\"not\": \"an array\"}".write(toFile: directory + "/bad.json", atomically: true, encoding: .utf8)
         let bad = try TestSupport.medley(["simulate", "--devices", "1xfast", "--profiles", directory + "/bad.json"])
         #expect(bad.status != 0)
-        #expect(bad.stderr.contains("not a JSON array of DeviceProfile"), "\(bad.output)")
+        #expect(bad.stderr.contains("not a JSON array of DeviceProfile nor a `medley profile --json` report"), "\(bad.output)")
         #expect(bad.stderr.split(separator: "\n").count == 1, "\(bad.stderr)")
     }
 
