@@ -68,10 +68,22 @@ public struct Simulation: Sendable {
         self.options = options
     }
 
-    /// Parses `COUNTxCHIP[,COUNTxCHIP…]`; every chip must be one of `known`, listed once.
+    /// Parses `COUNTxCHIP[,COUNTxCHIP…]` (commas inside a key's braces do not separate entries);
+    /// every chip must be one of `known`, listed once.
     public static func parse(devices text: String, known: [String]) throws -> [Entry] {
         func fail(_ message: String) -> MedleyError { MedleyError(.invalidArgument, "--devices: " + message) }
-        let items = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        // Commas inside braces belong to a chip key (`sim{kernels=cpu,speed=0.5}`).
+        var items: [String] = [""]
+        var depth = 0
+        for ch in text {
+            if ch == "," && depth == 0 {
+                items.append("")
+                continue
+            }
+            if ch == "{" { depth += 1 } else if ch == "}" { depth = max(0, depth - 1) }
+            items[items.count - 1].append(ch)
+        }
+        items = items.map { $0.trimmingCharacters(in: .whitespaces) }
         guard !(items.count == 1 && items[0].isEmpty) else { throw fail("no devices; write COUNTxCHIP, e.g. 4096xA,4096xB") }
         var entries: [Entry] = []
         for item in items {
