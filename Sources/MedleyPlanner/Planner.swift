@@ -63,6 +63,8 @@ public struct Planner: Sendable {
         search.run()
         guard let best = search.best else { throw nothingFits(costModel) }
         var plan = try layout(best, costModel: costModel)
+        assert(abs(plan.prediction.stepMs - best.stepMs) <= 1e-9 * best.stepMs,
+               "the search priced \(best.stepMs) ms, the plan evaluates to \(plan.prediction.stepMs) ms")
         plan.leftOut = leftOut(plan: plan, search: search, types: types, counts: counts, costModel: costModel)
         // One chip type is its own comparison.
         plan.prediction.homogeneousTokensPerSecond = types.count == 1
