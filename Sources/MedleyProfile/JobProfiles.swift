@@ -120,12 +120,21 @@ public struct JobProfiles: Sendable {
     /// The link's α–β model.
     public var network: NetworkModel { link.network }
 
-    /// The sizes timed by default: 1 sequence, an even share of the global batch over the ranks
+    /// The sizes timed by default: the powers of two the planner tries as microbatch sizes
+    /// (1, 2, 4, … up to the batch), an even share of the global batch over the ranks
     /// (`ceil(batch / ranks)`, what data parallelism gives each chip), and the whole batch.
+    /// Small sizes run far below a chip's peak, so timing the sizes a plan uses beats
+    /// interpolating across them.
     public static func defaultMicrobatchSizes(for spec: JobSpec) -> [Int] {
         let batch = max(1, spec.model.batch)
         let share = (batch + max(1, spec.rankCount) - 1) / max(1, spec.rankCount)
-        return Array(Set([1, share, batch])).sorted()
+        var sizes: Set<Int> = [share, batch]
+        var power = 1
+        while power <= min(batch, 64) {
+            sizes.insert(power)
+            power *= 2
+        }
+        return sizes.sorted()
     }
 
     /// The model costs the planner sees for `model`.

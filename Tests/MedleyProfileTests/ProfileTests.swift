@@ -54,7 +54,7 @@ struct ProfileTests {
         let types = ChipType.of(spec)
         #expect(types.map(\.key) == ["cpu", "sim{speed=0.5,vendor=Acme}", "sim{speed=0.25}"])
         #expect(types.map(\.ranks) == [[0], [1, 2, 3], [4]])
-        #expect(JobProfiles.defaultMicrobatchSizes(for: spec) == [1, 3, 12])
+        #expect(JobProfiles.defaultMicrobatchSizes(for: spec) == [1, 2, 3, 4, 8, 12])
     }
 
     // MARK: Measurement
