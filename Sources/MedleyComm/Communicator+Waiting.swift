@@ -37,14 +37,19 @@ extension Communicator {
                 )
             }
             polls += 1
-            if polls > 64 && pollSeconds > 0 {
-                // Back off gently: never sleep more than 1 ms, so waking costs little.
-                let interval = min(pollSeconds * Double(1 + polls / 1024), 1e-3)
-                var wait = timespec(tv_sec: 0, tv_nsec: Int(interval * 1e9))
-                var left = timespec()
-                while nanosleep(&wait, &left) != 0 && errno == EINTR { wait = left }
-            }
+            Self.pause(afterPolls: polls, pollSeconds: pollSeconds)
         }
+    }
+
+    /// The wait between two polls of something another rank will do: nothing for the first
+    /// 64 polls (so what arrives at once costs no sleep), then `pollSeconds`, growing gently
+    /// but never above 1 ms, so waking costs little and a waiting rank leaves its core free.
+    static func pause(afterPolls polls: Int, pollSeconds: Double = 50e-6) {
+        guard polls > 64 && pollSeconds > 0 else { return }
+        let interval = min(pollSeconds * Double(1 + polls / 1024), 1e-3)
+        var wait = timespec(tv_sec: 0, tv_nsec: Int(interval * 1e9))
+        var left = timespec()
+        while nanosleep(&wait, &left) != 0 && errno == EINTR { wait = left }
     }
 
     static func format(_ seconds: Double) -> String {

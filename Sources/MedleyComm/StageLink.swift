@@ -106,7 +106,7 @@ public final class StageLink {
                     .timeout, "\(what): rank \(peer) did not take \(pending.count) message(s) within \(Communicator.format(timeoutSeconds)) s; it is hung or far behind")
             }
             polls += 1
-            Self.pause(polls)
+            Communicator.pause(afterPolls: polls)
         }
     }
 
@@ -152,16 +152,7 @@ public final class StageLink {
                     "\(what): nothing from rank \(peer) within \(Communicator.format(timeoutSeconds)) s; the neighbouring stage is hung or far slower")
             }
             polls += 1
-            Self.pause(polls)
+            Communicator.pause(afterPolls: polls)
         }
-    }
-
-    /// Spins for the first polls, then sleeps up to 1 ms between them.
-    static func pause(_ polls: Int) {
-        guard polls > 64 else { return }
-        let interval = min(50e-6 * Double(1 + polls / 1024), 1e-3)
-        var wait = timespec(tv_sec: 0, tv_nsec: Int(interval * 1e9))
-        var left = timespec()
-        while nanosleep(&wait, &left) != 0 && errno == EINTR { wait = left }
     }
 }

@@ -134,8 +134,7 @@ public final class PipelineWorker {
 
         // Who holds what: every rank derives every rank's layout from the plan.
         var holders: [String: [Int]] = [:]
-        for (r, replica) in plan.replicas.enumerated() {
-            _ = r
+        for replica in plan.replicas {
             for stage in replica.stages {
                 for entry in ParameterLayout(config: config, stage: stage.layers).entries {
                     holders[entry.name, default: []].append(stage.device)
@@ -200,24 +199,19 @@ public final class PipelineWorker {
             try StageLink(communicator: communicator, peer: $0, sendTag: StageLink.activationTag, receiveTag: StageLink.gradientTag)
         }
 
-        let dataset = try ByteDataset(path: spec.data.path)
-        let split = try TrainValidationSplit(
-            dataset: dataset, sequenceLength: spec.model.seq, validationFraction: spec.data.validationFraction)
-        sampler = try GlobalBatchSampler(split: split, globalBatch: spec.model.batch, seed: spec.data.seed)
-        schedule = LearningRateSchedule(
-            kind: spec.train.lrSchedule, peak: spec.train.lr, minimum: spec.train.minLR,
-            warmupSteps: spec.train.warmupSteps, totalSteps: options.steps)
+        (sampler, schedule) = try TrainingWorker.data(for: spec, steps: options.steps)
         parameterHost = [Float](repeating: 0, count: model.layout.count)
         let width = plan.microbatchSize * spec.model.seq * spec.model.dim
         hostIn = [Float](repeating: 0, count: width)
         hostOut = [Float](repeating: 0, count: width)
     }
 
-    /// Every rank learns whether any rank failed; the first failure stops all of them together.
-    static func agree(world: Communicator, failure: String) throws {
+    /// Every rank learns whether any rank failed (a non-empty `failure`); the first failure, in
+    /// rank order, stops all of them together as a `code` error.
+    static func agree(world: Communicator, failure: String, code: MedleyError.Code = .outOfMemory) throws {
         let all = try world.allgatherv(Array(failure.utf8).map { Int8(bitPattern: $0) })
         if let first = all.first(where: { !$0.isEmpty }) {
-            throw CollectiveFailure(error: MedleyError(.outOfMemory, String(decoding: first.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
+            throw CollectiveFailure(error: MedleyError(code, String(decoding: first.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
         }
     }
 
@@ -302,24 +296,9 @@ public final class PipelineWorker {
                 shardSquares += values.reduce(0.0) { $0 + Double($1) * Double($1) }
                 continue
             }
-            for b in 0..<exchange.layout.buckets.count {
-                try exchange.withBucket(b) { raw in try model.gradients.read(into: raw, at: run.bucketStarts[b] * 4) }
-            }
-            try exchange.exchange(step: UInt64(step), sampleCount: run.weight)
-            let shard = run.myShard
-            for b in 0..<exchange.layout.buckets.count {
-                let bucketRange = run.bucketStarts[b]..<(run.bucketStarts[b] + exchange.layout.buckets[b].payloadBytes / 4)
-                let part = bucketRange.clamped(to: shard)
-                if part.isEmpty { continue }
-                try exchange.withBucket(b) { raw in
-                    let floats = raw.bindMemory(to: Float.self)
-                    let local = (part.lowerBound - bucketRange.lowerBound)..<(part.upperBound - bucketRange.lowerBound)
-                    for i in local { shardSquares += Double(floats[i]) * Double(floats[i]) }
-                    try model.gradients.write(
-                        from: UnsafeRawBufferPointer(rebasing: raw[(local.lowerBound * 4)..<(local.upperBound * 4)]),
-                        at: part.lowerBound * 4)
-                }
-            }
+            shardSquares += try TrainingWorker.exchange(
+                exchange, step: step, sampleCount: run.weight, gradients: model.gradients, bucketStarts: run.bucketStarts,
+                shard: run.myShard)
         }
         let t2 = MPIRuntime.wallTime()
         timeline.span("exchange", category: "exchange", from: t1, to: t2)
@@ -385,19 +364,10 @@ public final class PipelineWorker {
     ) throws -> Double {
         let b = sizes[k]
         let rows = (k * plan.microbatchSize * spec.model.seq)..<((k * plan.microbatchSize + b) * spec.model.seq)
-        let shape = [b, spec.model.seq, spec.model.dim]
         let width = b * spec.model.seq * spec.model.dim
         if let link = previousLink {
-            let t = MPIRuntime.wallTime()
-            try hostIn.withUnsafeMutableBytes { raw in
-                try link.receive(
-                    expected: ActivationHeader(step: header, microbatch: k, stage: role.stage - 1, shape: shape, dtype: .float32),
-                    into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<(width * 4)]), timeoutSeconds: spec.train.stepTimeout,
-                    what: "step \(step): stage \(role.stage) of replica \(role.replica) (\(labels[rank])) waiting for microbatch \(k)'s activation")
-            }
-            let now = MPIRuntime.wallTime()
-            clock.wait += now - t
-            timeline.span("recv F\(k)", category: "recv", from: t, to: now)
+            try receive(from: link, stage: role.stage - 1, header: header, microbatch: k, batch: b, span: "recv F\(k)", clock: &clock,
+                        what: "step \(step): stage \(role.stage) of replica \(role.replica) (\(labels[rank])) waiting for microbatch \(k)'s activation")
         }
         let t0 = MPIRuntime.wallTime()
         let tokens = batch.map { Array($0.tokens[rows]) }, targets = batch.map { Array($0.targets[rows]) }
@@ -412,14 +382,9 @@ public final class PipelineWorker {
         clock.compute += t1 - t0
         timeline.span("F\(k)", category: "forward", from: t0, to: t1)
         if let link = nextLink {
-            try hostOut.withUnsafeMutableBytes { raw in
-                let part = UnsafeMutableRawBufferPointer(rebasing: raw[0..<(width * 4)])
-                try model.readStageOutput(at: slot(k), batch: b, into: part)
-                try link.send(
-                    ActivationHeader(step: header, microbatch: k, stage: role.stage, shape: shape, dtype: .float32),
-                    payload: UnsafeRawBufferPointer(part))
+            try send(to: link, header: header, microbatch: k, batch: b, span: "send F\(k)", from: t1) {
+                try model.readStageOutput(at: slot(k), batch: b, into: $0)
             }
-            timeline.span("send F\(k)", category: "send", from: t1, to: MPIRuntime.wallTime())
         }
         return sum ?? 0
     }
@@ -428,19 +393,10 @@ public final class PipelineWorker {
     /// the input gradient (unless first).
     func backward(step: Int, microbatch k: Int, sizes: [Int], lossScale: Double, clock: inout StepClock) throws {
         let b = sizes[k]
-        let shape = [b, spec.model.seq, spec.model.dim]
         let width = b * spec.model.seq * spec.model.dim
         if let link = nextLink {
-            let t = MPIRuntime.wallTime()
-            try hostIn.withUnsafeMutableBytes { raw in
-                try link.receive(
-                    expected: ActivationHeader(step: UInt64(step), microbatch: k, stage: role.stage + 1, shape: shape, dtype: .float32),
-                    into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<(width * 4)]), timeoutSeconds: spec.train.stepTimeout,
-                    what: "step \(step): stage \(role.stage) of replica \(role.replica) (\(labels[rank])) waiting for microbatch \(k)'s gradient")
-            }
-            let now = MPIRuntime.wallTime()
-            clock.wait += now - t
-            timeline.span("recv B\(k)", category: "recv", from: t, to: now)
+            try receive(from: link, stage: role.stage + 1, header: UInt64(step), microbatch: k, batch: b, span: "recv B\(k)", clock: &clock,
+                        what: "step \(step): stage \(role.stage) of replica \(role.replica) (\(labels[rank])) waiting for microbatch \(k)'s gradient")
         }
         let t0 = MPIRuntime.wallTime()
         try hostIn.withUnsafeBytes { raw in
@@ -453,15 +409,45 @@ public final class PipelineWorker {
         clock.compute += t1 - t0
         timeline.span("B\(k)", category: "backward", from: t0, to: t1)
         if let link = previousLink {
-            try hostOut.withUnsafeMutableBytes { raw in
-                let part = UnsafeMutableRawBufferPointer(rebasing: raw[0..<(width * 4)])
-                try model.readInputGradient(batch: b, into: part)
-                try link.send(
-                    ActivationHeader(step: UInt64(step), microbatch: k, stage: role.stage, shape: shape, dtype: .float32),
-                    payload: UnsafeRawBufferPointer(part))
+            try send(to: link, header: UInt64(step), microbatch: k, batch: b, span: "send B\(k)", from: t1) {
+                try model.readInputGradient(batch: b, into: $0)
             }
-            timeline.span("send B\(k)", category: "send", from: t1, to: MPIRuntime.wallTime())
         }
+    }
+
+    /// Receives microbatch `k`'s tensor (`batch` × seq × dim floats) from `link`'s neighbour
+    /// into `hostIn`, checking its header, and counts the wait.
+    func receive(
+        from link: StageLink, stage fromStage: Int, header: UInt64, microbatch k: Int, batch b: Int, span: String,
+        clock: inout StepClock, what: String
+    ) throws {
+        let shape = [b, spec.model.seq, spec.model.dim]
+        let t = MPIRuntime.wallTime()
+        try hostIn.withUnsafeMutableBytes { raw in
+            try link.receive(
+                expected: ActivationHeader(step: header, microbatch: k, stage: fromStage, shape: shape, dtype: .float32),
+                into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<(shape.reduce(1, *) * 4)]),
+                timeoutSeconds: spec.train.stepTimeout, what: what)
+        }
+        let now = MPIRuntime.wallTime()
+        clock.wait += now - t
+        timeline.span(span, category: "recv", from: t, to: now)
+    }
+
+    /// Fills `hostOut` with microbatch `k`'s tensor through `read` and posts it to `link`'s neighbour.
+    func send(
+        to link: StageLink, header: UInt64, microbatch k: Int, batch b: Int, span: String, from start: Double,
+        read: (UnsafeMutableRawBufferPointer) throws -> Void
+    ) throws {
+        let shape = [b, spec.model.seq, spec.model.dim]
+        try hostOut.withUnsafeMutableBytes { raw in
+            let part = UnsafeMutableRawBufferPointer(rebasing: raw[0..<(shape.reduce(1, *) * 4)])
+            try read(part)
+            try link.send(
+                ActivationHeader(step: header, microbatch: k, stage: role.stage, shape: shape, dtype: .float32),
+                payload: UnsafeRawBufferPointer(part))
+        }
+        timeline.span(span, category: "send", from: start, to: MPIRuntime.wallTime())
     }
 
     /// The activation slot (first sequence) of microbatch `k`.
@@ -521,10 +507,7 @@ public final class PipelineWorker {
                 odd = "after \(options.steps) steps the copies of \(run.names.first!)… differ between ranks \(run.holders); the replicas diverged (a bug: please report it)"
             }
         }
-        let all = try world.allgatherv(Array(odd.utf8).map { Int8(bitPattern: $0) })
-        if let first = all.first(where: { !$0.isEmpty }) {
-            throw CollectiveFailure(error: MedleyError(.mismatch, String(decoding: first.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
-        }
+        try Self.agree(world: world, failure: odd, code: .mismatch)
     }
 
     /// Gathers every stage's parameters (collective) and, on rank 0, writes the whole model in
@@ -561,7 +544,6 @@ public final class PipelineWorker {
     }
 
     func emit(_ record: StepRecord) throws {
-        if options.printSteps { Console.line(record.consoleLine(totalSteps: options.steps)) }
-        if let log { try log.write(contentsOf: Data((try record.jsonLine() + "\n").utf8)) }
+        try TrainingWorker.emit(record, totalSteps: options.steps, print: options.printSteps, log: log)
     }
 }

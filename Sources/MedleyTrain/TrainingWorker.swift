@@ -126,13 +126,7 @@ public final class TrainingWorker {
                 "the devices hold \(total) sequences in all but the global batch is \(spec.model.batch); lower model.batch or add memory"))
         }
 
-        let dataset = try ByteDataset(path: spec.data.path)
-        let split = try TrainValidationSplit(
-            dataset: dataset, sequenceLength: spec.model.seq, validationFraction: spec.data.validationFraction)
-        sampler = try GlobalBatchSampler(split: split, globalBatch: spec.model.batch, seed: spec.data.seed)
-        schedule = LearningRateSchedule(
-            kind: spec.train.lrSchedule, peak: spec.train.lr, minimum: spec.train.minLR,
-            warmupSteps: spec.train.warmupSteps, totalSteps: options.steps)
+        (sampler, schedule) = try Self.data(for: spec, steps: options.steps)
 
         model = try GPT(config: RankCapacity.modelConfig(spec.model, batch: capacity), device: device, seed: spec.train.seed)
         let tensors = model.layout.entries.map { TensorMeta(name: $0.name, shape: $0.shape, dtype: .float32) }
@@ -304,27 +298,9 @@ public final class TrainingWorker {
         let t2 = MPIRuntime.wallTime()
 
         // Exchange: device → buckets, weighted average, own shard back to the device.
-        for b in 0..<exchange.layout.buckets.count {
-            try exchange.withBucket(b) { raw in try model.gradients.read(into: raw, at: bucketStarts[b] * 4) }
-        }
-        try exchange.exchange(step: UInt64(step), sampleCount: samples)
-        let shard = shards[rank]
-        var shardSquares = 0.0
-        for b in 0..<exchange.layout.buckets.count {
-            let bucketRange = bucketStarts[b]..<(bucketStarts[b] + exchange.layout.buckets[b].payloadBytes / 4)
-            let part = bucketRange.clamped(to: shard)
-            if part.isEmpty { continue }
-            try exchange.withBucket(b) { raw in
-                let floats = raw.bindMemory(to: Float.self)
-                let local = (part.lowerBound - bucketRange.lowerBound)..<(part.upperBound - bucketRange.lowerBound)
-                for i in local {
-                    let g = Double(floats[i])
-                    shardSquares += g * g
-                }
-                try model.gradients.write(from: UnsafeRawBufferPointer(rebasing: raw[(local.lowerBound * 4)..<(local.upperBound * 4)]),
-                                          at: part.lowerBound * 4)
-            }
-        }
+        let shardSquares = try Self.exchange(
+            exchange, step: step, sampleCount: samples, gradients: model.gradients, bucketStarts: bucketStarts,
+            shard: shards[rank])
         let t3 = MPIRuntime.wallTime()
 
         // Everyone learns everyone's numbers; the sums are taken in rank order on every rank.
@@ -353,7 +329,7 @@ public final class TrainingWorker {
         // Update: AdamW on this rank's shard only, then every rank gathers every shard.
         try model.step(
             lr: lr, weightDecay: spec.train.weightDecay, beta1: JobSpec.Training.adamBeta1,
-            beta2: JobSpec.Training.adamBeta2, eps: JobSpec.Training.adamEpsilon, gradScale: clip, range: shard)
+            beta2: JobSpec.Training.adamBeta2, eps: JobSpec.Training.adamEpsilon, gradScale: clip, range: shards[rank])
         try gatherParameters()
         let t4 = MPIRuntime.wallTime()
 
@@ -365,6 +341,49 @@ public final class TrainingWorker {
             tokens: tokens, tokensPerS: Double(tokens) / stepSeconds, stepMs: stepSeconds * 1000, shares: shares,
             computeMs: (0..<size).map { row($0, 0) }, idleMs: (0..<size).map { row($0, 3) },
             exchangeMs: (0..<size).map { row($0, 4) }, updateMs: updateMs, nextShares: nil, throughputs: nil)
+    }
+
+    /// Copies the gradients bucket by bucket from `gradients` (bucket b starts at float
+    /// `bucketStarts[b]`), runs the weighted exchange, writes only `shard` of the averaged
+    /// gradient back to the device and returns that shard's sum of squares.
+    static func exchange(
+        _ exchange: GradientExchange, step: Int, sampleCount: Int, gradients: DeviceBuffer, bucketStarts: [Int],
+        shard: Range<Int>
+    ) throws -> Double {
+        for b in 0..<exchange.layout.buckets.count {
+            try exchange.withBucket(b) { raw in try gradients.read(into: raw, at: bucketStarts[b] * 4) }
+        }
+        try exchange.exchange(step: UInt64(step), sampleCount: sampleCount)
+        var squares = 0.0
+        for b in 0..<exchange.layout.buckets.count {
+            let bucketRange = bucketStarts[b]..<(bucketStarts[b] + exchange.layout.buckets[b].payloadBytes / 4)
+            let part = bucketRange.clamped(to: shard)
+            if part.isEmpty { continue }
+            try exchange.withBucket(b) { raw in
+                let floats = raw.bindMemory(to: Float.self)
+                let local = (part.lowerBound - bucketRange.lowerBound)..<(part.upperBound - bucketRange.lowerBound)
+                for i in local {
+                    let g = Double(floats[i])
+                    squares += g * g
+                }
+                try gradients.write(
+                    from: UnsafeRawBufferPointer(rebasing: raw[(local.lowerBound * 4)..<(local.upperBound * 4)]),
+                    at: part.lowerBound * 4)
+            }
+        }
+        return squares
+    }
+
+    /// The training sampler and learning-rate schedule of `spec` over `steps` steps.
+    static func data(for spec: JobSpec, steps: Int) throws -> (GlobalBatchSampler, LearningRateSchedule) {
+        let dataset = try ByteDataset(path: spec.data.path)
+        let split = try TrainValidationSplit(
+            dataset: dataset, sequenceLength: spec.model.seq, validationFraction: spec.data.validationFraction)
+        let sampler = try GlobalBatchSampler(split: split, globalBatch: spec.model.batch, seed: spec.data.seed)
+        let schedule = LearningRateSchedule(
+            kind: spec.train.lrSchedule, peak: spec.train.lr, minimum: spec.train.minLR,
+            warmupSteps: spec.train.warmupSteps, totalSteps: steps)
+        return (sampler, schedule)
     }
 
     /// Gathers every rank's updated shard into every replica.
@@ -442,13 +461,13 @@ public final class TrainingWorker {
     }
 
     func emit(_ record: StepRecord) throws {
-        if options.printSteps {
-            Console.line(record.consoleLine(totalSteps: options.steps))
-        }
-        if let log {
-            let line = try record.jsonLine() + "\n"
-            try log.write(contentsOf: Data(line.utf8))
-        }
+        try Self.emit(record, totalSteps: options.steps, print: options.printSteps, log: log)
+    }
+
+    /// Prints `record`'s line (when `print`) and appends it to `log` (when open).
+    static func emit(_ record: StepRecord, totalSteps: Int, print: Bool, log: FileHandle?) throws {
+        if print { Console.line(record.consoleLine(totalSteps: totalSteps)) }
+        if let log { try log.write(contentsOf: Data((try record.jsonLine() + "\n").utf8)) }
     }
 
     /// Creates (or truncates) the log file, making its directory.
