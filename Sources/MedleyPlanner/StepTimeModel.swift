@@ -22,7 +22,8 @@ import MedleyCore
 ///   among the R replicas' holders, and the tied token table among every rank
 ///   holding a copy after the first and last stage of each pipeline have summed
 ///   their two copies. The update is sharded: each holder updates 1/k of what it
-///   shares with k ranks.
+///   shares with k ranks, then an allgather ((k−1)/k·bytes/β + (k−1)α) hands
+///   every holder the others' updated shards.
 public struct StepTimeModel: Sendable {
     /// The model being planned.
     public let model: ModelCost
@@ -329,13 +330,24 @@ struct StageCosts {
         return tie + ringMs(bytes: table, ranks: holders.table) + ringMs(bytes: stored - table, ranks: holders.replicas)
     }
 
-    /// The sharded AdamW update of a rank of type `t` holding `a..<e`: 1/k of what it shares with k ranks.
+    /// Ring allgather of `bytes` among `ranks` (each contributes 1/k), in ms.
+    func gatherMs(bytes: Int, ranks: Int) -> Double {
+        guard ranks > 1 && bytes > 0 else { return 0 }
+        let k = Double(ranks)
+        return (k - 1) / k * Double(bytes) * msPerByte + (k - 1) * alphaMs
+    }
+
+    /// The sharded AdamW update of a rank of type `t` holding `a..<e`: 1/k of what it shares with k
+    /// ranks, then the allgather that gives every holder the updated values of the others' shards.
     func optimizerMs(_ t: Int, _ a: Int, _ e: Int, _ holders: StepTimeModel.Holders) -> Double {
-        let stored = Double(4 * storedParameters(a, e))
+        let stored = 4 * storedParameters(a, e)
         let rate = model.inventory.profiles[t].optimizerMsPerParameterByte
-        guard sharesTableApart(a, e, holders) else { return stored / Double(holders.replicas) * rate }
-        let table = Double(4 * model.tiedParameters)
-        return (table / Double(holders.table) + (stored - table) / Double(holders.replicas)) * rate
+        guard sharesTableApart(a, e, holders) else {
+            return Double(stored) / Double(holders.replicas) * rate + gatherMs(bytes: stored, ranks: holders.replicas)
+        }
+        let table = 4 * model.tiedParameters
+        return (Double(table) / Double(holders.table) + Double(stored - table) / Double(holders.replicas)) * rate
+            + gatherMs(bytes: table, ranks: holders.table) + gatherMs(bytes: stored - table, ranks: holders.replicas)
     }
 
     /// Exchange plus update of a rank: what the step waits for after compute.

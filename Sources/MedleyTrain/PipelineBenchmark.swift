@@ -16,6 +16,14 @@ extension TrainBenchmark {
         public var idleFraction: [Double]
         /// Mean of `idleFraction` over the stages: the measured bubble.
         public var measuredBubble: Double
+        /// `idleFraction` of the stage that computes longest, the one that sets the pipeline's
+        /// pace: the bubble the schedule costs in throughput. A faster stage idles more than
+        /// this by the stages' imbalance, which is the split's cost, not the schedule's.
+        public var bottleneckBubble: Double
+        /// The stages' median compute milliseconds per step, and the largest ÷ their mean
+        /// (1 when the split is balanced, the case (p − 1)/(m + p − 1) describes).
+        public var stageComputeMs: [Double]
+        public var stageImbalance: Double
         /// (p − 1) / (m + p − 1).
         public var theoreticalBubble: Double
 
@@ -26,6 +34,9 @@ extension TrainBenchmark {
             case tokensPerS = "tokens_per_s"
             case idleFraction = "idle_fraction"
             case measuredBubble = "measured_bubble"
+            case bottleneckBubble = "bottleneck_bubble"
+            case stageComputeMs = "stage_compute_ms"
+            case stageImbalance = "stage_imbalance"
             case theoreticalBubble = "theoretical_bubble"
         }
     }
@@ -68,12 +79,16 @@ extension TrainBenchmark {
             let idle = (0..<p).map { r in
                 median(timed.map { 1 - $0.computeMs[r] / max($0.pipelineMs?.max() ?? 0, 1e-9) })
             }
+            let compute = (0..<p).map { r in median(timed.map { $0.computeMs[r] }) }
+            let busiest = compute.indices.max { compute[$0] < compute[$1] }!
             let row = BubbleRow(
                 microbatches: m, microbatchSize: spec.model.batch / m, stepMs: median(timed.map(\.stepMs)),
                 tokensPerS: median(timed.map(\.tokensPerS)), idleFraction: idle,
-                measuredBubble: idle.reduce(0, +) / Double(p), theoreticalBubble: Double(p - 1) / Double(m + p - 1))
-            progress(String(format: "m = %d: bubble %.3f measured, %.3f in theory; step %.1f ms", m, row.measuredBubble,
-                            row.theoreticalBubble, row.stepMs))
+                measuredBubble: idle.reduce(0, +) / Double(p), bottleneckBubble: idle[busiest], stageComputeMs: compute,
+                stageImbalance: compute[busiest] / (compute.reduce(0, +) / Double(p)),
+                theoreticalBubble: Double(p - 1) / Double(m + p - 1))
+            progress(String(format: "m = %d: bubble %.3f (mean of stages), %.3f (busiest stage), %.3f in theory; step %.1f ms",
+                            m, row.measuredBubble, row.bottleneckBubble, row.theoreticalBubble, row.stepMs))
             rows.append(row)
         }
         return BubbleResult(job: spec.name, stages: ranges.map { [$0.lowerBound, $0.upperBound] }, rows: rows,

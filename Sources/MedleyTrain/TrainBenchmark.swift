@@ -60,8 +60,15 @@ public enum TrainBenchmark {
         public var groups: [GroupResult]
         /// Σ of the groups' tokens/s.
         public var aloneTokensPerSSum: Double
-        /// mixed ÷ Σ alone.
+        /// mixed ÷ Σ alone (the groups run one after another, each on an otherwise idle host).
         public var efficiency: Double
+        /// Every group alone, all groups at the same time (each its own job, on its own cores).
+        public var concurrentGroups: [GroupResult]
+        /// Σ of the concurrent groups' tokens/s.
+        public var concurrentTokensPerSSum: Double
+        /// mixed ÷ Σ concurrent alone: the same host load as the mixed job, so only what
+        /// coordinating the chips costs (waiting, exchange, update, whole-sequence shares).
+        public var concurrentEfficiency: Double
         /// Per rank of the mixed job: median share of the step spent waiting for the others.
         public var idleFraction: [Double]
         /// Per rank: median share of the step spent in the gradient exchange.
@@ -72,9 +79,15 @@ public enum TrainBenchmark {
         public var computeMs: [Double]
         /// Per rank: median compute milliseconds of the same work when its group ran alone.
         public var aloneComputeMs: [Double]
+        /// Per rank: the same when all groups ran alone at the same time.
+        public var concurrentComputeMs: [Double]
 
         enum CodingKeys: String, CodingKey {
             case groups, efficiency
+            case concurrentGroups = "concurrent_groups"
+            case concurrentTokensPerSSum = "concurrent_tokens_per_s_sum"
+            case concurrentEfficiency = "concurrent_efficiency"
+            case concurrentComputeMs = "concurrent_compute_ms"
             case mixedTokensPerS = "mixed_tokens_per_s"
             case mixedStepMs = "mixed_step_ms"
             case aloneTokensPerSSum = "alone_tokens_per_s_sum"
@@ -92,11 +105,15 @@ public enum TrainBenchmark {
         public var job: String
         /// Shares every run used (measured by a first, calibrating run of the mixed job).
         public var shares: [Int]
-        /// Median E over the rounds.
+        /// Median E over the rounds (groups alone one after another).
         public var efficiency: Double
         /// Lowest and highest E of a round.
         public var efficiencyMin: Double
         public var efficiencyMax: Double
+        /// Median E over the rounds against the groups alone at the same time, and its range.
+        public var concurrentEfficiency: Double
+        public var concurrentEfficiencyMin: Double
+        public var concurrentEfficiencyMax: Double
         /// Every round.
         public var rounds: [EfficiencyRound]
         /// Steps timed per run, and leading steps left out.
@@ -107,6 +124,9 @@ public enum TrainBenchmark {
             case job, shares, efficiency, rounds, steps, skip
             case efficiencyMin = "efficiency_min"
             case efficiencyMax = "efficiency_max"
+            case concurrentEfficiency = "concurrent_efficiency"
+            case concurrentEfficiencyMin = "concurrent_efficiency_min"
+            case concurrentEfficiencyMax = "concurrent_efficiency_max"
         }
     }
 
@@ -125,60 +145,90 @@ public enum TrainBenchmark {
         calibration.train.evalEvery = 0
         calibration.train.rebalanceEvery = max(calibration.train.rebalanceEvery, 5)
         let calibrated = try run(calibration, steps: max(setup.steps / 2, 15), schedule: SharesSchedule(), setup: setup)
-        let shares = calibrated.last!.nextShares ?? calibrated.last!.shares
+        let shares = try settledShares(calibrated, globalBatch: spec.model.batch)
         let pinned = SharesSchedule(pinning: shares)
         var fixed = spec
         fixed.train.evalEvery = 0
         fixed.train.rebalanceEvery = 0
         let ranks = spec.rankDevices
 
+        // Each device entry alone, with its ranks' shares of the mixed job as its whole batch.
+        struct Alone {
+            var group: GroupResult
+            var members: [Int]
+            var job: JobSpec
+            var schedule: SharesSchedule
+        }
+        var alone: [Alone] = []
+        var empty: [GroupResult] = []
+        for (entry, device) in spec.devices.enumerated() {
+            let members = ranks.filter { $0.entry == entry }.map(\.rank)
+            let groupShares = members.map { shares[$0] }
+            let batch = groupShares.reduce(0, +)
+            let description = ([device.adapter] + device.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
+                .joined(separator: " ")
+            let group = GroupResult(entry: entry, device: description, shares: groupShares, tokensPerS: 0, stepMs: 0)
+            guard batch >= device.count else {
+                progress("\(description): share \(batch) is below its \(device.count) rank(s); counted as 0 tokens/s alone")
+                empty.append(group)
+                continue
+            }
+            var job = fixed
+            job.name = "\(spec.name)-alone-\(entry)"
+            job.devices = [device]
+            job.model.batch = batch
+            alone.append(Alone(group: group, members: members, job: job, schedule: SharesSchedule(pinning: groupShares)))
+        }
+        /// Fills in each group's figures from its records, and each member rank's compute time.
+        func measure(_ records: [[StepRecord]]) -> (groups: [GroupResult], compute: [Double]) {
+            var compute = [Double](repeating: 0, count: spec.rankCount)
+            var groups = empty
+            for (a, all) in zip(alone, records) {
+                let timed = Array(all.dropFirst(setup.skip))
+                for (i, rank) in a.members.enumerated() { compute[rank] = median(timed.map { $0.computeMs[i] }) }
+                var group = a.group
+                group.tokensPerS = median(timed.map(\.tokensPerS))
+                group.stepMs = median(timed.map(\.stepMs))
+                groups.append(group)
+            }
+            return (groups.sorted { $0.entry < $1.entry }, compute)
+        }
+
         var results: [EfficiencyRound] = []
         for round in 1...rounds {
             progress("round \(round): mixed job, shares \(shares.map(String.init).joined(separator: "/"))")
             let mixed = Array(try run(fixed, steps: setup.steps, schedule: pinned, setup: setup).dropFirst(setup.skip))
-            var groups: [GroupResult] = []
-            var aloneCompute = [Double](repeating: 0, count: spec.rankCount)
-            for (entry, device) in spec.devices.enumerated() {
-                let members = ranks.filter { $0.entry == entry }.map(\.rank)
-                let groupShares = members.map { shares[$0] }
-                let batch = groupShares.reduce(0, +)
-                let description = ([device.adapter] + device.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
-                    .joined(separator: " ")
-                guard batch >= device.count else {
-                    progress("\(description): share \(batch) is below its \(device.count) rank(s); counted as 0 tokens/s alone")
-                    groups.append(GroupResult(entry: entry, device: description, shares: groupShares, tokensPerS: 0, stepMs: 0))
-                    continue
-                }
-                progress("round \(round): alone: \(description), batch \(batch)")
-                var alone = fixed
-                alone.name = "\(spec.name)-alone-\(entry)"
-                alone.devices = [device]
-                alone.model.batch = batch
-                let schedule = SharesSchedule(pinning: groupShares)
-                let records = Array(try run(alone, steps: setup.steps, schedule: schedule, setup: setup).dropFirst(setup.skip))
-                for (i, rank) in members.enumerated() { aloneCompute[rank] = median(records.map { $0.computeMs[i] }) }
-                groups.append(
-                    GroupResult(
-                        entry: entry, device: description, shares: groupShares,
-                        tokensPerS: median(records.map(\.tokensPerS)), stepMs: median(records.map(\.stepMs))))
+            progress("round \(round): every group alone, all at the same time")
+            let together = measure(try runConcurrently(alone.map { ($0.job, $0.schedule) }, steps: setup.steps, setup: setup))
+            var separate: [[StepRecord]] = []
+            for a in alone {
+                progress("round \(round): alone: \(a.group.device), batch \(a.job.model.batch)")
+                separate.append(try run(a.job, steps: setup.steps, schedule: a.schedule, setup: setup))
             }
-            let sum = groups.reduce(0) { $0 + $1.tokensPerS }
+            let apart = measure(separate)
+            let sum = apart.groups.reduce(0) { $0 + $1.tokensPerS }
+            let concurrentSum = together.groups.reduce(0) { $0 + $1.tokensPerS }
             let mixedRate = median(mixed.map(\.tokensPerS))
             func fraction(_ values: KeyPath<StepRecord, [Double]>) -> [Double] {
                 (0..<spec.rankCount).map { r in median(mixed.map { $0[keyPath: values][r] / $0.stepMs }) }
             }
             let result = EfficiencyRound(
-                mixedTokensPerS: mixedRate, mixedStepMs: median(mixed.map(\.stepMs)), groups: groups,
-                aloneTokensPerSSum: sum, efficiency: sum > 0 ? mixedRate / sum : 0, idleFraction: fraction(\.idleMs),
-                exchangeFraction: fraction(\.exchangeMs), updateFraction: fraction(\.updateMs),
-                computeMs: (0..<spec.rankCount).map { r in median(mixed.map { $0.computeMs[r] }) }, aloneComputeMs: aloneCompute)
-            progress(String(format: "round %d: E = %.4f", round, result.efficiency))
+                mixedTokensPerS: mixedRate, mixedStepMs: median(mixed.map(\.stepMs)), groups: apart.groups,
+                aloneTokensPerSSum: sum, efficiency: sum > 0 ? mixedRate / sum : 0, concurrentGroups: together.groups,
+                concurrentTokensPerSSum: concurrentSum, concurrentEfficiency: concurrentSum > 0 ? mixedRate / concurrentSum : 0,
+                idleFraction: fraction(\.idleMs), exchangeFraction: fraction(\.exchangeMs), updateFraction: fraction(\.updateMs),
+                computeMs: (0..<spec.rankCount).map { r in median(mixed.map { $0.computeMs[r] }) }, aloneComputeMs: apart.compute,
+                concurrentComputeMs: together.compute)
+            progress(String(format: "round %d: E = %.4f against the groups one at a time, %.4f against them all at once", round,
+                            result.efficiency, result.concurrentEfficiency))
             results.append(result)
         }
         let values = results.map(\.efficiency)
+        let concurrent = results.map(\.concurrentEfficiency)
         return EfficiencyResult(
             job: spec.name, shares: shares, efficiency: median(values), efficiencyMin: values.min()!,
-            efficiencyMax: values.max()!, rounds: results, steps: setup.steps, skip: setup.skip)
+            efficiencyMax: values.max()!, concurrentEfficiency: median(concurrent), concurrentEfficiencyMin: concurrent.min()!,
+            concurrentEfficiencyMax: concurrent.max()!, rounds: results, steps: setup.steps, skip: setup.skip)
     }
 
     /// How far throughput recovers after one chip slows down mid-run.
@@ -304,6 +354,47 @@ public enum TrainBenchmark {
             throw MedleyError(.internalError, "the benchmark job \(spec.name) logged \(records.count) of \(steps) steps")
         }
         return records
+    }
+
+    /// The division the calibrating run's measurements call for: each rank's median throughput
+    /// over the steps run with the shares it ended on (at least 3 of them; otherwise its last
+    /// shares stand), divided by ``ShareAllocator`` without the running job's hysteresis, which
+    /// keeps a division up to `minimumImprovement` slower than the best rather than flap.
+    static func settledShares(_ records: [StepRecord], globalBatch: Int) throws -> [Int] {
+        let last = records.last!
+        let final = last.nextShares ?? last.shares
+        let settled = records.reversed().prefix { $0.shares == final && $0.nextShares == nil }
+        guard settled.count >= 3 else { return final }
+        let throughputs = final.indices.map { r -> Double in
+            let rates = settled.compactMap { $0.shares[r] > 0 && $0.computeMs[r] > 0 ? Double($0.shares[r]) * 1000 / $0.computeMs[r] : nil }
+            return rates.isEmpty ? 0 : median(rates)
+        }
+        guard let slowest = throughputs.filter({ $0 > 0 }).min() else { return final }
+        return try ShareAllocator.shares(globalBatch: globalBatch, throughputs: throughputs.map { $0 > 0 ? $0 : slowest })
+    }
+
+    /// Runs every job at the same time (each its own mpirun) and returns their records in order.
+    static func runConcurrently(_ jobs: [(JobSpec, SharesSchedule)], steps: Int, setup: Setup) throws -> [[StepRecord]] {
+        final class Outcomes: @unchecked Sendable {
+            let lock = NSLock()
+            var results: [Result<[StepRecord], any Error>?]
+            init(count: Int) { results = Array(repeating: nil, count: count) }
+        }
+        let outcomes = Outcomes(count: jobs.count)
+        let group = DispatchGroup()
+        for (index, (job, schedule)) in jobs.enumerated() {
+            group.enter()
+            let thread = Thread {
+                let result = Result { try run(job, steps: steps, schedule: schedule, setup: setup) }
+                outcomes.lock.lock()
+                outcomes.results[index] = result
+                outcomes.lock.unlock()
+                group.leave()
+            }
+            thread.start()
+        }
+        group.wait()
+        return try outcomes.results.map { try $0!.get() }
     }
 
     static func median(_ values: [Double]) -> Double {

@@ -10,10 +10,13 @@ struct BenchMixed: ParsableCommand {
         commandName: "mixed",
         abstract: "Heterogeneous efficiency: tokens/s of the mixed job / sum of each chip group training alone.",
         discussion: """
-            Runs JOB (or the built-in job) once to let it settle its shares, then with those shares \
-            pinned, then each device entry alone with the same per-chip work (its shares as its \
-            whole batch). E = mixed tokens/s / sum of the groups' tokens/s, from medians over the \
-            steps after --skip. Also reports each rank's idle, exchange and update share of the step.
+            Runs JOB (or the built-in job) once to let it settle its shares, then in each round: \
+            the job with those shares pinned; every device entry alone with the same per-chip work \
+            (its shares as its whole batch), all entries at the same time as separate jobs; and \
+            each entry alone, one after another. E = mixed tokens/s / sum of the groups' tokens/s, \
+            from medians over the steps after --skip, against both baselines: all at once has the \
+            host's shared caches and memory as loaded as the mixed job has them. Also reports each \
+            rank's idle, exchange and update share of the step.
             """)
 
     @OptionGroup var common: TrainBenchOptions
@@ -21,7 +24,7 @@ struct BenchMixed: ParsableCommand {
     @Option(help: "Steps per timed run.")
     var steps = 30
 
-    @Option(help: "Rounds of (mixed, each group alone); E is their median.")
+    @Option(help: "Rounds of (mixed, every group alone at once, each group alone in turn); E is their median.")
     var rounds = 3
 
     func run() throws {
@@ -32,18 +35,23 @@ struct BenchMixed: ParsableCommand {
             print("round \(index + 1):")
             print(String(format: "  mixed: %.0f tokens/s (step %.1f ms), shares ", round.mixedTokensPerS, round.mixedStepMs)
                   + result.shares.map(String.init).joined(separator: "/"))
-            for group in round.groups {
-                print(String(format: "  alone: %.0f tokens/s (step %.1f ms)  ", group.tokensPerS, group.stepMs) + group.device)
+            for (group, together) in zip(round.groups, round.concurrentGroups) {
+                print(String(format: "  alone: %.0f tokens/s (step %.1f ms), all at once: %.0f tokens/s (step %.1f ms)  ",
+                             group.tokensPerS, group.stepMs, together.tokensPerS, together.stepMs) + group.device)
             }
-            print(String(format: "  E = %.4f (%.0f / %.0f tokens/s)", round.efficiency, round.mixedTokensPerS, round.aloneTokensPerSSum))
+            print(String(format: "  E = %.4f (%.0f / %.0f tokens/s) one at a time; %.4f (%.0f / %.0f) all at once", round.efficiency,
+                         round.mixedTokensPerS, round.aloneTokensPerSSum, round.concurrentEfficiency, round.mixedTokensPerS,
+                         round.concurrentTokensPerSSum))
             for r in result.shares.indices {
-                print(String(format: "  rank %d: compute %.1f ms (alone %.1f ms), idle %.1f %%, exchange %.1f %%, update %.1f %% of the step",
-                             r, round.computeMs[r], round.aloneComputeMs[r], 100 * round.idleFraction[r],
+                print(String(format: "  rank %d: compute %.1f ms (alone %.1f, all at once %.1f), idle %.1f %%, exchange %.1f %%, update %.1f %% of the step",
+                             r, round.computeMs[r], round.aloneComputeMs[r], round.concurrentComputeMs[r], 100 * round.idleFraction[r],
                              100 * round.exchangeFraction[r], 100 * round.updateFraction[r]))
             }
         }
-        print(String(format: "E = %.4f (median of %d rounds; %.4f to %.4f)", result.efficiency, result.rounds.count,
-                     result.efficiencyMin, result.efficiencyMax))
+        print(String(format: "E = %.4f against each group alone one at a time (median of %d rounds; %.4f to %.4f)", result.efficiency,
+                     result.rounds.count, result.efficiencyMin, result.efficiencyMax))
+        print(String(format: "E = %.4f against every group alone all at once (median of %d rounds; %.4f to %.4f)",
+                     result.concurrentEfficiency, result.rounds.count, result.concurrentEfficiencyMin, result.concurrentEfficiencyMax))
         try common.write(result)
     }
 }
@@ -138,7 +146,9 @@ struct BenchBubble: ParsableCommand {
             (0 = embedding, 1…L = blocks, L+1 = head). For each microbatch count m (dividing the \
             global batch) the job trains --steps steps; the bubble of a stage is 1 − its compute time ÷ \
             the pipeline's length (the longest rank's 1F1B schedule), medians over the steps after \
-            --skip, averaged over the stages, and compared with (p − 1)/(m + p − 1).
+            --skip. The busiest stage's bubble (the stage that sets the pace) and the mean over the \
+            stages are compared with (p − 1)/(m + p − 1); the stage imbalance (busiest stage's \
+            compute ÷ the mean) says how far the split is from the balanced case the formula describes.
             """)
 
     @OptionGroup var common: TrainBenchOptions
@@ -164,12 +174,13 @@ struct BenchBubble: ParsableCommand {
             spec: try common.spec(), cuts: try list(cuts, "--cuts"), microbatches: try list(microbatches, "--microbatches"),
             setup: common.setup(steps: steps)) { print("… " + $0) }
         print("stages (planning layers): " + result.stages.map { "\($0[0])..<\($0[1])" }.joined(separator: ", "))
-        print("| m | microbatch | step ms | tokens/s | measured bubble | (p-1)/(m+p-1) | per stage |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print("| m | microbatch | step ms | tokens/s | busiest stage's bubble | mean of stages | (p-1)/(m+p-1) | per stage | stage imbalance |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for row in result.rows {
-            print(String(format: "| %d | %d | %.1f | %.0f | %.3f | %.3f | ", row.microbatches, row.microbatchSize, row.stepMs,
-                         row.tokensPerS, row.measuredBubble, row.theoreticalBubble)
-                  + row.idleFraction.map { String(format: "%.3f", $0) }.joined(separator: " / ") + " |")
+            print(String(format: "| %d | %d | %.1f | %.0f | %.3f | %.3f | %.3f | ", row.microbatches, row.microbatchSize, row.stepMs,
+                         row.tokensPerS, row.bottleneckBubble, row.measuredBubble, row.theoreticalBubble)
+                  + row.idleFraction.map { String(format: "%.3f", $0) }.joined(separator: " / ")
+                  + String(format: " | %.3f |", row.stageImbalance))
         }
         try common.write(result)
     }

@@ -97,13 +97,17 @@ import Testing
         #expect(holders == .init(replicas: 2, table: 3))
         #expect(abs(cost.exchangeMs(layers: 3..<4, holders: holders) - (ring(table, 2) + ring(table, 3) + ring(head - table, 2))) < 1e-12)
         #expect(abs(cost.exchangeMs(layers: 1..<3, holders: holders) - ring(2 * block, 2)) < 1e-12)
-        // Its optimizer updates a third of the table and half of lnf.
+        // Its optimizer updates a third of the table and half of lnf, then gathers the other shards.
+        func gather(_ bytes: Int, _ k: Int) -> Double {
+            k < 2 ? 0 : 1000 * (Double(k - 1) / Double(k) * Double(bytes) / 1e9 + Double(k - 1) * 1e-6)
+        }
         let optimizer = StepTimeModel.Holders(replicas: 2, table: 3)
         let rate = 1e-3
         var profile = Self.profile
         profile.optimizerMsPerParameterByte = rate
         let priced = try StepTimeModel(model: model, inventory: DeviceInventory(profiles: [profile], devices: [0]), network: cost.network)
         #expect(abs(priced.optimizerMs(profile: 0, layers: 3..<4, holders: optimizer)
-            - rate * (Double(table) / 3 + Double(head - table) / 2)) < 1e-12)
+            - (rate * (Double(table) / 3 + Double(head - table) / 2) + gather(table, 3) + gather(head - table, 2))) < 1e-12)
+        #expect(priced.optimizerMs(profile: 0, layers: 0..<4, holders: .init(stageCounts: [1])) == rate * Double(4 * model.parameterCount))
     }
 }

@@ -15,10 +15,15 @@
  *
  *   speed=S        S in (0, 1], default 1. The chip runs at S times ONE
  *                  UNCONTENDED HOST CORE running the chosen kernels: each
- *                  op_launch measures the CPU time c its compute takes on the
+ *                  op_launch measures the CPU time its compute takes on the
  *                  calling thread (CLOCK_THREAD_CPUTIME_ID: kernel, precision
- *                  rounding and injected nan/corrupt) and lasts c/S of wall
- *                  time in all. After computing it sleeps
+ *                  rounding and injected nan/corrupt); the op's cost c is the
+ *                  LEAST such time any launch of the same signature (op name,
+ *                  every tensor's dtype and shape, every attribute) has taken
+ *                  on this device, since CPU time also grows when other work
+ *                  shares the host's caches and memory and a real chip's does
+ *                  not. The launch lasts c/S of wall time in all. After
+ *                  computing it sleeps
  *                    max(0, c/S - wall time the launch has taken so far
  *                                - oversleep carried from earlier launches)
  *                  (sleeping, so a slow chip does not burn a core). Time the
@@ -377,6 +382,106 @@ static void sim_sleep_seconds(double seconds) {
 /* Devices and streams                                                       */
 /* ========================================================================= */
 
+/* ========================================================================= */
+/* Op costs                                                                  */
+/* ========================================================================= */
+
+/* The least CPU time each op signature (name, every tensor's dtype and shape, every attribute)
+   has taken on a device: the estimate of its cost on one UNCONTENDED host core. CPU time grows
+   when another process shares the core's caches or the host's memory bandwidth; a real chip's
+   kernel time does not, so the sim rates itself by the least it has seen. An open-addressing
+   table keyed by a 64-bit FNV-1a hash of the signature (key 0 marks an empty slot). */
+typedef struct {
+  uint64_t *keys;
+  double *seconds;
+  size_t capacity; /* a power of two, or 0 before the first insert */
+  size_t count;
+} sim_costs;
+
+static uint64_t sim_hash_bytes(uint64_t hash, const void *bytes, size_t length) {
+  const unsigned char *p = bytes;
+  for (size_t i = 0; i < length; i++) {
+    hash ^= p[i];
+    hash *= 1099511628211ULL;
+  }
+  return hash;
+}
+
+static uint64_t sim_op_signature(const char *op_name, const medley_tensor *inputs, size_t num_inputs,
+                                 const medley_tensor *outputs, size_t num_outputs, const medley_attr *attrs,
+                                 size_t num_attrs) {
+  uint64_t hash = 14695981039346656037ULL;
+  hash = sim_hash_bytes(hash, op_name, strlen(op_name) + 1);
+  const medley_tensor *lists[2] = {inputs, outputs};
+  size_t counts[2] = {num_inputs, num_outputs};
+  for (int l = 0; l < 2; l++) {
+    hash = sim_hash_bytes(hash, &counts[l], sizeof counts[l]);
+    for (size_t i = 0; i < counts[l]; i++) {
+      const medley_tensor *t = &lists[l][i];
+      int32_t rank = t->rank < 0 ? 0 : (t->rank > MEDLEY_MAX_RANK ? MEDLEY_MAX_RANK : t->rank);
+      hash = sim_hash_bytes(hash, &t->dtype, sizeof t->dtype);
+      hash = sim_hash_bytes(hash, &rank, sizeof rank);
+      hash = sim_hash_bytes(hash, t->shape, sizeof t->shape[0] * (size_t)rank);
+    }
+  }
+  for (size_t i = 0; i < num_attrs; i++) {
+    if (attrs[i].name != NULL) hash = sim_hash_bytes(hash, attrs[i].name, strlen(attrs[i].name) + 1);
+    hash = sim_hash_bytes(hash, &attrs[i].value, sizeof attrs[i].value);
+  }
+  return hash == 0 ? 1 : hash;
+}
+
+/* The slot of `key`: where it is, or the empty slot where it would go. capacity > 0. */
+static size_t sim_costs_slot(const sim_costs *costs, uint64_t key) {
+  size_t mask = costs->capacity - 1;
+  size_t i = (size_t)(key ^ (key >> 29)) & mask;
+  while (costs->keys[i] != 0 && costs->keys[i] != key) i = (i + 1) & mask;
+  return i;
+}
+
+/* The least of `measured` and every earlier cost of `key`, remembered for next time. When the
+   table cannot grow (no host memory) the measurement itself is the cost. */
+static double sim_costs_least(sim_costs *costs, uint64_t key, double measured) {
+  if (costs->capacity == 0 || (costs->count + 1) * 2 > costs->capacity) {
+    size_t capacity = costs->capacity == 0 ? 256 : costs->capacity * 2;
+    uint64_t *keys = calloc(capacity, sizeof *keys);
+    double *seconds = calloc(capacity, sizeof *seconds);
+    if (keys == NULL || seconds == NULL) {
+      free(keys);
+      free(seconds);
+      if (costs->capacity == 0) return measured;
+    } else {
+      sim_costs grown = {keys, seconds, capacity, 0};
+      for (size_t i = 0; i < costs->capacity; i++) {
+        if (costs->keys[i] == 0) continue;
+        size_t slot = sim_costs_slot(&grown, costs->keys[i]);
+        grown.keys[slot] = costs->keys[i];
+        grown.seconds[slot] = costs->seconds[i];
+        grown.count++;
+      }
+      free(costs->keys);
+      free(costs->seconds);
+      *costs = grown;
+    }
+  }
+  size_t slot = sim_costs_slot(costs, key);
+  if (costs->keys[slot] == 0) {
+    if (costs->count + 1 >= costs->capacity) return measured; /* could not grow: keep one slot empty */
+    costs->keys[slot] = key;
+    costs->seconds[slot] = measured;
+    costs->count++;
+    return measured;
+  }
+  if (measured < costs->seconds[slot]) costs->seconds[slot] = measured;
+  return costs->seconds[slot];
+}
+
+static void sim_costs_release(sim_costs *costs) {
+  free(costs->keys);
+  free(costs->seconds);
+  *costs = (sim_costs){NULL, NULL, 0, 0};
+}
+
 struct medley_device {
   uint64_t magic; /* first: mk_check_device reads it */
   mk_memory memory;
@@ -385,6 +490,7 @@ struct medley_device {
   int32_t index;
   double speed;           /* config.speed, divided by slow faults */
   double oversleep;       /* seconds earlier ops lasted beyond c/S, repaid by later ops */
+  sim_costs costs;        /* least CPU time seen per op signature: the uncontended cost c */
   cpu_scratch scratch;    /* kernels=cpu: attention's temporary memory */
   int64_t op_count;       /* op_launch calls so far */
   int lost;               /* an error fault fired */
@@ -455,6 +561,7 @@ static medley_error *sim_device_close(medley_device *device) {
   mk_memory_release_all(&device->memory);
   mk_stream_release_all(&device->streams);
   cpu_scratch_release(&device->scratch);
+  sim_costs_release(&device->costs);
   device->magic = 0;
   free(device);
   return NULL;
@@ -655,9 +762,11 @@ static medley_error *sim_op_launch(medley_device *device, medley_stream *stream,
     mrk_run(&args);
   }
   sim_post_process(device, &args, outputs, num_outputs);
-  double compute = sim_thread_cpu_seconds() - cpu_start;
-  /* A chip at speed S takes c/S, c being the CPU time of the compute: one uncontended host
-     core's time, whatever else the host runs. Sleep what is left of c/S after the wall time
+  double compute = sim_costs_least(
+      &device->costs, sim_op_signature(op_name, inputs, num_inputs, outputs, num_outputs, attrs, num_attrs),
+      sim_thread_cpu_seconds() - cpu_start);
+  /* A chip at speed S takes c/S, c being the least CPU time this op signature has taken here:
+     one uncontended host core's time, whatever else the host runs. Sleep what is left of c/S after the wall time
      already spent (equal to c when uncontended: the sleep is then c*(1/S - 1)). A sleep
      always overshoots a little (timer slack, waiting for a core), and a preempted compute
      can overrun c/S; the excess is carried over and taken off later sleeps (at most
