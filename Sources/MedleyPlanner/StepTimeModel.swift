@@ -305,11 +305,10 @@ struct StageCosts {
         memoryBytes(a, e, inFlight: inFlight) <= model.inventory.profiles[t].memoryBytes
     }
 
-    /// Ring allreduce of `bytes` among `ranks`, in ms (nothing to do alone or with nothing to send).
+    /// Ring allreduce of `bytes` among `ranks`, in ms (nothing to do alone or with nothing to
+    /// send): a reduce-scatter and an allgather, each moving (k−1)/k of the bytes in k−1 hops.
     func ringMs(bytes: Int, ranks: Int) -> Double {
-        guard ranks > 1 && bytes > 0 else { return 0 }
-        let k = Double(ranks)
-        return 2 * (k - 1) / k * Double(bytes) * msPerByte + 2 * (k - 1) * alphaMs
+        2 * gatherMs(bytes: bytes, ranks: ranks)
     }
 
     /// Whether a stage holding `a..<e` keeps a copy of the tied table apart from its other

@@ -320,12 +320,7 @@ public final class PipelineWorker {
             throw CollectiveFailure(error: MedleyError(
                 .corruption, "step \(step): \(labels[r]) computed a non-finite loss; its device or adapter is producing bad numbers"))
         }
-        let gradNorm = squares.squareRoot()
-        guard gradNorm.isFinite else {
-            throw CollectiveFailure(error: MedleyError(
-                .corruption, "step \(step): the averaged gradient is not finite (norm \(gradNorm)); stopping before it reaches the weights"))
-        }
-        let clip = spec.train.gradClip > 0 && gradNorm > spec.train.gradClip ? spec.train.gradClip / gradNorm : 1
+        let (gradNorm, clip) = try TrainingWorker.clipScale(squares: squares, gradClip: spec.train.gradClip, step: step)
         let lr = schedule.rate(atStep: step - 1)
 
         // Update: AdamW on this rank's shard of every run, then each run's holders gather.
@@ -456,18 +451,10 @@ public final class PipelineWorker {
     /// Gathers a run's updated shards into every holder.
     func gather(_ run: Run) throws {
         guard let comm = run.communicator else { return }
-        let base = run.range.lowerBound
-        let local = run.shards.map { ($0.lowerBound - base)..<($0.upperBound - base) }
         try parameterHost.withUnsafeMutableBufferPointer { all in
-            let host = UnsafeMutableBufferPointer(rebasing: all[run.range])
-            let mine = local[comm.rank]
-            try model.parameters.read(
-                into: UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: host[mine])), at: run.myShard.lowerBound * 4)
-            try comm.allgather(inPlace: host, ranges: local)
-            for (k, range) in local.enumerated() where k != comm.rank && !range.isEmpty {
-                try model.parameters.write(
-                    from: UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: host[range])), at: (base + range.lowerBound) * 4)
-            }
+            try TrainingWorker.gather(
+                parameters: model.parameters, host: UnsafeMutableBufferPointer(rebasing: all[run.range]), base: run.range.lowerBound,
+                shards: run.shards, rank: comm.rank, communicator: comm)
         }
     }
 

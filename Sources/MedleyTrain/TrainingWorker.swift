@@ -318,12 +318,7 @@ public final class TrainingWorker {
                 .corruption,
                 "step \(step): \(labels[r]) computed a non-finite loss (\(row(r, 2))); its device or adapter is producing bad numbers"))
         }
-        let gradNorm = squares.squareRoot()
-        guard gradNorm.isFinite else {
-            throw CollectiveFailure(error: MedleyError(
-                .corruption, "step \(step): the averaged gradient is not finite (norm \(gradNorm)); stopping before it reaches the weights"))
-        }
-        let clip = spec.train.gradClip > 0 && gradNorm > spec.train.gradClip ? spec.train.gradClip / gradNorm : 1
+        let (gradNorm, clip) = try Self.clipScale(squares: squares, gradClip: spec.train.gradClip, step: step)
         let lr = schedule.rate(atStep: step - 1)
 
         // Update: AdamW on this rank's shard only, then every rank gathers every shard.
@@ -388,19 +383,38 @@ public final class TrainingWorker {
 
     /// Gathers every rank's updated shard into every replica.
     func gatherParameters() throws {
-        let shard = shards[rank]
         try parameterHost.withUnsafeMutableBufferPointer { host in
-            let mine = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(host)[(shard.lowerBound * 4)..<(shard.upperBound * 4)])
-            try model.parameters.read(into: mine, at: shard.lowerBound * 4)
-            try world.allgather(inPlace: host, ranges: shards)
-            // Write back everything but this rank's own shard, which the device already holds.
-            for r in 0..<size where r != rank && !shards[r].isEmpty {
-                let range = shards[r]
-                try model.parameters.write(
-                    from: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(host)[(range.lowerBound * 4)..<(range.upperBound * 4)]),
-                    at: range.lowerBound * 4)
-            }
+            try Self.gather(parameters: model.parameters, host: host, base: 0, shards: shards, rank: rank, communicator: world)
         }
+    }
+
+    /// Gathers the updated shards of the parameters `base..<base + host.count` among
+    /// `communicator`'s ranks (rank r holds `shards[r]`, absolute float offsets): this rank's
+    /// shard goes from the device into `host`, the allgather fills in the others', and the
+    /// others' are written back to the device (this rank's own is already there).
+    static func gather(
+        parameters: DeviceBuffer, host: UnsafeMutableBufferPointer<Float>, base: Int, shards: [Range<Int>], rank: Int,
+        communicator: Communicator
+    ) throws {
+        let local = shards.map { ($0.lowerBound - base)..<($0.upperBound - base) }
+        try parameters.read(
+            into: UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: host[local[rank]])), at: shards[rank].lowerBound * 4)
+        try communicator.allgather(inPlace: host, ranges: local)
+        for (r, range) in local.enumerated() where r != rank && !range.isEmpty {
+            try parameters.write(
+                from: UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: host[range])), at: shards[r].lowerBound * 4)
+        }
+    }
+
+    /// The global gradient norm from every rank's sum of squares, and the clip scale it calls
+    /// for; a norm that is not finite stops the job before it reaches the weights.
+    static func clipScale(squares: Double, gradClip: Double, step: Int) throws -> (gradNorm: Double, clip: Double) {
+        let gradNorm = squares.squareRoot()
+        guard gradNorm.isFinite else {
+            throw CollectiveFailure(error: MedleyError(
+                .corruption, "step \(step): the averaged gradient is not finite (norm \(gradNorm)); stopping before it reaches the weights"))
+        }
+        return (gradNorm, gradClip > 0 && gradNorm > gradClip ? gradClip / gradNorm : 1)
     }
 
     // MARK: Warm-up and evaluation

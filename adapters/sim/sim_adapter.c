@@ -379,10 +379,6 @@ static void sim_sleep_seconds(double seconds) {
 }
 
 /* ========================================================================= */
-/* Devices and streams                                                       */
-/* ========================================================================= */
-
-/* ========================================================================= */
 /* Op costs                                                                  */
 /* ========================================================================= */
 
@@ -439,34 +435,37 @@ static size_t sim_costs_slot(const sim_costs *costs, uint64_t key) {
   return i;
 }
 
-/* The least of `measured` and every earlier cost of `key`, remembered for next time. When the
-   table cannot grow (no host memory) the measurement itself is the cost. */
-static double sim_costs_least(sim_costs *costs, uint64_t key, double measured) {
-  if (costs->capacity == 0 || (costs->count + 1) * 2 > costs->capacity) {
-    size_t capacity = costs->capacity == 0 ? 256 : costs->capacity * 2;
-    uint64_t *keys = calloc(capacity, sizeof *keys);
-    double *seconds = calloc(capacity, sizeof *seconds);
-    if (keys == NULL || seconds == NULL) {
-      free(keys);
-      free(seconds);
-      if (costs->capacity == 0) return measured;
-    } else {
-      sim_costs grown = {keys, seconds, capacity, 0};
-      for (size_t i = 0; i < costs->capacity; i++) {
-        if (costs->keys[i] == 0) continue;
-        size_t slot = sim_costs_slot(&grown, costs->keys[i]);
-        grown.keys[slot] = costs->keys[i];
-        grown.seconds[slot] = costs->seconds[i];
-        grown.count++;
-      }
-      free(costs->keys);
-      free(costs->seconds);
-      *costs = grown;
-    }
+/* Doubles the table (256 slots at first), rehashing what it holds; 0 when out of host memory. */
+static int sim_costs_grow(sim_costs *costs) {
+  size_t capacity = costs->capacity == 0 ? 256 : costs->capacity * 2;
+  sim_costs grown = {calloc(capacity, sizeof(uint64_t)), calloc(capacity, sizeof(double)), capacity, 0};
+  if (grown.keys == NULL || grown.seconds == NULL) {
+    free(grown.keys);
+    free(grown.seconds);
+    return 0;
   }
+  for (size_t i = 0; i < costs->capacity; i++) {
+    if (costs->keys[i] == 0) continue;
+    size_t slot = sim_costs_slot(&grown, costs->keys[i]);
+    grown.keys[slot] = costs->keys[i];
+    grown.seconds[slot] = costs->seconds[i];
+    grown.count++;
+  }
+  free(costs->keys);
+  free(costs->seconds);
+  *costs = grown;
+  return 1;
+}
+
+/* The least of `measured` and every earlier cost of `key`, remembered for next time. The table
+   grows at half full; when it cannot (no host memory) and a new key would fill its last empty
+   slot, the measurement itself is the cost. */
+static double sim_costs_least(sim_costs *costs, uint64_t key, double measured) {
+  if ((costs->count + 1) * 2 > costs->capacity) (void)sim_costs_grow(costs);
+  if (costs->capacity == 0) return measured;
   size_t slot = sim_costs_slot(costs, key);
   if (costs->keys[slot] == 0) {
-    if (costs->count + 1 >= costs->capacity) return measured; /* could not grow: keep one slot empty */
+    if (costs->count + 1 >= costs->capacity) return measured;
     costs->keys[slot] = key;
     costs->seconds[slot] = measured;
     costs->count++;
@@ -481,6 +480,10 @@ static void sim_costs_release(sim_costs *costs) {
   free(costs->seconds);
   *costs = (sim_costs){NULL, NULL, 0, 0};
 }
+
+/* ========================================================================= */
+/* Devices and streams                                                       */
+/* ========================================================================= */
 
 struct medley_device {
   uint64_t magic; /* first: mk_check_device reads it */
@@ -766,8 +769,9 @@ static medley_error *sim_op_launch(medley_device *device, medley_stream *stream,
       &device->costs, sim_op_signature(op_name, inputs, num_inputs, outputs, num_outputs, attrs, num_attrs),
       sim_thread_cpu_seconds() - cpu_start);
   /* A chip at speed S takes c/S, c being the least CPU time this op signature has taken here:
-     one uncontended host core's time, whatever else the host runs. Sleep what is left of c/S after the wall time
-     already spent (equal to c when uncontended: the sleep is then c*(1/S - 1)). A sleep
+     one uncontended host core's time, whatever else the host runs. Sleep what is left of c/S
+     after the wall time already spent (equal to c when uncontended: the sleep is then
+     c*(1/S - 1)). A sleep
      always overshoots a little (timer slack, waiting for a core), and a preempted compute
      can overrun c/S; the excess is carried over and taken off later sleeps (at most
      SIM_MAX_OVERSLEEP of it), so a sequence of ops lasts c/S overall, not more. */
