@@ -122,6 +122,14 @@ public struct JobSpec: Codable, Sendable, Equatable {
         public var stepTimeout: Double
         /// Fixed shares of the global batch, one per rank; `nil` = measure throughput and divide by it.
         public var shares: [Int]?
+        /// Pipeline plans: extra microbatches each stage runs ahead of the next (0 = textbook
+        /// 1F1B; 1 absorbs a stage's jitter at the cost of one more microbatch of activations).
+        public var pipelineSlack: Int
+
+        /// The default ``pipelineSlack``.
+        public static let defaultPipelineSlack = 1
+        /// The largest ``pipelineSlack`` accepted.
+        public static let maxPipelineSlack = 16
 
         /// AdamW's first-moment decay (β1), fixed.
         public static let adamBeta1 = 0.9
@@ -135,7 +143,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
             steps: Int = 100, lr: Double = 1e-3, lrSchedule: LearningRateSchedule.Kind = .cosine,
             warmupSteps: Int = 0, minLR: Double? = nil, weightDecay: Double = 0.1, gradClip: Double = 1.0,
             evalEvery: Int = 0, rebalanceEvery: Int = 10, seed: UInt64 = 1, evalBatches: Int = 4,
-            stepTimeout: Double = 600, shares: [Int]? = nil
+            stepTimeout: Double = 600, shares: [Int]? = nil, pipelineSlack: Int = Training.defaultPipelineSlack
         ) {
             self.steps = steps
             self.lr = lr
@@ -150,6 +158,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
             self.evalBatches = evalBatches
             self.stepTimeout = stepTimeout
             self.shares = shares
+            self.pipelineSlack = pipelineSlack
         }
 
         enum CodingKeys: String, CodingKey {
@@ -164,6 +173,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
             case evalBatches = "eval_batches"
             case stepTimeout = "step_timeout"
             case shares
+            case pipelineSlack = "pipeline_slack"
         }
     }
 
@@ -292,7 +302,7 @@ extension JobSpec {
     static let dataKeys = ["path", "validation_fraction", "seed"]
     static let trainKeys = [
         "steps", "lr", "lr_schedule", "warmup_steps", "min_lr", "weight_decay", "grad_clip", "eval_every",
-        "rebalance_every", "seed", "eval_batches", "step_timeout", "shares",
+        "rebalance_every", "seed", "eval_batches", "step_timeout", "shares", "pipeline_slack",
     ]
     static let deviceKeys = ["adapter", "options", "count", "cpus"]
 
@@ -415,6 +425,11 @@ extension JobSpec {
         }
         try atLeastZero("train.rebalance_every", train.rebalanceEvery, "0 = never")
         try positive("train.eval_batches", train.evalBatches)
+        guard train.pipelineSlack >= 0 && train.pipelineSlack <= Training.maxPipelineSlack else {
+            throw fail(
+                "train.pipeline_slack",
+                "must be 0 (textbook 1F1B) to \(Training.maxPipelineSlack) extra microbatches in flight, got \(train.pipelineSlack); 1 is the default")
+        }
         if !(train.stepTimeout.isFinite && train.stepTimeout > 0) {
             throw fail("train.step_timeout", "must be a number of seconds above 0 (e.g. 600), got \(train.stepTimeout)")
         }
@@ -587,7 +602,8 @@ enum SpecReader {
                 weightDecay: try s.double("weight_decay", t.weightDecay)!, gradClip: try s.double("grad_clip", t.gradClip)!,
                 evalEvery: try s.int("eval_every", t.evalEvery), rebalanceEvery: try s.int("rebalance_every", t.rebalanceEvery),
                 seed: try s.seed("seed", t.seed), evalBatches: try s.int("eval_batches", t.evalBatches),
-                stepTimeout: try s.double("step_timeout", t.stepTimeout)!, shares: try s.intList("shares"))
+                stepTimeout: try s.double("step_timeout", t.stepTimeout)!, shares: try s.intList("shares"),
+                pipelineSlack: try s.int("pipeline_slack", t.pipelineSlack))
         }
 
         var devices: [JobSpec.Device] = []

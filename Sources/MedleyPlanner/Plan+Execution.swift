@@ -5,7 +5,8 @@ extension Plan {
     /// A plan written by hand (or by a test): replicas of stages `(device, planning layers)`,
     /// each with its samples; predictions are left at zero.
     public static func manual(
-        globalBatch: Int, microbatchSize: Int, replicas: [(samples: Int, stages: [(device: Int, layers: Range<Int>)])]
+        globalBatch: Int, microbatchSize: Int, replicas: [(samples: Int, stages: [(device: Int, layers: Range<Int>)])],
+        slack: Int = Plan.defaultSlack
     ) -> Plan {
         let built = replicas.map { replica in
             Replica(
@@ -17,7 +18,7 @@ extension Plan {
                 samples: replica.samples, microbatches: (replica.samples + microbatchSize - 1) / max(microbatchSize, 1))
         }
         return Plan(
-            schedule: "1F1B", globalBatch: globalBatch, microbatchSize: microbatchSize, replicas: built, leftOut: [],
+            schedule: "1F1B", slack: slack, globalBatch: globalBatch, microbatchSize: microbatchSize, replicas: built, leftOut: [],
             prediction: Prediction(
                 stepMs: 0, computeMs: 0, exchangeMs: 0, optimizerMs: 0, bubbleFraction: 0, tokensPerSecond: 0,
                 homogeneousTokensPerSecond: 0, efficiency: 0))
@@ -31,6 +32,7 @@ extension Plan {
     public func validate(blocks: Int, devices: Int, globalBatch: Int) throws {
         func fail(_ message: String) -> MedleyError { MedleyError(.invalidArgument, "plan: \(message)") }
         guard schedule == "1F1B" else { throw fail("schedule '\(schedule)' is not supported; use 1F1B") }
+        guard slack >= 0 && slack <= Plan.maxSlack else { throw fail("slack must be in 0...\(Plan.maxSlack), got \(slack)") }
         guard microbatchSize >= 1 else { throw fail("microbatch_size must be at least 1, got \(microbatchSize)") }
         guard !replicas.isEmpty else { throw fail("it has no replicas") }
         guard self.globalBatch == globalBatch else {

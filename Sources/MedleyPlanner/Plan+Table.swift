@@ -30,7 +30,7 @@ extension Plan {
         }
         let used = replicas.reduce(0) { $0 + $1.stages.count }
         var lines = [
-            "plan: \(schedule), global batch \(globalBatch) sequences in microbatches of \(microbatchSize); "
+            "plan: \(schedule)\(replicas.contains { $0.stages.count > 1 } ? " with slack \(slack)" : ""), global batch \(globalBatch) sequences in microbatches of \(microbatchSize); "
                 + "\(replicas.count) replica\(replicas.count == 1 ? "" : "s") on \(used) of \(used + leftOut.count) chips",
             Self.align(rows),
         ]

@@ -1,3 +1,5 @@
+import MedleyCore
+
 /// How a job runs: data-parallel replicas, each a pipeline of stages holding
 /// contiguous ranges of planning layers (see ``ModelCost``) on chosen devices.
 /// Replicas need not be alike.
@@ -98,6 +100,12 @@ public struct Plan: Codable, Sendable, Hashable {
 
     /// Always "1F1B" for now.
     public var schedule: String
+    /// Extra microbatches each stage runs ahead of the next one, beyond what 1F1B needs
+    /// (see ``inFlight(stagesAfter:microbatches:)``). 0 is textbook 1F1B, where every hand-over
+    /// between neighbours is on the critical path and any jitter in one stage stalls the
+    /// other; 1 gives every link one microbatch of slack for one more microbatch of
+    /// activations held. A plan file without it is plain 1F1B (0).
+    public var slack: Int
     /// Sequences per global batch and per microbatch.
     public var globalBatch: Int
     public var microbatchSize: Int
@@ -106,14 +114,47 @@ public struct Plan: Codable, Sendable, Hashable {
     public var prediction: Prediction
 
     public init(
-        schedule: String = "1F1B", globalBatch: Int, microbatchSize: Int, replicas: [Replica], leftOut: [LeftOut],
-        prediction: Prediction
+        schedule: String = "1F1B", slack: Int = Plan.defaultSlack, globalBatch: Int, microbatchSize: Int, replicas: [Replica],
+        leftOut: [LeftOut], prediction: Prediction
     ) {
         self.schedule = schedule
+        self.slack = slack
         self.globalBatch = globalBatch
         self.microbatchSize = microbatchSize
         self.replicas = replicas
         self.leftOut = leftOut
         self.prediction = prediction
+    }
+
+    /// The slack plans get unless a job asks otherwise (`train.pipeline_slack`).
+    public static let defaultSlack = JobSpec.Training.defaultPipelineSlack
+    /// The most slack a plan may ask for.
+    public static let maxSlack = JobSpec.Training.maxPipelineSlack
+
+    /// Microbatches a stage keeps in flight when `stagesAfter` stages follow it in its pipeline
+    /// and it runs `microbatches` of them: r·(1 + slack) + 1 for r stages after it, at most m.
+    /// It depends only on the stages after, not on the depth (the planner's searches rely on that).
+    public static func inFlight(stagesAfter r: Int, microbatches m: Int, slack: Int) -> Int {
+        max(1, min(r * (1 + slack) + 1, m))
+    }
+
+    /// Forwards a stage runs before its first backward: every microbatch it keeps in flight but one.
+    public static func warmupForwards(stagesAfter r: Int, microbatches m: Int, slack: Int) -> Int {
+        min(r * (1 + slack), m)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case schedule, slack, globalBatch, microbatchSize, replicas, leftOut, prediction
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        schedule = try c.decode(String.self, forKey: .schedule)
+        slack = try c.decodeIfPresent(Int.self, forKey: .slack) ?? 0
+        globalBatch = try c.decode(Int.self, forKey: .globalBatch)
+        microbatchSize = try c.decode(Int.self, forKey: .microbatchSize)
+        replicas = try c.decode([Replica].self, forKey: .replicas)
+        leftOut = try c.decode([LeftOut].self, forKey: .leftOut)
+        prediction = try c.decode(Prediction.self, forKey: .prediction)
     }
 }

@@ -16,10 +16,14 @@ public struct Planner: Sendable {
         public var microbatchSize: Int?
         /// Most stages in one pipeline; nil: as many as planning layers.
         public var maxStages: Int?
+        /// Extra microbatches each stage runs ahead of the next (``Plan/slack``): the plan gets the
+        /// most slack up to this with which every stage of the chosen layout still fits its chip.
+        public var slack: Int
 
-        public init(microbatchSize: Int? = nil, maxStages: Int? = nil) {
+        public init(microbatchSize: Int? = nil, maxStages: Int? = nil, slack: Int = Plan.defaultSlack) {
             self.microbatchSize = microbatchSize
             self.maxStages = maxStages
+            self.slack = slack
         }
     }
 
@@ -62,7 +66,7 @@ public struct Planner: Sendable {
             maxStages: options.maxStages ?? model.layers.count, microbatchSizes: microbatchCandidates)
         search.run()
         guard let best = search.best else { throw nothingFits(costModel) }
-        var plan = try layout(best, costModel: costModel)
+        var plan = try withSlack(layout(best), costModel: costModel)
         assert(abs(plan.prediction.stepMs - best.stepMs) <= 1e-9 * best.stepMs,
                "the search priced \(best.stepMs) ms, the plan evaluates to \(plan.prediction.stepMs) ms")
         plan.leftOut = leftOut(plan: plan, search: search, types: types, counts: counts, costModel: costModel)
@@ -91,6 +95,9 @@ public struct Planner: Sendable {
         if let stages = options.maxStages, stages < 1 {
             throw MedleyError(.invalidArgument, "the most stages per pipeline must be at least 1, got \(stages)")
         }
+        guard options.slack >= 0 && options.slack <= Plan.maxSlack else {
+            throw MedleyError(.invalidArgument, "the pipeline slack must be 0 to \(Plan.maxSlack), got \(options.slack)")
+        }
     }
 
     /// Profile indices with at least one device (ascending), and their device counts.
@@ -104,7 +111,17 @@ public struct Planner: Sendable {
     // MARK: From candidate to plan
 
     /// Devices assigned in inventory order per type, pipeline kind by kind; shares by allocation.
-    private func layout(_ candidate: Candidate, costModel: StepTimeModel) throws -> Plan {
+    /// `layout` evaluated with the most slack, at most `options.slack`, with which every stage
+    /// still fits its chip (the search made sure that slack 0 fits).
+    private func withSlack(_ layout: PlanLayout, costModel: StepTimeModel) throws -> Plan {
+        for slack in stride(from: options.slack, to: 0, by: -1) {
+            let plan = try costModel.evaluate(layout, slack: slack)
+            if plan.replicas.allSatisfy({ $0.stages.allSatisfy { $0.freeBytes >= 0 } }) { return plan }
+        }
+        return try costModel.evaluate(layout, slack: 0)
+    }
+
+    private func layout(_ candidate: Candidate) -> PlanLayout {
         var queues = [[Int]](repeating: [], count: inventory.profiles.count)
         for (device, t) in inventory.devices.enumerated() { queues[t].append(device) }
         var next = [Int](repeating: 0, count: inventory.profiles.count)
@@ -124,7 +141,7 @@ public struct Planner: Sendable {
                 replicas.append(PlanLayout.Replica(stages: stages, samples: shares.samples[replicas.count]))
             }
         }
-        return try costModel.evaluate(PlanLayout(microbatchSize: candidate.microbatch, replicas: replicas))
+        return PlanLayout(microbatchSize: candidate.microbatch, replicas: replicas)
     }
 
     /// Every device the plan does not use, with the reason.

@@ -13,7 +13,10 @@ import MedleyCore
 ///   stored parameters × `bytesPerParameter`, plus per sequence the stage's
 ///   activations (those of its layers, and its received input) for k·b
 ///   sequences and their gradients for b, and the token ids and targets of k·b
-///   sequences. Under 1F1B stage s of p keeps k = p − s in flight.
+///   sequences. Under textbook 1F1B stage s of p keeps k = p − s in flight; a plan
+///   with slack keeps (p − 1 − s)(1 + slack) + 1, at most m (``Plan/slack``). The
+///   search plans for textbook 1F1B; the planner then gives the chosen layout the
+///   most slack (up to what was asked) with which every stage still fits.
 /// - A replica of p stages with stage times cₛ = forwardₛ + backwardₛ running m
 ///   microbatches: Σₛ cₛ + (m − 1)·maxₛ cₛ.
 /// - A step: the slowest replica, then the slowest rank's gradient exchange and
@@ -110,15 +113,16 @@ public struct StepTimeModel: Sendable {
 
     // MARK: Plans
 
-    /// Evaluates `layout`: every stage's times and memory, and the step's prediction.
+    /// Evaluates `layout` run with `slack` (``Plan/slack``): every stage's times and memory, and
+    /// the step's prediction.
     ///
     /// The returned plan has no left-out devices and a homogeneous throughput of 0
     /// (efficiency 0): those are the planner's to fill in. Memory is what each stage
-    /// allocates for the microbatches it actually keeps in flight (min(p − s, m)); a
+    /// allocates for the microbatches it actually keeps in flight (``Plan/inFlight(stagesAfter:microbatches:slack:)``); a
     /// stage that does not fit shows negative `freeBytes`. Throws `invalidArgument` when the layout is
     /// not a plan: an empty replica, layers that do not cover the model once in
     /// order, a device used twice or not in the inventory, a replica without samples.
-    public func evaluate(_ layout: PlanLayout) throws -> Plan {
+    public func evaluate(_ layout: PlanLayout, slack: Int = 0) throws -> Plan {
         try validate(layout)
         let b = layout.microbatchSize
         let costs = StageCosts(self, microbatch: b)
@@ -136,7 +140,7 @@ public struct StepTimeModel: Sendable {
                 let (a, e) = (stage.layers.lowerBound, stage.layers.upperBound)
                 let forward = costs.forwardMs(t, a, e), backward = costs.backwardMs(t, a, e)
                 // What the stage allocates: a slot per microbatch actually in flight.
-                let memory = costs.memoryBytes(a, e, inFlight: max(1, min(p - s, m)))
+                let memory = costs.memoryBytes(a, e, inFlight: Plan.inFlight(stagesAfter: p - 1 - s, microbatches: m, slack: slack))
                 stages.append(Plan.Stage(
                     device: stage.device, chip: inventory.profiles[t].chip, firstLayer: a, endLayer: e,
                     forwardMs: forward, backwardMs: backward, memoryBytes: memory,
@@ -157,7 +161,7 @@ public struct StepTimeModel: Sendable {
             stepMs: step, computeMs: slowest.ms, exchangeMs: critical.exchange, optimizerMs: critical.optimizer,
             bubbleFraction: slowest.bubble, tokensPerSecond: Double(batch * model.seq) / (step / 1000),
             homogeneousTokensPerSecond: 0, efficiency: 0)
-        return Plan(globalBatch: batch, microbatchSize: b, replicas: replicas, leftOut: [], prediction: prediction)
+        return Plan(slack: slack, globalBatch: batch, microbatchSize: b, replicas: replicas, leftOut: [], prediction: prediction)
     }
 
     private func validate(_ layout: PlanLayout) throws {

@@ -7,7 +7,8 @@ extension JobProfiles {
     ///
     /// ```swift
     /// TrainLauncher(spec: spec, automaticPlanner: { spec in
-    ///     try JobProfiles.load(spec: spec).plan(globalBatch: spec.model.batch)
+    ///     try JobProfiles.load(spec: spec).plan(
+    ///         globalBatch: spec.model.batch, options: Planner.Options(slack: spec.train.pipelineSlack))
     /// })
     /// ```
     ///

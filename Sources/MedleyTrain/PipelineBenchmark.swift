@@ -8,6 +8,8 @@ extension TrainBenchmark {
         /// Microbatches per step (m) and sequences per microbatch.
         public var microbatches: Int
         public var microbatchSize: Int
+        /// The schedule's slack (``Plan/slack``; 0 = textbook 1F1B).
+        public var slack: Int
         /// Median step milliseconds and tokens/s.
         public var stepMs: Double
         public var tokensPerS: Double
@@ -28,7 +30,7 @@ extension TrainBenchmark {
         public var theoreticalBubble: Double
 
         enum CodingKeys: String, CodingKey {
-            case microbatches
+            case microbatches, slack
             case microbatchSize = "microbatch_size"
             case stepMs = "step_ms"
             case tokensPerS = "tokens_per_s"
@@ -53,9 +55,10 @@ extension TrainBenchmark {
 
     /// Runs `spec`'s devices as ONE pipeline (device i is stage i; `cuts` are the first planning
     /// layer of stages 1, 2, …) with each microbatch count in `microbatches` (each must divide
-    /// the global batch), and compares the measured bubble with 1F1B's (p − 1)/(m + p − 1).
+    /// the global batch) and each schedule slack in `slacks` (nil: the job's
+    /// `train.pipeline_slack`), and compares the measured bubble with 1F1B's (p − 1)/(m + p − 1).
     public static func bubble(
-        spec: JobSpec, cuts: [Int], microbatches: [Int], setup: Setup, progress: (String) -> Void
+        spec: JobSpec, cuts: [Int], microbatches: [Int], slacks: [Int]? = nil, setup: Setup, progress: (String) -> Void
     ) throws -> BubbleResult {
         let p = spec.rankCount
         let layers = spec.model.layers + 2
@@ -67,29 +70,34 @@ extension TrainBenchmark {
         }
         let ranges = zip(bounds, bounds.dropFirst()).map { $0..<$1 }
         var rows: [BubbleRow] = []
-        for m in microbatches {
-            guard m >= 1, spec.model.batch % m == 0 else {
-                throw MedleyError(.invalidArgument, "--microbatches: \(m) does not divide the global batch \(spec.model.batch)")
+        for slack in slacks ?? [spec.train.pipelineSlack] {
+            guard slack >= 0 && slack <= Plan.maxSlack else {
+                throw MedleyError(.invalidArgument, "--slack: \(slack) is outside 0...\(Plan.maxSlack)")
             }
-            let plan = Plan.manual(
-                globalBatch: spec.model.batch, microbatchSize: spec.model.batch / m,
-                replicas: [(spec.model.batch, ranges.enumerated().map { ($0.offset, $0.element) })])
-            let records = try runPlan(spec, plan: plan, setup: setup)
-            let timed = Array(records.dropFirst(setup.skip))
-            let idle = (0..<p).map { r in
-                median(timed.map { 1 - $0.computeMs[r] / max($0.pipelineMs?.max() ?? 0, 1e-9) })
+            for m in microbatches {
+                guard m >= 1, spec.model.batch % m == 0 else {
+                    throw MedleyError(.invalidArgument, "--microbatches: \(m) does not divide the global batch \(spec.model.batch)")
+                }
+                let plan = Plan.manual(
+                    globalBatch: spec.model.batch, microbatchSize: spec.model.batch / m,
+                    replicas: [(spec.model.batch, ranges.enumerated().map { ($0.offset, $0.element) })], slack: slack)
+                let records = try runPlan(spec, plan: plan, setup: setup)
+                let timed = Array(records.dropFirst(setup.skip))
+                let idle = (0..<p).map { r in
+                    median(timed.map { 1 - $0.computeMs[r] / max($0.pipelineMs?.max() ?? 0, 1e-9) })
+                }
+                let compute = (0..<p).map { r in median(timed.map { $0.computeMs[r] }) }
+                let busiest = compute.indices.max { compute[$0] < compute[$1] }!
+                let row = BubbleRow(
+                    microbatches: m, microbatchSize: spec.model.batch / m, slack: slack, stepMs: median(timed.map(\.stepMs)),
+                    tokensPerS: median(timed.map(\.tokensPerS)), idleFraction: idle,
+                    measuredBubble: idle.reduce(0, +) / Double(p), bottleneckBubble: idle[busiest], stageComputeMs: compute,
+                    stageImbalance: compute[busiest] / (compute.reduce(0, +) / Double(p)),
+                    theoreticalBubble: Double(p - 1) / Double(m + p - 1))
+                progress(String(format: "slack %d, m = %d: bubble %.3f (mean of stages), %.3f (busiest stage), %.3f in theory; step %.1f ms",
+                                slack, m, row.measuredBubble, row.bottleneckBubble, row.theoreticalBubble, row.stepMs))
+                rows.append(row)
             }
-            let compute = (0..<p).map { r in median(timed.map { $0.computeMs[r] }) }
-            let busiest = compute.indices.max { compute[$0] < compute[$1] }!
-            let row = BubbleRow(
-                microbatches: m, microbatchSize: spec.model.batch / m, stepMs: median(timed.map(\.stepMs)),
-                tokensPerS: median(timed.map(\.tokensPerS)), idleFraction: idle,
-                measuredBubble: idle.reduce(0, +) / Double(p), bottleneckBubble: idle[busiest], stageComputeMs: compute,
-                stageImbalance: compute[busiest] / (compute.reduce(0, +) / Double(p)),
-                theoreticalBubble: Double(p - 1) / Double(m + p - 1))
-            progress(String(format: "m = %d: bubble %.3f (mean of stages), %.3f (busiest stage), %.3f in theory; step %.1f ms",
-                            m, row.measuredBubble, row.bottleneckBubble, row.theoreticalBubble, row.stepMs))
-            rows.append(row)
         }
         return BubbleResult(job: spec.name, stages: ranges.map { [$0.lowerBound, $0.upperBound] }, rows: rows,
                             steps: setup.steps, skip: setup.skip)

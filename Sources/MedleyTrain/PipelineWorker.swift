@@ -10,12 +10,15 @@ import MedleyPlanner
 ///
 /// A step on a rank that is stage s of a replica with p stages and m microbatches:
 ///
-/// 1. **1F1B schedule**: min(p − s − 1, m) warm-up forwards, then one forward and one
-///    backward in turn, then the remaining backwards. Activations go to stage s + 1 and
-///    their gradients come back from it through host memory as framed messages
-///    (``StageLink``): an ``ActivationHeader`` checked on receipt (step, microbatch, stage,
-///    shape, dtype), then the payload. Stage s keeps at most p − s microbatches of
-///    activations, one slot each.
+/// 1. **1F1B schedule**: w = min((p − s − 1)(1 + slack), m) warm-up forwards, then one
+///    forward and one backward in turn, then the remaining backwards. With the plan's
+///    slack at 0 this is textbook 1F1B, where every hand-over between neighbours is on the
+///    critical path; each unit of slack lets a stage run one more microbatch ahead of the
+///    next, so a late microbatch on one side no longer stalls the other. Activations go to
+///    stage s + 1 and their gradients come back from it through host memory as framed
+///    messages (``StageLink``): an ``ActivationHeader`` checked on receipt (step,
+///    microbatch, stage, shape, dtype), then the payload. Stage s keeps w + 1 microbatches
+///    of activations (at most m), one slot each.
 /// 2. **tie**: the first and last stages of a replica both hold `wte` (the head is tied to
 ///    the token table); they add their two parts of its gradient.
 /// 3. **exchange**: each run of tensors held by the same set of ranks is averaged among
@@ -117,7 +120,7 @@ public final class PipelineWorker {
         // The stage's model: microbatch-sized activation gradients, one activation slot per
         // microbatch in flight. A chip that cannot hold it stops every rank with its name.
         let microbatches = plan.microbatchSizes(samples: role.samples).count
-        inFlight = max(1, min(role.stages - role.stage, microbatches))
+        inFlight = Plan.inFlight(stagesAfter: role.stages - 1 - role.stage, microbatches: microbatches, slack: plan.slack)
         let config = RankCapacity.modelConfig(spec.model, batch: plan.microbatchSize)
         var built: GPT?
         var failure = ""
@@ -263,7 +266,7 @@ public final class PipelineWorker {
         }
         var clock = StepClock()
         let m = sizes.count
-        let warm = min(role.stages - role.stage - 1, m)
+        let warm = Plan.warmupForwards(stagesAfter: role.stages - 1 - role.stage, microbatches: m, slack: plan.slack)
         let lossScale = 1 / Double(max(role.samples, 1) * spec.model.seq)
         var lossSum = 0.0
         for k in 0..<warm { lossSum += try forward(step: step, header: UInt64(step), microbatch: k, sizes: sizes, batch: batch, clock: &clock) }
@@ -523,7 +526,7 @@ public final class PipelineWorker {
         guard options.printSteps else { return }
         let c = spec.model
         Console.line(
-            "job \(spec.name): \(size) rank\(size == 1 ? "" : "s") in \(plan.replicas.count) replica\(plan.replicas.count == 1 ? "" : "s"), \(c.layers) layers x \(c.dim) dim x \(c.heads) heads, seq \(c.seq), global batch \(c.batch) in microbatches of \(plan.microbatchSize), \(options.steps) steps, schedule \(plan.schedule)")
+            "job \(spec.name): \(size) rank\(size == 1 ? "" : "s") in \(plan.replicas.count) replica\(plan.replicas.count == 1 ? "" : "s"), \(c.layers) layers x \(c.dim) dim x \(c.heads) heads, seq \(c.seq), global batch \(c.batch) in microbatches of \(plan.microbatchSize), \(options.steps) steps, schedule \(plan.schedule) with slack \(plan.slack)")
         for (r, replica) in plan.replicas.enumerated() {
             let stages = replica.stages.map { "[\(labels[$0.device]): layers \($0.firstLayer)-\($0.endLayer - 1)]" }
             Console.line("  replica \(r) (\(replica.samples) sequences, \(replica.microbatches) microbatches): " + stages.joined(separator: " "))

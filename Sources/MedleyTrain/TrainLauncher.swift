@@ -172,18 +172,19 @@ public struct TrainLauncher {
     }
 
     /// Every stage of `plan` fits its device: parameters, gradients, AdamW moments, one
-    /// activation slot per microbatch in flight and one microbatch of activation gradients.
+    /// activation slot per microbatch in flight (with the plan's slack) and one microbatch of
+    /// activation gradients.
     func checkMemory(plan: Plan, previews: [RankPreview], memories: [UInt64]) throws {
         for replica in plan.replicas {
             for (s, stage) in replica.stages.enumerated() {
                 let config = RankCapacity.modelConfig(spec.model, batch: plan.microbatchSize)
-                let inFlight = max(1, min(replica.stages.count - s, replica.microbatches))
+                let inFlight = Plan.inFlight(stagesAfter: replica.stages.count - 1 - s, microbatches: replica.microbatches, slack: plan.slack)
                 let needed = GPT.deviceBytes(config: config, stage: stage.layers, activationSequences: plan.microbatchSize * inFlight)
                 let memory = memories[stage.device]
                 if UInt64(needed) > memory {
                     throw MedleyError(
                         .outOfMemory,
-                        "plan: \(previews[stage.device].label) cannot hold planning layers \(stage.firstLayer)..<\(stage.endLayer) with \(inFlight) microbatch(es) of \(plan.microbatchSize) in flight: it needs \(ByteCount.describe(UInt64(needed))) but has \(ByteCount.describe(memory)), \(ByteCount.describe(UInt64(needed) - memory)) short; give it fewer layers or a smaller microbatch")
+                        "plan: \(previews[stage.device].label) cannot hold planning layers \(stage.firstLayer)..<\(stage.endLayer) with \(inFlight) microbatch(es) of \(plan.microbatchSize) in flight: it needs \(ByteCount.describe(UInt64(needed))) but has \(ByteCount.describe(memory)), \(ByteCount.describe(UInt64(needed) - memory)) short; give it fewer layers or a smaller microbatch\(plan.slack > 0 && inFlight > 1 ? ", or plan with a lower train.pipeline_slack" : "")")
                 }
             }
         }

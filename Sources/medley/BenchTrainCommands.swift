@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MedleyCore
+import MedleyPlanner
 import MedleyProfile
 import MedleyTrain
 
@@ -144,7 +145,8 @@ struct BenchBubble: ParsableCommand {
         discussion: """
             Device i of JOB is stage i; --cuts gives the first planning layer of stages 1, 2, … \
             (0 = embedding, 1…L = blocks, L+1 = head). For each microbatch count m (dividing the \
-            global batch) the job trains --steps steps; the bubble of a stage is 1 − its compute time ÷ \
+            global batch) and each --slack (extra microbatches each stage runs ahead; 0 = textbook \
+            1F1B) the job trains --steps steps; the bubble of a stage is 1 − its compute time ÷ \
             the pipeline's length (the longest rank's 1F1B schedule), medians over the steps after \
             --skip. The busiest stage's bubble (the stage that sets the pace) and the mean over the \
             stages are compared with (p − 1)/(m + p − 1); the stage imbalance (busiest stage's \
@@ -159,6 +161,9 @@ struct BenchBubble: ParsableCommand {
     @Option(help: "Microbatch counts, comma-separated.")
     var microbatches = "1,2,4,8"
 
+    @Option(help: "Schedule slacks to compare, comma-separated (0 = textbook 1F1B); default: the job's train.pipeline_slack.")
+    var slack: String?
+
     @Option(help: "Steps per run.")
     var steps = 12
 
@@ -172,12 +177,12 @@ struct BenchBubble: ParsableCommand {
         }
         let result = try TrainBenchmark.bubble(
             spec: try common.spec(), cuts: try list(cuts, "--cuts"), microbatches: try list(microbatches, "--microbatches"),
-            setup: common.setup(steps: steps)) { print("… " + $0) }
+            slacks: try slack.map { try list($0, "--slack") }, setup: common.setup(steps: steps)) { print("… " + $0) }
         print("stages (planning layers): " + result.stages.map { "\($0[0])..<\($0[1])" }.joined(separator: ", "))
-        print("| m | microbatch | step ms | tokens/s | busiest stage's bubble | mean of stages | (p-1)/(m+p-1) | per stage | stage imbalance |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| slack | m | microbatch | step ms | tokens/s | busiest stage's bubble | mean of stages | (p-1)/(m+p-1) | per stage | stage imbalance |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for row in result.rows {
-            print(String(format: "| %d | %d | %.1f | %.0f | %.3f | %.3f | %.3f | ", row.microbatches, row.microbatchSize, row.stepMs,
+            print(String(format: "| %d | %d | %d | %.1f | %.0f | %.3f | %.3f | %.3f | ", row.slack, row.microbatches, row.microbatchSize, row.stepMs,
                          row.tokensPerS, row.bottleneckBubble, row.measuredBubble, row.theoreticalBubble)
                   + row.idleFraction.map { String(format: "%.3f", $0) }.joined(separator: " / ")
                   + String(format: " | %.3f |", row.stageImbalance))
@@ -212,7 +217,8 @@ struct BenchPredict: ParsableCommand {
         let spec = try common.spec()
         var options = JobProfiles.Options()
         options.refresh = refresh
-        let plan = try JobProfiles.load(spec: spec, options: options).plan(globalBatch: spec.model.batch)
+        let plan = try JobProfiles.load(spec: spec, options: options).plan(
+            globalBatch: spec.model.batch, options: Planner.Options(slack: spec.train.pipelineSlack))
         print(plan.table())
         var results: [TrainBenchmark.PredictionResult] = []
         for round in 1...max(1, rounds) {

@@ -38,7 +38,7 @@ struct PlanJob: ParsableCommand {
         let spec = try profile.spec()
         let profiles = try profile.load(spec, progress: progressPrinter(json: json))
         let plan = try profiles.plan(
-            globalBatch: spec.model.batch, options: Planner.Options(microbatchSize: microbatch, maxStages: maxStages))
+            globalBatch: spec.model.batch, options: Planner.Options(microbatchSize: microbatch, maxStages: maxStages, slack: spec.train.pipelineSlack))
         if json {
             FileHandle.standardOutput.write(try plan.jsonData() + Data("\n".utf8))
         } else {

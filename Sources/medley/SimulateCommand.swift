@@ -36,6 +36,8 @@ struct Simulate: ParsableCommand {
     var microbatch: Int?
     @Option(help: "Most stages in one pipeline (default: no limit but the layers).")
     var maxStages: Int?
+    @Option(help: "Pipeline slack: extra microbatches each stage may run ahead, as memory allows (0 = textbook 1F1B).")
+    var slack = Plan.defaultSlack
 
     @Option(help: ArgumentHelp(
         "Chip types from a file: a JSON array of DeviceProfile, or what `medley profile --json` prints (its measured link too).",
@@ -66,7 +68,7 @@ struct Simulate: ParsableCommand {
             network: NetworkModel(
                 latencySeconds: latencyUs.map { $0 * 1e-6 } ?? network.latencySeconds,
                 bytesPerSecond: linkGbps.map { $0 * 1e9 } ?? network.bytesPerSecond),
-            options: .init(microbatchSize: microbatch, maxStages: maxStages))
+            options: .init(microbatchSize: microbatch, maxStages: maxStages, slack: slack))
         let (plan, seconds) = try simulation.run()
         let s = simulation.shape
         print("simulate \(simulation.devicesText): \(simulation.inventory.devices.count) chips; GPT \(s.layers) layers x \(s.dim) dim x \(s.heads) heads, "

@@ -61,7 +61,9 @@ struct Train: ParsableCommand {
         let launcher = TrainLauncher(
             spec: spec, steps: steps, logPath: log, weightsPath: saveWeights, schedule: try SharesSchedule(parsing: shares),
             timeoutSeconds: timeout, verbose: verbose, timelinePath: timeline,
-            automaticPlanner: { try JobProfiles.load(spec: $0).plan(globalBatch: $0.model.batch) })
+            automaticPlanner: {
+                try JobProfiles.load(spec: $0).plan(globalBatch: $0.model.batch, options: Planner.Options(slack: $0.train.pipelineSlack))
+            })
         if dryRun {
             let ranks = try launcher.preflight()
             print("job \(spec.name): \(ranks.count) rank\(ranks.count == 1 ? "" : "s"), global batch \(spec.model.batch) — ready to train")

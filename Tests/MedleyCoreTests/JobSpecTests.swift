@@ -63,6 +63,7 @@ import Testing
               eval_every: 200
               rebalance_every: 0
               seed: 9
+              pipeline_slack: 2
             devices:
               - adapter: ./build/libmedley-adapter-sim.so
                 options: {speed: 1, memory: 2GiB, precision: bf16, flag: true}
@@ -78,7 +79,7 @@ import Testing
             job.train
                 == JobSpec.Training(
                     steps: 2000, lr: 6e-4, lrSchedule: .constant, warmupSteps: 100, minLR: 0.00006, weightDecay: 0.05,
-                    gradClip: 0, evalEvery: 200, rebalanceEvery: 0, seed: 9))
+                    gradClip: 0, evalEvery: 200, rebalanceEvery: 0, seed: 9, pipelineSlack: 2))
         #expect(job.devices.count == 2)
         #expect(job.devices[0].options == ["speed": "1", "memory": "2GiB", "precision": "bf16", "flag": "true"])
         #expect(job.devices[1] == JobSpec.Device(adapter: "cpu"))
@@ -97,6 +98,7 @@ import Testing
         #expect(job.train.steps == 100)
         #expect(job.train.rebalanceEvery == 10)
         #expect(job.train.evalEvery == 0)
+        #expect(job.train.pipelineSlack == 1)
         #expect(job.devices == [JobSpec.Device(adapter: "cpu", options: [:], count: 1)])
         #expect(JobSpec.Training.adamBeta1 == 0.9 && JobSpec.Training.adamBeta2 == 0.95 && JobSpec.Training.adamEpsilon == 1e-8)
     }
@@ -179,6 +181,8 @@ import Testing
         expectRejected("train: {grad_clip: -1}", "train.grad_clip")
         expectRejected("train: {eval_every: -1}", "train.eval_every")
         expectRejected("train: {rebalance_every: -5}", "train.rebalance_every: must be 0 or more (0 = never)")
+        expectRejected("train: {pipeline_slack: -1}", "train.pipeline_slack: must be 0 (textbook 1F1B) to 16", "got -1")
+        expectRejected("train: {pipeline_slack: 17}", "train.pipeline_slack: must be 0 (textbook 1F1B) to 16", "got 17")
         expectRejected("train: {eval_every: 10}\ndata: {validation_fraction: 0}", "train.eval_every: evaluation needs validation data")
         expectRejected("data: {validation_fraction: 1}", "data.validation_fraction: must be at least 0 and below 1")
         expectRejected("data: {path: ''}", "data.path: must not be empty")

@@ -45,6 +45,48 @@ import Testing
         #expect(plan.leftOut.isEmpty)
     }
 
+    @Test("the plan takes the slack asked for when every stage fits with it, less when memory is short")
+    func slackFollowsMemory() throws {
+        // 1F1B slack: stage s of p keeps (p − 1 − s)(1 + slack) + 1 microbatches, at most m.
+        #expect(Plan.inFlight(stagesAfter: 1, microbatches: 16, slack: 0) == 2)
+        #expect(Plan.inFlight(stagesAfter: 1, microbatches: 16, slack: 1) == 3)
+        #expect(Plan.inFlight(stagesAfter: 2, microbatches: 16, slack: 1) == 5)
+        #expect(Plan.inFlight(stagesAfter: 2, microbatches: 4, slack: 1) == 4)
+        #expect(Plan.inFlight(stagesAfter: 0, microbatches: 16, slack: 3) == 1)
+        #expect(Plan.warmupForwards(stagesAfter: 1, microbatches: 16, slack: 1) == 2)
+        #expect(Plan.warmupForwards(stagesAfter: 2, microbatches: 4, slack: 1) == 4)
+
+        let model = Fixture.model(blocks: 10)
+        let cost = try StepTimeModel(model: model, inventory: Fixture.inventory([Self.chip], [1]), network: Fixture.network)
+        // The same chips as above, 8 microbatches of 1: the big chip's stage fits with 2 in flight, not 3.
+        let big = cost.stageMemoryBytes(layers: 0..<8, inFlight: 2, microbatch: 1) + 1000
+        let small = cost.stageMemoryBytes(layers: 8..<12, inFlight: 1, microbatch: 1) + 1000
+        func plan(big: Int, slack: Int) throws -> Plan {
+            let profiles = [Fixture.chip("big", blockMs: 1, memory: big), Fixture.chip("small", blockMs: 1, memory: small)]
+            return try planner(blocks: 10, profiles: profiles, counts: [1, 1], batch: 8,
+                               options: .init(microbatchSize: 1, slack: slack)).plan()
+        }
+        let tight = try plan(big: big, slack: 1)
+        #expect(tight.replicas.count == 1 && tight.replicas[0].stages.count == 2)
+        #expect(tight.slack == 0, "slack 1 would need 3 microbatches in flight on the big chip")
+        #expect(tight.replicas[0].stages.allSatisfy { $0.freeBytes >= 0 })
+
+        let roomy = try plan(big: 4 * big, slack: 1)
+        #expect(roomy.slack == 1)
+        let first = try #require(roomy.replicas.first?.stages.first)
+        if roomy.replicas[0].stages.count == 2 {
+            #expect(first.memoryBytes == cost.stageMemoryBytes(layers: first.layers, inFlight: 3, microbatch: 1))
+        }
+        #expect(try plan(big: 4 * big, slack: 0).slack == 0)
+
+        // A plan file from before slack existed runs textbook 1F1B.
+        var json = try JSONSerialization.jsonObject(with: roomy.jsonData()) as! [String: Any]
+        json.removeValue(forKey: "slack")
+        let old = try JSONDecoder().decode(Plan.self, from: JSONSerialization.data(withJSONObject: json))
+        #expect(old.slack == 0)
+        #expect(try JSONDecoder().decode(Plan.self, from: roomy.jsonData()) == roomy)
+    }
+
     @Test("when nothing fits, one line names the chip and the shortfall")
     func nothingFits() throws {
         let profiles = [Fixture.chip("roomy", blockMs: 1, memory: 2 * Fixture.mib), Fixture.chip("cramped", blockMs: 1, memory: Fixture.mib)]
@@ -215,6 +257,8 @@ import Testing
             ("microbatch 0", make(options: .init(microbatchSize: 0)), "the microbatch size must be at least 1, got 0"),
             ("microbatch above batch", make(options: .init(microbatchSize: 8)), "the microbatch size 8 is larger than the global batch 4"),
             ("no stages", make(options: .init(maxStages: 0)), "the most stages per pipeline must be at least 1"),
+            ("negative slack", make(options: .init(slack: -1)), "the pipeline slack must be 0 to 16, got -1"),
+            ("too much slack", make(options: .init(slack: 17)), "the pipeline slack must be 0 to 16, got 17"),
             ("no bandwidth", make(network: NetworkModel(latencySeconds: 0, bytesPerSecond: 0)), "network: bandwidth must be"),
             ("negative latency", make(network: NetworkModel(latencySeconds: -1, bytesPerSecond: 1e9)), "network: latency must be"),
             ("model without head", make(model: broken), "planning layer 2 is a block, expected a head"),
