@@ -77,8 +77,6 @@ public final class PipelineWorker {
     var sampler: GlobalBatchSampler
     let schedule: LearningRateSchedule
     var parameterHost: [Float]
-    var hostIn: [Float]
-    var hostOut: [Float]
     var timeline: Timeline
     var log: FileHandle?
 
@@ -204,9 +202,6 @@ public final class PipelineWorker {
 
         (sampler, schedule) = try TrainingWorker.data(for: spec, steps: options.steps)
         parameterHost = [Float](repeating: 0, count: model.layout.count)
-        let width = plan.microbatchSize * spec.model.seq * spec.model.dim
-        hostIn = [Float](repeating: 0, count: width)
-        hostOut = [Float](repeating: 0, count: width)
     }
 
     /// Every rank learns whether any rank failed (a non-empty `failure`); the first failure, in
@@ -362,25 +357,30 @@ public final class PipelineWorker {
     ) throws -> Double {
         let b = sizes[k]
         let rows = (k * plan.microbatchSize * spec.model.seq)..<((k * plan.microbatchSize + b) * spec.model.seq)
-        let width = b * spec.model.seq * spec.model.dim
-        if let link = previousLink {
-            try receive(from: link, stage: role.stage - 1, header: header, microbatch: k, batch: b, span: "recv F\(k)", clock: &clock,
-                        what: "step \(step): stage \(role.stage) of replica \(role.replica) (\(labels[rank])) waiting for microbatch \(k)'s activation")
-        }
-        let t0 = MPIRuntime.wallTime()
-        let tokens = batch.map { Array($0.tokens[rows]) }, targets = batch.map { Array($0.targets[rows]) }
-        let sum = try hostIn.withUnsafeBytes { raw in
-            try model.forwardStage(
-                at: slot(k), batch: b, tokens: model.holdsEmbedding ? tokens : nil,
-                input: model.holdsEmbedding ? nil : UnsafeRawBufferPointer(rebasing: raw[0..<(width * 4)]),
+        func compute(_ input: UnsafeRawBufferPointer?) throws -> Double? {
+            let t0 = MPIRuntime.wallTime()
+            let tokens = batch.map { Array($0.tokens[rows]) }, targets = batch.map { Array($0.targets[rows]) }
+            let sum = try model.forwardStage(
+                at: slot(k), batch: b, tokens: model.holdsEmbedding ? tokens : nil, input: input,
                 targets: model.holdsHead ? targets : nil)
+            try device.synchronize()
+            let t1 = MPIRuntime.wallTime()
+            clock.compute += t1 - t0
+            timeline.span("F\(k)", category: "forward", from: t0, to: t1)
+            return sum
         }
-        try device.synchronize()
-        let t1 = MPIRuntime.wallTime()
-        clock.compute += t1 - t0
-        timeline.span("F\(k)", category: "forward", from: t0, to: t1)
+        let sum: Double?
+        if let link = previousLink {
+            var waited = 0.0
+            sum = try receive(from: link, stage: role.stage - 1, header: header, microbatch: k, batch: b, span: "recv F\(k)", waited: &waited,
+                              what: "step \(step): stage \(role.stage) of replica \(role.replica) (\(labels[rank])) waiting for microbatch \(k)'s activation",
+                              compute)
+            clock.wait += waited
+        } else {
+            sum = try compute(nil)
+        }
         if let link = nextLink {
-            try send(to: link, header: header, microbatch: k, batch: b, span: "send F\(k)", from: t1) {
+            try send(to: link, header: header, microbatch: k, batch: b, span: "send F\(k)") {
                 try model.readStageOutput(at: slot(k), batch: b, into: $0)
             }
         }
@@ -391,61 +391,59 @@ public final class PipelineWorker {
     /// the input gradient (unless first).
     func backward(step: Int, microbatch k: Int, sizes: [Int], lossScale: Double, clock: inout StepClock) throws {
         let b = sizes[k]
-        let width = b * spec.model.seq * spec.model.dim
+        func compute(_ outputGradient: UnsafeRawBufferPointer?) throws {
+            let t0 = MPIRuntime.wallTime()
+            try model.backwardStage(at: slot(k), batch: b, outputGradient: outputGradient, lossScale: lossScale)
+            try device.synchronize()
+            let t1 = MPIRuntime.wallTime()
+            clock.compute += t1 - t0
+            timeline.span("B\(k)", category: "backward", from: t0, to: t1)
+        }
         if let link = nextLink {
-            try receive(from: link, stage: role.stage + 1, header: UInt64(step), microbatch: k, batch: b, span: "recv B\(k)", clock: &clock,
-                        what: "step \(step): stage \(role.stage) of replica \(role.replica) (\(labels[rank])) waiting for microbatch \(k)'s gradient")
+            var waited = 0.0
+            try receive(from: link, stage: role.stage + 1, header: UInt64(step), microbatch: k, batch: b, span: "recv B\(k)", waited: &waited,
+                        what: "step \(step): stage \(role.stage) of replica \(role.replica) (\(labels[rank])) waiting for microbatch \(k)'s gradient",
+                        compute)
+            clock.wait += waited
+        } else {
+            try compute(nil)
         }
-        let t0 = MPIRuntime.wallTime()
-        try hostIn.withUnsafeBytes { raw in
-            try model.backwardStage(
-                at: slot(k), batch: b, outputGradient: model.holdsHead ? nil : UnsafeRawBufferPointer(rebasing: raw[0..<(width * 4)]),
-                lossScale: lossScale)
-        }
-        try device.synchronize()
-        let t1 = MPIRuntime.wallTime()
-        clock.compute += t1 - t0
-        timeline.span("B\(k)", category: "backward", from: t0, to: t1)
         if let link = previousLink {
-            try send(to: link, header: UInt64(step), microbatch: k, batch: b, span: "send B\(k)", from: t1) {
+            try send(to: link, header: UInt64(step), microbatch: k, batch: b, span: "send B\(k)") {
                 try model.readInputGradient(batch: b, into: $0)
             }
         }
     }
 
-    /// Receives microbatch `k`'s tensor (`batch` × seq × dim floats) from `link`'s neighbour
-    /// into `hostIn`, checking its header, and counts the wait.
-    func receive(
+    /// Receives microbatch `k`'s tensor (`batch` × seq × dim floats) from `link`'s neighbour,
+    /// checking its header, adds the seconds it waited to `waited`, and runs `body` on the
+    /// payload where it landed.
+    func receive<R>(
         from link: StageLink, stage fromStage: Int, header: UInt64, microbatch k: Int, batch b: Int, span: String,
-        clock: inout StepClock, what: String
-    ) throws {
-        let shape = [b, spec.model.seq, spec.model.dim]
+        waited: inout Double, what: String, _ body: (UnsafeRawBufferPointer) throws -> R
+    ) throws -> R {
         let t = MPIRuntime.wallTime()
-        try hostIn.withUnsafeMutableBytes { raw in
-            try link.receive(
-                expected: ActivationHeader(step: header, microbatch: k, stage: fromStage, shape: shape, dtype: .float32),
-                into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<(shape.reduce(1, *) * 4)]),
-                timeoutSeconds: spec.train.stepTimeout, what: what)
+        return try link.receive(
+            expected: ActivationHeader(step: header, microbatch: k, stage: fromStage, shape: [b, spec.model.seq, spec.model.dim], dtype: .float32),
+            timeoutSeconds: spec.train.stepTimeout, what: what
+        ) { payload in
+            let now = MPIRuntime.wallTime()
+            waited += now - t
+            timeline.span(span, category: "recv", from: t, to: now)
+            return try body(payload)
         }
-        let now = MPIRuntime.wallTime()
-        clock.wait += now - t
-        timeline.span(span, category: "recv", from: t, to: now)
     }
 
-    /// Fills `hostOut` with microbatch `k`'s tensor through `read` and posts it to `link`'s neighbour.
+    /// Posts microbatch `k`'s tensor to `link`'s neighbour, `read` writing it straight into the link's send buffer.
     func send(
-        to link: StageLink, header: UInt64, microbatch k: Int, batch b: Int, span: String, from start: Double,
+        to link: StageLink, header: UInt64, microbatch k: Int, batch b: Int, span: String,
         read: (UnsafeMutableRawBufferPointer) throws -> Void
     ) throws {
-        let shape = [b, spec.model.seq, spec.model.dim]
-        try hostOut.withUnsafeMutableBytes { raw in
-            let part = UnsafeMutableRawBufferPointer(rebasing: raw[0..<(shape.reduce(1, *) * 4)])
-            try read(part)
-            try link.send(
-                ActivationHeader(step: header, microbatch: k, stage: role.stage, shape: shape, dtype: .float32),
-                payload: UnsafeRawBufferPointer(part))
-        }
-        timeline.span(span, category: "send", from: start, to: MPIRuntime.wallTime())
+        let t = MPIRuntime.wallTime()
+        try link.send(
+            ActivationHeader(step: header, microbatch: k, stage: role.stage, shape: [b, spec.model.seq, spec.model.dim], dtype: .float32),
+            fill: read)
+        timeline.span(span, category: "send", from: t, to: MPIRuntime.wallTime())
     }
 
     /// The activation slot (first sequence) of microbatch `k`.
