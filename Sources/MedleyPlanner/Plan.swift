@@ -101,7 +101,7 @@ public struct Plan: Codable, Sendable, Hashable {
     /// Always "1F1B" for now.
     public var schedule: String
     /// Extra microbatches each stage runs ahead of the next one, beyond what 1F1B needs
-    /// (see ``inFlight(stagesAfter:microbatches:)``). 0 is textbook 1F1B, where every hand-over
+    /// (see ``inFlight(stagesAfter:microbatches:slack:)``). 0 is textbook 1F1B, where every hand-over
     /// between neighbours is on the critical path and any jitter in one stage stalls the
     /// other; 1 gives every link one microbatch of slack for one more microbatch of
     /// activations held. A plan file without it is plain 1F1B (0).

@@ -110,7 +110,6 @@ public struct Planner: Sendable {
 
     // MARK: From candidate to plan
 
-    /// Devices assigned in inventory order per type, pipeline kind by kind; shares by allocation.
     /// `layout` evaluated with the most slack, at most `options.slack`, with which every stage
     /// still fits its chip (the search made sure that slack 0 fits).
     private func withSlack(_ layout: PlanLayout, costModel: StepTimeModel) throws -> Plan {
@@ -121,6 +120,7 @@ public struct Planner: Sendable {
         return try costModel.evaluate(layout, slack: 0)
     }
 
+    /// Devices assigned in inventory order per type, pipeline kind by kind; shares by allocation.
     private func layout(_ candidate: Candidate) -> PlanLayout {
         var queues = [[Int]](repeating: [], count: inventory.profiles.count)
         for (device, t) in inventory.devices.enumerated() { queues[t].append(device) }
