@@ -232,8 +232,9 @@ public struct TrainLauncher {
             if outcome.killedAtDeadline || outcome.output.contains("timeout") && outcome.output.contains("--timeout") {
                 print("Error: the job ran past --timeout \(timeoutSeconds) s and was stopped; raise --timeout for longer jobs", true)
             } else {
+                let said = filter.firstRuntimeLine.map { "; Open MPI said: \"\($0)\"" } ?? ""
                 print(
-                    "Error: the training job failed (mpirun exit status \(outcome.status)); rerun with --verbose to see Open MPI's output",
+                    "Error: the training job failed (mpirun exit status \(outcome.status))\(said); rerun with --verbose to see Open MPI's output",
                     true)
             }
         }
@@ -250,6 +251,9 @@ final class LauncherOutputFilter {
     private var inBanner = false
     private var errors = Set<String>()
     private(set) var sawError = false
+    /// The first line of Open MPI's own messages that was not shown (the gist of a failure
+    /// in mpirun itself, named in the launcher's one-line error).
+    private(set) var firstRuntimeLine: String?
 
     init(verbose: Bool, print: @escaping (String, Bool) -> Void) {
         self.verbose = verbose
@@ -286,9 +290,20 @@ final class LauncherOutputFilter {
             inBanner.toggle()
             return
         }
-        if inBanner { return }
+        if inBanner {
+            remember(line)
+            return
+        }
         // "[host:12345] …" lines are Open MPI's runtime talking.
-        if line.range(of: #"^\[[^\]]+:\d+\] "#, options: .regularExpression) != nil { return }
+        if line.range(of: #"^\[[^\]]+:\d+\] "#, options: .regularExpression) != nil {
+            remember(line)
+            return
+        }
         print(line, false)
+    }
+
+    private func remember(_ line: String) {
+        let text = line.trimmingCharacters(in: .whitespaces)
+        if firstRuntimeLine == nil && !text.isEmpty { firstRuntimeLine = text }
     }
 }

@@ -104,5 +104,7 @@ struct SharesAndRecordsTests {
         #expect(shown.map(\.0) == ["step 1/2  loss 5.5", "step 2/2  loss 5.4", "Error: rank 1 (sim a): device lost", "Error: the end"])
         #expect(shown.filter(\.1).count == 2)
         #expect(filter.sawError)
+        // The first line Open MPI said is kept for the launcher's one-line error.
+        #expect(filter.firstRuntimeLine == "MPI_ABORT was invoked on rank 1")
     }
 }
