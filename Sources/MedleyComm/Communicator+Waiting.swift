@@ -24,20 +24,29 @@ extension Communicator {
         let start = MPI_Wtime()
         var request: MPI_Request? = nil
         try mpiCheck(MPI_Ibarrier(handle, &request), "MPI_Ibarrier")
-        var polls = 0
-        while true {
+        return try Self.poll(
+            timeoutSeconds: timeoutSeconds, pollSeconds: pollSeconds,
+            timeout: "\(what): not every rank arrived within \(Self.format(timeoutSeconds)) s (this is rank \(rank) of \(size)); a rank is hung or far slower than the rest"
+        ) {
             var done: Int32 = 0
             try mpiCheck(MPI_Test(&request, &done, CMPI_status_ignore()), "MPI_Test")
-            if done != 0 { return MPI_Wtime() - start }
-            let waited = MPI_Wtime() - start
-            if waited > timeoutSeconds {
-                throw MedleyError(
-                    .timeout,
-                    "\(what): not every rank arrived within \(Self.format(timeoutSeconds)) s (this is rank \(rank) of \(size)); a rank is hung or far slower than the rest"
-                )
-            }
+            return done != 0 ? MPI_Wtime() - start : nil
+        }
+    }
+
+    /// Calls `check` until it returns a value and returns that value, pausing between calls
+    /// (``pause(afterPolls:pollSeconds:)``); throws `timeout` with the message `timeout` when
+    /// `timeoutSeconds` pass first. Every wait on another rank in MedleyComm goes through it.
+    static func poll<T>(
+        timeoutSeconds: Double, pollSeconds: Double = 50e-6, timeout: @autoclosure () -> String, _ check: () throws -> T?
+    ) throws -> T {
+        let start = MPI_Wtime()
+        var polls = 0
+        while true {
+            if let value = try check() { return value }
+            if MPI_Wtime() - start > timeoutSeconds { throw MedleyError(.timeout, timeout()) }
             polls += 1
-            Self.pause(afterPolls: polls, pollSeconds: pollSeconds)
+            pause(afterPolls: polls, pollSeconds: pollSeconds)
         }
     }
 

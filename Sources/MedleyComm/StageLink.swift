@@ -161,17 +161,12 @@ public final class StageLink {
 
     /// Waits until every posted send has completed (at most `timeoutSeconds`).
     public func finishSends(timeoutSeconds: Double, what: String) throws {
-        let start = MPI_Wtime()
-        var polls = 0
-        while true {
+        try Communicator.poll(
+            timeoutSeconds: timeoutSeconds,
+            timeout: "\(what): rank \(peer) did not take \(pending.count) message(s) within \(Communicator.format(timeoutSeconds)) s; it is hung or far behind"
+        ) { () -> Void? in
             try reclaim()
-            if pending.isEmpty { return }
-            if MPI_Wtime() - start > timeoutSeconds {
-                throw MedleyError(
-                    .timeout, "\(what): rank \(peer) did not take \(pending.count) message(s) within \(Communicator.format(timeoutSeconds)) s; it is hung or far behind")
-            }
-            polls += 1
-            Communicator.pause(afterPolls: polls)
+            return pending.isEmpty ? () : nil
         }
     }
 
@@ -217,9 +212,10 @@ public final class StageLink {
 
     /// Polls for the next message from the peer until it arrives; returns its size in bytes.
     private func waitForMessage(timeoutSeconds: Double, what: String) throws -> Int {
-        let start = MPI_Wtime()
-        var polls = 0
-        while true {
+        try Communicator.poll(
+            timeoutSeconds: timeoutSeconds,
+            timeout: "\(what): nothing from rank \(peer) within \(Communicator.format(timeoutSeconds)) s; the neighbouring stage is hung or far slower"
+        ) {
             var flag: Int32 = 0
             var status = MPI_Status()
             try mpiCheck(MPI_Iprobe(Int32(peer), receiveTag, communicator.handle, &flag, &status), "MPI_Iprobe")
@@ -229,13 +225,7 @@ public final class StageLink {
                 return Int(count)
             }
             try reclaim()
-            if MPI_Wtime() - start > timeoutSeconds {
-                throw MedleyError(
-                    .timeout,
-                    "\(what): nothing from rank \(peer) within \(Communicator.format(timeoutSeconds)) s; the neighbouring stage is hung or far slower")
-            }
-            polls += 1
-            Communicator.pause(afterPolls: polls)
+            return nil
         }
     }
 }
