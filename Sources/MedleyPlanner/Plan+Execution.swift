@@ -89,6 +89,16 @@ extension Plan {
     }
 
     /// The microbatch sizes of a replica with `samples` sequences: full microbatches, then the rest.
+    /// Microbatches stage `s` of replica `r` keeps in flight under this plan's slack.
+    public func inFlight(replica r: Int, stage s: Int) -> Int {
+        Plan.inFlight(stagesAfter: replicas[r].stages.count - 1 - s, microbatches: replicas[r].microbatches, slack: slack)
+    }
+
+    /// Forwards stage `s` of replica `r` runs before its first backward under this plan's slack.
+    public func warmupForwards(replica r: Int, stage s: Int) -> Int {
+        Plan.warmupForwards(stagesAfter: replicas[r].stages.count - 1 - s, microbatches: replicas[r].microbatches, slack: slack)
+    }
+
     public func microbatchSizes(samples: Int) -> [Int] {
         guard samples > 0 else { return [] }
         var sizes = [Int](repeating: microbatchSize, count: samples / microbatchSize)

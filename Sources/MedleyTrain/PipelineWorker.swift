@@ -117,8 +117,7 @@ public final class PipelineWorker {
 
         // The stage's model: microbatch-sized activation gradients, one activation slot per
         // microbatch in flight. A chip that cannot hold it stops every rank with its name.
-        let microbatches = plan.microbatchSizes(samples: role.samples).count
-        inFlight = Plan.inFlight(stagesAfter: role.stages - 1 - role.stage, microbatches: microbatches, slack: plan.slack)
+        inFlight = plan.inFlight(replica: role.replica, stage: role.stage)
         let config = RankCapacity.modelConfig(spec.model, batch: plan.microbatchSize)
         var built: GPT?
         var failure = ""
@@ -127,7 +126,7 @@ public final class PipelineWorker {
                 config: config, device: device, seed: spec.train.seed, stage: role.layers,
                 activationSequences: plan.microbatchSize * inFlight)
         } catch {
-            let needed = GPT.deviceBytes(config: config, stage: role.layers, activationSequences: plan.microbatchSize * inFlight)
+            let needed = RankCapacity.stageBytes(spec.model, plan: plan, layers: role.layers, inFlight: inFlight)
             failure = "\(label) cannot hold its stage (planning layers \(role.layers.lowerBound)..<\(role.layers.upperBound), \(inFlight) microbatch(es) of \(plan.microbatchSize) in flight): it needs \(ByteCount.describe(UInt64(needed))) of its \(ByteCount.describe(device.description.memoryBytes)) (\(error)); plan again with this chip's memory"
         }
         try Self.agree(world: communicator, failure: failure)
@@ -259,18 +258,18 @@ public final class PipelineWorker {
         if role.samples > 0 && (model.holdsEmbedding || model.holdsHead) {
             batch = try sampler.slice(step: step - 1, shares: plan.replicas.map(\.samples), rank: role.replica)
         }
-        var clock = StepClock()
+        let clock = StepClock()
         let m = sizes.count
-        let warm = Plan.warmupForwards(stagesAfter: role.stages - 1 - role.stage, microbatches: m, slack: plan.slack)
+        let warm = plan.warmupForwards(replica: role.replica, stage: role.stage)
         let lossScale = 1 / Double(max(role.samples, 1) * spec.model.seq)
         var lossSum = 0.0
-        for k in 0..<warm { lossSum += try forward(step: step, header: UInt64(step), microbatch: k, sizes: sizes, batch: batch, clock: &clock) }
+        for k in 0..<warm { lossSum += try forward(step: step, header: UInt64(step), microbatch: k, sizes: sizes, batch: batch, clock: clock) }
         for k in 0..<(m - warm) {
-            lossSum += try forward(step: step, header: UInt64(step), microbatch: warm + k, sizes: sizes, batch: batch, clock: &clock)
-            try backward(step: step, microbatch: k, sizes: sizes, lossScale: lossScale, clock: &clock)
+            lossSum += try forward(step: step, header: UInt64(step), microbatch: warm + k, sizes: sizes, batch: batch, clock: clock)
+            try backward(step: step, microbatch: k, sizes: sizes, lossScale: lossScale, clock: clock)
         }
         for k in (m - warm)..<m {
-            try backward(step: step, microbatch: k, sizes: sizes, lossScale: lossScale, clock: &clock)
+            try backward(step: step, microbatch: k, sizes: sizes, lossScale: lossScale, clock: clock)
         }
         for link in [previousLink, nextLink].compactMap({ $0 }) {
             try link.finishSends(timeoutSeconds: spec.train.stepTimeout, what: "step \(step): \(labels[rank]) sending to rank \(link.peer)")
@@ -345,105 +344,94 @@ public final class PipelineWorker {
     }
 
     /// Seconds spent computing and waiting on neighbours during one step.
-    struct StepClock {
+    final class StepClock {
         var compute = 0.0
         var wait = 0.0
     }
 
     /// Forward of microbatch `k`: receive (unless first), compute, send (unless last).
     /// Returns the microbatch's loss sum on the last stage, 0 elsewhere.
-    func forward(
-        step: Int, header: UInt64, microbatch k: Int, sizes: [Int], batch: TokenBatch?, clock: inout StepClock
-    ) throws -> Double {
+    func forward(step: Int, header: UInt64, microbatch k: Int, sizes: [Int], batch: TokenBatch?, clock: StepClock) throws -> Double {
         let b = sizes[k]
         let rows = (k * plan.microbatchSize * spec.model.seq)..<((k * plan.microbatchSize + b) * spec.model.seq)
-        func compute(_ input: UnsafeRawBufferPointer?) throws -> Double? {
-            let t0 = MPIRuntime.wallTime()
-            let tokens = batch.map { Array($0.tokens[rows]) }, targets = batch.map { Array($0.targets[rows]) }
-            let sum = try model.forwardStage(
-                at: slot(k), batch: b, tokens: model.holdsEmbedding ? tokens : nil, input: input,
-                targets: model.holdsHead ? targets : nil)
-            try device.synchronize()
-            let t1 = MPIRuntime.wallTime()
-            clock.compute += t1 - t0
-            timeline.span("F\(k)", category: "forward", from: t0, to: t1)
-            return sum
-        }
-        let sum: Double?
-        if let link = previousLink {
-            var waited = 0.0
-            sum = try receive(from: link, stage: role.stage - 1, header: header, microbatch: k, batch: b, span: "recv F\(k)", waited: &waited,
-                              what: "step \(step): stage \(role.stage) of replica \(role.replica) (\(labels[rank])) waiting for microbatch \(k)'s activation",
-                              compute)
-            clock.wait += waited
-        } else {
-            sum = try compute(nil)
-        }
-        if let link = nextLink {
-            try send(to: link, header: header, microbatch: k, batch: b, span: "send F\(k)") {
-                try model.readStageOutput(at: slot(k), batch: b, into: $0)
+        let sum = try receive(
+            from: previousLink, stage: role.stage - 1, header: header, microbatch: k, batch: b, span: "recv F\(k)", clock: clock,
+            what: "step \(step): stage \(role.stage) of replica \(role.replica) (\(labels[rank])) waiting for microbatch \(k)'s activation"
+        ) { input in
+            try compute("F\(k)", category: "forward", clock: clock) {
+                let tokens = batch.map { Array($0.tokens[rows]) }, targets = batch.map { Array($0.targets[rows]) }
+                return try model.forwardStage(
+                    at: slot(k), batch: b, tokens: model.holdsEmbedding ? tokens : nil, input: input,
+                    targets: model.holdsHead ? targets : nil)
             }
+        }
+        try send(to: nextLink, header: header, microbatch: k, batch: b, span: "send F\(k)") {
+            try model.readStageOutput(at: slot(k), batch: b, into: $0)
         }
         return sum ?? 0
     }
 
     /// Backward of microbatch `k`: receive the output gradient (unless last), compute, send
     /// the input gradient (unless first).
-    func backward(step: Int, microbatch k: Int, sizes: [Int], lossScale: Double, clock: inout StepClock) throws {
+    func backward(step: Int, microbatch k: Int, sizes: [Int], lossScale: Double, clock: StepClock) throws {
         let b = sizes[k]
-        func compute(_ outputGradient: UnsafeRawBufferPointer?) throws {
-            let t0 = MPIRuntime.wallTime()
-            try model.backwardStage(at: slot(k), batch: b, outputGradient: outputGradient, lossScale: lossScale)
-            try device.synchronize()
-            let t1 = MPIRuntime.wallTime()
-            clock.compute += t1 - t0
-            timeline.span("B\(k)", category: "backward", from: t0, to: t1)
-        }
-        if let link = nextLink {
-            var waited = 0.0
-            try receive(from: link, stage: role.stage + 1, header: UInt64(step), microbatch: k, batch: b, span: "recv B\(k)", waited: &waited,
-                        what: "step \(step): stage \(role.stage) of replica \(role.replica) (\(labels[rank])) waiting for microbatch \(k)'s gradient",
-                        compute)
-            clock.wait += waited
-        } else {
-            try compute(nil)
-        }
-        if let link = previousLink {
-            try send(to: link, header: UInt64(step), microbatch: k, batch: b, span: "send B\(k)") {
-                try model.readInputGradient(batch: b, into: $0)
+        try receive(
+            from: nextLink, stage: role.stage + 1, header: UInt64(step), microbatch: k, batch: b, span: "recv B\(k)", clock: clock,
+            what: "step \(step): stage \(role.stage) of replica \(role.replica) (\(labels[rank])) waiting for microbatch \(k)'s gradient"
+        ) { outputGradient in
+            try compute("B\(k)", category: "backward", clock: clock) {
+                try model.backwardStage(at: slot(k), batch: b, outputGradient: outputGradient, lossScale: lossScale)
             }
+        }
+        try send(to: previousLink, header: UInt64(step), microbatch: k, batch: b, span: "send B\(k)") {
+            try model.readInputGradient(batch: b, into: $0)
         }
     }
 
+    /// Runs `body` on the chip, waits for the chip to finish, and counts the time as compute
+    /// (a `category` span named `name` on the timeline).
+    func compute<R>(_ name: @autoclosure () -> String, category: String, clock: StepClock, _ body: () throws -> R) throws -> R {
+        let t0 = MPIRuntime.wallTime()
+        let result = try body()
+        try device.synchronize()
+        let t1 = MPIRuntime.wallTime()
+        clock.compute += t1 - t0
+        timeline.span(name(), category: category, from: t0, to: t1)
+        return result
+    }
+
     /// Receives microbatch `k`'s tensor (`batch` × seq × dim floats) from `link`'s neighbour,
-    /// checking its header, adds the seconds it waited to `waited`, and runs `body` on the
-    /// payload where it landed.
+    /// checking its header, counts the wait, and runs `body` on the payload where it landed.
+    /// Without a link (no neighbour on that side) `body` runs on nil.
     func receive<R>(
-        from link: StageLink, stage fromStage: Int, header: UInt64, microbatch k: Int, batch b: Int, span: String,
-        waited: inout Double, what: String, _ body: (UnsafeRawBufferPointer) throws -> R
+        from link: StageLink?, stage fromStage: Int, header: UInt64, microbatch k: Int, batch b: Int, span: @autoclosure () -> String,
+        clock: StepClock, what: @autoclosure () -> String, _ body: (UnsafeRawBufferPointer?) throws -> R
     ) throws -> R {
+        guard let link else { return try body(nil) }
         let t = MPIRuntime.wallTime()
         return try link.receive(
             expected: ActivationHeader(step: header, microbatch: k, stage: fromStage, shape: [b, spec.model.seq, spec.model.dim], dtype: .float32),
-            timeoutSeconds: spec.train.stepTimeout, what: what
+            timeoutSeconds: spec.train.stepTimeout, what: what()
         ) { payload in
             let now = MPIRuntime.wallTime()
-            waited += now - t
-            timeline.span(span, category: "recv", from: t, to: now)
+            clock.wait += now - t
+            timeline.span(span(), category: "recv", from: t, to: now)
             return try body(payload)
         }
     }
 
-    /// Posts microbatch `k`'s tensor to `link`'s neighbour, `read` writing it straight into the link's send buffer.
+    /// Posts microbatch `k`'s tensor to `link`'s neighbour (nothing without a link), `read`
+    /// writing it straight into the link's send buffer.
     func send(
-        to link: StageLink, header: UInt64, microbatch k: Int, batch b: Int, span: String,
+        to link: StageLink?, header: UInt64, microbatch k: Int, batch b: Int, span: @autoclosure () -> String,
         read: (UnsafeMutableRawBufferPointer) throws -> Void
     ) throws {
+        guard let link else { return }
         let t = MPIRuntime.wallTime()
         try link.send(
             ActivationHeader(step: header, microbatch: k, stage: role.stage, shape: [b, spec.model.seq, spec.model.dim], dtype: .float32),
             fill: read)
-        timeline.span(span, category: "send", from: t, to: MPIRuntime.wallTime())
+        timeline.span(span(), category: "send", from: t, to: MPIRuntime.wallTime())
     }
 
     /// The activation slot (first sequence) of microbatch `k`.
@@ -465,7 +453,7 @@ public final class PipelineWorker {
     func validationLoss(step: Int) throws -> Double {
         var sum = 0.0
         let sizes = plan.microbatchSizes(samples: role.samples)
-        var clock = StepClock()
+        let clock = StepClock()
         for index in 0..<spec.train.evalBatches {
             var batch: TokenBatch?
             if role.samples > 0 && (model.holdsEmbedding || model.holdsHead) {
@@ -474,7 +462,7 @@ public final class PipelineWorker {
             // Validation headers carry the step with the top bit set, so they never pass for training ones.
             let header = UInt64(step) | (1 << 63) | (UInt64(index) << 32)
             for k in sizes.indices {
-                sum += try forward(step: step, header: header, microbatch: k, sizes: sizes, batch: batch, clock: &clock)
+                sum += try forward(step: step, header: header, microbatch: k, sizes: sizes, batch: batch, clock: clock)
             }
         }
         for link in [previousLink, nextLink].compactMap({ $0 }) {

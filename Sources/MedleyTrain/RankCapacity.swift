@@ -1,5 +1,6 @@
 import MedleyCore
 import MedleyModel
+import MedleyPlanner
 
 /// How many sequences of a global batch fit in one device's memory.
 ///
@@ -14,6 +15,13 @@ public enum RankCapacity {
     /// The model shape a rank builds: the job's model with `batch` = the rank's largest share.
     public static func modelConfig(_ model: JobSpec.Model, batch: Int) -> ModelConfig {
         ModelConfig(layers: model.layers, dim: model.dim, heads: model.heads, seq: model.seq, batch: batch, vocab: model.vocab)
+    }
+
+    /// Device bytes a stage of `plan` holding `layers` allocates with `inFlight` microbatches
+    /// of activations (``GPT/deviceBytes(config:stage:activationSequences:)``).
+    public static func stageBytes(_ model: JobSpec.Model, plan: Plan, layers: Range<Int>, inFlight: Int) -> Int {
+        GPT.deviceBytes(
+            config: modelConfig(model, batch: plan.microbatchSize), stage: layers, activationSequences: plan.microbatchSize * inFlight)
     }
 
     /// The most sequences a device with `memoryBytes` can hold, at most the global batch; 0 when

@@ -175,11 +175,10 @@ public struct TrainLauncher {
     /// activation slot per microbatch in flight (with the plan's slack) and one microbatch of
     /// activation gradients.
     func checkMemory(plan: Plan, previews: [RankPreview], memories: [UInt64]) throws {
-        for replica in plan.replicas {
+        for (r, replica) in plan.replicas.enumerated() {
             for (s, stage) in replica.stages.enumerated() {
-                let config = RankCapacity.modelConfig(spec.model, batch: plan.microbatchSize)
-                let inFlight = Plan.inFlight(stagesAfter: replica.stages.count - 1 - s, microbatches: replica.microbatches, slack: plan.slack)
-                let needed = GPT.deviceBytes(config: config, stage: stage.layers, activationSequences: plan.microbatchSize * inFlight)
+                let inFlight = plan.inFlight(replica: r, stage: s)
+                let needed = RankCapacity.stageBytes(spec.model, plan: plan, layers: stage.layers, inFlight: inFlight)
                 let memory = memories[stage.device]
                 if UInt64(needed) > memory {
                     throw MedleyError(
