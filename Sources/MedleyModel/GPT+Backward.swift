@@ -31,8 +31,13 @@ extension GPT {
         sequenceBase = at
         let g = gradientPlan
 
-        // Activation gradients accumulate too: start them from zero.
-        try activationGradients.fill(byte: 0)
+        // Activation gradients accumulate too: start them from zero. The views start at
+        // sequence 0 of each region, so only the first b sequences of each are used; zeroing
+        // the whole buffer (sized for the model's capacity) cost a rank with a small share as
+        // much as one with the largest.
+        for region in g.regions where region.perSequence > 0 {
+            try activationGradients.fill(byte: 0, offset: region.offset * 4, bytes: b * region.perSequence * 4)
+        }
 
         let last = blocks.count
         if holdsHead {

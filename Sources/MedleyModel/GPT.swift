@@ -352,6 +352,9 @@ struct ActivationPlan {
     var lnf = 0, lnfMean = 0, lnfRstd = 0, logits = 0, losses = 0, lossLse = 0
     /// Total floats.
     var count = 0
+    /// Every region as (first float, floats per sequence); each holds `sequences` of them,
+    /// batch-major, so a microbatch of b sequences from sequence 0 uses the first b·perSequence.
+    var regions: [(offset: Int, perSequence: Int)] = []
 
     init(config: ModelConfig, stage: Range<Int>? = nil, sequences: Int? = nil) {
         let stage = stage ?? 0..<(config.layers + 2)
@@ -360,6 +363,7 @@ struct ActivationPlan {
         let c = config.dim
         let heldBlocks = stage.clamped(to: 1..<(config.layers + 1)).count
         func take(_ floats: Int) -> Int {
+            regions.append((count, floats / sequences))
             defer { count += floats }
             return count
         }

@@ -25,10 +25,16 @@ public struct ProfileCache: Sendable {
     /// The default directory: `$MEDLEY_CACHE_DIR/profiles` when set, else
     /// `$XDG_CACHE_HOME/medley/profiles`, else `~/.cache/medley/profiles`.
     public static func defaultDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
-        if let root = environment["MEDLEY_CACHE_DIR"], !root.isEmpty { return root + "/profiles" }
-        if let xdg = environment["XDG_CACHE_HOME"], !xdg.isEmpty { return xdg + "/medley/profiles" }
+        cacheRoot(environment: environment) + "/profiles"
+    }
+
+    /// Medley's cache directory on this host: `$MEDLEY_CACHE_DIR` when set, else
+    /// `$XDG_CACHE_HOME/medley`, else `~/.cache/medley`.
+    public static func cacheRoot(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let root = environment["MEDLEY_CACHE_DIR"], !root.isEmpty { return root }
+        if let xdg = environment["XDG_CACHE_HOME"], !xdg.isEmpty { return xdg + "/medley" }
         let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
-        return home + "/.cache/medley/profiles"
+        return home + "/.cache/medley"
     }
 
     /// The file that holds the record for `key`; `label` (an adapter name, `network`) starts the name.

@@ -19,14 +19,31 @@ public enum TrainBenchmark {
         public var timeoutSeconds: Int
         /// Show the runs' step lines while they go.
         public var verbose: Bool
+        /// A file in which every run's sim chips keep their op costs (the sim option `costs`), so
+        /// that a sim runs at the same speed in the mixed job and alone; nil: each run's sims
+        /// learn their own, and a sim that never computes uncontended in the mixed job (its
+        /// phases line up with the other ranks') rates itself slower there than alone.
+        public var simCosts: String?
 
         /// A setup; see the properties.
-        public init(program: String, steps: Int = 30, skip: Int = 5, timeoutSeconds: Int = 900, verbose: Bool = false) {
+        public init(
+            program: String, steps: Int = 30, skip: Int = 5, timeoutSeconds: Int = 900, verbose: Bool = false,
+            simCosts: String? = nil
+        ) {
             self.program = program
             self.steps = steps
             self.skip = skip
             self.timeoutSeconds = timeoutSeconds
             self.verbose = verbose
+            self.simCosts = simCosts
+        }
+
+        /// What the ranks' environment gains: `costs=` appended to `MEDLEY_SIM_OPTIONS` (after
+        /// whatever `environment` already sets there; a job's own device options still win).
+        public func rankEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> [String: String] {
+            guard let simCosts else { return [:] }
+            let current = environment["MEDLEY_SIM_OPTIONS"].flatMap { $0.isEmpty ? nil : $0 }
+            return ["MEDLEY_SIM_OPTIONS": (current.map { $0 + "," } ?? "") + "costs=" + simCosts]
         }
     }
 
@@ -194,18 +211,21 @@ public enum TrainBenchmark {
             return (groups.sorted { $0.entry < $1.entry }, compute)
         }
 
+        // Each round runs the groups one at a time first: with a shared sim cost file
+        // (setup.simCosts) their uncontended launches settle every op's cost before the
+        // all-at-once and mixed runs of the round use it.
         var results: [EfficiencyRound] = []
         for round in 1...rounds {
-            progress("round \(round): mixed job, shares \(shares.map(String.init).joined(separator: "/"))")
-            let mixed = Array(try run(fixed, steps: setup.steps, schedule: pinned, setup: setup).dropFirst(setup.skip))
-            progress("round \(round): every group alone, all at the same time")
-            let together = measure(try runConcurrently(alone.map { ($0.job, $0.schedule) }, steps: setup.steps, setup: setup))
             var separate: [[StepRecord]] = []
             for a in alone {
                 progress("round \(round): alone: \(a.group.device), batch \(a.job.model.batch)")
                 separate.append(try run(a.job, steps: setup.steps, schedule: a.schedule, setup: setup))
             }
             let apart = measure(separate)
+            progress("round \(round): every group alone, all at the same time")
+            let together = measure(try runConcurrently(alone.map { ($0.job, $0.schedule) }, steps: setup.steps, setup: setup))
+            progress("round \(round): mixed job, shares \(shares.map(String.init).joined(separator: "/"))")
+            let mixed = Array(try run(fixed, steps: setup.steps, schedule: pinned, setup: setup).dropFirst(setup.skip))
             let sum = apart.groups.reduce(0) { $0 + $1.tokensPerS }
             let concurrentSum = together.groups.reduce(0) { $0 + $1.tokensPerS }
             let mixedRate = median(mixed.map(\.tokensPerS))
@@ -340,7 +360,7 @@ public enum TrainBenchmark {
         let log = directory.appendingPathComponent("steps.jsonl").path
         let launcher = TrainLauncher(
             spec: spec, steps: steps, logPath: log, schedule: schedule, timeoutSeconds: setup.timeoutSeconds,
-            verbose: false)
+            verbose: false, environment: setup.rankEnvironment())
         var errors: [String] = []
         let status = try launcher.run(program: setup.program) { line, isError in
             if isError { errors.append(line) }

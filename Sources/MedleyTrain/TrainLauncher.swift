@@ -128,7 +128,7 @@ public struct TrainLauncher {
             let label = "rank \(rank.rank) (\(library.info.name) \(device.description.name))"
             let capacity = RankCapacity.sequences(memoryBytes: device.description.memoryBytes, model: spec.model)
             try device.close()
-            if let plan {
+            if plan != nil {
                 previews.append(RankPreview(rank: rank.rank, label: label, capacity: capacity))
                 memories.append(device.description.memoryBytes)
                 continue

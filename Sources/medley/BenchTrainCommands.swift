@@ -29,7 +29,7 @@ struct BenchMixed: ParsableCommand {
     var rounds = 3
 
     func run() throws {
-        let result = try TrainBenchmark.efficiency(spec: try common.spec(), setup: common.setup(steps: steps), rounds: rounds) {
+        let result = try TrainBenchmark.efficiency(spec: try common.spec(), setup: try common.setup(steps: steps), rounds: rounds) {
             print("… " + $0)
         }
         for (index, round) in result.rounds.enumerated() {
@@ -85,7 +85,7 @@ struct BenchStraggler: ParsableCommand {
 
     func run() throws {
         let r = try TrainBenchmark.straggler(
-            spec: try common.spec(), rank: rank, factor: factor, at: at, setup: common.setup(steps: steps)
+            spec: try common.spec(), rank: rank, factor: factor, at: at, setup: try common.setup(steps: steps)
         ) { print("… " + $0) }
         let shares = { (s: [Int]) in s.map(String.init).joined(separator: "/") }
         print(String(format: "before: %.0f tokens/s (shares ", r.beforeTokensPerS) + shares(r.sharesBefore) + ")")
@@ -115,13 +115,39 @@ struct TrainBenchOptions: ParsableArguments {
     @Flag(help: "Show the runs' output.")
     var verbose = false
 
+    @Option(
+        name: .customLong("sim-costs"),
+        help: ArgumentHelp(
+            "File in which the sim chips of every run keep their op costs, so a sim runs at one speed in every run (default: sim-costs in Medley's cache directory); 'off': each run learns its own.",
+            valueName: "path|off"))
+    var simCosts: String?
+
     /// The job: the spec at `job`, or the built-in one.
     func spec() throws -> JobSpec { try JobSpec.load(path: job) }
 
-    /// Runs of `steps` steps of this executable.
-    func setup(steps: Int) -> TrainBenchmark.Setup {
-        TrainBenchmark.Setup(
-            program: ChildProcess.currentExecutable, steps: steps, skip: skip, timeoutSeconds: timeout, verbose: verbose)
+    /// Runs of `steps` steps of this executable. Creates the sim cost file's directory.
+    func setup(steps: Int) throws -> TrainBenchmark.Setup {
+        var costs: String?
+        switch simCosts {
+        case "off": costs = nil
+        case let path?:
+            guard !path.isEmpty, !path.contains(",") else {
+                throw MedleyError(.invalidArgument, "--sim-costs '\(path)': give a file path without commas, or 'off'")
+            }
+            costs = path
+        case nil: costs = ProfileCache.cacheRoot() + "/sim-costs"
+        }
+        if let costs {
+            let directory = URL(fileURLWithPath: costs).deletingLastPathComponent().path
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                throw MedleyError(.io, "--sim-costs: cannot create the directory \(directory): \(error.localizedDescription)")
+            }
+        }
+        return TrainBenchmark.Setup(
+            program: ChildProcess.currentExecutable, steps: steps, skip: skip, timeoutSeconds: timeout, verbose: verbose,
+            simCosts: costs)
     }
 
     /// Writes `value` as pretty JSON to `json`, atomically, when asked.
@@ -177,7 +203,7 @@ struct BenchBubble: ParsableCommand {
         }
         let result = try TrainBenchmark.bubble(
             spec: try common.spec(), cuts: try list(cuts, "--cuts"), microbatches: try list(microbatches, "--microbatches"),
-            slacks: try slack.map { try list($0, "--slack") }, setup: common.setup(steps: steps)) { print("… " + $0) }
+            slacks: try slack.map { try list($0, "--slack") }, setup: try common.setup(steps: steps)) { print("… " + $0) }
         print("stages (planning layers): " + result.stages.map { "\($0[0])..<\($0[1])" }.joined(separator: ", "))
         print("| slack | m | microbatch | step ms | tokens/s | busiest stage's bubble | mean of stages | (p-1)/(m+p-1) | per stage | stage imbalance |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -222,7 +248,7 @@ struct BenchPredict: ParsableCommand {
         print(plan.table())
         var results: [TrainBenchmark.PredictionResult] = []
         for round in 1...max(1, rounds) {
-            let result = try TrainBenchmark.prediction(spec: spec, plan: plan, setup: common.setup(steps: steps))
+            let result = try TrainBenchmark.prediction(spec: spec, plan: plan, setup: try common.setup(steps: steps))
             print(String(format: "round %d: measured %.1f ms per step, predicted %.1f ms: measured / predicted = %.3f",
                          round, result.measuredStepMs, result.predictedStepMs, result.ratio))
             results.append(result)

@@ -94,7 +94,7 @@ struct SimAdapterTests {
         #expect(message.hasSuffix("sim option kernels='bogus': expected reference or cpu"), "\(message)")
         #expect(!message.contains("\n"))
         let unknown = #expect(throws: MedleyError.self) { _ = try library.openDevice(0, options: [("kernel", "cpu")]) }
-        let keys = "accepted keys: speed, memory, precision, kernels, vendor, name, devices, fault"
+        let keys = "accepted keys: speed, memory, precision, kernels, vendor, name, devices, fault, costs"
         #expect(unknown?.message.contains(keys) == true, "\(unknown?.message ?? "")")
     }
 
@@ -214,6 +214,45 @@ struct SimAdapterTests {
         #expect(result.status == 0, "\(result.output)")
         let simLine = result.stdout.split(separator: "\n").first { $0.hasPrefix("sim ") } ?? ""
         #expect(simLine.contains("2: sim-1 (Acme, 2.0 GiB)"))
+    }
+
+    /// The entry count a costs file declares, or nil when it does not start like one.
+    private func costsEntries(_ path: String) -> Int? {
+        guard let data = FileManager.default.contents(atPath: path), data.count >= 24,
+            data.prefix(8) == Data("MDSIMCST".utf8)
+        else { return nil }
+        let count = data.subdata(in: 12..<16).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+        return data.count == 16 + 16 * Int(count) + 8 ? Int(count) : nil
+    }
+
+    @Test("costs=PATH keeps op costs in one file that devices read, merge into and rewrite when corrupt")
+    func costsFile() throws {
+        let path = try TestSupport.temporaryDirectory() + "/sim-costs"
+        func compute(_ options: [(String, String)] = []) throws {
+            let device = try library.openDevice(0, options: [("costs", path)] + options)
+            _ = try gelu(device, sample)
+            _ = try gelu(device, [Float](sample.prefix(64)))
+            try device.close()
+        }
+        try compute()
+        let first = try #require(costsEntries(path), "no costs file after the first device closed")
+        #expect(first == 2)  // two shapes of one op
+        try compute()
+        #expect(costsEntries(path) == first, "the same signatures merge into the same entries")
+        try compute([("precision", "bf16")])
+        #expect(costsEntries(path) == first + 2, "another precision is another cost")
+        try Data("not a cost table".utf8).write(to: URL(fileURLWithPath: path))
+        try compute()
+        #expect(costsEntries(path) == first, "a corrupt file is taken as empty and rewritten")
+        let results = try [gelu(library.openDevice(0, options: [("costs", path)]), sample), gelu(library.openDevice(0), sample)]
+        #expect(results[0] == results[1], "the costs file changes timing, never results")
+
+        let error = #expect(throws: MedleyError.self) {
+            _ = try library.openDevice(0, options: [("costs", "/nonexistent-medley-dir/costs")])
+        }
+        #expect(error?.code == .invalidArgument)
+        #expect(error?.message.contains("sim option costs='/nonexistent-medley-dir/costs'") == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains("\n") == false)
     }
 
     @Test("unknown and malformed options are rejected with one line naming the option")

@@ -91,6 +91,14 @@ struct SharesAndRecordsTests {
         #expect(try TrainBenchmark.settledShares(records, globalBatch: 44) == [30, 9, 5])
     }
 
+    @Test("a benchmark with a sim cost file appends costs= to the ranks' MEDLEY_SIM_OPTIONS")
+    func simCostsEnvironment() {
+        let setup = TrainBenchmark.Setup(program: "medley", simCosts: "/cache/sim-costs")
+        #expect(setup.rankEnvironment([:]) == ["MEDLEY_SIM_OPTIONS": "costs=/cache/sim-costs"])
+        #expect(setup.rankEnvironment(["MEDLEY_SIM_OPTIONS": "speed=0.5"]) == ["MEDLEY_SIM_OPTIONS": "speed=0.5,costs=/cache/sim-costs"])
+        #expect(TrainBenchmark.Setup(program: "medley").rankEnvironment(["MEDLEY_SIM_OPTIONS": "speed=0.5"]).isEmpty)
+    }
+
     @Test("the launcher drops Open MPI's banners and shows a failure once")
     func outputFilter() {
         var shown: [(String, Bool)] = []

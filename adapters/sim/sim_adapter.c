@@ -35,6 +35,18 @@
  *                  contended, the sim does not slow down with the host as
  *                  long as it gets a core for c/S of the time. Copies are not
  *                  stretched.
+ *   costs=PATH     a file that keeps the op costs c across processes (default:
+ *                  none, each device learns its own). Opening the device reads
+ *                  it; closing the device merges what it learned into it (the
+ *                  least of each) under a lock on PATH.lock and replaces it
+ *                  atomically. Every process that names the same file then
+ *                  rates an op alike, so a sim runs at the same speed in every
+ *                  job on the host, whatever ran beside it when it learned.
+ *                  Keys fold in the kernels and precision, so devices of any
+ *                  speed share one file. A missing, short or corrupt file is
+ *                  taken as empty and rewritten; a directory that cannot hold
+ *                  PATH.lock is refused at open. PATH may not contain ','
+ *                  when given in MEDLEY_SIM_OPTIONS.
  *   kernels=K      reference | cpu, default reference. reference: the
  *                  portable reference kernels (adapters/kernels, mrk_run).
  *                  cpu: the cpu adapter's kernels (adapters/cpu-kernels,
@@ -81,6 +93,7 @@
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -103,6 +116,10 @@
 #define SIM_ENV "MEDLEY_SIM_OPTIONS"
 #define SIM_CRASH_STATUS 77
 #define SIM_MAX_OVERSLEEP 0.05 /* seconds of oversleep carried to later ops, at most */
+#define SIM_MAX_PATH 1024
+#define SIM_COSTS_MAGIC "MDSIMCST"
+#define SIM_COSTS_VERSION 1u
+#define SIM_COSTS_MAX_ENTRIES (1u << 20)
 
 /* ========================================================================= */
 /* Configuration                                                             */
@@ -140,6 +157,7 @@ typedef struct sim_config {
   int64_t devices;
   sim_fault faults[SIM_MAX_FAULTS];
   size_t num_faults;
+  char costs_path[SIM_MAX_PATH]; /* "" : costs are not kept across processes */
 } sim_config;
 
 static void sim_config_defaults(sim_config *config) {
@@ -258,10 +276,15 @@ static medley_error *sim_apply_option(sim_config *config, const char *key, const
   } else if (strcmp(key, "fault") == 0) {
     bad = sim_parse_faults(value, config) != 0;
     expected = sim_fault_help;
+  } else if (strcmp(key, "costs") == 0) {
+    size_t length = strlen(value);
+    bad = length + 16 >= SIM_MAX_PATH;
+    if (!bad) memcpy(config->costs_path, value, length + 1);
+    expected = "expected a file path of at most 1000 characters (empty: keep no costs)";
   } else {
     return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
                     "sim option '%s' is unknown%s; accepted keys: speed, memory, precision, kernels, vendor, name, "
-                    "devices, fault",
+                    "devices, fault, costs",
                     key, origin);
   }
   if (bad) {
@@ -382,8 +405,8 @@ static void sim_sleep_seconds(double seconds) {
 /* Op costs                                                                  */
 /* ========================================================================= */
 
-/* The least CPU time each op signature (name, every tensor's dtype and shape, every attribute)
-   has taken on a device: the estimate of its cost on one UNCONTENDED host core. CPU time grows
+/* The least CPU time each op signature (kernels, precision, op name, every tensor's dtype and
+   shape, every attribute) has taken on a device: the estimate of its cost on one UNCONTENDED host core. CPU time grows
    when another process shares the core's caches or the host's memory bandwidth; a real chip's
    kernel time does not, so the sim rates itself by the least it has seen. An open-addressing
    table keyed by a 64-bit FNV-1a hash of the signature (key 0 marks an empty slot). */
@@ -403,10 +426,13 @@ static uint64_t sim_hash_bytes(uint64_t hash, const void *bytes, size_t length) 
   return hash;
 }
 
-static uint64_t sim_op_signature(const char *op_name, const medley_tensor *inputs, size_t num_inputs,
-                                 const medley_tensor *outputs, size_t num_outputs, const medley_attr *attrs,
-                                 size_t num_attrs) {
+static uint64_t sim_op_signature(const sim_config *config, const char *op_name, const medley_tensor *inputs,
+                                 size_t num_inputs, const medley_tensor *outputs, size_t num_outputs,
+                                 const medley_attr *attrs, size_t num_attrs) {
   uint64_t hash = 14695981039346656037ULL;
+  /* What computes the op is part of its cost: devices sharing a costs file differ in them. */
+  int32_t how[2] = {(int32_t)config->kernels, (int32_t)config->precision};
+  hash = sim_hash_bytes(hash, how, sizeof how);
   hash = sim_hash_bytes(hash, op_name, strlen(op_name) + 1);
   const medley_tensor *lists[2] = {inputs, outputs};
   size_t counts[2] = {num_inputs, num_outputs};
@@ -481,6 +507,110 @@ static void sim_costs_release(sim_costs *costs) {
   *costs = (sim_costs){NULL, NULL, 0, 0};
 }
 
+/* The table kept in a file (option costs=PATH), so that every process on the host rates an op
+   alike. Layout, native byte order (the file never leaves the host that measured it):
+     "MDSIMCST" | u32 version (1) | u32 count | count x (u64 key, f64 seconds) | u64 FNV-1a of
+     everything before it.
+   Merges the file's entries into `costs` (the least of each). A missing, short, oversized or
+   corrupt file adds nothing: the table is a cache, and closing the device rewrites it. */
+static void sim_costs_merge_file(sim_costs *costs, const char *path) {
+  FILE *file = fopen(path, "rb");
+  if (file == NULL) return;
+  unsigned char head[16];
+  unsigned char *data = NULL;
+  if (fread(head, 1, sizeof head, file) != sizeof head || memcmp(head, SIM_COSTS_MAGIC, 8) != 0) goto done;
+  uint32_t version, count;
+  memcpy(&version, head + 8, 4);
+  memcpy(&count, head + 12, 4);
+  if (version != SIM_COSTS_VERSION || count > SIM_COSTS_MAX_ENTRIES) goto done;
+  size_t body = (size_t)count * 16;
+  data = malloc(body + 8 + 1);
+  if (data == NULL || fread(data, 1, body + 9, file) != body + 8) goto done; /* exact length */
+  uint64_t stored;
+  memcpy(&stored, data + body, 8);
+  if (sim_hash_bytes(sim_hash_bytes(14695981039346656037ULL, head, sizeof head), data, body) != stored) goto done;
+  for (size_t i = 0; i < count; i++) {
+    uint64_t key;
+    double seconds;
+    memcpy(&key, data + 16 * i, 8);
+    memcpy(&seconds, data + 16 * i + 8, 8);
+    if (key != 0 && seconds >= 0 && isfinite(seconds)) (void)sim_costs_least(costs, key, seconds);
+  }
+done:
+  free(data);
+  fclose(file);
+}
+
+/* Writes `costs` to `path` through a file beside it and a rename: readers see the old table or
+   the new one, never half of one. Returns 0 on success. */
+static int sim_costs_write_file(const sim_costs *costs, const char *path) {
+  char temporary[SIM_MAX_PATH + 32];
+  snprintf(temporary, sizeof temporary, "%s.tmp.%ld", path, (long)getpid());
+  size_t body = costs->count * 16;
+  unsigned char *data = malloc(16 + body + 8);
+  if (data == NULL) return -1;
+  uint32_t version = SIM_COSTS_VERSION, count = (uint32_t)costs->count;
+  memcpy(data, SIM_COSTS_MAGIC, 8);
+  memcpy(data + 8, &version, 4);
+  memcpy(data + 12, &count, 4);
+  size_t at = 16;
+  for (size_t i = 0; i < costs->capacity; i++) {
+    if (costs->keys[i] == 0) continue;
+    memcpy(data + at, &costs->keys[i], 8);
+    memcpy(data + at + 8, &costs->seconds[i], 8);
+    at += 16;
+  }
+  uint64_t sum = sim_hash_bytes(14695981039346656037ULL, data, at);
+  memcpy(data + at, &sum, 8);
+  at += 8;
+  int fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  int ok = fd >= 0;
+  for (size_t done = 0; ok && done < at;) {
+    ssize_t wrote = write(fd, data + done, at - done);
+    if (wrote < 0 && errno == EINTR) continue;
+    ok = wrote > 0;
+    if (ok) done += (size_t)wrote;
+  }
+  if (ok) ok = fsync(fd) == 0;
+  if (fd >= 0 && close(fd) != 0) ok = 0;
+  if (ok) ok = rename(temporary, path) == 0;
+  if (!ok) unlink(temporary);
+  free(data);
+  return ok ? 0 : -1;
+}
+
+/* Takes the lock on PATH.lock (an fcntl write lock, waited for; the kernel drops it if the holder
+   dies). Returns the open descriptor, or -1 with errno set. */
+static int sim_costs_lock(const char *path) {
+  char lock_path[SIM_MAX_PATH + 8];
+  snprintf(lock_path, sizeof lock_path, "%s.lock", path);
+  int fd = open(lock_path, O_RDWR | O_CREAT, 0644);
+  if (fd < 0) return -1;
+  struct flock lock;
+  memset(&lock, 0, sizeof lock);
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  while (fcntl(fd, F_SETLKW, &lock) != 0) {
+    if (errno == EINTR) continue;
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
+}
+
+/* Merges what this device learned into the file: under the lock, read what other processes
+   wrote since, keep the least of each, write it back. A failure loses only this run's learning. */
+static void sim_costs_save(sim_costs *costs, const char *path) {
+  if (costs->count == 0) return;
+  int lock = sim_costs_lock(path);
+  if (lock < 0) return;
+  sim_costs_merge_file(costs, path);
+  (void)sim_costs_write_file(costs, path);
+  close(lock); /* releases the lock */
+}
+
 /* ========================================================================= */
 /* Devices and streams                                                       */
 /* ========================================================================= */
@@ -548,6 +678,18 @@ static medley_error *sim_device_open(int32_t index, const medley_option *options
     free(device);
     return error;
   }
+  if (device->config.costs_path[0] != '\0') {
+    int lock = sim_costs_lock(device->config.costs_path);
+    if (lock < 0) {
+      error = mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                       "sim option costs='%s': cannot open %s.lock (%s); name a file in a writable directory",
+                       device->config.costs_path, device->config.costs_path, strerror(errno));
+      free(device);
+      return error;
+    }
+    sim_costs_merge_file(&device->costs, device->config.costs_path);
+    close(lock);
+  }
   device->magic = SIM_DEVICE_MAGIC;
   device->index = index;
   device->speed = device->config.speed;
@@ -564,6 +706,7 @@ static medley_error *sim_device_close(medley_device *device) {
   mk_memory_release_all(&device->memory);
   mk_stream_release_all(&device->streams);
   cpu_scratch_release(&device->scratch);
+  if (device->config.costs_path[0] != '\0') sim_costs_save(&device->costs, device->config.costs_path);
   sim_costs_release(&device->costs);
   device->magic = 0;
   free(device);
@@ -766,7 +909,7 @@ static medley_error *sim_op_launch(medley_device *device, medley_stream *stream,
   }
   sim_post_process(device, &args, outputs, num_outputs);
   double compute = sim_costs_least(
-      &device->costs, sim_op_signature(op_name, inputs, num_inputs, outputs, num_outputs, attrs, num_attrs),
+      &device->costs, sim_op_signature(&device->config, op_name, inputs, num_inputs, outputs, num_outputs, attrs, num_attrs),
       sim_thread_cpu_seconds() - cpu_start);
   /* A chip at speed S takes c/S, c being the least CPU time this op signature has taken here:
      one uncontended host core's time, whatever else the host runs. Sleep what is left of c/S
