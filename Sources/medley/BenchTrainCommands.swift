@@ -12,9 +12,9 @@ struct BenchMixed: ParsableCommand {
         abstract: "Heterogeneous efficiency: tokens/s of the mixed job / sum of each chip group training alone.",
         discussion: """
             Runs JOB (or the built-in job) once to let it settle its shares, then in each round: \
-            the job with those shares pinned; every device entry alone with the same per-chip work \
-            (its shares as its whole batch), all entries at the same time as separate jobs; and \
-            each entry alone, one after another. E = mixed tokens/s / sum of the groups' tokens/s, \
+            each device entry alone with the same per-chip work (its shares as its whole batch), \
+            one after another; every entry alone, all at the same time as separate jobs; and the \
+            job with those shares pinned. E = mixed tokens/s / sum of the groups' tokens/s, \
             from medians over the steps after --skip, against both baselines: all at once has the \
             host's shared caches and memory as loaded as the mixed job has them. Also reports each \
             rank's idle, exchange and update share of the step.
@@ -25,7 +25,7 @@ struct BenchMixed: ParsableCommand {
     @Option(help: "Steps per timed run.")
     var steps = 30
 
-    @Option(help: "Rounds of (mixed, every group alone at once, each group alone in turn); E is their median.")
+    @Option(help: "Rounds of (each group alone in turn, every group alone at once, mixed); E is their median.")
     var rounds = 3
 
     func run() throws {
@@ -246,9 +246,10 @@ struct BenchPredict: ParsableCommand {
         let plan = try JobProfiles.load(spec: spec, options: options).plan(
             globalBatch: spec.model.batch, options: Planner.Options(slack: spec.train.pipelineSlack))
         print(plan.table())
+        let setup = try common.setup(steps: steps)
         var results: [TrainBenchmark.PredictionResult] = []
         for round in 1...max(1, rounds) {
-            let result = try TrainBenchmark.prediction(spec: spec, plan: plan, setup: try common.setup(steps: steps))
+            let result = try TrainBenchmark.prediction(spec: spec, plan: plan, setup: setup)
             print(String(format: "round %d: measured %.1f ms per step, predicted %.1f ms: measured / predicted = %.3f",
                          round, result.measuredStepMs, result.predictedStepMs, result.ratio))
             results.append(result)

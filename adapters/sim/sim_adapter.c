@@ -120,6 +120,7 @@
 #define SIM_COSTS_MAGIC "MDSIMCST"
 #define SIM_COSTS_VERSION 1u
 #define SIM_COSTS_MAX_ENTRIES (1u << 20)
+#define SIM_FNV_OFFSET 14695981039346656037ULL /* FNV-1a's 64-bit offset basis */
 
 /* ========================================================================= */
 /* Configuration                                                             */
@@ -406,10 +407,11 @@ static void sim_sleep_seconds(double seconds) {
 /* ========================================================================= */
 
 /* The least CPU time each op signature (kernels, precision, op name, every tensor's dtype and
-   shape, every attribute) has taken on a device: the estimate of its cost on one UNCONTENDED host core. CPU time grows
-   when another process shares the core's caches or the host's memory bandwidth; a real chip's
-   kernel time does not, so the sim rates itself by the least it has seen. An open-addressing
-   table keyed by a 64-bit FNV-1a hash of the signature (key 0 marks an empty slot). */
+   shape, every attribute) has taken on a device: the estimate of its cost on one UNCONTENDED
+   host core. CPU time grows when another process shares the core's caches or the host's memory
+   bandwidth; a real chip's kernel time does not, so the sim rates itself by the least it has
+   seen. An open-addressing table keyed by a 64-bit FNV-1a hash of the signature (key 0 marks
+   an empty slot). */
 typedef struct {
   uint64_t *keys;
   double *seconds;
@@ -429,7 +431,7 @@ static uint64_t sim_hash_bytes(uint64_t hash, const void *bytes, size_t length) 
 static uint64_t sim_op_signature(const sim_config *config, const char *op_name, const medley_tensor *inputs,
                                  size_t num_inputs, const medley_tensor *outputs, size_t num_outputs,
                                  const medley_attr *attrs, size_t num_attrs) {
-  uint64_t hash = 14695981039346656037ULL;
+  uint64_t hash = SIM_FNV_OFFSET;
   /* What computes the op is part of its cost: devices sharing a costs file differ in them. */
   int32_t how[2] = {(int32_t)config->kernels, (int32_t)config->precision};
   hash = sim_hash_bytes(hash, how, sizeof how);
@@ -528,7 +530,7 @@ static void sim_costs_merge_file(sim_costs *costs, const char *path) {
   if (data == NULL || fread(data, 1, body + 9, file) != body + 8) goto done; /* exact length */
   uint64_t stored;
   memcpy(&stored, data + body, 8);
-  if (sim_hash_bytes(sim_hash_bytes(14695981039346656037ULL, head, sizeof head), data, body) != stored) goto done;
+  if (sim_hash_bytes(sim_hash_bytes(SIM_FNV_OFFSET, head, sizeof head), data, body) != stored) goto done;
   for (size_t i = 0; i < count; i++) {
     uint64_t key;
     double seconds;
@@ -560,7 +562,7 @@ static int sim_costs_write_file(const sim_costs *costs, const char *path) {
     memcpy(data + at + 8, &costs->seconds[i], 8);
     at += 16;
   }
-  uint64_t sum = sim_hash_bytes(14695981039346656037ULL, data, at);
+  uint64_t sum = sim_hash_bytes(SIM_FNV_OFFSET, data, at);
   memcpy(data + at, &sum, 8);
   at += 8;
   int fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -914,9 +916,8 @@ static medley_error *sim_op_launch(medley_device *device, medley_stream *stream,
   /* A chip at speed S takes c/S, c being the least CPU time this op signature has taken here:
      one uncontended host core's time, whatever else the host runs. Sleep what is left of c/S
      after the wall time already spent (equal to c when uncontended: the sleep is then
-     c*(1/S - 1)). A sleep
-     always overshoots a little (timer slack, waiting for a core), and a preempted compute
-     can overrun c/S; the excess is carried over and taken off later sleeps (at most
+     c*(1/S - 1)). A sleep always overshoots a little (timer slack, waiting for a core), and a
+     preempted compute can overrun c/S; the excess is carried over and taken off later sleeps (at most
      SIM_MAX_OVERSLEEP of it), so a sequence of ops lasts c/S overall, not more. */
   double owed = compute / device->speed - (sim_now_seconds() - start) - device->oversleep;
   if (owed > 0) {
