@@ -153,7 +153,7 @@ let package = Package(
         /// The training worker (one rank per chip), the mpirun launcher around it, shares and step records.
         .target(
             name: "MedleyTrain",
-            dependencies: ["MedleyAdapters", "MedleyComm", "MedleyCore", "MedleyModel", "MedleyPlanner"],
+            dependencies: ["COpenBLAS", "MedleyAdapters", "MedleyComm", "MedleyCore", "MedleyModel", "MedleyPlanner"],
             path: "Sources/MedleyTrain"
         ),
         /// The command-line tool: argument parsing only.

@@ -7,7 +7,7 @@ import MedleyCore
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Medley's building blocks.",
-        subcommands: [BenchAllreduce.self, BenchMixed.self, BenchStraggler.self, BenchBubble.self, BenchPredict.self, BenchPlan.self])
+        subcommands: [BenchAllreduce.self, BenchMixed.self, BenchStraggler.self, BenchBubble.self, BenchPredict.self, BenchPlan.self, BenchHost.self])
 }
 
 /// `medley bench allreduce`: Medley's gradient exchange against a plain MPI_Allreduce.

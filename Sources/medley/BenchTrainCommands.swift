@@ -257,3 +257,57 @@ struct BenchPredict: ParsableCommand {
         try common.write(results)
     }
 }
+
+/// `medley bench host`: how much one core loses while its neighbour works.
+struct BenchHost: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "host",
+        abstract: "Time sgemm and memset on one core while the core beside it idles, spins, streams memory or runs sgemm.",
+        discussion: """
+            On one thread pinned to --cpu, plain OpenBLAS sgemm (compute-bound, GFLOP/s) and memset \
+            over 256 MiB (memory-bound, GB/s), each for --seconds while a thread pinned to \
+            --neighbour does nothing, spins in registers, memsets 256 MiB over and over, or runs the \
+            same sgemm. Every pairing runs once in each of --rounds rounds, in a rotated order; each \
+            figure is its median ratio to the idle run of the same round. Sim chips compute their \
+            real results on a host core, so on one host a mixed job's cpu chip works beside a busy \
+            core and the cpu chip alone does not: this is what the host takes from `bench mixed`'s \
+            E against the groups run one at a time (benchmarks/training.md).
+            """)
+
+    @Option(help: "The CPU that is timed.")
+    var cpu = 0
+
+    @Option(help: "The CPU beside it that carries the load.")
+    var neighbour = 1
+
+    @Option(help: "Seconds each pairing of work and load is timed for, per round.")
+    var seconds = 2.0
+
+    @Option(help: "Rounds; each pairing's ratio to idle is the median over them.")
+    var rounds = 5
+
+    @Option(help: "Side of the square sgemm.")
+    var size = 512
+
+    @Option(help: "Write the result as JSON to this file.")
+    var json: String?
+
+    func run() throws {
+        let result = try HostBenchmark.measure(
+            cpu: cpu, neighbour: neighbour, size: size, seconds: seconds, rounds: rounds) { print("… " + $0) }
+        print("CPU \(cpu) beside CPU \(neighbour): median of \(result.rounds.count) rounds, ratio to the neighbour idle (range)")
+        for p in result.pairings {
+            let name = "\(p.work.rawValue) beside \(p.load.rawValue)".padding(toLength: 22, withPad: " ", startingAt: 0)
+            print("  " + name + String(format: "%7.1f ", p.rate) + p.unit.padding(toLength: 8, withPad: " ", startingAt: 0)
+                  + String(format: "%.3f (%.3f to %.3f)", p.ratio, p.ratioMin, p.ratioMax))
+        }
+        guard let json else { return }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        do {
+            try (encoder.encode(result) + Data("\n".utf8)).write(to: URL(fileURLWithPath: json), options: .atomic)
+        } catch {
+            throw MedleyError(.io, "cannot write \(json): \(error.localizedDescription)")
+        }
+    }
+}
