@@ -61,13 +61,7 @@ struct BenchPlan: ParsableCommand {
                 claim.chips, row.predictedEfficiency, 100 * (1 - row.predictedEfficiency), 100 * claim.loss))
         }
         if let json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            do {
-                try (encoder.encode(results) + Data("\n".utf8)).write(to: URL(fileURLWithPath: json), options: .atomic)
-            } catch {
-                throw MedleyError(.io, "cannot write \(json): \(error.localizedDescription)")
-            }
+            try JSONReport.write(results, to: json)
         }
     }
 }

@@ -153,13 +153,7 @@ struct TrainBenchOptions: ParsableArguments {
     /// Writes `value` as pretty JSON to `json`, atomically, when asked.
     func write<T: Encodable>(_ value: T) throws {
         guard let json else { return }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        do {
-            try (encoder.encode(value) + Data("\n".utf8)).write(to: URL(fileURLWithPath: json), options: .atomic)
-        } catch {
-            throw MedleyError(.io, "cannot write \(json): \(error.localizedDescription)")
-        }
+        try JSONReport.write(value, to: json)
     }
 }
 
@@ -302,12 +296,6 @@ struct BenchHost: ParsableCommand {
                   + String(format: "%.3f (%.3f to %.3f)", p.ratio, p.ratioMin, p.ratioMax))
         }
         guard let json else { return }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        do {
-            try (encoder.encode(result) + Data("\n".utf8)).write(to: URL(fileURLWithPath: json), options: .atomic)
-        } catch {
-            throw MedleyError(.io, "cannot write \(json): \(error.localizedDescription)")
-        }
+        try JSONReport.write(result, to: json)
     }
 }

@@ -77,13 +77,7 @@ struct Simulate: ParsableCommand {
         print(plan.table())
         if let json {
             let report = SimulationReport(simulation: simulation, plan: plan, seconds: seconds[0], includePlan: true)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            do {
-                try (encoder.encode(report) + Data("\n".utf8)).write(to: URL(fileURLWithPath: json), options: .atomic)
-            } catch {
-                throw MedleyError(.io, "cannot write \(json): \(error.localizedDescription)")
-            }
+            try JSONReport.write(report, to: json)
         }
     }
 
