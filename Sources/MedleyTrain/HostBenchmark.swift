@@ -35,6 +35,15 @@ public enum HostBenchmark {
         case memory
         /// `sgemm` of the same size as the timed one.
         case gemm
+
+        /// The work the neighbour repeats: the timed core's own kernels, or none.
+        var work: Work? {
+            switch self {
+            case .idle, .spin: nil
+            case .memory: .memory
+            case .gemm: .gemm
+            }
+        }
     }
 
     /// One pairing's rate in one round.
@@ -100,25 +109,23 @@ public enum HostBenchmark {
         let pairs = Work.allCases.flatMap { work in Load.allCases.map { (work, $0) } }
         var samples: [[Sample]] = []
         for round in 0..<rounds {
-            var row: [Sample] = []
+            var rates = [Double](repeating: 0, count: pairs.count)
+            // Rotate the order so that no pairing always runs first, or after the same one.
             for k in pairs.indices {
-                let (work, load) = pairs[(k + round) % pairs.count]
-                let rate = try timed(work, cpu: cpu, neighbour: neighbour, load: load, size: size, seconds: seconds)
-                row.append(Sample(work: work, load: load, rate: rate))
+                let i = (k + round) % pairs.count
+                rates[i] = try timed(pairs[i].0, cpu: cpu, neighbour: neighbour, load: pairs[i].1, size: size, seconds: seconds)
             }
-            row.sort { (Work.allCases.firstIndex(of: $0.work)!, Load.allCases.firstIndex(of: $0.load)!)
-                < (Work.allCases.firstIndex(of: $1.work)!, Load.allCases.firstIndex(of: $1.load)!) }
+            let row = pairs.indices.map { Sample(work: pairs[$0].0, load: pairs[$0].1, rate: rates[$0]) }
             progress("round \(round + 1): " + row.map { "\($0.work.rawValue) beside \($0.load.rawValue) " + String(format: "%.1f", $0.rate) }
                 .joined(separator: ", "))
             samples.append(row)
         }
-        func rate(_ round: [Sample], _ work: Work, _ load: Load) -> Double {
-            round.first { $0.work == work && $0.load == load }!.rate
-        }
-        let pairings = pairs.map { work, load -> Pairing in
-            let ratios = samples.map { rate($0, work, load) / rate($0, work, .idle) }
+        let pairings = pairs.indices.map { i -> Pairing in
+            let (work, load) = pairs[i]
+            let idle = pairs.firstIndex { $0 == (work, .idle) }!
+            let ratios = samples.map { $0[i].rate / $0[idle].rate }
             return Pairing(
-                work: work, load: load, rate: TrainBenchmark.median(samples.map { rate($0, work, load) }), unit: work.unit,
+                work: work, load: load, rate: TrainBenchmark.median(samples.map { $0[i].rate }), unit: work.unit,
                 ratio: TrainBenchmark.median(ratios), ratioMin: ratios.min()!, ratioMax: ratios.max()!)
         }
         return Result(cpu: cpu, neighbour: neighbour, size: size, seconds: seconds, pairings: pairings, rounds: samples)
@@ -162,68 +169,78 @@ public enum HostBenchmark {
     /// written by `memset`. Stops early, with what it has, when `shared` is stopped (the
     /// neighbour failed).
     static func rate(of work: Work, size: Int, seconds: Double, until shared: Shared) throws -> Double {
-        var (a, b, c) = matrices(work == .gemm ? size : 1)
-        let bytes = work == .memory ? memoryBytes : 0
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 64)
-        defer { buffer.deallocate() }
-        memset(buffer, 0, bytes)  // fault the pages in before the clock starts
+        let kernel = Kernel(work, size: size)
         let start = DispatchTime.now().uptimeNanoseconds
-        var launches = 0
+        var runs = 0
         var elapsed = 0.0
         repeat {
-            switch work {
-            case .gemm: gemm(size, &a, &b, &c)
-            case .memory: memset(buffer, Int32(launches & 0xff), bytes)
-            }
-            launches += 1
+            kernel.run(runs)
+            runs += 1
             elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         } while elapsed < seconds && !shared.isStopped
-        let done = work == .gemm ? 2 * Double(size * size * size) : Double(bytes)
-        return Double(launches) * done / elapsed / 1e9
+        return Double(runs) * kernel.amount / elapsed / 1e9
     }
 
-    /// Bytes the memory work and the memory load each stream through: far past any cache.
+    /// Bytes the memory work streams through: far past any cache.
     static let memoryBytes = 256 << 20
 
     /// The neighbour's work, until `stop` is set.
     static func run(_ load: Load, size: Int, until stop: Shared) throws {
-        switch load {
-        case .idle:
-            return
-        case .spin:
+        if let work = load.work {
+            let kernel = Kernel(work, size: size)
+            stop.markReady()
+            var runs = 0
+            while !stop.isStopped {
+                kernel.run(runs)
+                runs += 1
+            }
+        } else if load == .spin {
             stop.markReady()
             var x = 1.0
             while !stop.isStopped {
                 for _ in 0..<100_000 { x = x * 1.000_000_1 + 1e-9 }
             }
             stop.sink(x)
-        case .memory:
-            let count = memoryBytes
-            let buffer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 64)
-            defer { buffer.deallocate() }
-            memset(buffer, 0, count)
-            stop.markReady()
-            var value: Int32 = 1
-            while !stop.isStopped {
-                memset(buffer, value, count)
-                value = (value + 1) & 0xff
-            }
-        case .gemm:
-            var (a, b, c) = matrices(size)
-            stop.markReady()
-            while !stop.isStopped { gemm(size, &a, &b, &c) }
         }
     }
 
-    static func matrices(_ size: Int) -> ([Float], [Float], [Float]) {
-        let count = size * size
-        return ((0..<count).map { Float($0 % 7) * 0.1 }, (0..<count).map { Float($0 % 5) * 0.1 },
-                [Float](repeating: 0, count: count))
-    }
+    /// One `work` with its memory allocated and touched (page faults are not part of the rate).
+    final class Kernel {
+        let work: Work
+        let size: Int
+        private var a: [Float] = [], b: [Float] = [], c: [Float] = []
+        private let buffer: UnsafeMutableRawBufferPointer
 
-    static func gemm(_ n: Int, _ a: inout [Float], _ b: inout [Float], _ c: inout [Float]) {
-        let side = Int32(n)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, side, side, side, 1, a, side, b, side, 0, &c, side)
+        init(_ work: Work, size: Int) {
+            self.work = work
+            self.size = size
+            buffer = .allocate(byteCount: work == .memory ? HostBenchmark.memoryBytes : 0, alignment: 64)
+            switch work {
+            case .gemm:
+                let count = size * size
+                a = (0..<count).map { Float($0 % 7) * 0.1 }
+                b = (0..<count).map { Float($0 % 5) * 0.1 }
+                c = [Float](repeating: 0, count: count)
+            case .memory:
+                buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            }
+        }
+
+        deinit { buffer.deallocate() }
+
+        /// Floating-point operations (`gemm`) or bytes written (`memory`) in one ``run(_:)``.
+        var amount: Double { work == .gemm ? 2 * Double(size * size * size) : Double(buffer.count) }
+
+        /// Runs the work once; `index` varies the bytes written, run to run.
+        func run(_ index: Int) {
+            switch work {
+            case .gemm:
+                let n = Int32(size)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, &c, n)
+            case .memory:
+                memset(buffer.baseAddress!, Int32(index & 0xff), buffer.count)
+            }
+        }
     }
 
     /// What the timed thread and the neighbour share: the neighbour's ready flag, the stop flag
