@@ -196,6 +196,23 @@ public final class GPT {
         try parameters.write(values)
     }
 
+    /// AdamW's two moments, in layout order, and the steps it has taken (a checkpoint's part).
+    public func readOptimizerState() throws -> (firstMoment: [Float], secondMoment: [Float], steps: Int) {
+        (try adamM.read(Float.self, count: layout.count), try adamV.read(Float.self, count: layout.count), stepCount)
+    }
+
+    /// Replaces AdamW's moments and step count (each moment `layout.count` values).
+    public func writeOptimizerState(firstMoment: [Float], secondMoment: [Float], steps: Int) throws {
+        guard firstMoment.count == layout.count, secondMoment.count == layout.count, steps >= 0 else {
+            throw MedleyError(
+                .invalidArgument,
+                "writeOptimizerState: \(firstMoment.count) and \(secondMoment.count) moment values and step \(steps), but the model has \(layout.count) parameters")
+        }
+        try adamM.write(firstMoment)
+        try adamV.write(secondMoment)
+        stepCount = steps
+    }
+
     /// Every parameter gradient, in layout order.
     public func readGradients() throws -> [Float] {
         try gradients.read(Float.self, count: layout.count)

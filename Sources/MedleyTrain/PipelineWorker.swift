@@ -57,14 +57,15 @@ public final class PipelineWorker {
         var myShard: Range<Int> { shards[communicator?.rank ?? 0] }
     }
 
-    let options: TrainingWorker.Options
+    /// What this rank owns: chip, communicator, data, log.
+    let session: RankSession
+    let options: RankSession.Options
     let spec: JobSpec
     let plan: Plan
     let world: Communicator
     let rank: Int
     let size: Int
     let role: Role
-    let library: AdapterLibrary
     let device: Device
     let labels: [String]
     let model: GPT
@@ -74,17 +75,11 @@ public final class PipelineWorker {
     let tie: Communicator?
     let previousLink: StageLink?
     let nextLink: StageLink?
-    var sampler: GlobalBatchSampler
-    let schedule: LearningRateSchedule
     var parameterHost: [Float]
     var timeline: Timeline
-    var log: FileHandle?
-
-    /// Largest gradient bucket.
-    static let bucketCapBytes = 4 << 20
 
     /// Opens this rank's device and builds its stage (collective: every rank calls it).
-    public init(options: TrainingWorker.Options, plan: Plan, communicator: Communicator) throws {
+    public init(options: RankSession.Options, plan: Plan, communicator: Communicator) throws {
         self.options = options
         self.spec = options.spec
         self.plan = plan
@@ -108,12 +103,10 @@ public final class PipelineWorker {
         role = found!
         timeline = Timeline(rank: rank)
 
-        let rankDevice = spec.rankDevices[rank]
-        try CPUAffinity.pin(to: rankDevice.cpus)
-        (library, device) = try TrainingWorker.open(rankDevice)
-        let label = "rank \(rank) (\(library.info.name) \(device.description.name))"
-        let nameBytes = Array(label.utf8).map { Int8(bitPattern: $0) }
-        labels = try communicator.allgatherv(nameBytes).map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+        session = try RankSession(options: options, communicator: communicator)
+        device = session.device
+        labels = session.labels
+        let label = session.label
 
         // The stage's model: microbatch-sized activation gradients, one activation slot per
         // microbatch in flight. A chip that cannot hold it stops every rank with its name.
@@ -129,7 +122,7 @@ public final class PipelineWorker {
             let needed = RankCapacity.stageBytes(spec.model, plan: plan, layers: role.layers, inFlight: inFlight)
             failure = "\(label) cannot hold its stage (planning layers \(role.layers.lowerBound)..<\(role.layers.upperBound), \(inFlight) microbatch(es) of \(plan.microbatchSize) in flight): it needs \(ByteCount.describe(UInt64(needed))) of its \(ByteCount.describe(device.description.memoryBytes)) (\(error)); plan again with this chip's memory"
         }
-        try Self.agree(world: communicator, failure: failure)
+        try session.agree(failure: failure)
         model = built!
 
         // Who holds what: every rank derives every rank's layout from the plan.
@@ -186,7 +179,7 @@ public final class PipelineWorker {
                 let e = try stageLayout.entry(name)
                 return TensorMeta(name: name, shape: e.shape, dtype: .float32)
             }
-            let layout = try BucketLayout(tensors: tensors, capBytes: Self.bucketCapBytes, jobID: spec.name)
+            let layout = try BucketLayout(tensors: tensors, capBytes: RankSession.bucketCapBytes, jobID: spec.name)
             runs[i].exchange = try GradientExchange(communicator: comm, layout: layout)
             runs[i].bucketStarts = try layout.buckets.map { try stageLayout.entry($0.tensors[0].name).offset }
         }
@@ -199,25 +192,15 @@ public final class PipelineWorker {
             try StageLink(communicator: communicator, peer: $0, sendTag: StageLink.activationTag, receiveTag: StageLink.gradientTag)
         }
 
-        (sampler, schedule) = try TrainingWorker.data(for: spec, steps: options.steps)
         parameterHost = [Float](repeating: 0, count: model.layout.count)
-    }
-
-    /// Every rank learns whether any rank failed (a non-empty `failure`); the first failure, in
-    /// rank order, stops all of them together as a `code` error.
-    static func agree(world: Communicator, failure: String, code: MedleyError.Code = .outOfMemory) throws {
-        let all = try world.allgatherv(Array(failure.utf8).map { Int8(bitPattern: $0) })
-        if let first = all.first(where: { !$0.isEmpty }) {
-            throw CollectiveFailure(error: MedleyError(code, String(decoding: first.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
-        }
     }
 
     // MARK: Running
 
     /// Trains for `options.steps` steps (collective). Rank 0 prints and logs.
     public func run() throws {
-        if rank == 0, let path = options.logPath { log = try TrainingWorker.openLog(path) }
-        defer { try? log?.close() }
+        try session.openLog()
+        defer { session.closeLog() }
         if rank == 0 { printHeader() }
         try world.barrier(timeoutSeconds: spec.train.stepTimeout, what: "start: waiting for every stage to be built")
         timeline.start(enabled: options.timelinePath != nil)
@@ -238,14 +221,7 @@ public final class PipelineWorker {
         try verifyCopies(values)
         if let path = options.weightsPath { try saveWholeModel(values, to: path) }
         if let path = options.timelinePath { try timeline.write(to: path, world: world, labels: labels) }
-        if rank == 0 && options.printSteps {
-            let sorted = tokensPerSecond.sorted()
-            var line = String(format: "done: %d steps in %.1f s, median %.0f tokens/s", options.steps, seconds, sorted[sorted.count / 2])
-            if let lastValidation { line += String(format: ", validation loss %.4f", lastValidation) }
-            if let path = options.logPath { line += "; step records in \(path)" }
-            if let path = options.timelinePath { line += "; timeline in \(path)" }
-            Console.line(line)
-        }
+        session.printDone(seconds: seconds, tokensPerSecond: tokensPerSecond, lastValidation: lastValidation)
     }
 
     /// Runs step `step` (1-based) through the pipeline and returns its record.
@@ -256,7 +232,7 @@ public final class PipelineWorker {
         let sizes = plan.microbatchSizes(samples: role.samples)
         var batch: TokenBatch?
         if role.samples > 0 && (model.holdsEmbedding || model.holdsHead) {
-            batch = try sampler.slice(step: step - 1, shares: plan.replicas.map(\.samples), rank: role.replica)
+            batch = try session.sampler.slice(step: step - 1, shares: plan.replicas.map(\.samples), rank: role.replica)
         }
         let clock = StepClock()
         let m = sizes.count
@@ -293,7 +269,7 @@ public final class PipelineWorker {
                 shardSquares += values.reduce(0.0) { $0 + Double($1) * Double($1) }
                 continue
             }
-            shardSquares += try TrainingWorker.exchange(
+            shardSquares += try session.exchangeGradients(
                 exchange, step: step, sampleCount: run.weight, gradients: model.gradients, bucketStarts: run.bucketStarts,
                 shard: run.myShard)
         }
@@ -317,15 +293,12 @@ public final class PipelineWorker {
             throw CollectiveFailure(error: MedleyError(
                 .corruption, "step \(step): \(labels[r]) computed a non-finite loss; its device or adapter is producing bad numbers"))
         }
-        let (gradNorm, clip) = try TrainingWorker.clipScale(squares: squares, gradClip: spec.train.gradClip, step: step)
-        let lr = schedule.rate(atStep: step - 1)
+        let (gradNorm, clip) = try session.clipScale(squares: squares, step: step)
+        let lr = session.schedule.rate(atStep: step - 1)
 
         // Update: AdamW on this rank's shard of every run, then each run's holders gather.
         for (i, run) in runs.enumerated() {
-            try model.step(
-                lr: lr, weightDecay: spec.train.weightDecay, beta1: JobSpec.Training.adamBeta1,
-                beta2: JobSpec.Training.adamBeta2, eps: JobSpec.Training.adamEpsilon, gradScale: clip, range: run.myShard,
-                countsStep: i == 0)
+            try session.update(model, lr: lr, clip: clip, range: run.myShard, countsStep: i == 0)
             try gather(run)
         }
         let t3 = MPIRuntime.wallTime()
@@ -441,9 +414,9 @@ public final class PipelineWorker {
     func gather(_ run: Run) throws {
         guard let comm = run.communicator else { return }
         try parameterHost.withUnsafeMutableBufferPointer { all in
-            try TrainingWorker.gather(
+            try session.gatherShards(
                 parameters: model.parameters, host: UnsafeMutableBufferPointer(rebasing: all[run.range]), base: run.range.lowerBound,
-                shards: run.shards, rank: comm.rank, communicator: comm)
+                shards: run.shards, communicator: comm)
         }
     }
 
@@ -457,7 +430,7 @@ public final class PipelineWorker {
         for index in 0..<spec.train.evalBatches {
             var batch: TokenBatch?
             if role.samples > 0 && (model.holdsEmbedding || model.holdsHead) {
-                batch = try sampler.validationSlice(index: index, shares: plan.replicas.map(\.samples), rank: role.replica)
+                batch = try session.sampler.validationSlice(index: index, shares: plan.replicas.map(\.samples), rank: role.replica)
             }
             // Validation headers carry the step with the top bit set, so they never pass for training ones.
             let header = UInt64(step) | (1 << 63) | (UInt64(index) << 32)
@@ -483,7 +456,7 @@ public final class PipelineWorker {
                 odd = "after \(options.steps) steps the copies of \(run.names.first!)… differ between ranks \(run.holders); the replicas diverged (a bug: please report it)"
             }
         }
-        try Self.agree(world: world, failure: odd, code: .mismatch)
+        try session.agree(failure: odd, code: .mismatch)
     }
 
     /// Gathers every stage's parameters (collective) and, on rank 0, writes the whole model in
@@ -503,7 +476,7 @@ public final class PipelineWorker {
                 }
             }
         }
-        try TrainingWorker.saveWeights(out, layout: whole, steps: options.steps, job: spec.name, to: path)
+        try session.saveWeights(out, layout: whole, to: path)
     }
 
     // MARK: Output
@@ -520,6 +493,6 @@ public final class PipelineWorker {
     }
 
     func emit(_ record: StepRecord) throws {
-        try TrainingWorker.emit(record, totalSteps: options.steps, print: options.printSteps, log: log)
+        try session.emit(record)
     }
 }

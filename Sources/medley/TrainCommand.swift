@@ -109,34 +109,11 @@ struct Worker: ParsableCommand {
     var quiet = false
 
     func run() throws {
-        guard MPIRuntime.isUnderLauncher else {
-            throw MedleyError(.invalidArgument, "medley worker runs under mpirun; use `medley train [JOB]` to start a job")
+        let status = try WorkerMain.run(jobPath: job) { spec in
+            RankSession.Options(
+                spec: spec, steps: steps, logPath: log, schedule: try SharesSchedule(parsing: shares), printSteps: !quiet,
+                weightsPath: saveWeights, timelinePath: timeline)
         }
-        let spec = try JobSpec.load(path: job)
-        let schedule = try SharesSchedule(parsing: shares)
-        try MPIRuntime.initialize(requesting: .funneled)
-        let world = try Communicator.world()
-        do {
-            let options = TrainingWorker.Options(
-                spec: spec, steps: steps, logPath: log, schedule: schedule, printSteps: !quiet, weightsPath: saveWeights,
-                timelinePath: timeline)
-            if spec.plan == JobSpec.dataParallelPlan {
-                try TrainingWorker(options: options, communicator: world).run()
-            } else {
-                try PipelineWorker(options: options, plan: try Plan.load(path: spec.plan), communicator: world).run()
-            }
-            try MPIRuntime.finalize()
-        } catch {
-            let collective = error is CollectiveFailure || (error as? MedleyError)?.code == .mismatch
-            let text = "Error: " + (collective ? "" : "rank \(world.rank): ") + "\(error)"
-            if !collective || world.rank == 0 {
-                FileHandle.standardError.write(Data((text.replacingOccurrences(of: "\n", with: " ") + "\n").utf8))
-            }
-            if collective {
-                try? MPIRuntime.finalize()
-                throw ExitCode(1)
-            }
-            MPIRuntime.abort(exitCode: 1)
-        }
+        if status != 0 { throw ExitCode(status) }
     }
 }

@@ -1,0 +1,324 @@
+import Foundation
+import MedleyAdapters
+import MedleyComm
+import MedleyCore
+import MedleyModel
+
+/// A failure every rank raises at the same point from the same gathered numbers: the ranks
+/// can stop together (finalize and exit) instead of aborting, and one of them reports it.
+public struct CollectiveFailure: Error, CustomStringConvertible, Sendable {
+    /// What went wrong.
+    public var error: MedleyError
+    /// The error's message.
+    public var description: String { error.description }
+}
+
+/// What one rank of a job owns, whichever worker drives it (``TrainingWorker`` for data
+/// parallel jobs, ``PipelineWorker`` for plans with stages): its chip (adapter and device,
+/// opened with the job's options on the CPUs the job gives it), the world communicator and
+/// every rank's label, the data sampler and learning-rate schedule, the step-record log, and
+/// the pieces of a step both workers share (gradient exchange into a shard, shard gather,
+/// clipping, collective agreement on a failure, writing weights).
+///
+/// A rank's full training state is captured and restored here too (``captureState(of:step:)``,
+/// ``restoreState(_:into:)``), so checkpoints are written once for both workers.
+public final class RankSession {
+    /// How a worker was asked to run.
+    public struct Options: Sendable {
+        /// The job.
+        public var spec: JobSpec
+        /// Steps to run (the spec's `train.steps` unless overridden).
+        public var steps: Int
+        /// Where rank 0 appends the step records as JSON Lines, if anywhere.
+        public var logPath: String?
+        /// Shares pinned by hand (`--shares`).
+        public var schedule: SharesSchedule
+        /// Rank 0 prints the per-step lines when true.
+        public var printSteps: Bool
+        /// Where rank 0 writes the final weights, if anywhere.
+        public var weightsPath: String?
+        /// Where rank 0 writes the Chrome-trace timeline of every rank (pipeline plans), if anywhere.
+        public var timelinePath: String?
+
+        /// Options; see the properties.
+        public init(spec: JobSpec, steps: Int? = nil, logPath: String? = nil, schedule: SharesSchedule = SharesSchedule(),
+                    printSteps: Bool = true, weightsPath: String? = nil, timelinePath: String? = nil) {
+            self.timelinePath = timelinePath
+            self.spec = spec
+            self.steps = steps ?? spec.train.steps
+            self.logPath = logPath
+            self.schedule = schedule
+            self.printSteps = printSteps
+            self.weightsPath = weightsPath
+        }
+    }
+
+    /// Largest gradient bucket.
+    public static let bucketCapBytes = 4 << 20
+
+    /// How the worker was asked to run.
+    public let options: Options
+    /// The job.
+    public let spec: JobSpec
+    /// Every rank of the job.
+    public let world: Communicator
+    /// This rank.
+    public let rank: Int
+    /// Ranks in the job.
+    public let size: Int
+    /// The chip this rank runs, as the spec lists it.
+    public let rankDevice: JobSpec.RankDevice
+    /// The chip's adapter.
+    public let library: AdapterLibrary
+    /// The chip.
+    public let device: Device
+    /// "rank 2 (sim sim-b)": this rank in messages.
+    public let label: String
+    /// Every rank's label, in rank order.
+    public let labels: [String]
+    /// The training and validation batches of every step.
+    public var sampler: GlobalBatchSampler
+    /// The learning rate of every step.
+    public let schedule: LearningRateSchedule
+    /// Rank 0's step-record log while ``run(_:)``-style loops have it open.
+    var log: FileHandle?
+
+    /// Pins this rank to its CPUs, opens its chip, learns every rank's label and loads the data
+    /// (collective: every rank calls it).
+    public init(options: Options, communicator: Communicator) throws {
+        self.options = options
+        spec = options.spec
+        world = communicator
+        rank = communicator.rank
+        size = communicator.size
+        let ranks = spec.rankDevices
+        guard rank < ranks.count else {
+            throw MedleyError(
+                .invalidArgument,
+                "the job lists \(ranks.count) devices but mpirun started \(size) ranks; start it with `medley train`")
+        }
+        rankDevice = ranks[rank]
+        try CPUAffinity.pin(to: rankDevice.cpus)
+        (library, device) = try Self.open(rankDevice)
+        label = "rank \(rank) (\(library.info.name) \(device.description.name))"
+        labels = try communicator.allgatherv(Array(label.utf8).map { Int8(bitPattern: $0) })
+            .map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+        (sampler, schedule) = try Self.data(for: spec, steps: options.steps)
+    }
+
+    /// Loads a rank's adapter and opens its device with the job's options.
+    static func open(_ rankDevice: JobSpec.RankDevice) throws -> (AdapterLibrary, Device) {
+        let library = try AdapterLibrary.load(rankDevice.adapter)
+        let available = try library.deviceCount()
+        guard available > 0 else {
+            throw MedleyError(.notFound, "adapter \(library.info.name) reports no devices on this host")
+        }
+        let device = try library.openDevice(
+            rankDevice.instance % available, options: rankDevice.options.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        return (library, device)
+    }
+
+    /// The training sampler and learning-rate schedule of `spec` over `steps` steps.
+    static func data(for spec: JobSpec, steps: Int) throws -> (GlobalBatchSampler, LearningRateSchedule) {
+        let dataset = try ByteDataset(path: spec.data.path)
+        let split = try TrainValidationSplit(
+            dataset: dataset, sequenceLength: spec.model.seq, validationFraction: spec.data.validationFraction)
+        let sampler = try GlobalBatchSampler(split: split, globalBatch: spec.model.batch, seed: spec.data.seed)
+        let schedule = LearningRateSchedule(
+            kind: spec.train.lrSchedule, peak: spec.train.lr, minimum: spec.train.minLR,
+            warmupSteps: spec.train.warmupSteps, totalSteps: steps)
+        return (sampler, schedule)
+    }
+
+    // MARK: Agreement
+
+    /// Every rank learns whether any rank failed (a non-empty `failure`); the first failure, in
+    /// rank order, stops all of them together as a `code` error.
+    public func agree(failure: String, code: MedleyError.Code = .outOfMemory) throws {
+        let all = try world.allgatherv(Array(failure.utf8).map { Int8(bitPattern: $0) })
+        if let first = all.first(where: { !$0.isEmpty }) {
+            throw CollectiveFailure(error: MedleyError(code, String(decoding: first.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
+        }
+    }
+
+    // MARK: Gradients and parameters
+
+    /// Copies the gradients bucket by bucket from `gradients` (bucket b starts at float
+    /// `bucketStarts[b]`), runs the weighted exchange, writes only `shard` of the averaged
+    /// gradient back to the device and returns that shard's sum of squares.
+    public func exchangeGradients(
+        _ exchange: GradientExchange, step: Int, sampleCount: Int, gradients: DeviceBuffer, bucketStarts: [Int],
+        shard: Range<Int>
+    ) throws -> Double {
+        for b in 0..<exchange.layout.buckets.count {
+            try exchange.withBucket(b) { raw in try gradients.read(into: raw, at: bucketStarts[b] * 4) }
+        }
+        try exchange.exchange(step: UInt64(step), sampleCount: sampleCount)
+        var squares = 0.0
+        for b in 0..<exchange.layout.buckets.count {
+            let bucketRange = bucketStarts[b]..<(bucketStarts[b] + exchange.layout.buckets[b].payloadBytes / 4)
+            let part = bucketRange.clamped(to: shard)
+            if part.isEmpty { continue }
+            try exchange.withBucket(b) { raw in
+                let floats = raw.bindMemory(to: Float.self)
+                let local = (part.lowerBound - bucketRange.lowerBound)..<(part.upperBound - bucketRange.lowerBound)
+                for i in local {
+                    let g = Double(floats[i])
+                    squares += g * g
+                }
+                try gradients.write(
+                    from: UnsafeRawBufferPointer(rebasing: raw[(local.lowerBound * 4)..<(local.upperBound * 4)]),
+                    at: part.lowerBound * 4)
+            }
+        }
+        return squares
+    }
+
+    /// Gathers the updated shards of the parameters `base..<base + host.count` among
+    /// `communicator`'s ranks (rank r holds `shards[r]`, absolute float offsets): this rank's
+    /// shard goes from the device into `host`, the allgather fills in the others', and the
+    /// others' are written back to the device (this rank's own is already there).
+    public func gatherShards(
+        parameters: DeviceBuffer, host: UnsafeMutableBufferPointer<Float>, base: Int, shards: [Range<Int>],
+        communicator: Communicator
+    ) throws {
+        let rank = communicator.rank
+        let local = shards.map { ($0.lowerBound - base)..<($0.upperBound - base) }
+        try parameters.read(
+            into: UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: host[local[rank]])), at: shards[rank].lowerBound * 4)
+        try communicator.allgather(inPlace: host, ranges: local)
+        for (r, range) in local.enumerated() where r != rank && !range.isEmpty {
+            try parameters.write(
+                from: UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: host[range])), at: shards[r].lowerBound * 4)
+        }
+    }
+
+    /// The global gradient norm from every rank's sum of squares, and the clip scale it calls
+    /// for; a norm that is not finite stops the job before it reaches the weights.
+    public func clipScale(squares: Double, step: Int) throws -> (gradNorm: Double, clip: Double) {
+        let gradClip = spec.train.gradClip
+        let gradNorm = squares.squareRoot()
+        guard gradNorm.isFinite else {
+            throw CollectiveFailure(error: MedleyError(
+                .corruption, "step \(step): the averaged gradient is not finite (norm \(gradNorm)); stopping before it reaches the weights"))
+        }
+        return (gradNorm, gradClip > 0 && gradNorm > gradClip ? gradClip / gradNorm : 1)
+    }
+
+    /// One AdamW step with the job's hyper-parameters on `range` of `model`.
+    public func update(_ model: GPT, lr: Double, clip: Double, range: Range<Int>, countsStep: Bool = true) throws {
+        try model.step(
+            lr: lr, weightDecay: spec.train.weightDecay, beta1: JobSpec.Training.adamBeta1,
+            beta2: JobSpec.Training.adamBeta2, eps: JobSpec.Training.adamEpsilon, gradScale: clip, range: range,
+            countsStep: countsStep)
+    }
+
+    // MARK: Training state
+
+    /// Everything this rank's part of the model needs to continue training from `step`:
+    /// parameters, both AdamW moments and the optimizer's step count, under the model's layout.
+    /// (The data position and the learning rate follow from the step: the sampler and the
+    /// schedule are functions of it.)
+    public func captureState(of model: GPT, step: Int) throws -> RankState {
+        try RankState(capturing: model, step: step)
+    }
+
+    /// Puts a captured state back into `model` (same layout); throws naming what differs.
+    public func restoreState(_ state: RankState, into model: GPT) throws {
+        try state.restore(into: model)
+    }
+
+    // MARK: Output
+
+    /// Opens rank 0's step log, when the job has one (other ranks keep none).
+    public func openLog() throws {
+        guard rank == 0, let path = options.logPath else { return }
+        log = try OutputPaths.openLog(path)
+    }
+
+    /// Closes the step log.
+    public func closeLog() {
+        try? log?.close()
+        log = nil
+    }
+
+    /// Prints `record`'s line (when the options say so) and appends it to the log (when open).
+    public func emit(_ record: StepRecord) throws {
+        if options.printSteps { Console.line(record.consoleLine(totalSteps: options.steps)) }
+        if let log { try log.write(contentsOf: Data((try record.jsonLine() + "\n").utf8)) }
+    }
+
+    /// The closing line: steps, wall time, median tokens/s, the last validation loss and where
+    /// the outputs went.
+    public func printDone(seconds: Double, tokensPerSecond: [Double], lastValidation: Double?) {
+        guard rank == 0 && options.printSteps else { return }
+        let sorted = tokensPerSecond.sorted()
+        var line = String(format: "done: %d steps in %.1f s, median %.0f tokens/s", options.steps, seconds, sorted[sorted.count / 2])
+        if let lastValidation { line += String(format: ", validation loss %.4f", lastValidation) }
+        if let path = options.logPath { line += "; step records in \(path)" }
+        if let path = options.timelinePath { line += "; timeline in \(path)" }
+        Console.line(line)
+    }
+
+    /// Writes `values` laid out by `layout` to `path` atomically: little-endian float32 in
+    /// layout order, with `path.json` beside it naming every tensor's shape and offset.
+    public func saveWeights(_ values: [Float], layout: ParameterLayout, to path: String) throws {
+        let url = URL(fileURLWithPath: path)
+        let index: [[String: Any]] = layout.entries.map { ["name": $0.name, "shape": $0.shape, "offset": $0.offset] }
+        let meta: [String: Any] = [
+            "format": "float32-le", "count": values.count, "steps": options.steps, "job": spec.name, "tensors": index,
+        ]
+        do {
+            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try values.withUnsafeBytes { try Data($0).write(to: url, options: .atomic) }
+            try JSONSerialization.data(withJSONObject: meta, options: [.sortedKeys])
+                .write(to: URL(fileURLWithPath: path + ".json"), options: .atomic)
+        } catch {
+            throw MedleyError(.io, "cannot write the weights to \(path): \(error.localizedDescription); pick a writable --save-weights path")
+        }
+    }
+}
+
+/// One rank's training state: what a checkpoint holds for it.
+public struct RankState: Sendable, Equatable {
+    /// The last completed step (the next one to run is `step + 1`).
+    public var step: Int
+    /// The tensor names of the model's layout, in order (so a state cannot land on another layout).
+    public var tensorNames: [String]
+    /// Parameters, AdamW's first and second moments, in layout order.
+    public var parameters: [Float]
+    public var firstMoment: [Float]
+    public var secondMoment: [Float]
+    /// AdamW steps taken (its bias correction).
+    public var optimizerSteps: Int
+
+    /// Reads `model`'s state off its device after step `step`.
+    public init(capturing model: GPT, step: Int) throws {
+        self.step = step
+        tensorNames = model.layout.entries.map(\.name)
+        let optimizer = try model.readOptimizerState()
+        parameters = try model.readParameters()
+        firstMoment = optimizer.firstMoment
+        secondMoment = optimizer.secondMoment
+        optimizerSteps = optimizer.steps
+    }
+
+    /// Writes this state into `model`, whose layout must be the one it was captured from.
+    public func restore(into model: GPT) throws {
+        let names = model.layout.entries.map(\.name)
+        guard names == tensorNames, parameters.count == model.layout.count else {
+            throw MedleyError(
+                .mismatch,
+                "the saved state holds \(tensorNames.count) tensors (\(parameters.count) parameters) but this rank's model has \(names.count) (\(model.layout.count)); it was captured under another layout")
+        }
+        try model.writeParameters(parameters)
+        try model.writeOptimizerState(firstMoment: firstMoment, secondMoment: secondMoment, steps: optimizerSteps)
+    }
+}
+
+/// Unbuffered lines on standard output, so mpirun forwards each one as it is written.
+enum Console {
+    static func line(_ text: String) {
+        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    }
+}
