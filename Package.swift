@@ -116,25 +116,19 @@ let package = Package(
         /// MPI communicator, framed messages, gradient exchange, mpirun launcher.
         .target(
             name: "MedleyComm",
-            dependencies: ["CMPI", "CMedleyProto", "MedleyCore", "MedleyPlanner"],
+            dependencies: ["CMPI", "CMedleyProto", "MedleyCore"],
             path: "Sources/MedleyComm"
         ),
         /// Multi-rank test scenarios for MedleyComm (run under mpirun by MedleyCommTests).
         .executableTarget(
             name: "MedleyCommCheck",
-            dependencies: ["MedleyComm", "MedleyCore"],
+            dependencies: ["MedleyBench", "MedleyComm", "MedleyCore"],
             path: "Sources/medley-comm-check"
         ),
-        /// OpenBLAS as the host links it: the plain-sgemm baseline of `medley adapter bench`.
-        .systemLibrary(
-            name: "COpenBLAS",
-            path: "Sources/COpenBLAS",
-            pkgConfig: "openblas"
-        ),
-        /// The GPT model built from opset ops on one device, and the adapter benchmark.
+        /// The GPT model built from opset ops on one device.
         .target(
             name: "MedleyModel",
-            dependencies: ["MedleyAdapters", "MedleyCore", "COpenBLAS"],
+            dependencies: ["MedleyAdapters", "MedleyCore"],
             path: "Sources/MedleyModel"
         ),
         /// The planner: pure Swift (no MPI, no devices): profiles + model cost + inventory → a Plan.
@@ -147,20 +141,36 @@ let package = Package(
         /// ranks (MPI ping-pong), measured and cached on disk; the planner's inputs for a job.
         .target(
             name: "MedleyProfile",
-            dependencies: ["MedleyAdapters", "MedleyComm", "MedleyCore", "MedleyModel", "MedleyPlanner"],
+            dependencies: ["CMedleyProto", "MedleyAdapters", "MedleyComm", "MedleyCore", "MedleyModel", "MedleyPlanner"],
             path: "Sources/MedleyProfile"
         ),
-        /// The training worker (one rank per chip), the mpirun launcher around it, shares and step records.
+        /// The training workers (one rank per chip) and the session they share, the mpirun launcher
+        /// around them, shares and step records.
         .target(
             name: "MedleyTrain",
-            dependencies: ["COpenBLAS", "MedleyAdapters", "MedleyComm", "MedleyCore", "MedleyModel", "MedleyPlanner"],
+            dependencies: ["MedleyAdapters", "MedleyComm", "MedleyCore", "MedleyModel", "MedleyPlanner"],
             path: "Sources/MedleyTrain"
+        ),
+        /// OpenBLAS as the host links it: the plain-sgemm baseline of `medley adapter bench` and the
+        /// host benchmark's work. Only MedleyBench links it.
+        .systemLibrary(
+            name: "COpenBLAS",
+            path: "Sources/COpenBLAS",
+            pkgConfig: "openblas"
+        ),
+        /// Every benchmark: adapter ops and model steps, the weighted allreduce, training jobs
+        /// (mixed, straggler, bubble, prediction), the host's neighbour effect, and the planner's scaling.
+        .target(
+            name: "MedleyBench",
+            dependencies: ["COpenBLAS", "MedleyAdapters", "MedleyComm", "MedleyCore", "MedleyModel", "MedleyPlanner", "MedleyTrain"],
+            path: "Sources/MedleyBench"
         ),
         /// The command-line tool: argument parsing only.
         .executableTarget(
             name: "medley",
             dependencies: [
                 "MedleyAdapters",
+                "MedleyBench",
                 "MedleyComm",
                 "MedleyCore",
                 "MedleyModel",
@@ -203,6 +213,11 @@ let package = Package(
             name: "MedleyTrainTests",
             dependencies: ["MedleyTrain", "MedleyCore", "MedleyModel", "MedleyPlanner", "MedleyTestSupport"],
             path: "Tests/MedleyTrainTests"
+        ),
+        .testTarget(
+            name: "MedleyBenchTests",
+            dependencies: ["MedleyBench", "MedleyCore", "MedleyTrain"],
+            path: "Tests/MedleyBenchTests"
         ),
         .testTarget(
             name: "MedleyProfileTests",

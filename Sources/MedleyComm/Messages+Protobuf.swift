@@ -2,24 +2,26 @@ import CMedleyProto
 import MedleyCore
 
 /// Owns the C memory of protobuf-c structs while Swift builds and packs them.
-final class Arena {
+package final class Arena {
     private var blocks: [UnsafeMutableRawPointer] = []
 
-    func allocate<T>(_: T.Type, count: Int) -> UnsafeMutablePointer<T> {
+    package init() {}
+
+    package func allocate<T>(_: T.Type, count: Int) -> UnsafeMutablePointer<T> {
         let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * MemoryLayout<T>.stride,
                                                    alignment: MemoryLayout<T>.alignment)
         blocks.append(raw)
         return raw.bindMemory(to: T.self, capacity: max(1, count))
     }
 
-    func string(_ s: String) -> UnsafeMutablePointer<CChar> {
+    package func string(_ s: String) -> UnsafeMutablePointer<CChar> {
         let utf8 = Array(s.utf8CString)
         let p = allocate(CChar.self, count: utf8.count)
         p.initialize(from: utf8, count: utf8.count)
         return p
     }
 
-    func shape(_ dims: [Int]) -> UnsafeMutablePointer<Int64> {
+    package func shape(_ dims: [Int]) -> UnsafeMutablePointer<Int64> {
         let p = allocate(Int64.self, count: dims.count)
         for (i, d) in dims.enumerated() { p[i] = Int64(d) }
         return p
@@ -29,7 +31,7 @@ final class Arena {
 }
 
 /// Packs a protobuf-c message through `packedSize` and `pack` into a byte array.
-func packBytes(_ size: Int, _ pack: (UnsafeMutablePointer<UInt8>) -> Int) -> [UInt8] {
+package func packBytes(_ size: Int, _ pack: (UnsafeMutablePointer<UInt8>) -> Int) -> [UInt8] {
     [UInt8](unsafeUninitializedCapacity: size) { buf, count in
         count = size == 0 ? 0 : pack(buf.baseAddress!)
     }

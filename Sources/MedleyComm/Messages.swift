@@ -190,7 +190,7 @@ func validatedShape(_ count: Int, _ dims: UnsafePointer<Int64>?, what: String) t
     return shape
 }
 
-func validatedString(
+package func validatedString(
     _ p: UnsafeMutablePointer<CChar>?, what: String, maxBytes: Int = WireLimits.maxNameBytes
 ) throws -> String {
     guard let p else { return "" }
@@ -203,7 +203,7 @@ func validatedString(
     return s
 }
 
-func checkedInt(_ v: UInt64, what: String) throws -> Int {
+package func checkedInt(_ v: UInt64, what: String) throws -> Int {
     guard v <= UInt64(Int.max / 2) else { throw MedleyError(.corruption, "\(what): value \(v) out of range") }
     return Int(v)
 }

@@ -44,31 +44,55 @@ public struct JobSpec: Codable, Sendable, Equatable {
     }
 
     /// The GPT's shape (a byte-level model: the vocabulary is the 256 byte values) and the global batch.
+    @dynamicMemberLookup
     public struct Model: Codable, Sendable, Equatable {
-        /// Transformer blocks.
-        public var layers: Int
-        /// Width of the residual stream (embedding size).
-        public var dim: Int
-        /// Attention heads per block; must divide `dim`.
-        public var heads: Int
-        /// Tokens per sequence (context length `T`).
-        public var seq: Int
-        /// Sequences in one global batch, divided among all ranks every step.
-        public var batch: Int
-        /// Vocabulary size: always 256 (one token per byte value).
-        public var vocab: Int
+        /// The architecture: layers, dim, heads, seq, vocab (read straight through: `model.dim`).
+        public var shape: ModelShape
+        /// Sequences in one global batch (`model.batch` in the YAML), divided among all ranks
+        /// every step. A rank's part of it is its share; a model built on one device is sized
+        /// for a batch of its own (`ModelConfig.maxBatch`).
+        public var globalBatch: Int
 
         /// The only vocabulary size Medley trains: one token per byte value.
         public static let byteVocabulary = 256
 
-        /// A model shape; the defaults are the small model of ``JobSpec/defaultJob``.
-        public init(layers: Int = 2, dim: Int = 64, heads: Int = 4, seq: Int = 64, batch: Int = 12, vocab: Int = 256) {
-            self.layers = layers
-            self.dim = dim
-            self.heads = heads
-            self.seq = seq
-            self.batch = batch
-            self.vocab = vocab
+        /// A model; the defaults are the small model of ``JobSpec/defaultJob``.
+        public init(layers: Int = 2, dim: Int = 64, heads: Int = 4, seq: Int = 64, globalBatch: Int = 12, vocab: Int = 256) {
+            shape = ModelShape(layers: layers, dim: dim, heads: heads, seq: seq, vocab: vocab)
+            self.globalBatch = globalBatch
+        }
+
+        /// A model of `shape` trained on global batches of `globalBatch` sequences.
+        public init(shape: ModelShape, globalBatch: Int) {
+            self.shape = shape
+            self.globalBatch = globalBatch
+        }
+
+        /// The shape's fields, read and written through the model.
+        public subscript<T>(dynamicMember keyPath: WritableKeyPath<ModelShape, T>) -> T {
+            get { shape[keyPath: keyPath] }
+            set { shape[keyPath: keyPath] = newValue }
+        }
+
+        // The YAML (and JSON) form is flat, as a user writes it: layers, dim, heads, seq, batch, vocab.
+        enum CodingKeys: String, CodingKey { case layers, dim, heads, seq, batch, vocab }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(
+                layers: try c.decode(Int.self, forKey: .layers), dim: try c.decode(Int.self, forKey: .dim),
+                heads: try c.decode(Int.self, forKey: .heads), seq: try c.decode(Int.self, forKey: .seq),
+                globalBatch: try c.decode(Int.self, forKey: .batch), vocab: try c.decode(Int.self, forKey: .vocab))
+        }
+
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(shape.layers, forKey: .layers)
+            try c.encode(shape.dim, forKey: .dim)
+            try c.encode(shape.heads, forKey: .heads)
+            try c.encode(shape.seq, forKey: .seq)
+            try c.encode(globalBatch, forKey: .batch)
+            try c.encode(shape.vocab, forKey: .vocab)
         }
     }
 
@@ -381,7 +405,7 @@ extension JobSpec {
         try positive("model.dim", model.dim)
         try positive("model.heads", model.heads)
         try positive("model.seq", model.seq)
-        try positive("model.batch", model.batch)
+        try positive("model.batch", model.globalBatch)
         if model.dim % model.heads != 0 {
             let divisors = (1...min(model.dim, 16)).filter { model.dim % $0 == 0 }.map(String.init)
             throw fail(
@@ -391,6 +415,12 @@ extension JobSpec {
         }
         if model.vocab != Model.byteVocabulary {
             throw fail("model.vocab", "must be \(Model.byteVocabulary) (one token per byte), got \(model.vocab); leave it out")
+        }
+        // Sizes per sequence (a rank's share is checked when its model is built), then the
+        // global batch's tokens, all with checked arithmetic.
+        try model.shape.validate(batch: 1, fieldPrefix: "model.")
+        if model.globalBatch > ModelShape.maxSize {
+            throw fail("model.batch", "\(model.globalBatch) sequences is too large: at most \(ModelShape.maxSize)")
         }
 
         if data.path.isEmpty { throw fail("data.path", "must not be empty; leave it out to use \(ByteDataset.defaultPath)") }
@@ -448,17 +478,17 @@ extension JobSpec {
                 throw fail("devices[\(index)].cpus", "CPU numbers start at 0, got \(cpu)")
             }
         }
-        if model.batch < rankCount {
+        if model.globalBatch < rankCount {
             throw fail(
                 "model.batch",
-                "the global batch of \(model.batch) sequences is smaller than the \(rankCount) ranks; raise model.batch to at least \(rankCount) or list fewer devices"
+                "the global batch of \(model.globalBatch) sequences is smaller than the \(rankCount) ranks; raise model.batch to at least \(rankCount) or list fewer devices"
             )
         }
         if plan.trimmingCharacters(in: .whitespaces).isEmpty {
             throw fail("plan", "is empty; use data, auto, or the path of a plan file from `medley plan --json`")
         }
         if let shares = train.shares {
-            try Self.checkShares(shares, field: "train.shares", ranks: rankCount, globalBatch: model.batch)
+            try Self.checkShares(shares, field: "train.shares", ranks: rankCount, globalBatch: model.globalBatch)
         }
     }
 }
@@ -572,7 +602,7 @@ enum SpecReader {
         if let s = modelSection {
             model = JobSpec.Model(
                 layers: try s.int("layers", m.layers), dim: try s.int("dim", m.dim), heads: try s.int("heads", m.heads),
-                seq: try s.int("seq", m.seq), batch: try s.int("batch", m.batch), vocab: try s.int("vocab", m.vocab))
+                seq: try s.int("seq", m.seq), globalBatch: try s.int("batch", m.globalBatch), vocab: try s.int("vocab", m.vocab))
         }
 
         let d = JobSpec.DataSource()

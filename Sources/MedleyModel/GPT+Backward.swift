@@ -129,7 +129,7 @@ extension GPT {
     /// what the previous stage's backward takes.
     public func readInputGradient(batch: Int, into output: UnsafeMutableRawBufferPointer) throws {
         let count = batch * config.seq * config.dim
-        guard batch >= 1, batch <= config.batch, output.count == count * 4 else {
+        guard batch >= 1, batch <= config.maxBatch, output.count == count * 4 else {
             throw MedleyError(.invalidArgument, "input gradient: buffer of \(output.count) bytes for batch \(batch)")
         }
         try activationGradients.read(into: output, at: gradientPlan.residual[0] * 4)

@@ -7,7 +7,7 @@ extension GPT {
     /// `tokens` and `targets` hold `batch · seq` ids each, row-major [batch, seq];
     /// tokens must lie in [0, vocab); a negative target is ignored (it adds 0 to
     /// the sum, which is still divided by all batch · seq positions); a target
-    /// ≥ vocab is an error. `batch` may be anything from 1 to `config.batch`.
+    /// ≥ vocab is an error. `batch` may be anything from 1 to `config.maxBatch`.
     /// The activations are kept for `backward`.
     public func forward(tokens: [Int32], targets: [Int32], batch: Int) throws -> Float {
         guard holdsEmbedding && holdsHead else {
@@ -124,8 +124,8 @@ extension GPT {
 
     /// Throws when `at ..< at + batch` is not inside the kept activations or exceeds one microbatch.
     func checkSlot(at: Int, batch: Int, what: String) throws {
-        guard batch >= 1, batch <= config.batch else {
-            throw MedleyError(.invalidArgument, "\(what): batch \(batch) is outside 1...\(config.batch) (config.batch)")
+        guard batch >= 1, batch <= config.maxBatch else {
+            throw MedleyError(.invalidArgument, "\(what): batch \(batch) is outside 1...\(config.maxBatch) (config.maxBatch)")
         }
         guard at >= 0, at + batch <= activationSequences else {
             throw MedleyError(

@@ -14,7 +14,7 @@ import MedleyCore
 /// Parameters live in ONE device buffer laid out by `layout`; their gradients,
 /// and AdamW's first and second moments, live in one buffer each at the same
 /// offsets. Activations (and their gradients) are allocated once for
-/// `config.batch`; a smaller batch uses the front of every activation tensor.
+/// `config.maxBatch`; a smaller batch uses the front of every activation tensor.
 ///
 /// A `GPT` drives its device from one thread at a time, like `Device`.
 public final class GPT {
@@ -40,13 +40,13 @@ public final class GPT {
     /// The planning layers this model holds (0 = embedding, 1...L = blocks, L + 1 = head):
     /// all of them for a whole model, a contiguous part for a pipeline stage.
     public let stage: Range<Int>
-    /// Sequences whose activations are kept at once (`config.batch` unless a pipeline
-    /// keeps several microbatches in flight); activation gradients are sized for `config.batch`.
+    /// Sequences whose activations are kept at once (`config.maxBatch` unless a pipeline
+    /// keeps several microbatches in flight); activation gradients are sized for `config.maxBatch`.
     public let activationSequences: Int
 
     /// Activation offsets, sized for `activationSequences`.
     let plan: ActivationPlan
-    /// Activation-gradient offsets, sized for `config.batch` (one microbatch at a time).
+    /// Activation-gradient offsets, sized for `config.maxBatch` (one microbatch at a time).
     let gradientPlan: ActivationPlan
     let activations: DeviceBuffer
     let activationGradients: DeviceBuffer
@@ -77,13 +77,13 @@ public final class GPT {
     ///   - stage: the planning layers to hold (nil: the whole model). A stage holding the
     ///     head without the embedding holds its own copy of the tied `wte`.
     ///   - activationSequences: sequences of activations to keep at once, at least
-    ///     `config.batch` (the default); a pipeline stage keeps one microbatch per slot.
+    ///     `config.maxBatch` (the default); a pipeline stage keeps one microbatch per slot.
     public init(
         config: ModelConfig, device: Device, seed: UInt64 = 0, stage: Range<Int>? = nil, activationSequences: Int? = nil
     ) throws {
         try config.validate()
         let stage = stage ?? 0..<(config.layers + 2)
-        let sequences = activationSequences ?? config.batch
+        let sequences = activationSequences ?? config.maxBatch
         try Self.validate(stage: stage, activationSequences: sequences, config: config)
         self.config = config
         self.device = device
@@ -92,7 +92,7 @@ public final class GPT {
         let layout = ParameterLayout(config: config, stage: stage)
         self.layout = layout
         self.plan = ActivationPlan(config: config, stage: stage, sequences: sequences)
-        self.gradientPlan = ActivationPlan(config: config, stage: stage, sequences: config.batch)
+        self.gradientPlan = ActivationPlan(config: config, stage: stage, sequences: config.maxBatch)
         let bytes = max(layout.count, 1) * 4
         parameters = try device.allocate(bytes: bytes)
         gradients = try device.allocate(bytes: bytes)
@@ -119,7 +119,7 @@ public final class GPT {
     }
 
     /// Throws naming the problem when `stage` is not a non-empty part of the planning layers
-    /// or fewer activation sequences than `config.batch` are asked for.
+    /// or fewer activation sequences than `config.maxBatch` are asked for.
     static func validate(stage: Range<Int>, activationSequences: Int, config: ModelConfig) throws {
         let all = 0..<(config.layers + 2)
         guard !stage.isEmpty, stage.lowerBound >= 0, stage.upperBound <= all.upperBound else {
@@ -127,10 +127,10 @@ public final class GPT {
                 .invalidArgument,
                 "model stage: layers \(stage.lowerBound)..<\(stage.upperBound) are not a non-empty part of planning layers 0..<\(all.upperBound) (0 = embedding, 1...\(config.layers) = blocks, \(config.layers + 1) = head)")
         }
-        guard activationSequences >= config.batch else {
+        guard activationSequences >= config.maxBatch else {
             throw MedleyError(
                 .invalidArgument,
-                "model stage: \(activationSequences) activation sequences is fewer than the microbatch of \(config.batch)")
+                "model stage: \(activationSequences) activation sequences is fewer than the microbatch of \(config.maxBatch)")
         }
     }
 
@@ -160,22 +160,41 @@ public final class GPT {
     }
 
     /// Device bytes a stage holding planning layers `stage` allocates when it keeps
-    /// `activationSequences` sequences of activations (default `config.batch`) and the
-    /// activation gradients of one `config.batch` microbatch.
+    /// `activationSequences` sequences of activations (default `config.maxBatch`) and the
+    /// activation gradients of one `config.maxBatch` microbatch.
     public static func deviceBytes(config: ModelConfig, stage: Range<Int>?, activationSequences: Int?) -> Int {
         let stage = stage ?? 0..<(config.layers + 2)
-        let sequences = activationSequences ?? config.batch
+        let sequences = activationSequences ?? config.maxBatch
         let parameters = max(ParameterLayout(config: config, stage: stage).count, 1)
         let activations = ActivationPlan(config: config, stage: stage, sequences: sequences).count
-        let gradients = ActivationPlan(config: config, stage: stage, sequences: config.batch).count
+        let gradients = ActivationPlan(config: config, stage: stage, sequences: config.maxBatch).count
         return 4 * (4 * parameters + activations + gradients + 2 * sequences * config.seq + 1)
     }
 
     /// The fixed part (independent of the batch) and the per-sequence part of ``deviceBytes(config:)``.
+    ///
+    /// Both grow linearly with the blocks, so they are measured on one and two blocks and
+    /// extrapolated: the answer costs the same for 2 blocks or a million (nothing is laid out
+    /// per block), and a part too large for `Int` saturates at `Int.max` (it fits no device).
     public static func memoryModel(config: ModelConfig) -> (fixedBytes: Int, bytesPerSequence: Int) {
+        guard config.layers > 2 else { return laidOutMemoryModel(config: config) }
+        var c1 = config, c2 = config
+        c1.layers = 1
+        c2.layers = 2
+        let one = laidOutMemoryModel(config: c1), two = laidOutMemoryModel(config: c2)
+        func extrapolate(_ first: Int, _ second: Int) -> Int {
+            let (grown, overflow) = (second - first).multipliedReportingOverflow(by: config.layers - 1)
+            let (total, overflow2) = first.addingReportingOverflow(grown)
+            return overflow || overflow2 ? Int.max : total
+        }
+        return (extrapolate(one.fixedBytes, two.fixedBytes), extrapolate(one.bytesPerSequence, two.bytesPerSequence))
+    }
+
+    /// ``memoryModel(config:)`` from the laid-out model (cost grows with the blocks).
+    static func laidOutMemoryModel(config: ModelConfig) -> (fixedBytes: Int, bytesPerSequence: Int) {
         var one = config, two = config
-        one.batch = 1
-        two.batch = 2
+        one.maxBatch = 1
+        two.maxBatch = 2
         let perSequence = deviceBytes(config: two) - deviceBytes(config: one)
         return (deviceBytes(config: one) - perSequence, perSequence)
     }
@@ -375,7 +394,7 @@ struct ActivationPlan {
 
     init(config: ModelConfig, stage: Range<Int>? = nil, sequences: Int? = nil) {
         let stage = stage ?? 0..<(config.layers + 2)
-        let sequences = sequences ?? config.batch
+        let sequences = sequences ?? config.maxBatch
         let rows = sequences * config.seq
         let c = config.dim
         let heldBlocks = stage.clamped(to: 1..<(config.layers + 1)).count

@@ -1,59 +1,65 @@
 import MedleyCore
 
-/// The shape of a GPT-2 style decoder: depth, width, heads, context and batch.
+/// A GPT built on one device: a ``ModelShape`` and the most sequences one pass takes there.
 ///
-/// `seq` is both the number of learned positions (`wpe` rows) and the sequence
-/// length activations are sized for; `batch` is the largest batch a forward
-/// pass takes (activations are allocated for it).
+/// `seq` is both the number of learned positions (`wpe` rows) and the sequence length
+/// activations are sized for; `maxBatch` is the largest batch a forward pass takes
+/// (activations are allocated for it): a rank's largest share of the global batch, or a
+/// pipeline's microbatch, never the global batch itself (that is ``JobSpec/Model/globalBatch``).
+@dynamicMemberLookup
 public struct ModelConfig: Sendable, Hashable, Codable, CustomStringConvertible {
-    /// Number of transformer blocks (L).
-    public var layers: Int
-    /// Channels of the residual stream (C).
-    public var dim: Int
-    /// Attention heads (NH); `dim` must be a multiple of it.
-    public var heads: Int
-    /// Sequence length and number of learned positions (T).
-    public var seq: Int
-    /// Largest batch (B).
-    public var batch: Int
-    /// Vocabulary size (V); byte-level by default.
-    public var vocab: Int
+    /// The architecture (read straight through: `config.dim`).
+    public var shape: ModelShape
+    /// The most sequences one pass on this model takes (B).
+    public var maxBatch: Int
 
     /// Creates a configuration (not validated: call `validate()` or let `GPT` do it).
-    public init(layers: Int, dim: Int, heads: Int, seq: Int, batch: Int, vocab: Int = 256) {
-        self.layers = layers
-        self.dim = dim
-        self.heads = heads
-        self.seq = seq
-        self.batch = batch
-        self.vocab = vocab
+    public init(layers: Int, dim: Int, heads: Int, seq: Int, maxBatch: Int, vocab: Int = 256) {
+        shape = ModelShape(layers: layers, dim: dim, heads: heads, seq: seq, vocab: vocab)
+        self.maxBatch = maxBatch
+    }
+
+    /// A model of `shape` sized for passes of up to `maxBatch` sequences.
+    public init(_ shape: ModelShape, maxBatch: Int) {
+        self.shape = shape
+        self.maxBatch = maxBatch
+    }
+
+    /// The shape's fields, read and written through the configuration.
+    public subscript<T>(dynamicMember keyPath: WritableKeyPath<ModelShape, T>) -> T {
+        get { shape[keyPath: keyPath] }
+        set { shape[keyPath: keyPath] = newValue }
+    }
+
+    // Flat in JSON: layers, dim, heads, seq, batch, vocab (as benchmark reports have always written it).
+    enum CodingKeys: String, CodingKey { case layers, dim, heads, seq, batch, vocab }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            layers: try c.decode(Int.self, forKey: .layers), dim: try c.decode(Int.self, forKey: .dim),
+            heads: try c.decode(Int.self, forKey: .heads), seq: try c.decode(Int.self, forKey: .seq),
+            maxBatch: try c.decode(Int.self, forKey: .batch), vocab: try c.decode(Int.self, forKey: .vocab))
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(shape.layers, forKey: .layers)
+        try c.encode(shape.dim, forKey: .dim)
+        try c.encode(shape.heads, forKey: .heads)
+        try c.encode(shape.seq, forKey: .seq)
+        try c.encode(maxBatch, forKey: .batch)
+        try c.encode(shape.vocab, forKey: .vocab)
     }
 
     /// The small default model: 4 layers, 128 channels, 4 heads, 64 positions, batch 8, 256 tokens.
-    public static let `default` = ModelConfig(layers: 4, dim: 128, heads: 4, seq: 64, batch: 8)
+    public static let `default` = ModelConfig(layers: 4, dim: 128, heads: 4, seq: 64, maxBatch: 8)
 
-    /// Channels per head (`dim / heads`).
-    public var headSize: Int { dim / heads }
-
-    /// Throws a `MedleyError(.invalidArgument)` naming the first problem, if any.
+    /// Throws a `MedleyError(.invalidArgument)` naming the first problem, if any: a size below
+    /// 1, heads that do not divide dim, or a tensor past 2^31 elements (checked arithmetic:
+    /// absurd sizes are an error, never an overflow).
     public func validate() throws {
-        let fields: [(String, Int)] = [
-            ("layers", layers), ("dim", dim), ("heads", heads), ("seq", seq), ("batch", batch), ("vocab", vocab),
-        ]
-        for (name, value) in fields where value < 1 {
-            throw MedleyError(.invalidArgument, "model config: \(name) must be at least 1, got \(value)")
-        }
-        guard dim % heads == 0 else {
-            throw MedleyError(
-                .invalidArgument,
-                "model config: dim \(dim) is not a multiple of heads \(heads) (each head needs dim/heads channels)")
-        }
-        // Keep every tensor's element count comfortably inside Int32 and the
-        // token ids inside Int32 (targets and tokens are i32 on the device).
-        let largest = [batch * seq * max(4 * dim, vocab), 4 * dim * dim, vocab * dim, batch * heads * seq * seq]
-        if fields.contains(where: { $0.1 > 1 << 20 }) || largest.contains(where: { $0 > Int(Int32.max) }) {
-            throw MedleyError(.invalidArgument, "model config: \(self) is too large (a tensor would exceed 2^31 elements)")
-        }
+        try shape.validate(batch: maxBatch, fieldPrefix: "model config: ", batchField: "batch")
     }
 
     /// Number of trainable parameters (the head is tied to `wte`, so it adds none).
@@ -63,6 +69,6 @@ public struct ModelConfig: Sendable, Hashable, Codable, CustomStringConvertible 
 
     /// `layers=… dim=… heads=… seq=… batch=… vocab=…`.
     public var description: String {
-        "layers=\(layers) dim=\(dim) heads=\(heads) seq=\(seq) batch=\(batch) vocab=\(vocab)"
+        "layers=\(shape.layers) dim=\(shape.dim) heads=\(shape.heads) seq=\(shape.seq) batch=\(maxBatch) vocab=\(shape.vocab)"
     }
 }

@@ -103,7 +103,7 @@ public struct DeviceProfiler: Sendable {
 
     /// The one-block model of the job's width, with `batch` sequences per microbatch.
     func config(batch: Int) -> ModelConfig {
-        ModelConfig(layers: 1, dim: model.dim, heads: model.heads, seq: model.seq, batch: batch, vocab: model.vocab)
+        ModelConfig(layers: 1, dim: model.dim, heads: model.heads, seq: model.seq, maxBatch: batch, vocab: model.vocab)
     }
 
     /// The one-layer stage of `kind`, built for the largest microbatch that fits the device, and

@@ -8,7 +8,7 @@ extension JobProfiles {
     /// ```swift
     /// TrainLauncher(spec: spec, automaticPlanner: { spec in
     ///     try JobProfiles.load(spec: spec).plan(
-    ///         globalBatch: spec.model.batch, options: Planner.Options(slack: spec.train.pipelineSlack))
+    ///         globalBatch: spec.model.globalBatch, options: Planner.Options(slack: spec.train.pipelineSlack))
     /// })
     /// ```
     ///

@@ -12,7 +12,7 @@ import MedleyPlanner
 /// ```swift
 /// let profiles = try JobProfiles.load(spec: spec)
 /// let plan = try Planner(model: profiles.model, inventory: profiles.inventory,
-///                        network: profiles.network, globalBatch: spec.model.batch).plan()
+///                        network: profiles.network, globalBatch: spec.model.globalBatch).plan()
 /// ```
 ///
 /// A chip profile's cache key is: the adapter (as the spec names it) and the version its
@@ -126,7 +126,7 @@ public struct JobProfiles: Sendable {
     /// Small sizes run far below a chip's peak, so timing the sizes a plan uses beats
     /// interpolating across them.
     public static func defaultMicrobatchSizes(for spec: JobSpec) -> [Int] {
-        let batch = max(1, spec.model.batch)
+        let batch = max(1, spec.model.globalBatch)
         let share = (batch + max(1, spec.rankCount) - 1) / max(1, spec.rankCount)
         var sizes: Set<Int> = [share, batch]
         var power = 1

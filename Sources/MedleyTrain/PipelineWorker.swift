@@ -87,7 +87,7 @@ public final class PipelineWorker {
         self.rank = communicator.rank
         self.size = communicator.size
         let blocks = spec.model.layers
-        try plan.validate(blocks: blocks, devices: size, globalBatch: spec.model.batch)
+        try plan.validate(blocks: blocks, devices: size, globalBatch: spec.model.globalBatch)
         guard Set(plan.usedDevices) == Set(0..<size) else {
             throw MedleyError(.invalidArgument, "plan: it uses devices \(plan.usedDevices.sorted()) but mpirun started \(size) ranks; start it with `medley train`")
         }
@@ -305,7 +305,7 @@ public final class PipelineWorker {
         timeline.span("update", category: "update", from: t2, to: t3)
         let updateMs = try world.allgather([(t3 - t2) * 1000])
         let seconds = t3 - t0
-        let tokens = spec.model.batch * spec.model.seq
+        let tokens = spec.model.globalBatch * spec.model.seq
         let record = StepRecord(
             step: step, loss: losses / Double(tokens), valLoss: nil, lr: lr, gradNorm: gradNorm, clipScale: clip,
             tokens: tokens, tokensPerS: Double(tokens) / seconds, stepMs: seconds * 1000,
@@ -442,7 +442,7 @@ public final class PipelineWorker {
             try link.finishSends(timeoutSeconds: spec.train.stepTimeout, what: "step \(step) evaluation: sending to rank \(link.peer)")
         }
         let total = try world.allgather([model.holdsHead ? sum : 0]).reduce(0, +)
-        return total / Double(spec.train.evalBatches * spec.model.batch * spec.model.seq)
+        return total / Double(spec.train.evalBatches * spec.model.globalBatch * spec.model.seq)
     }
 
     /// Checks that every holder of every shared run holds the same bits (collective per run).
@@ -485,7 +485,7 @@ public final class PipelineWorker {
         guard options.printSteps else { return }
         let c = spec.model
         Console.line(
-            "job \(spec.name): \(size) rank\(size == 1 ? "" : "s") in \(plan.replicas.count) replica\(plan.replicas.count == 1 ? "" : "s"), \(c.layers) layers x \(c.dim) dim x \(c.heads) heads, seq \(c.seq), global batch \(c.batch) in microbatches of \(plan.microbatchSize), \(options.steps) steps, schedule \(plan.schedule) with slack \(plan.slack)")
+            "job \(spec.name): \(size) rank\(size == 1 ? "" : "s") in \(plan.replicas.count) replica\(plan.replicas.count == 1 ? "" : "s"), \(c.layers) layers x \(c.dim) dim x \(c.heads) heads, seq \(c.seq), global batch \(c.globalBatch) in microbatches of \(plan.microbatchSize), \(options.steps) steps, schedule \(plan.schedule) with slack \(plan.slack)")
         for (r, replica) in plan.replicas.enumerated() {
             let stages = replica.stages.map { "[\(labels[$0.device]): layers \($0.firstLayer)-\($0.endLayer - 1)]" }
             Console.line("  replica \(r) (\(replica.samples) sequences, \(replica.microbatches) microbatches): " + stages.joined(separator: " "))

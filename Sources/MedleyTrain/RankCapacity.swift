@@ -12,9 +12,10 @@ public enum RankCapacity {
     /// Bytes kept free on every device for what the model does not count (alignment, scratch).
     public static let headroomBytes = 1 << 20
 
-    /// The model shape a rank builds: the job's model with `batch` = the rank's largest share.
+    /// The model a rank builds: the job's shape, sized for passes of `batch` sequences (the
+    /// rank's largest share, or the plan's microbatch).
     public static func modelConfig(_ model: JobSpec.Model, batch: Int) -> ModelConfig {
-        ModelConfig(layers: model.layers, dim: model.dim, heads: model.heads, seq: model.seq, batch: batch, vocab: model.vocab)
+        ModelConfig(model.shape, maxBatch: batch)
     }
 
     /// Device bytes a stage of `plan` holding `layers` allocates with `inFlight` microbatches
@@ -28,15 +29,24 @@ public enum RankCapacity {
     /// not even the fixed part fits.
     public static func sequences(memoryBytes: UInt64, model: JobSpec.Model) -> Int {
         let (fixed, perSequence) = GPT.memoryModel(config: modelConfig(model, batch: 1))
-        let available = Int(clamping: memoryBytes) - fixed - headroomBytes - Int(clamping: memoryBytes / 100)
-        guard available > 0, perSequence > 0 else { return 0 }
-        return min(available / perSequence, model.batch)
+        let memory = Int(clamping: memoryBytes)
+        let reserved = fixed.saturatingAdd(headroomBytes).saturatingAdd(memory / 100)
+        guard perSequence > 0, reserved < memory else { return 0 }
+        return min((memory - reserved) / perSequence, model.globalBatch)
     }
 
     /// One line explaining a device that cannot hold even one sequence.
     public static func tooSmall(label: String, memoryBytes: UInt64, model: JobSpec.Model) -> String {
         let (fixed, perSequence) = GPT.memoryModel(config: modelConfig(model, batch: 1))
-        let need = fixed + perSequence + headroomBytes
+        let need = fixed.saturatingAdd(perSequence).saturatingAdd(headroomBytes)
         return "\(label) has \(ByteCount.describe(memoryBytes)) of memory but the model needs \(ByteCount.describe(UInt64(need))) for one sequence (\(ByteCount.describe(UInt64(fixed))) fixed + \(ByteCount.describe(UInt64(perSequence))) per sequence); give it more memory or shrink the model"
+    }
+}
+
+extension Int {
+    /// `self + other`, or `Int.max` where that overflows (a size too large for any device).
+    func saturatingAdd(_ other: Int) -> Int {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? (other > 0 ? Int.max : Int.min) : sum
     }
 }

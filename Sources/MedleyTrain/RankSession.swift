@@ -123,7 +123,7 @@ public final class RankSession {
         let dataset = try ByteDataset(path: spec.data.path)
         let split = try TrainValidationSplit(
             dataset: dataset, sequenceLength: spec.model.seq, validationFraction: spec.data.validationFraction)
-        let sampler = try GlobalBatchSampler(split: split, globalBatch: spec.model.batch, seed: spec.data.seed)
+        let sampler = try GlobalBatchSampler(split: split, globalBatch: spec.model.globalBatch, seed: spec.data.seed)
         let schedule = LearningRateSchedule(
             kind: spec.train.lrSchedule, peak: spec.train.lr, minimum: spec.train.minLR,
             warmupSteps: spec.train.warmupSteps, totalSteps: steps)

@@ -90,7 +90,7 @@ public struct TrainLauncher {
         guard timeoutSeconds > 0 else { throw MedleyError(.invalidArgument, "--timeout must be at least 1 second") }
 
         if let plan {
-            try plan.validate(blocks: spec.model.layers, devices: spec.rankCount, globalBatch: spec.model.batch)
+            try plan.validate(blocks: spec.model.layers, devices: spec.rankCount, globalBatch: spec.model.globalBatch)
             if !schedule.isEmpty || spec.train.shares != nil {
                 throw MedleyError(
                     .invalidArgument,
@@ -146,15 +146,15 @@ public struct TrainLauncher {
             return previews
         }
         let total = previews.reduce(0) { $0 + $1.capacity }
-        if total < spec.model.batch {
+        if total < spec.model.globalBatch {
             let each = previews.map { "\($0.label): \($0.capacity)" }.joined(separator: ", ")
             throw MedleyError(
                 .outOfMemory,
-                "model.batch: the devices hold \(total) sequences in all (\(each)) but the global batch is \(spec.model.batch); lower model.batch, shrink the model or give the devices more memory"
+                "model.batch: the devices hold \(total) sequences in all (\(each)) but the global batch is \(spec.model.globalBatch); lower model.batch, shrink the model or give the devices more memory"
             )
         }
         let caps = previews.map(\.capacity)
-        try schedule.validate(ranks: spec.rankCount, globalBatch: spec.model.batch, caps: caps)
+        try schedule.validate(ranks: spec.rankCount, globalBatch: spec.model.globalBatch, caps: caps)
         if let fixed = spec.train.shares, let r = fixed.indices.first(where: { fixed[$0] > caps[$0] }) {
             throw MedleyError(
                 .outOfMemory,

@@ -73,10 +73,10 @@ public final class TrainingWorker {
         }
         capacities = try communicator.allgather([Int64(capacity)]).map(Int.init)
         let total = capacities.reduce(0, +)
-        if total < spec.model.batch {
+        if total < spec.model.globalBatch {
             throw CollectiveFailure(error: MedleyError(
                 .outOfMemory,
-                "the devices hold \(total) sequences in all but the global batch is \(spec.model.batch); lower model.batch or add memory"))
+                "the devices hold \(total) sequences in all but the global batch is \(spec.model.globalBatch); lower model.batch or add memory"))
         }
 
         model = try GPT(config: RankCapacity.modelConfig(spec.model, batch: capacity), device: device, seed: spec.train.seed)
@@ -106,7 +106,7 @@ public final class TrainingWorker {
     public func run() throws {
         try session.openLog()
         defer { session.closeLog() }
-        let batch = spec.model.batch
+        let batch = spec.model.globalBatch
         // The job's fixed shares hold from step 1 until a --shares entry takes over; while
         // anything is pinned, nothing re-divides.
         let schedule = options.schedule.starting(with: spec.train.shares)
@@ -235,7 +235,7 @@ public final class TrainingWorker {
 
         let updateMs = try world.allgather([(t4 - t3) * 1000])
         let stepSeconds = t4 - t0
-        let tokens = spec.model.batch * spec.model.seq
+        let tokens = spec.model.globalBatch * spec.model.seq
         return StepRecord(
             step: step, loss: lossSum / sampleSum, valLoss: nil, lr: lr, gradNorm: gradNorm, clipScale: clip,
             tokens: tokens, tokensPerS: Double(tokens) / stepSeconds, stepMs: stepSeconds * 1000, shares: shares,
@@ -255,7 +255,7 @@ public final class TrainingWorker {
     /// Every rank times forward + backward on a slice of the first global batch and reports
     /// samples per second; the gradients are thrown away and the weights are untouched.
     func measureWarmup() throws -> [Double] {
-        let batch = spec.model.batch
+        let batch = spec.model.globalBatch
         let samples = min(capacities[rank], max(1, (batch + size - 1) / size))
         let first = session.sampler.globalBatch(step: 0)
         let count = samples * spec.model.seq
@@ -299,7 +299,7 @@ public final class TrainingWorker {
         guard options.printSteps else { return }
         let config = model.config
         Console.line(
-            "job \(spec.name): \(size) rank\(size == 1 ? "" : "s"), \(config.layers) layers x \(config.dim) dim x \(config.heads) heads, seq \(config.seq), global batch \(spec.model.batch), \(model.layout.count) parameters, \(options.steps) steps"
+            "job \(spec.name): \(size) rank\(size == 1 ? "" : "s"), \(config.layers) layers x \(config.dim) dim x \(config.heads) heads, seq \(config.seq), global batch \(spec.model.globalBatch), \(model.layout.count) parameters, \(options.steps) steps"
         )
         for r in 0..<size {
             let rate = String(format: "%.1f", warmup[r] * Double(spec.model.seq))

@@ -8,6 +8,7 @@
 // Any other failure aborts the whole job (MPI_Abort), so a lone failing rank never
 // leaves the others waiting.
 import Foundation
+import MedleyBench
 import MedleyComm
 import MedleyCore
 

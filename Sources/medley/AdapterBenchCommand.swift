@@ -1,5 +1,6 @@
 import ArgumentParser
 import MedleyAdapters
+import MedleyBench
 import MedleyCore
 import MedleyModel
 
@@ -31,7 +32,7 @@ extension Adapter {
         @Option(help: "Sequence length.")
         var seq = ModelConfig.default.seq
         @Option(help: "Batch size.")
-        var batch = ModelConfig.default.batch
+        var batch = ModelConfig.default.maxBatch
         @Option(help: "Vocabulary size.")
         var vocab = ModelConfig.default.vocab
 
@@ -54,7 +55,7 @@ extension Adapter {
             guard let summary = BenchmarkStatistic(rawValue: statistic) else {
                 throw MedleyError(.invalidArgument, "--statistic '\(statistic)' is not one of median, min")
             }
-            let config = ModelConfig(layers: layers, dim: dim, heads: heads, seq: seq, batch: batch, vocab: vocab)
+            let config = ModelConfig(layers: layers, dim: dim, heads: heads, seq: seq, maxBatch: batch, vocab: vocab)
             try config.validate()
             if let json {
                 // Fail before the (long) run, not after it.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MedleyBench
 import MedleyComm
 import MedleyCore
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MedleyBench
 import MedleyCore
 import MedleyPlanner
 import MedleyProfile
@@ -238,7 +239,7 @@ struct BenchPredict: ParsableCommand {
         var options = JobProfiles.Options()
         options.refresh = refresh
         let plan = try JobProfiles.load(spec: spec, options: options).plan(
-            globalBatch: spec.model.batch, options: Planner.Options(slack: spec.train.pipelineSlack))
+            globalBatch: spec.model.globalBatch, options: Planner.Options(slack: spec.train.pipelineSlack))
         print(plan.table())
         let setup = try common.setup(steps: steps)
         var results: [TrainBenchmark.PredictionResult] = []

@@ -38,13 +38,13 @@ struct PlanJob: ParsableCommand {
         let spec = try profile.spec()
         let profiles = try profile.load(spec, progress: progressPrinter(json: json))
         let plan = try profiles.plan(
-            globalBatch: spec.model.batch, options: Planner.Options(microbatchSize: microbatch, maxStages: maxStages, slack: spec.train.pipelineSlack))
+            globalBatch: spec.model.globalBatch, options: Planner.Options(microbatchSize: microbatch, maxStages: maxStages, slack: spec.train.pipelineSlack))
         if json {
             FileHandle.standardOutput.write(try plan.jsonData() + Data("\n".utf8))
         } else {
             let cached = profiles.chips.allSatisfy(\.cached) && profiles.link.cached
             print(
-                "plan for job \(spec.name): \(spec.rankCount) rank\(spec.rankCount == 1 ? "" : "s"), \(spec.model.layers) blocks x \(spec.model.dim) dim, seq \(spec.model.seq), global batch \(spec.model.batch) (profiles \(cached ? "from the cache" : "measured") in \(profiles.cacheDirectory))"
+                "plan for job \(spec.name): \(spec.rankCount) rank\(spec.rankCount == 1 ? "" : "s"), \(spec.model.layers) blocks x \(spec.model.dim) dim, seq \(spec.model.seq), global batch \(spec.model.globalBatch) (profiles \(cached ? "from the cache" : "measured") in \(profiles.cacheDirectory))"
             )
             print(plan.table())
         }

@@ -62,11 +62,11 @@ struct Train: ParsableCommand {
             spec: spec, steps: steps, logPath: log, weightsPath: saveWeights, schedule: try SharesSchedule(parsing: shares),
             timeoutSeconds: timeout, verbose: verbose, timelinePath: timeline,
             automaticPlanner: {
-                try JobProfiles.load(spec: $0).plan(globalBatch: $0.model.batch, options: Planner.Options(slack: $0.train.pipelineSlack))
+                try JobProfiles.load(spec: $0).plan(globalBatch: $0.model.globalBatch, options: Planner.Options(slack: $0.train.pipelineSlack))
             })
         if dryRun {
             let ranks = try launcher.preflight()
-            print("job \(spec.name): \(ranks.count) rank\(ranks.count == 1 ? "" : "s"), global batch \(spec.model.batch) — ready to train")
+            print("job \(spec.name): \(ranks.count) rank\(ranks.count == 1 ? "" : "s"), global batch \(spec.model.globalBatch) — ready to train")
             for rank in ranks { print("  \(rank.label): holds up to \(rank.capacity) sequences") }
             return
         }

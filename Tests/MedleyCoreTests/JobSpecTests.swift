@@ -6,7 +6,7 @@ import Testing
     @Test func theDefaultJobIsThreeMixedChips() throws {
         let job = JobSpec.defaultJob
         #expect(job.name == "mixed-default")
-        #expect(job.model == JobSpec.Model(layers: 2, dim: 64, heads: 4, seq: 64, batch: 14, vocab: 256))
+        #expect(job.model == JobSpec.Model(layers: 2, dim: 64, heads: 4, seq: 64, globalBatch: 14, vocab: 256))
         #expect(job.data == JobSpec.DataSource(path: "/usr/share/games/fortunes", validationFraction: 0.1, seed: 1))
         #expect(job.train.steps == 50)
         #expect(job.train.lrSchedule == .cosine)
@@ -71,7 +71,7 @@ import Testing
               - cpu
             """)
         #expect(job.name == "big")
-        #expect(job.model == JobSpec.Model(layers: 6, dim: 384, heads: 6, seq: 256, batch: 48))
+        #expect(job.model == JobSpec.Model(layers: 6, dim: 384, heads: 6, seq: 256, globalBatch: 48))
         #expect(job.data.path == "/tmp/corpus.txt")
         #expect(job.data.validationFraction == 0.05)
         #expect(job.data.seed == UInt64.max)

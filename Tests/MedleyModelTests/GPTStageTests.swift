@@ -6,14 +6,14 @@ import Testing
 
 @Suite("GPT pipeline stages")
 struct GPTStageTests {
-    static let config = ModelConfig(layers: 3, dim: 16, heads: 2, seq: 8, batch: 4, vocab: 256)
+    static let config = ModelConfig(layers: 3, dim: 16, heads: 2, seq: 8, maxBatch: 4, vocab: 256)
 
     /// Runs `stages` (planning-layer ranges) as a pipeline on one device each, two microbatches
     /// of 2 sequences kept in flight (forwards first, backwards in reverse), and returns the
     /// summed loss and every tensor's gradient by name (the tied `wte` summed over the stages that hold it).
     func pipeline(_ stages: [Range<Int>], adapter: String = "reference") throws -> (loss: Double, gradients: [String: [Float]]) {
         var micro = Self.config
-        micro.batch = 2
+        micro.maxBatch = 2
         let models = try stages.map {
             try GPT(config: micro, device: try openDevice(adapter), seed: 5, stage: $0, activationSequences: 4)
         }

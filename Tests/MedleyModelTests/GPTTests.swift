@@ -25,7 +25,7 @@ func sampleBatch(_ config: ModelConfig, batch: Int, seed: UInt64) -> (tokens: [I
 
 @Suite("GPT on one device")
 struct GPTTests {
-    static let tiny = ModelConfig(layers: 2, dim: 16, heads: 2, seq: 8, batch: 2, vocab: 256)
+    static let tiny = ModelConfig(layers: 2, dim: 16, heads: 2, seq: 8, maxBatch: 2, vocab: 256)
 
     @Test("the layout names every tensor, packs them back to back and counts the parameters")
     func layout() throws {
@@ -79,8 +79,8 @@ struct GPTTests {
         let device = try openDevice("cpu")
         let config = ModelConfig.default
         let model = try GPT(config: config, device: device, seed: 1)
-        let batch = sampleBatch(config, batch: config.batch, seed: 2)
-        let loss = try model.forward(tokens: batch.tokens, targets: batch.targets, batch: config.batch)
+        let batch = sampleBatch(config, batch: config.maxBatch, seed: 2)
+        let loss = try model.forward(tokens: batch.tokens, targets: batch.targets, batch: config.maxBatch)
         #expect(abs(Double(loss) - log(256.0)) < 0.1, "initial loss \(loss)")
     }
 
@@ -162,7 +162,7 @@ struct GPTTests {
     @Test("cpu and reference adapters agree on the loss over 5 training steps")
     func adaptersAgree() throws {
         func losses(_ adapter: String) throws -> [Float] {
-            let config = ModelConfig(layers: 2, dim: 32, heads: 4, seq: 16, batch: 4)
+            let config = ModelConfig(layers: 2, dim: 32, heads: 4, seq: 16, maxBatch: 4)
             let model = try GPT(config: config, device: try openDevice(adapter), seed: 21)
             let batch = sampleBatch(config, batch: 3, seed: 22)
             var out: [Float] = []
@@ -202,13 +202,13 @@ struct GPTTests {
     @Test("bad configs and inputs are rejected with clear errors")
     func badConfigs() throws {
         let cases: [(ModelConfig, String)] = [
-            (ModelConfig(layers: 2, dim: 30, heads: 4, seq: 8, batch: 2), "not a multiple of heads"),
-            (ModelConfig(layers: 0, dim: 16, heads: 2, seq: 8, batch: 2), "layers must be at least 1"),
-            (ModelConfig(layers: 1, dim: 16, heads: 0, seq: 8, batch: 2), "heads must be at least 1"),
-            (ModelConfig(layers: 1, dim: 16, heads: 2, seq: -1, batch: 2), "seq must be at least 1"),
-            (ModelConfig(layers: 1, dim: 16, heads: 2, seq: 8, batch: 0), "batch must be at least 1"),
-            (ModelConfig(layers: 1, dim: 16, heads: 2, seq: 8, batch: 2, vocab: 0), "vocab must be at least 1"),
-            (ModelConfig(layers: 1, dim: 1 << 21, heads: 2, seq: 8, batch: 2), "too large"),
+            (ModelConfig(layers: 2, dim: 30, heads: 4, seq: 8, maxBatch: 2), "not a multiple of heads"),
+            (ModelConfig(layers: 0, dim: 16, heads: 2, seq: 8, maxBatch: 2), "layers must be at least 1"),
+            (ModelConfig(layers: 1, dim: 16, heads: 0, seq: 8, maxBatch: 2), "heads must be at least 1"),
+            (ModelConfig(layers: 1, dim: 16, heads: 2, seq: -1, maxBatch: 2), "seq must be at least 1"),
+            (ModelConfig(layers: 1, dim: 16, heads: 2, seq: 8, maxBatch: 0), "batch must be at least 1"),
+            (ModelConfig(layers: 1, dim: 16, heads: 2, seq: 8, maxBatch: 2, vocab: 0), "vocab must be at least 1"),
+            (ModelConfig(layers: 1, dim: 1 << 21, heads: 2, seq: 8, maxBatch: 2), "too large"),
         ]
         let device = try openDevice("reference")
         for (config, message) in cases {

@@ -61,7 +61,7 @@ struct ProfileTests {
 
     @Test("a sim and a reference chip get positive, finite times for every layer kind and size")
     func measuresEveryKind() throws {
-        let model = JobSpec.Model(layers: 2, dim: 16, heads: 2, seq: 8, batch: 4)
+        let model = JobSpec.Model(layers: 2, dim: 16, heads: 2, seq: 8, globalBatch: 4)
         let profiler = try DeviceProfiler(
             model: model, microbatchSizes: [2, 1, 2], warmups: 0, repetitions: 1, searchPath: TestSupport.buildSearchPath)
         #expect(profiler.microbatchSizes == [1, 2])
@@ -87,7 +87,7 @@ struct ProfileTests {
     @Test("a chip that cannot hold one layer for one sequence fails with one line naming the bytes")
     func tooSmallToProfile() throws {
         let profiler = try DeviceProfiler(
-            model: JobSpec.Model(layers: 1, dim: 64, heads: 4, seq: 64, batch: 4), microbatchSizes: [1, 4], warmups: 0,
+            model: JobSpec.Model(layers: 1, dim: 64, heads: 4, seq: 64, globalBatch: 4), microbatchSizes: [1, 4], warmups: 0,
             repetitions: 1, searchPath: TestSupport.buildSearchPath)
         let error = try #require(throws: MedleyError.self) {
             try profiler.measure(ChipType(adapter: "sim", options: ["memory": "64KiB"], ranks: [0]))

@@ -104,9 +104,9 @@ struct PipelineJobTests {
     @Test("a chip too small for the whole model trains as a pipeline stage, where data parallelism cannot")
     func smallChipTrainsAsAStage() throws {
         let model = "model: {layers: 4, dim: 64, heads: 2, seq: 32, batch: 8}"
-        var config = ModelConfig(layers: 4, dim: 64, heads: 2, seq: 32, batch: 2)
+        var config = ModelConfig(layers: 4, dim: 64, heads: 2, seq: 32, maxBatch: 2)
         let stageNeed = GPT.deviceBytes(config: config, stage: 4..<6, activationSequences: 2)
-        config.batch = 1
+        config.maxBatch = 1
         let wholeNeed = GPT.deviceBytes(config: config)
         try #require(stageNeed < wholeNeed / 2)
         let memory = (stageNeed + wholeNeed) / 2

@@ -71,34 +71,6 @@ struct SharesAndRecordsTests {
         #expect(console.contains("-> 8/2/2"))
     }
 
-    @Test("the efficiency benchmark divides by the settled shares' measured speeds, without the job's hysteresis")
-    func settledShares() throws {
-        func record(_ step: Int, shares: [Int], compute: [Double], next: [Int]? = nil) -> StepRecord {
-            StepRecord(
-                step: step, loss: 4, valLoss: nil, lr: 1e-3, gradNorm: 1, clipScale: 1, tokens: 44 * 128, tokensPerS: 1,
-                stepMs: compute.max()!, shares: shares, computeMs: compute, idleMs: [0, 0, 0], exchangeMs: [0, 0, 0],
-                updateMs: [0, 0, 0], nextShares: next, throughputs: nil)
-        }
-        // 33/8/3 at 11.6, 45 and 92 ms a sequence: the slowest rank takes 383 ms, where 32/8/4
-        // takes 371 ms (3 % better, inside a 2 % hysteresis after noise, so the job kept 33/8/3).
-        var records = [record(1, shares: [15, 15, 14], compute: [174, 675, 1288], next: [33, 8, 3])]
-        for step in 2...6 { records.append(record(step, shares: [33, 8, 3], compute: [383, 360, 276])) }
-        #expect(try TrainBenchmark.settledShares(records, globalBatch: 44) == [32, 8, 4])
-        // Fewer than 3 steps at the final shares: those shares stand.
-        #expect(try TrainBenchmark.settledShares(Array(records.prefix(3)), globalBatch: 44) == [33, 8, 3])
-        // A re-division on the last step: the new shares were never measured, so they stand.
-        records[5].nextShares = [30, 9, 5]
-        #expect(try TrainBenchmark.settledShares(records, globalBatch: 44) == [30, 9, 5])
-    }
-
-    @Test("a benchmark with a sim cost file appends costs= to the ranks' MEDLEY_SIM_OPTIONS")
-    func simCostsEnvironment() {
-        let setup = TrainBenchmark.Setup(program: "medley", simCosts: "/cache/sim-costs")
-        #expect(setup.rankEnvironment([:]) == ["MEDLEY_SIM_OPTIONS": "costs=/cache/sim-costs"])
-        #expect(setup.rankEnvironment(["MEDLEY_SIM_OPTIONS": "speed=0.5"]) == ["MEDLEY_SIM_OPTIONS": "speed=0.5,costs=/cache/sim-costs"])
-        #expect(TrainBenchmark.Setup(program: "medley").rankEnvironment(["MEDLEY_SIM_OPTIONS": "speed=0.5"]).isEmpty)
-    }
-
     @Test("the launcher drops Open MPI's banners and shows a failure once")
     func outputFilter() {
         var shown: [(String, Bool)] = []

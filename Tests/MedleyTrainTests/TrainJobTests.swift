@@ -90,7 +90,7 @@ struct TrainJobTests {
         for line in lines {
             let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
             for key in ["step", "loss", "tokens_per_s", "shares"] { #expect(object[key] != nil, "no \(key) in \(line)") }
-            #expect((object["shares"] as? [Int])?.reduce(0, +) == JobSpec.defaultJob.model.batch)
+            #expect((object["shares"] as? [Int])?.reduce(0, +) == JobSpec.defaultJob.model.globalBatch)
         }
     }
 

@@ -1,5 +1,7 @@
 import Foundation
+import MedleyComm
 import MedleyCore
+import MedleyTrain
 
 /// Benchmarks of whole training jobs: what mixing chips costs, and how fast a straggler is absorbed.
 ///
@@ -162,7 +164,7 @@ public enum TrainBenchmark {
         calibration.train.evalEvery = 0
         calibration.train.rebalanceEvery = max(calibration.train.rebalanceEvery, 5)
         let calibrated = try run(calibration, steps: max(setup.steps / 2, 15), schedule: SharesSchedule(), setup: setup)
-        let shares = try settledShares(calibrated, globalBatch: spec.model.batch)
+        let shares = try settledShares(calibrated, globalBatch: spec.model.globalBatch)
         let pinned = SharesSchedule(pinning: shares)
         var fixed = spec
         fixed.train.evalEvery = 0
@@ -193,7 +195,7 @@ public enum TrainBenchmark {
             var job = fixed
             job.name = "\(spec.name)-alone-\(entry)"
             job.devices = [device]
-            job.model.batch = batch
+            job.model.globalBatch = batch
             alone.append(Alone(group: group, members: members, job: job, schedule: SharesSchedule(pinning: groupShares)))
         }
         /// Fills in each group's figures from its records, and each member rank's compute time.
@@ -218,7 +220,7 @@ public enum TrainBenchmark {
         for round in 1...rounds {
             var separate: [[StepRecord]] = []
             for a in alone {
-                progress("round \(round): alone: \(a.group.device), batch \(a.job.model.batch)")
+                progress("round \(round): alone: \(a.group.device), batch \(a.job.model.globalBatch)")
                 separate.append(try run(a.job, steps: setup.steps, schedule: a.schedule, setup: setup))
             }
             let apart = measure(separate)

@@ -1,5 +1,6 @@
 import CMedleyProto
 import MedleyCore
+import MedleyComm
 import MedleyPlanner
 
 /// A measured chip profile as the profile cache stores it (`DeviceProfile` in the proto):

@@ -1,4 +1,5 @@
 import Foundation
+import MedleyComm
 import MedleyCore
 
 /// `medley bench allreduce`: Medley's weighted gradient exchange against a plain

@@ -1,8 +1,9 @@
 import Foundation
 import MedleyCore
+import MedleyTrain
 import Testing
 
-@testable import MedleyTrain
+@testable import MedleyBench
 
 @Suite("bench host: one core timed beside a loaded neighbour")
 struct HostBenchmarkTests {

@@ -1,6 +1,8 @@
 import COpenBLAS
 import Foundation
+import MedleyComm
 import MedleyCore
+import MedleyTrain
 
 /// How much a host core loses while the core beside it works: the part of heterogeneous
 /// efficiency the host takes when simulated chips compute on the host's other cores.

@@ -1,4 +1,5 @@
 import Foundation
+import MedleyComm
 import MedleyCore
 
 extension AllreduceBenchmark {

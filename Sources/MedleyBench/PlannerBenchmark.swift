@@ -1,3 +1,6 @@
+import Foundation
+import MedleyPlanner
+
 /// The planner's scaling benchmark (`medley bench plan`): plan time and predicted
 /// efficiency for growing inventories of the four built-in chip types.
 public enum PlannerBenchmark {

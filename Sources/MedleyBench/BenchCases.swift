@@ -1,6 +1,7 @@
 import COpenBLAS
 import MedleyAdapters
 import MedleyCore
+import MedleyModel
 
 /// One row-major sgemm as the cpu adapter issues it: C = op(A)·op(B) + beta·C,
 /// with A [m,k] (or [k,m] transposed) and B [k,n] (or [n,k] transposed).
@@ -53,7 +54,7 @@ struct BenchCase {
         func ids(_ shape: [Int]) throws -> TensorView {
             try device.upload((0..<shape.reduce(1, *)).map { _ in Int32(rng.below(config.vocab)) }).tensor(.i32, shape)
         }
-        let (b, t, c, v, nh) = (config.batch, config.seq, config.dim, config.vocab, config.heads)
+        let (b, t, c, v, nh) = (config.maxBatch, config.seq, config.dim, config.vocab, config.heads)
         let n = b * t
         let (dn, dc, dv) = (Double(n), Double(c), Double(v))
         var cases: [BenchCase] = []

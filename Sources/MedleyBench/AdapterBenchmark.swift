@@ -2,6 +2,7 @@ import COpenBLAS
 import Foundation
 import MedleyAdapters
 import MedleyCore
+import MedleyModel
 
 /// One line of a benchmark: an op on one of the model's shapes, or the whole model.
 ///
@@ -185,10 +186,10 @@ public struct AdapterBenchmark {
         let ms = try summaries(contestants)
         let c = config
         let flops =
-            6 * Double(c.parameterCount) * Double(c.batch * c.seq)
-            + 6 * Double(c.layers) * Double(c.batch) * Double(c.seq * c.seq) * Double(c.dim)
+            6 * Double(c.parameterCount) * Double(c.maxBatch * c.seq)
+            + 6 * Double(c.layers) * Double(c.maxBatch) * Double(c.seq * c.seq) * Double(c.dim)
         var row = BenchmarkRow(
-            op: "model_fwd_bwd", role: "GPT forward+backward", shape: "\(c.batch)x\(c.seq) tokens, \(c)",
+            op: "model_fwd_bwd", role: "GPT forward+backward", shape: "\(c.maxBatch)x\(c.seq) tokens, \(c)",
             ms: ms[0], gflops: flops / (ms[0] * 1e6), statistic: statistic.rawValue, repeats: repeats)
         if referenceModel != nil {
             row.referenceMs = ms[1]
@@ -300,13 +301,13 @@ struct ModelStep {
     init(config: ModelConfig, device: Device, seed: UInt64) throws {
         model = try GPT(config: config, device: device, seed: seed)
         var rng = SeededGenerator(seed: seed ^ 0x70_6b_65_6e)
-        let ids = (0..<(config.batch * config.seq + 1)).map { _ in Int32(rng.below(config.vocab)) }
+        let ids = (0..<(config.maxBatch * config.seq + 1)).map { _ in Int32(rng.below(config.vocab)) }
         tokens = Array(ids.dropLast())
         targets = Array(ids.dropFirst())
     }
 
     func run() throws {
-        _ = try model.forward(tokens: tokens, targets: targets, batch: model.config.batch)
+        _ = try model.forward(tokens: tokens, targets: targets, batch: model.config.maxBatch)
         try model.zeroGradients()
         try model.backward()
         try model.device.synchronize()

@@ -1,5 +1,7 @@
 import Foundation
+import MedleyComm
 import MedleyCore
+import MedleyTrain
 import MedleyPlanner
 
 extension TrainBenchmark {
@@ -75,12 +77,12 @@ extension TrainBenchmark {
                 throw MedleyError(.invalidArgument, "--slack: \(slack) is outside 0...\(Plan.maxSlack)")
             }
             for m in microbatches {
-                guard m >= 1, spec.model.batch % m == 0 else {
-                    throw MedleyError(.invalidArgument, "--microbatches: \(m) does not divide the global batch \(spec.model.batch)")
+                guard m >= 1, spec.model.globalBatch % m == 0 else {
+                    throw MedleyError(.invalidArgument, "--microbatches: \(m) does not divide the global batch \(spec.model.globalBatch)")
                 }
                 let plan = Plan.manual(
-                    globalBatch: spec.model.batch, microbatchSize: spec.model.batch / m,
-                    replicas: [(spec.model.batch, ranges.enumerated().map { ($0.offset, $0.element) })], slack: slack)
+                    globalBatch: spec.model.globalBatch, microbatchSize: spec.model.globalBatch / m,
+                    replicas: [(spec.model.globalBatch, ranges.enumerated().map { ($0.offset, $0.element) })], slack: slack)
                 let records = try runPlan(spec, plan: plan, setup: setup)
                 let timed = Array(records.dropFirst(setup.skip))
                 let idle = (0..<p).map { r in
@@ -89,7 +91,7 @@ extension TrainBenchmark {
                 let compute = (0..<p).map { r in median(timed.map { $0.computeMs[r] }) }
                 let busiest = compute.indices.max { compute[$0] < compute[$1] }!
                 let row = BubbleRow(
-                    microbatches: m, microbatchSize: spec.model.batch / m, slack: slack, stepMs: median(timed.map(\.stepMs)),
+                    microbatches: m, microbatchSize: spec.model.globalBatch / m, slack: slack, stepMs: median(timed.map(\.stepMs)),
                     tokensPerS: median(timed.map(\.tokensPerS)), idleFraction: idle,
                     measuredBubble: idle.reduce(0, +) / Double(p), bottleneckBubble: idle[busiest], stageComputeMs: compute,
                     stageImbalance: compute[busiest] / (compute.reduce(0, +) / Double(p)),
