@@ -91,6 +91,15 @@ struct ConformanceTests {
         #expect(report.failures.first?.detail.contains("ABI major 2") == true)
     }
 
+    @Test("an adapter declaring a newer opset fails the check at load, in one row")
+    func newerOpsetFails() throws {
+        let path = try TestSupport.brokenAdapter("newer-opset", into: try TestSupport.temporaryDirectory())
+        let report = ConformanceCheck(candidate: path, searchPath: TestSupport.buildSearchPath).run()
+        #expect(!report.passed)
+        #expect(report.rows.map(\.item) == ["load"])
+        #expect(report.failures.first?.detail.contains("opset \(AdapterABI.opsetVersion + 1)") == true)
+    }
+
     @Test("tolerances order as the dtypes' precision")
     func tolerances() {
         #expect(Tolerance.forDType(.f32).rtol < Tolerance.forDType(.f16).rtol)
