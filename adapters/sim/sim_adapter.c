@@ -13,7 +13,7 @@
  * device_open, which override keys set by the environment. device_count sees
  * only the environment (it takes no options).
  *
- *   speed=S        S in (0, 1], default 1. The chip runs at S times ONE
+ *   speed=S        S in [1e-6, 1], default 1. The chip runs at S times ONE
  *                  UNCONTENDED HOST CORE running the chosen kernels: each
  *                  op_launch measures the CPU time its compute takes on the
  *                  calling thread (CLOCK_THREAD_CPUTIME_ID: kernel, precision
@@ -34,7 +34,10 @@
  *                  wall = c and this is the old rule, sleep c*(1/S - 1);
  *                  contended, the sim does not slow down with the host as
  *                  long as it gets a core for c/S of the time. Copies are not
- *                  stretched.
+ *                  stretched. Below 1e-6 (SIM_MIN_SPEED) a sleep of c/S
+ *                  could no longer be honoured (far below, c/S overflows the
+ *                  sleep's integer seconds), so such a speed is refused at
+ *                  open, and so are slow faults that would take it there.
  *   costs=PATH     a file that keeps the op costs c across processes (default:
  *                  none, each device learns its own). Opening the device reads
  *                  it; closing the device merges what it learned into it (the
@@ -80,7 +83,8 @@
  *            device_close) return MEDLEY_ERROR_DEVICE_LOST.
  *   hang     that call never returns (sleeps forever in a loop).
  *   nan      every element of the op's outputs becomes NaN.
- *   slow:F   speed is divided by F (F >= 1) from then on: a straggler.
+ *   slow:F   speed is divided by F (F >= 1) from then on: a straggler. The
+ *            speed left after every slow fault must stay >= 1e-6.
  *   corrupt  one exponent bit (bit 30) of one output element of the op is
  *            flipped: element (numel-1)/2 of the op's first output.
  * A crash, error, hang or slow fault at a step fires inside step_begin; a
@@ -115,6 +119,12 @@
 #define SIM_ENV "MEDLEY_SIM_OPTIONS"
 #define SIM_CRASH_STATUS 77
 #define SIM_MAX_OVERSLEEP 0.05 /* seconds of oversleep carried to later ops, at most */
+/* The least speed, after slow faults too: a chip a million times slower than a host core, whose
+   1 ms op sleeps 17 minutes. Below it c/S stops being a sleep anyone waits for, and far below it
+   overflows the integer seconds of the sleep (undefined behaviour in the conversion). */
+#define SIM_MIN_SPEED 1e-6
+/* Longest single sleep, seconds (about 31 years): a guard that keeps the conversion defined. */
+#define SIM_MAX_SLEEP 1e9
 #define SIM_MAX_PATH 1024
 #define SIM_COSTS_MAGIC "MDSIMCST"
 #define SIM_COSTS_VERSION 1u
@@ -248,9 +258,9 @@ static medley_error *sim_apply_option(sim_config *config, const char *key, const
   const char *expected = "";
   if (strcmp(key, "speed") == 0) {
     double speed = 0;
-    bad = mk_parse_double(value, &speed) != 0 || !(speed > 0.0) || speed > 1.0;
+    bad = mk_parse_double(value, &speed) != 0 || !(speed >= SIM_MIN_SPEED) || speed > 1.0;
     if (!bad) config->speed = speed;
-    expected = "expected a number in (0, 1]";
+    expected = "expected a number in [1e-06, 1] (below 1e-06 the sim cannot honour its sleeps)";
   } else if (strcmp(key, "memory") == 0) {
     uint64_t memory = 0;
     bad = mk_parse_bytes(value, &memory) != 0 || memory == 0;
@@ -319,6 +329,24 @@ static medley_error *sim_apply_env(sim_config *config) {
   return error;
 }
 
+/* The speed once every slow fault has fired must stay >= SIM_MIN_SPEED. Checked once the layers
+   are merged, since speed and fault may come from different ones. */
+static medley_error *sim_check_slowest(const sim_config *config) {
+  double slowest = config->speed;
+  for (size_t i = 0; i < config->num_faults; i++) {
+    const sim_fault *fault = &config->faults[i];
+    if (fault->kind != SIM_FAULT_SLOW) continue;
+    slowest /= fault->factor;
+    if (!(slowest >= SIM_MIN_SPEED)) {
+      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                      "sim option fault='%s': its slow faults take speed %g down to %g, below the least speed the "
+                      "sim can honour (1e-06); the speed divided by every slow:F factor must stay in [1e-06, 1]",
+                      fault->text, config->speed, slowest);
+    }
+  }
+  return NULL;
+}
+
 /* Defaults, then the environment, then the explicit options. */
 static medley_error *sim_load_config(sim_config *config, const medley_option *options, size_t num_options) {
   sim_config_defaults(config);
@@ -328,7 +356,7 @@ static medley_error *sim_load_config(sim_config *config, const medley_option *op
   for (size_t i = 0; i < num_options && error == NULL; i++) {
     error = sim_apply_option(config, options[i].key, options[i].value, "");
   }
-  return error;
+  return error != NULL ? error : sim_check_slowest(config);
 }
 
 /* ========================================================================= */
@@ -387,6 +415,7 @@ static double sim_thread_cpu_seconds(void) {
 
 static void sim_sleep_seconds(double seconds) {
   if (!(seconds > 0)) return;
+  if (seconds > SIM_MAX_SLEEP) seconds = SIM_MAX_SLEEP; /* never reached at speeds >= SIM_MIN_SPEED */
   struct timespec wait;
   wait.tv_sec = (time_t)seconds;
   wait.tv_nsec = (long)((seconds - (double)wait.tv_sec) * 1e9);
