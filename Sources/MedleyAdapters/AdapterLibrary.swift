@@ -11,8 +11,9 @@ import Darwin
 ///
 /// Loading checks everything that can be checked without running the chip:
 /// that the file exists and loads, exports the entry symbol, returns a table
-/// whose ABI major matches the host's, whose `struct_size` covers the header,
-/// and that every required entry is present. All problems found are reported
+/// whose ABI major matches the host's, whose opset is one the host knows (not
+/// newer), whose `struct_size` covers the header, and that every required
+/// entry is present. All problems found are reported
 /// together in one error.
 ///
 /// Libraries are never unloaded: an adapter may own threads (BLAS pools,
@@ -88,6 +89,14 @@ public final class AdapterLibrary: @unchecked Sendable {
         }
         if table.opset_version < 1 {
             problems.append("opset version \(table.opset_version) (this host drives opset \(AdapterABI.opsetVersion))")
+        } else if Int(table.opset_version) > AdapterABI.opsetVersion {
+            // A newer opset may change what an op means, so the host cannot drive it as if it were its own.
+            // (A newer ABI minor is fine: it only appends entries, which this host never reads.)
+            problems.append(
+                "it declares opset \(table.opset_version), but the newest opset this Medley knows is "
+                    + "\(AdapterABI.opsetVersion); rebuild the adapter against this Medley's "
+                    + "adapters/include/medley_adapter.h (MEDLEY_OPSET_VERSION \(AdapterABI.opsetVersion)), "
+                    + "or use a Medley that knows opset \(table.opset_version)")
         }
         var missingRequired: [String] = []
         var present: [String] = []

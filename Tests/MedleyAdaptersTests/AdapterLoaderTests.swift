@@ -84,6 +84,19 @@ struct AdapterLoaderTests {
         #expect(error?.message.contains("speaks ABI major 1") == true)
     }
 
+    @Test("an adapter declaring an opset newer than this Medley knows is refused in one line saying what to do")
+    func newerOpset() throws {
+        let path = try TestSupport.brokenAdapter("newer-opset", into: try TestSupport.temporaryDirectory())
+        let error = #expect(throws: MedleyError.self) { try AdapterLibrary(path: path) }
+        let message = error?.message ?? ""
+        #expect(error?.code == .adapterLoad)
+        #expect(message.contains(path), "\(message)")
+        #expect(message.contains("opset \(AdapterABI.opsetVersion + 1)"), "\(message)")
+        #expect(message.contains("newest opset this Medley knows is \(AdapterABI.opsetVersion)"), "\(message)")
+        #expect(message.contains("rebuild"), "\(message)")
+        #expect(!message.contains("\n"), "\(message)")
+    }
+
     @Test("a too-small table is refused, and the entries beyond it count as missing")
     func smallTable() throws {
         let path = try TestSupport.brokenAdapter("small-table", into: try TestSupport.temporaryDirectory())

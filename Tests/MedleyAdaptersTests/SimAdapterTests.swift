@@ -255,6 +255,33 @@ struct SimAdapterTests {
         #expect(error?.message.contains("\n") == false)
     }
 
+    @Test("a speed whose sleep cannot be honoured is refused at open, naming the option, the value and the range",
+          arguments: ["1e-300", "4.9e-324", "1e-7", "inf", "nan", "0"])
+    func unhonourableSpeed(_ value: String) throws {
+        let error = #expect(throws: MedleyError.self, "speed=\(value)") {
+            _ = try library.openDevice(0, options: [("speed", value)])
+        }
+        let message = error?.message ?? ""
+        #expect(error?.code == .invalidArgument, "\(message)")
+        #expect(message.contains("speed='\(value)'"), "\(message)")
+        #expect(message.contains("[1e-06, 1]"), "\(message)")
+        #expect(!message.contains("\n"), "\(message)")
+    }
+
+    @Test("the least honourable speed opens, and slow faults may not take the speed below it")
+    func leastSpeed() throws {
+        _ = try library.openDevice(0, options: [("speed", "1e-06")])
+        _ = try library.openDevice(0, options: [("speed", "0.5"), ("fault", "slow:4@step=1;slow:1000@step=2")])
+        let error = #expect(throws: MedleyError.self) {
+            _ = try library.openDevice(0, options: [("speed", "0.5"), ("fault", "slow:1e300@step=1")])
+        }
+        let message = error?.message ?? ""
+        #expect(error?.code == .invalidArgument, "\(message)")
+        #expect(message.contains("fault='slow:1e300@step=1'"), "\(message)")
+        #expect(message.contains("1e-06"), "\(message)")
+        #expect(!message.contains("\n"), "\(message)")
+    }
+
     @Test("unknown and malformed options are rejected with one line naming the option")
     func badOptions() throws {
         let cases: [(String, String, String)] = [

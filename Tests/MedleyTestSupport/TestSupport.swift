@@ -74,13 +74,23 @@ public enum TestSupport {
         return output
     }
 
-    /// The adapter template, built as docs/adapters.md says; cached per process.
+    /// The full adapter template, built as docs/adapters.md says.
     public static func templateAdapter(into directory: String) throws -> String {
         try buildSharedLibrary(
             named: "template",
             sources: ["adapters/template/template_adapter.c", "adapters/kit/medley_kit.c",
                       "adapters/kernels/medley_ref_kernels.c"],
             into: directory)
+    }
+
+    /// The sources of the minimal adapter template, in the order docs/adapters.md lists them.
+    public static let minimalAdapterSources = [
+        "adapters/template/minimal_adapter.c", "adapters/kit/medley_kit.c", "adapters/kernels/medley_ref_kernels.c",
+    ]
+
+    /// The minimal adapter template, built as docs/adapters.md says.
+    public static func minimalAdapter(into directory: String) throws -> String {
+        try buildSharedLibrary(named: "minimal", sources: minimalAdapterSources, into: directory)
     }
 
     /// A deliberately broken adapter (see Tests/Fixtures/adapters/broken_adapter.c for the kinds).

@@ -27,16 +27,16 @@
 #include "medley_adapter.h"
 #include "medley_kit.h"
 
-#define CPU_DEVICE_MAGIC 0x4d45444c43505544ull /* "MEDLCPUD" */
 #define CPU_MAX_THREADS 1024
 #define CPU_DEFAULT_MEMORY ((uint64_t)8 << 30) /* when the OS does not say */
 
+/* What the kit's shared entries need to know: the name in messages and the float dtypes. */
+static const mk_host_kind cpu_kind = {"cpu", MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), NULL};
+
 struct medley_device {
-  uint64_t magic; /* first: mk_check_device reads it */
-  mk_memory memory;
+  mk_host_device host; /* first: memory and streams, used by the kit's mk_host_* entries */
   int threads;
   cpu_scratch scratch;
-  mk_stream_list streams; /* every live extra stream */
   char name[160];
   char vendor[64];
 };
@@ -49,11 +49,7 @@ static medley_error *cpu_plugin_info(medley_plugin_info *out) {
   return mk_plugin_info(out, "cpu", "Medley", "1.0.0");
 }
 
-static medley_error *cpu_device_count(int32_t *out_count) {
-  if (out_count == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_count: out_count is NULL");
-  *out_count = 1;
-  return NULL;
-}
+static medley_error *cpu_device_count(int32_t *out_count) { return mk_device_count(out_count, 1); }
 
 /* ========================================================================= */
 /* Describing the CPU                                                        */
@@ -101,22 +97,13 @@ static void describe_cpu(medley_device *device) {
 /* Devices                                                                   */
 /* ========================================================================= */
 
-static medley_error *device_check(const medley_device *device, const char *what) {
-  return mk_check_device(device, CPU_DEVICE_MAGIC, "cpu", what);
-}
-
 /* Reads the options into `threads` and `memory`; unknown or malformed ones are errors. */
 static medley_error *parse_options(const medley_option *options, size_t num_options, int *threads,
                                    uint64_t *memory) {
-  if (num_options > 0 && options == NULL) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: options is NULL but num_options is %zu",
-                    num_options);
-  }
+  medley_error *error = mk_check_options(options, num_options);
+  if (error != NULL) return error;
   for (size_t i = 0; i < num_options; i++) {
     const char *key = options[i].key, *value = options[i].value;
-    if (key == NULL || value == NULL) {
-      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: option %zu has a NULL key or value", i);
-    }
     if (strcmp(key, "threads") == 0) {
       int64_t parsed = 0;
       if (mk_parse_int(value, 1, CPU_MAX_THREADS, &parsed) != 0) {
@@ -161,9 +148,8 @@ static medley_error *cpu_device_open(int32_t index, const medley_option *options
   if (error != NULL) return error;
   medley_device *device = calloc(1, sizeof *device);
   if (device == NULL) return mk_error(MEDLEY_ERROR_OUT_OF_MEMORY, "device_open: no host memory for the device");
-  device->magic = CPU_DEVICE_MAGIC;
+  mk_host_device_init(&device->host, &cpu_kind, memory);
   device->threads = threads;
-  mk_memory_init(&device->memory, memory);
   describe_cpu(device);
   /* OpenBLAS caps the count at the maximum it was built for (64 on Debian). */
   int effective = cpu_blas_threads(device->threads);
@@ -173,131 +159,32 @@ static medley_error *cpu_device_open(int32_t index, const medley_option *options
 }
 
 static medley_error *cpu_device_close(medley_device *device) {
-  medley_error *error = device_check(device, "device_close");
+  medley_error *error = mk_host_check_handle(device, &cpu_kind, "device_close");
   if (error != NULL) return error;
-  mk_memory_release_all(&device->memory);
+  mk_host_device_release(&device->host);
   cpu_scratch_release(&device->scratch);
-  mk_stream_release_all(&device->streams);
-  device->magic = 0;
   free(device);
   return NULL;
 }
 
 static medley_error *cpu_device_describe(medley_device *device, medley_device_desc *out) {
-  medley_error *error = device_check(device, "device_describe");
+  medley_error *error = mk_host_check_device(device, &cpu_kind, "device_describe");
   if (error != NULL) return error;
-  if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_describe: out is NULL");
-  if (!MK_HAS_FIELD(out->struct_size, medley_device_desc, compute_units)) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
-                    "device_describe: struct_size %zu is too small; set it to sizeof(medley_device_desc)",
-                    out->struct_size);
-  }
-  out->name = device->name;
-  out->vendor = device->vendor;
-  out->memory_bytes = device->memory.capacity;
-  out->dtype_mask = MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32) | MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_I32);
-  out->compute_units = (uint32_t)device->threads;
-  return NULL;
+  return mk_describe(out, device->name, device->vendor, device->host.memory.capacity,
+                     MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32) | MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_I32),
+                     (uint32_t)device->threads);
 }
 
 /* ========================================================================= */
-/* Memory and copies                                                         */
+/* Ops (memory, copies, streams and steps are the kit's mk_host_* entries)  */
 /* ========================================================================= */
-
-static medley_error *cpu_buffer_alloc(medley_device *device, uint64_t bytes, medley_buffer **out_buffer) {
-  medley_error *error = device_check(device, "buffer_alloc");
-  if (error != NULL) return error;
-  return mk_buffer_alloc(&device->memory, bytes, out_buffer);
-}
-
-static medley_error *cpu_buffer_free(medley_device *device, medley_buffer *buffer) {
-  medley_error *error = device_check(device, "buffer_free");
-  if (error != NULL) return error;
-  return mk_buffer_free(&device->memory, buffer);
-}
-
-/* Checks the device and the stream (NULL, the default, or a live stream of the device) of a queued call. */
-static medley_error *queue_check(medley_device *device, medley_stream *stream, const char *what) {
-  medley_error *error = device_check(device, what);
-  if (error != NULL) return error;
-  return mk_stream_check(&device->streams, stream, what);
-}
-
-static medley_error *cpu_copy_h2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
-                                  uint64_t dst_offset, const void *src, uint64_t bytes) {
-  medley_error *error = queue_check(device, stream, "copy_h2d");
-  if (error != NULL) return error;
-  return mk_copy_h2d(&device->memory, dst, dst_offset, src, bytes);
-}
-
-static medley_error *cpu_copy_d2h(medley_device *device, medley_stream *stream, void *dst, medley_buffer *src,
-                                  uint64_t src_offset, uint64_t bytes) {
-  medley_error *error = queue_check(device, stream, "copy_d2h");
-  if (error != NULL) return error;
-  return mk_copy_d2h(&device->memory, dst, src, src_offset, bytes);
-}
-
-static medley_error *cpu_copy_d2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
-                                  uint64_t dst_offset, medley_buffer *src, uint64_t src_offset, uint64_t bytes) {
-  medley_error *error = queue_check(device, stream, "copy_d2d");
-  if (error != NULL) return error;
-  return mk_copy_d2d(&device->memory, dst, dst_offset, src, src_offset, bytes);
-}
-
-static medley_error *cpu_memset(medley_device *device, medley_stream *stream, medley_buffer *dst,
-                                uint64_t offset, uint8_t value, uint64_t bytes) {
-  medley_error *error = queue_check(device, stream, "memset");
-  if (error != NULL) return error;
-  return mk_memset(&device->memory, dst, offset, value, bytes);
-}
-
-/* ========================================================================= */
-/* Streams and steps                                                         */
-/* ========================================================================= */
-
-static medley_error *cpu_stream_create(medley_device *device, medley_stream **out_stream) {
-  medley_error *error = device_check(device, "stream_create");
-  if (error != NULL) return error;
-  return mk_stream_create(&device->streams, out_stream);
-}
-
-static medley_error *cpu_stream_destroy(medley_device *device, medley_stream *stream) {
-  medley_error *error = device_check(device, "stream_destroy");
-  if (error != NULL) return error;
-  return mk_stream_destroy(&device->streams, stream);
-}
-
-static medley_error *cpu_stream_synchronize(medley_device *device, medley_stream *stream) {
-  /* Every call already ran to completion when it returned. */
-  return queue_check(device, stream, "stream_synchronize");
-}
-
-static medley_error *cpu_step_begin(medley_device *device, int64_t step) {
-  medley_error *error = device_check(device, "step_begin");
-  if (error != NULL) return error;
-  if (step < 0) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "step_begin: step %lld is negative", (long long)step);
-  return NULL;
-}
-
-/* ========================================================================= */
-/* Ops                                                                       */
-/* ========================================================================= */
-
-static medley_error *cpu_op_query(medley_device *device, const char *op_name, int32_t dtype,
-                                  int32_t *out_supported) {
-  medley_error *error = device_check(device, "op_query");
-  if (error != NULL) return error;
-  return mk_op_query(op_name, dtype, MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), out_supported);
-}
 
 static medley_error *cpu_op_launch(medley_device *device, medley_stream *stream, const char *op_name,
                                    const medley_tensor *inputs, size_t num_inputs, const medley_tensor *outputs,
                                    size_t num_outputs, const medley_attr *attrs, size_t num_attrs) {
-  medley_error *error = queue_check(device, stream, "op_launch");
-  if (error != NULL) return error;
   mk_op_args args;
-  error = mk_op_prepare(&device->memory, op_name, inputs, num_inputs, outputs, num_outputs, attrs, num_attrs,
-                        MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), &args);
+  medley_error *error = mk_host_launch_prepare(device, &cpu_kind, stream, op_name, inputs, num_inputs, outputs,
+                                               num_outputs, attrs, num_attrs, &args);
   if (error != NULL) return error;
   use_threads(device);
   return cpu_run(&device->scratch, &args);
@@ -319,18 +206,18 @@ static const medley_adapter_api cpu_api = {
     .device_open = cpu_device_open,
     .device_close = cpu_device_close,
     .device_describe = cpu_device_describe,
-    .buffer_alloc = cpu_buffer_alloc,
-    .buffer_free = cpu_buffer_free,
-    .copy_h2d = cpu_copy_h2d,
-    .copy_d2h = cpu_copy_d2h,
-    .copy_d2d = cpu_copy_d2d,
-    .memset = cpu_memset,
-    .stream_create = cpu_stream_create,
-    .stream_destroy = cpu_stream_destroy,
-    .stream_synchronize = cpu_stream_synchronize,
-    .op_query = cpu_op_query,
+    .buffer_alloc = mk_host_buffer_alloc,
+    .buffer_free = mk_host_buffer_free,
+    .copy_h2d = mk_host_copy_h2d,
+    .copy_d2h = mk_host_copy_d2h,
+    .copy_d2d = mk_host_copy_d2d,
+    .memset = mk_host_memset,
+    .stream_create = mk_host_stream_create,
+    .stream_destroy = mk_host_stream_destroy,
+    .stream_synchronize = mk_host_stream_synchronize,
+    .op_query = mk_host_op_query,
     .op_launch = cpu_op_launch,
-    .step_begin = cpu_step_begin,
+    .step_begin = mk_host_step_begin,
 };
 
 MEDLEY_ADAPTER_EXPORT const medley_adapter_api *medley_adapter_get_api(void) { return &cpu_api; }

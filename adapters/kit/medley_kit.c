@@ -253,6 +253,28 @@ medley_error *mk_plugin_info(medley_plugin_info *out, const char *name, const ch
   return NULL;
 }
 
+medley_error *mk_device_count(int32_t *out_count, int32_t count) {
+  if (out_count == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_count: out_count is NULL");
+  *out_count = count;
+  return NULL;
+}
+
+medley_error *mk_describe(medley_device_desc *out, const char *name, const char *vendor, uint64_t memory_bytes,
+                          uint32_t dtype_mask, uint32_t compute_units) {
+  if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_describe: out is NULL");
+  if (!MK_HAS_FIELD(out->struct_size, medley_device_desc, compute_units)) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                    "device_describe: struct_size %zu is too small; set it to sizeof(medley_device_desc)",
+                    out->struct_size);
+  }
+  out->name = name;
+  out->vendor = vendor;
+  out->memory_bytes = memory_bytes;
+  out->dtype_mask = dtype_mask;
+  out->compute_units = compute_units;
+  return NULL;
+}
+
 medley_error *mk_check_device(const void *device, uint64_t magic, const char *adapter, const char *entry) {
   if (device == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: device is NULL", entry);
   uint64_t found;
@@ -269,8 +291,7 @@ medley_error *mk_check_device(const void *device, uint64_t magic, const char *ad
 
 #define MK_STREAM_MAGIC 0x4d45444c5354524dull /* "MEDLSTRM" */
 
-/* The same members as the template's own struct medley_stream, so the two
-   definitions stay compatible where both are linked into one library. */
+/* A stream of a synchronous device: only a token, linked into its device's list. */
 struct medley_stream {
   uint64_t magic;
   struct medley_stream *next;
@@ -324,6 +345,19 @@ void mk_stream_release_all(mk_stream_list *streams) {
 /* ========================================================================= */
 /* Options                                                                   */
 /* ========================================================================= */
+
+medley_error *mk_check_options(const medley_option *options, size_t num_options) {
+  if (num_options > 0 && options == NULL) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: options is NULL but num_options is %zu",
+                    num_options);
+  }
+  for (size_t i = 0; i < num_options; i++) {
+    if (options[i].key == NULL || options[i].value == NULL) {
+      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: option %zu has a NULL key or value", i);
+    }
+  }
+  return NULL;
+}
 
 int mk_parse_double(const char *text, double *out) {
   if (text == NULL || *text == '\0') return -1;
@@ -943,4 +977,126 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
       break;
   }
   return mk_error(MEDLEY_ERROR_INTERNAL, "%s: no shape rules for this op", op_name);
+}
+
+/* ========================================================================= */
+/* Host-memory devices: whole table entries                                  */
+/* ========================================================================= */
+
+#define MK_HOST_DEVICE_MAGIC 0x4d4b484f53544456ull /* "MKHOSTDV" */
+
+/* The adapter's struct medley_device begins with its mk_host_device. */
+static mk_host_device *mk_host(medley_device *device) { return (mk_host_device *)(void *)device; }
+static const mk_host_device *mk_host_const(const medley_device *device) {
+  return (const mk_host_device *)(const void *)device;
+}
+
+void mk_host_device_init(mk_host_device *host, const mk_host_kind *kind, uint64_t capacity) {
+  host->magic = MK_HOST_DEVICE_MAGIC;
+  host->kind = kind;
+  mk_memory_init(&host->memory, capacity);
+  host->streams.head = NULL;
+}
+
+void mk_host_device_release(mk_host_device *host) {
+  mk_memory_release_all(&host->memory);
+  mk_stream_release_all(&host->streams);
+  host->magic = 0;
+}
+
+/* `kind` NULL (the shared mk_host_* entries) accepts an open kit device of
+   any kind; the adapter's own entries name their kind, and a device of
+   another kind is refused like any other pointer. */
+medley_error *mk_host_check_handle(const medley_device *device, const mk_host_kind *kind, const char *entry) {
+  if (device == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: device is NULL", entry);
+  const mk_host_device *host = mk_host_const(device);
+  if (host->magic == MK_HOST_DEVICE_MAGIC && (kind == NULL || host->kind == kind)) return NULL;
+  if (kind != NULL) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: %p is not an open %s device", entry, (const void *)device,
+                    kind->adapter);
+  }
+  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: %p is not an open device of this adapter", entry,
+                  (const void *)device);
+}
+
+medley_error *mk_host_check_device(const medley_device *device, const mk_host_kind *kind, const char *entry) {
+  MK_TRY(mk_host_check_handle(device, kind, entry));
+  const mk_host_device *host = mk_host_const(device);
+  return host->kind->check != NULL ? host->kind->check(device, entry) : NULL;
+}
+
+/* Device, then stream: NULL (the default stream) or a live stream of this device. */
+static medley_error *mk_host_check_queue(const medley_device *device, const mk_host_kind *kind,
+                                         const medley_stream *stream, const char *entry) {
+  MK_TRY(mk_host_check_device(device, kind, entry));
+  return mk_stream_check(&mk_host_const(device)->streams, stream, entry);
+}
+
+medley_error *mk_host_launch_prepare(medley_device *device, const mk_host_kind *kind, medley_stream *stream,
+                                     const char *op_name, const medley_tensor *inputs, size_t num_inputs,
+                                     const medley_tensor *outputs, size_t num_outputs, const medley_attr *attrs,
+                                     size_t num_attrs, mk_op_args *args) {
+  MK_TRY(mk_host_check_queue(device, kind, stream, "op_launch"));
+  mk_host_device *host = mk_host(device);
+  return mk_op_prepare(&host->memory, op_name, inputs, num_inputs, outputs, num_outputs, attrs, num_attrs,
+                       host->kind->float_dtypes, args);
+}
+
+medley_error *mk_host_buffer_alloc(medley_device *device, uint64_t bytes, medley_buffer **out_buffer) {
+  MK_TRY(mk_host_check_device(device, NULL, "buffer_alloc"));
+  return mk_buffer_alloc(&mk_host(device)->memory, bytes, out_buffer);
+}
+
+medley_error *mk_host_buffer_free(medley_device *device, medley_buffer *buffer) {
+  MK_TRY(mk_host_check_device(device, NULL, "buffer_free"));
+  return mk_buffer_free(&mk_host(device)->memory, buffer);
+}
+
+medley_error *mk_host_copy_h2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
+                               uint64_t dst_offset, const void *src, uint64_t bytes) {
+  MK_TRY(mk_host_check_queue(device, NULL, stream, "copy_h2d"));
+  return mk_copy_h2d(&mk_host(device)->memory, dst, dst_offset, src, bytes);
+}
+
+medley_error *mk_host_copy_d2h(medley_device *device, medley_stream *stream, void *dst, medley_buffer *src,
+                               uint64_t src_offset, uint64_t bytes) {
+  MK_TRY(mk_host_check_queue(device, NULL, stream, "copy_d2h"));
+  return mk_copy_d2h(&mk_host(device)->memory, dst, src, src_offset, bytes);
+}
+
+medley_error *mk_host_copy_d2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
+                               uint64_t dst_offset, medley_buffer *src, uint64_t src_offset, uint64_t bytes) {
+  MK_TRY(mk_host_check_queue(device, NULL, stream, "copy_d2d"));
+  return mk_copy_d2d(&mk_host(device)->memory, dst, dst_offset, src, src_offset, bytes);
+}
+
+medley_error *mk_host_memset(medley_device *device, medley_stream *stream, medley_buffer *dst, uint64_t offset,
+                             uint8_t value, uint64_t bytes) {
+  MK_TRY(mk_host_check_queue(device, NULL, stream, "memset"));
+  return mk_memset(&mk_host(device)->memory, dst, offset, value, bytes);
+}
+
+medley_error *mk_host_stream_create(medley_device *device, medley_stream **out_stream) {
+  MK_TRY(mk_host_check_device(device, NULL, "stream_create"));
+  return mk_stream_create(&mk_host(device)->streams, out_stream);
+}
+
+medley_error *mk_host_stream_destroy(medley_device *device, medley_stream *stream) {
+  MK_TRY(mk_host_check_device(device, NULL, "stream_destroy"));
+  return mk_stream_destroy(&mk_host(device)->streams, stream);
+}
+
+medley_error *mk_host_stream_synchronize(medley_device *device, medley_stream *stream) {
+  return mk_host_check_queue(device, NULL, stream, "stream_synchronize"); /* all work has already finished */
+}
+
+medley_error *mk_host_op_query(medley_device *device, const char *op_name, int32_t dtype, int32_t *out_supported) {
+  MK_TRY(mk_host_check_device(device, NULL, "op_query"));
+  return mk_op_query(op_name, dtype, mk_host(device)->kind->float_dtypes, out_supported);
+}
+
+medley_error *mk_host_step_begin(medley_device *device, int64_t step) {
+  MK_TRY(mk_host_check_device(device, NULL, "step_begin"));
+  if (step < 0) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "step_begin: step %lld is negative", (long long)step);
+  return NULL;
 }

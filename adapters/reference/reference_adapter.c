@@ -23,32 +23,15 @@
 #include "medley_kit.h"
 #include "medley_ref_kernels.h"
 
-#define REF_DEVICE_MAGIC 0x5245464445564943ull /* "REFDEVIC" */
-
 /* Fallback capacity when the OS does not report its memory size: 8 GiB. */
 #define REF_FALLBACK_MEMORY (8ull << 30)
 
+/* What the kit's shared entries need to know: the name in messages and the float dtypes. */
+static const mk_host_kind ref_kind = {"reference", MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), NULL};
+
 struct medley_device {
-  uint64_t magic; /* first: mk_check_device reads it */
-  mk_memory memory;
-  mk_stream_list streams; /* streams made by stream_create, still live */
+  mk_host_device host; /* first: memory and streams, used by the kit's mk_host_* entries */
 };
-
-/* ========================================================================= */
-/* Argument checks                                                           */
-/* ========================================================================= */
-
-static medley_error *ref_check_device(const medley_device *device, const char *entry) {
-  return mk_check_device(device, REF_DEVICE_MAGIC, "reference", entry);
-}
-
-/* Device and stream together, for the entries that take both. NULL is the
-   default stream; anything else must come from stream_create on this device. */
-static medley_error *ref_check(const medley_device *device, const medley_stream *stream, const char *entry) {
-  medley_error *error = ref_check_device(device, entry);
-  if (error == NULL) error = mk_stream_check(&device->streams, stream, entry);
-  return error;
-}
 
 /* ========================================================================= */
 /* Plugin and devices                                                        */
@@ -58,24 +41,15 @@ static medley_error *ref_plugin_info(medley_plugin_info *out) {
   return mk_plugin_info(out, "reference", "Medley", "1.0.0");
 }
 
-static medley_error *ref_device_count(int32_t *out_count) {
-  if (out_count == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_count: out_count is NULL");
-  *out_count = 1;
-  return NULL;
-}
+static medley_error *ref_device_count(int32_t *out_count) { return mk_device_count(out_count, 1); }
 
 /* Reads the device options into *capacity. */
 static medley_error *ref_parse_options(const medley_option *options, size_t num_options, uint64_t *capacity) {
-  if (num_options > 0 && options == NULL) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: options is NULL but num_options is %zu",
-                    num_options);
-  }
+  medley_error *error = mk_check_options(options, num_options);
+  if (error != NULL) return error;
   *capacity = mk_system_memory_bytes(REF_FALLBACK_MEMORY);
   for (size_t i = 0; i < num_options; i++) {
     const char *key = options[i].key, *value = options[i].value;
-    if (key == NULL || value == NULL) {
-      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: option %zu has a NULL key or value", i);
-    }
     if (strcmp(key, "memory") == 0) {
       if (mk_parse_bytes(value, capacity) != 0 || *capacity == 0) {
         return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
@@ -103,129 +77,36 @@ static medley_error *ref_device_open(int32_t index, const medley_option *options
   if (error != NULL) return error;
   medley_device *device = calloc(1, sizeof *device);
   if (device == NULL) return mk_error(MEDLEY_ERROR_OUT_OF_MEMORY, "device_open: out of host memory");
-  device->magic = REF_DEVICE_MAGIC;
-  mk_memory_init(&device->memory, capacity);
+  mk_host_device_init(&device->host, &ref_kind, capacity);
   *out_device = device;
   return NULL;
 }
 
 static medley_error *ref_device_close(medley_device *device) {
-  medley_error *error = ref_check_device(device, "device_close");
+  medley_error *error = mk_host_check_handle(device, &ref_kind, "device_close");
   if (error != NULL) return error;
-  mk_memory_release_all(&device->memory);
-  mk_stream_release_all(&device->streams);
-  device->magic = 0;
+  mk_host_device_release(&device->host);
   free(device);
   return NULL;
 }
 
 static medley_error *ref_device_describe(medley_device *device, medley_device_desc *out) {
-  medley_error *error = ref_check_device(device, "device_describe");
+  medley_error *error = mk_host_check_device(device, &ref_kind, "device_describe");
   if (error != NULL) return error;
-  if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_describe: out is NULL");
-  if (!MK_HAS_FIELD(out->struct_size, medley_device_desc, compute_units)) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
-                    "device_describe: struct_size %zu is too small; set it to sizeof(medley_device_desc)",
-                    out->struct_size);
-  }
-  out->name = "reference-cpu";
-  out->vendor = "Medley";
-  out->memory_bytes = device->memory.capacity;
-  out->dtype_mask = MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32) | MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_I32);
-  out->compute_units = 1; /* one thread */
-  return NULL;
+  return mk_describe(out, "reference-cpu", "Medley", device->host.memory.capacity,
+                     MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32) | MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_I32), 1 /* one thread */);
 }
 
 /* ========================================================================= */
-/* Memory and copies                                                         */
+/* Ops (memory, copies and streams are the kit's mk_host_* entries)         */
 /* ========================================================================= */
-
-static medley_error *ref_buffer_alloc(medley_device *device, uint64_t bytes, medley_buffer **out_buffer) {
-  medley_error *error = ref_check_device(device, "buffer_alloc");
-  if (error != NULL) return error;
-  return mk_buffer_alloc(&device->memory, bytes, out_buffer);
-}
-
-static medley_error *ref_buffer_free(medley_device *device, medley_buffer *buffer) {
-  medley_error *error = ref_check_device(device, "buffer_free");
-  if (error != NULL) return error;
-  return mk_buffer_free(&device->memory, buffer);
-}
-
-static medley_error *ref_copy_h2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
-                                  uint64_t dst_offset, const void *src, uint64_t bytes) {
-  medley_error *error = ref_check(device, stream, "copy_h2d");
-  if (error != NULL) return error;
-  return mk_copy_h2d(&device->memory, dst, dst_offset, src, bytes);
-}
-
-static medley_error *ref_copy_d2h(medley_device *device, medley_stream *stream, void *dst, medley_buffer *src,
-                                  uint64_t src_offset, uint64_t bytes) {
-  medley_error *error = ref_check(device, stream, "copy_d2h");
-  if (error != NULL) return error;
-  return mk_copy_d2h(&device->memory, dst, src, src_offset, bytes);
-}
-
-static medley_error *ref_copy_d2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
-                                  uint64_t dst_offset, medley_buffer *src, uint64_t src_offset, uint64_t bytes) {
-  medley_error *error = ref_check(device, stream, "copy_d2d");
-  if (error != NULL) return error;
-  return mk_copy_d2d(&device->memory, dst, dst_offset, src, src_offset, bytes);
-}
-
-static medley_error *ref_memset(medley_device *device, medley_stream *stream, medley_buffer *dst,
-                                uint64_t offset, uint8_t value, uint64_t bytes) {
-  medley_error *error = ref_check(device, stream, "memset");
-  if (error != NULL) return error;
-  return mk_memset(&device->memory, dst, offset, value, bytes);
-}
-
-/* ========================================================================= */
-/* Streams (work is synchronous: a stream is a validated token)              */
-/* ========================================================================= */
-
-static medley_error *ref_stream_create(medley_device *device, medley_stream **out_stream) {
-  medley_error *error = ref_check_device(device, "stream_create");
-  if (error != NULL) return error;
-  return mk_stream_create(&device->streams, out_stream);
-}
-
-static medley_error *ref_stream_destroy(medley_device *device, medley_stream *stream) {
-  medley_error *error = ref_check_device(device, "stream_destroy");
-  if (error != NULL) return error;
-  return mk_stream_destroy(&device->streams, stream);
-}
-
-static medley_error *ref_stream_synchronize(medley_device *device, medley_stream *stream) {
-  return ref_check(device, stream, "stream_synchronize"); /* all work has already finished */
-}
-
-/* ========================================================================= */
-/* Ops                                                                       */
-/* ========================================================================= */
-
-static medley_error *ref_op_query(medley_device *device, const char *op_name, int32_t dtype,
-                                  int32_t *out_supported) {
-  medley_error *error = ref_check_device(device, "op_query");
-  if (error != NULL) return error;
-  return mk_op_query(op_name, dtype, MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), out_supported);
-}
-
-static medley_error *ref_step_begin(medley_device *device, int64_t step) {
-  medley_error *error = ref_check_device(device, "step_begin");
-  if (error != NULL) return error;
-  if (step < 0) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "step_begin: step %lld is negative", (long long)step);
-  return NULL; /* nothing to trace on a CPU */
-}
 
 static medley_error *ref_op_launch(medley_device *device, medley_stream *stream, const char *op_name,
                                    const medley_tensor *inputs, size_t num_inputs, const medley_tensor *outputs,
                                    size_t num_outputs, const medley_attr *attrs, size_t num_attrs) {
-  medley_error *error = ref_check(device, stream, "op_launch");
-  if (error != NULL) return error;
   mk_op_args args;
-  error = mk_op_prepare(&device->memory, op_name, inputs, num_inputs, outputs, num_outputs, attrs, num_attrs,
-                        MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), &args);
+  medley_error *error = mk_host_launch_prepare(device, &ref_kind, stream, op_name, inputs, num_inputs, outputs,
+                                               num_outputs, attrs, num_attrs, &args);
   if (error != NULL) return error;
   mrk_run(&args);
   return NULL;
@@ -247,18 +128,18 @@ static const medley_adapter_api ref_api = {
     .device_open = ref_device_open,
     .device_close = ref_device_close,
     .device_describe = ref_device_describe,
-    .buffer_alloc = ref_buffer_alloc,
-    .buffer_free = ref_buffer_free,
-    .copy_h2d = ref_copy_h2d,
-    .copy_d2h = ref_copy_d2h,
-    .copy_d2d = ref_copy_d2d,
-    .memset = ref_memset,
-    .stream_create = ref_stream_create,
-    .stream_destroy = ref_stream_destroy,
-    .stream_synchronize = ref_stream_synchronize,
-    .op_query = ref_op_query,
+    .buffer_alloc = mk_host_buffer_alloc,
+    .buffer_free = mk_host_buffer_free,
+    .copy_h2d = mk_host_copy_h2d,
+    .copy_d2h = mk_host_copy_d2h,
+    .copy_d2d = mk_host_copy_d2d,
+    .memset = mk_host_memset,
+    .stream_create = mk_host_stream_create,
+    .stream_destroy = mk_host_stream_destroy,
+    .stream_synchronize = mk_host_stream_synchronize,
+    .op_query = mk_host_op_query,
     .op_launch = ref_op_launch,
-    .step_begin = ref_step_begin,
+    .step_begin = mk_host_step_begin,
 };
 
 MEDLEY_ADAPTER_EXPORT const medley_adapter_api *medley_adapter_get_api(void) { return &ref_api; }

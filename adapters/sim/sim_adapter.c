@@ -13,7 +13,7 @@
  * device_open, which override keys set by the environment. device_count sees
  * only the environment (it takes no options).
  *
- *   speed=S        S in (0, 1], default 1. The chip runs at S times ONE
+ *   speed=S        S in [1e-6, 1], default 1. The chip runs at S times ONE
  *                  UNCONTENDED HOST CORE running the chosen kernels: each
  *                  op_launch measures the CPU time its compute takes on the
  *                  calling thread (CLOCK_THREAD_CPUTIME_ID: kernel, precision
@@ -34,7 +34,10 @@
  *                  wall = c and this is the old rule, sleep c*(1/S - 1);
  *                  contended, the sim does not slow down with the host as
  *                  long as it gets a core for c/S of the time. Copies are not
- *                  stretched.
+ *                  stretched. Below 1e-6 (SIM_MIN_SPEED) a sleep of c/S
+ *                  could no longer be honoured (far below, c/S overflows the
+ *                  sleep's integer seconds), so such a speed is refused at
+ *                  open, and so are slow faults that would take it there.
  *   costs=PATH     a file that keeps the op costs c across processes (default:
  *                  none, each device learns its own). Opening the device reads
  *                  it; closing the device merges what it learned into it (the
@@ -80,7 +83,8 @@
  *            device_close) return MEDLEY_ERROR_DEVICE_LOST.
  *   hang     that call never returns (sleeps forever in a loop).
  *   nan      every element of the op's outputs becomes NaN.
- *   slow:F   speed is divided by F (F >= 1) from then on: a straggler.
+ *   slow:F   speed is divided by F (F >= 1) from then on: a straggler. The
+ *            speed left after every slow fault must stay >= 1e-6.
  *   corrupt  one exponent bit (bit 30) of one output element of the op is
  *            flipped: element (numel-1)/2 of the op's first output.
  * A crash, error, hang or slow fault at a step fires inside step_begin; a
@@ -108,7 +112,6 @@
 #include "medley_kit.h"
 #include "medley_ref_kernels.h"
 
-#define SIM_DEVICE_MAGIC 0x53494d4445564943ull /* "SIMDEVIC" */
 #define SIM_FALLBACK_MEMORY (8ull << 30)
 #define SIM_MAX_FAULTS 16
 #define SIM_MAX_TEXT 128
@@ -116,6 +119,12 @@
 #define SIM_ENV "MEDLEY_SIM_OPTIONS"
 #define SIM_CRASH_STATUS 77
 #define SIM_MAX_OVERSLEEP 0.05 /* seconds of oversleep carried to later ops, at most */
+/* The least speed, after slow faults too: a chip a million times slower than a host core, whose
+   1 ms op sleeps 17 minutes. Below it c/S stops being a sleep anyone waits for, and far below it
+   overflows the integer seconds of the sleep (undefined behaviour in the conversion). */
+#define SIM_MIN_SPEED 1e-6
+/* Longest single sleep, seconds (about 31 years): a guard that keeps the conversion defined. */
+#define SIM_MAX_SLEEP 1e9
 #define SIM_MAX_PATH 1024
 #define SIM_COSTS_MAGIC "MDSIMCST"
 #define SIM_COSTS_VERSION 1u
@@ -249,9 +258,9 @@ static medley_error *sim_apply_option(sim_config *config, const char *key, const
   const char *expected = "";
   if (strcmp(key, "speed") == 0) {
     double speed = 0;
-    bad = mk_parse_double(value, &speed) != 0 || !(speed > 0.0) || speed > 1.0;
+    bad = mk_parse_double(value, &speed) != 0 || !(speed >= SIM_MIN_SPEED) || speed > 1.0;
     if (!bad) config->speed = speed;
-    expected = "expected a number in (0, 1]";
+    expected = "expected a number in [1e-06, 1] (below 1e-06 the sim cannot honour its sleeps)";
   } else if (strcmp(key, "memory") == 0) {
     uint64_t memory = 0;
     bad = mk_parse_bytes(value, &memory) != 0 || memory == 0;
@@ -320,22 +329,34 @@ static medley_error *sim_apply_env(sim_config *config) {
   return error;
 }
 
+/* The speed once every slow fault has fired must stay >= SIM_MIN_SPEED. Checked once the layers
+   are merged, since speed and fault may come from different ones. */
+static medley_error *sim_check_slowest(const sim_config *config) {
+  double slowest = config->speed;
+  for (size_t i = 0; i < config->num_faults; i++) {
+    const sim_fault *fault = &config->faults[i];
+    if (fault->kind != SIM_FAULT_SLOW) continue;
+    slowest /= fault->factor;
+    if (!(slowest >= SIM_MIN_SPEED)) {
+      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                      "sim option fault='%s': its slow faults take speed %g down to %g, below the least speed the "
+                      "sim can honour (1e-06); the speed divided by every slow:F factor must stay in [1e-06, 1]",
+                      fault->text, config->speed, slowest);
+    }
+  }
+  return NULL;
+}
+
 /* Defaults, then the environment, then the explicit options. */
 static medley_error *sim_load_config(sim_config *config, const medley_option *options, size_t num_options) {
   sim_config_defaults(config);
   medley_error *error = sim_apply_env(config);
   if (error != NULL) return error;
-  if (num_options > 0 && options == NULL) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: options is NULL but num_options is %zu",
-                    num_options);
-  }
+  error = mk_check_options(options, num_options);
   for (size_t i = 0; i < num_options && error == NULL; i++) {
-    if (options[i].key == NULL || options[i].value == NULL) {
-      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: option %zu has a NULL key or value", i);
-    }
     error = sim_apply_option(config, options[i].key, options[i].value, "");
   }
-  return error;
+  return error != NULL ? error : sim_check_slowest(config);
 }
 
 /* ========================================================================= */
@@ -394,6 +415,7 @@ static double sim_thread_cpu_seconds(void) {
 
 static void sim_sleep_seconds(double seconds) {
   if (!(seconds > 0)) return;
+  if (seconds > SIM_MAX_SLEEP) seconds = SIM_MAX_SLEEP; /* never reached at speeds >= SIM_MIN_SPEED */
   struct timespec wait;
   wait.tv_sec = (time_t)seconds;
   wait.tv_nsec = (long)((seconds - (double)wait.tv_sec) * 1e9);
@@ -618,9 +640,7 @@ static void sim_costs_save(sim_costs *costs, const char *path) {
 /* ========================================================================= */
 
 struct medley_device {
-  uint64_t magic; /* first: mk_check_device reads it */
-  mk_memory memory;
-  mk_stream_list streams;
+  mk_host_device host; /* first: memory and streams, used by the kit's mk_host_* entries */
   sim_config config;
   int32_t index;
   double speed;           /* config.speed, divided by slow faults */
@@ -634,10 +654,8 @@ struct medley_device {
   int pending_corrupt;    /* a corrupt fault waits for the next op that runs */
 };
 
-/* Checks the handle; a lost device fails every entry except device_close. */
-static medley_error *sim_check_device(const medley_device *device, const char *entry) {
-  medley_error *error = mk_check_device(device, SIM_DEVICE_MAGIC, "sim", entry);
-  if (error != NULL) return error;
+/* A lost device fails every entry except device_close: the kit runs this after its handle check. */
+static medley_error *sim_check_lost(const medley_device *device, const char *entry) {
   if (device->lost) {
     return mk_error(MEDLEY_ERROR_DEVICE_LOST, "%s: sim device %d was lost (injected fault %s); close it", entry,
                     (int)device->index, device->lost_reason);
@@ -645,10 +663,13 @@ static medley_error *sim_check_device(const medley_device *device, const char *e
   return NULL;
 }
 
-/* The device (as sim_check_device), then the stream: NULL or a live stream of this device. */
-static medley_error *sim_check(const medley_device *device, const medley_stream *stream, const char *entry) {
-  medley_error *error = sim_check_device(device, entry);
-  return error != NULL ? error : mk_stream_check(&device->streams, stream, entry);
+/* What the kit's shared entries need to know: the name in messages, the float dtypes, the lost check.
+   Memory, copies and streams are the kit's mk_host_* entries as they are: copies are not stretched by
+   speed, and a lost device fails them through sim_check_lost. */
+static const mk_host_kind sim_kind = {"sim", MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), sim_check_lost};
+
+static medley_error *sim_check_device(const medley_device *device, const char *entry) {
+  return mk_host_check_device(device, &sim_kind, entry);
 }
 
 static medley_error *sim_plugin_info(medley_plugin_info *out) {
@@ -692,10 +713,9 @@ static medley_error *sim_device_open(int32_t index, const medley_option *options
     sim_costs_merge_file(&device->costs, device->config.costs_path);
     close(lock);
   }
-  device->magic = SIM_DEVICE_MAGIC;
+  mk_host_device_init(&device->host, &sim_kind, device->config.memory);
   device->index = index;
   device->speed = device->config.speed;
-  mk_memory_init(&device->memory, device->config.memory);
   if (device->config.kernels == SIM_KERNELS_CPU) (void)cpu_blas_threads(1); /* process-wide */
   *out_device = device;
   return NULL;
@@ -703,14 +723,12 @@ static medley_error *sim_device_open(int32_t index, const medley_option *options
 
 /* Close works on a lost device too: only the handle is checked. */
 static medley_error *sim_device_close(medley_device *device) {
-  medley_error *error = mk_check_device(device, SIM_DEVICE_MAGIC, "sim", "device_close");
+  medley_error *error = mk_host_check_handle(device, &sim_kind, "device_close");
   if (error != NULL) return error;
-  mk_memory_release_all(&device->memory);
-  mk_stream_release_all(&device->streams);
+  mk_host_device_release(&device->host);
   cpu_scratch_release(&device->scratch);
   if (device->config.costs_path[0] != '\0') sim_costs_save(&device->costs, device->config.costs_path);
   sim_costs_release(&device->costs);
-  device->magic = 0;
   free(device);
   return NULL;
 }
@@ -718,78 +736,8 @@ static medley_error *sim_device_close(medley_device *device) {
 static medley_error *sim_device_describe(medley_device *device, medley_device_desc *out) {
   medley_error *error = sim_check_device(device, "device_describe");
   if (error != NULL) return error;
-  if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_describe: out is NULL");
-  if (!MK_HAS_FIELD(out->struct_size, medley_device_desc, compute_units)) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
-                    "device_describe: struct_size %zu is too small; set it to sizeof(medley_device_desc)",
-                    out->struct_size);
-  }
-  out->name = device->config.name;
-  out->vendor = device->config.vendor;
-  out->memory_bytes = device->memory.capacity;
-  out->dtype_mask = MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32) | MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_I32);
-  out->compute_units = 1;
-  return NULL;
-}
-
-/* ========================================================================= */
-/* Memory, copies, streams                                                   */
-/* ========================================================================= */
-
-static medley_error *sim_buffer_alloc(medley_device *device, uint64_t bytes, medley_buffer **out_buffer) {
-  medley_error *error = sim_check_device(device, "buffer_alloc");
-  if (error != NULL) return error;
-  return mk_buffer_alloc(&device->memory, bytes, out_buffer);
-}
-
-static medley_error *sim_buffer_free(medley_device *device, medley_buffer *buffer) {
-  medley_error *error = sim_check_device(device, "buffer_free");
-  if (error != NULL) return error;
-  return mk_buffer_free(&device->memory, buffer);
-}
-
-static medley_error *sim_copy_h2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
-                                  uint64_t dst_offset, const void *src, uint64_t bytes) {
-  medley_error *error = sim_check(device, stream, "copy_h2d");
-  if (error != NULL) return error;
-  return mk_copy_h2d(&device->memory, dst, dst_offset, src, bytes);
-}
-
-static medley_error *sim_copy_d2h(medley_device *device, medley_stream *stream, void *dst, medley_buffer *src,
-                                  uint64_t src_offset, uint64_t bytes) {
-  medley_error *error = sim_check(device, stream, "copy_d2h");
-  if (error != NULL) return error;
-  return mk_copy_d2h(&device->memory, dst, src, src_offset, bytes);
-}
-
-static medley_error *sim_copy_d2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
-                                  uint64_t dst_offset, medley_buffer *src, uint64_t src_offset, uint64_t bytes) {
-  medley_error *error = sim_check(device, stream, "copy_d2d");
-  if (error != NULL) return error;
-  return mk_copy_d2d(&device->memory, dst, dst_offset, src, src_offset, bytes);
-}
-
-static medley_error *sim_memset(medley_device *device, medley_stream *stream, medley_buffer *dst, uint64_t offset,
-                                uint8_t value, uint64_t bytes) {
-  medley_error *error = sim_check(device, stream, "memset");
-  if (error != NULL) return error;
-  return mk_memset(&device->memory, dst, offset, value, bytes);
-}
-
-static medley_error *sim_stream_create(medley_device *device, medley_stream **out_stream) {
-  medley_error *error = sim_check_device(device, "stream_create");
-  if (error != NULL) return error;
-  return mk_stream_create(&device->streams, out_stream);
-}
-
-static medley_error *sim_stream_destroy(medley_device *device, medley_stream *stream) {
-  medley_error *error = sim_check_device(device, "stream_destroy");
-  if (error != NULL) return error;
-  return mk_stream_destroy(&device->streams, stream);
-}
-
-static medley_error *sim_stream_synchronize(medley_device *device, medley_stream *stream) {
-  return sim_check(device, stream, "stream_synchronize"); /* work is synchronous */
+  return mk_describe(out, device->config.name, device->config.vendor, device->host.memory.capacity,
+                     MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32) | MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_I32), 1);
 }
 
 /* ========================================================================= */
@@ -856,13 +804,6 @@ static medley_error *sim_step_begin(medley_device *device, int64_t step) {
 /* Ops                                                                       */
 /* ========================================================================= */
 
-static medley_error *sim_op_query(medley_device *device, const char *op_name, int32_t dtype,
-                                  int32_t *out_supported) {
-  medley_error *error = sim_check_device(device, "op_query");
-  if (error != NULL) return error;
-  return mk_op_query(op_name, dtype, MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), out_supported);
-}
-
 /* What the "chip" does to the outputs after the kernel: precision, then nan/corrupt. */
 static void sim_post_process(medley_device *device, const mk_op_args *args, const medley_tensor *outputs,
                              size_t num_outputs) {
@@ -889,15 +830,16 @@ static void sim_post_process(medley_device *device, const mk_op_args *args, cons
 static medley_error *sim_op_launch(medley_device *device, medley_stream *stream, const char *op_name,
                                    const medley_tensor *inputs, size_t num_inputs, const medley_tensor *outputs,
                                    size_t num_outputs, const medley_attr *attrs, size_t num_attrs) {
-  medley_error *error = sim_check(device, stream, "op_launch");
+  medley_error *error = sim_check_device(device, "op_launch");
+  if (error == NULL) error = mk_stream_check(&device->host.streams, stream, "op_launch");
   if (error != NULL) return error;
   device->op_count++;
   error = sim_fire_due(device, 0, device->op_count, "op_launch");
   if (error != NULL) return error;
 
   mk_op_args args;
-  error = mk_op_prepare(&device->memory, op_name, inputs, num_inputs, outputs, num_outputs, attrs, num_attrs,
-                        MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), &args);
+  error = mk_op_prepare(&device->host.memory, op_name, inputs, num_inputs, outputs, num_outputs, attrs, num_attrs,
+                        sim_kind.float_dtypes, &args);
   if (error != NULL) return error;
 
   if (device->config.kernels == SIM_KERNELS_CPU) (void)cpu_blas_threads(1); /* another device may have changed it */
@@ -947,16 +889,16 @@ static const medley_adapter_api sim_api = {
     .device_open = sim_device_open,
     .device_close = sim_device_close,
     .device_describe = sim_device_describe,
-    .buffer_alloc = sim_buffer_alloc,
-    .buffer_free = sim_buffer_free,
-    .copy_h2d = sim_copy_h2d,
-    .copy_d2h = sim_copy_d2h,
-    .copy_d2d = sim_copy_d2d,
-    .memset = sim_memset,
-    .stream_create = sim_stream_create,
-    .stream_destroy = sim_stream_destroy,
-    .stream_synchronize = sim_stream_synchronize,
-    .op_query = sim_op_query,
+    .buffer_alloc = mk_host_buffer_alloc,
+    .buffer_free = mk_host_buffer_free,
+    .copy_h2d = mk_host_copy_h2d,
+    .copy_d2h = mk_host_copy_d2h,
+    .copy_d2d = mk_host_copy_d2d,
+    .memset = mk_host_memset,
+    .stream_create = mk_host_stream_create,
+    .stream_destroy = mk_host_stream_destroy,
+    .stream_synchronize = mk_host_stream_synchronize,
+    .op_query = mk_host_op_query,
     .op_launch = sim_op_launch,
     .step_begin = sim_step_begin,
 };

@@ -1,5 +1,9 @@
 /*
- * template_adapter.c — the file a chip team copies to start a Medley adapter.
+ * template_adapter.c — the full template: the file a chip team copies to
+ * start a Medley adapter that offers everything the ABI has.
+ *
+ * (Just want to see the shape of an adapter first? minimal_adapter.c beside
+ * this file is the smallest one that passes the check, on one screen.)
  *
  * As shipped, it is a complete, working adapter: device memory is host
  * memory (via the adapter kit) and every op runs the portable reference
@@ -21,7 +25,7 @@
  *   - Every *_backward op ACCUMULATES (+=) into all of its outputs.
  *
  * The file is laid out one concern per section: plugin info, devices and
- * options, memory, copies, streams, ops, and finally the table.
+ * options, memory, copies and streams, ops, and finally the table.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -36,59 +40,46 @@
 /* Plugin info: who you are                                                  */
 /* ========================================================================= */
 
-/* Change these three strings first. */
+/* Change these four strings first. */
 #define TPL_PLUGIN_NAME "template"
 #define TPL_VENDOR "Your Company"
 #define TPL_VERSION "0.1.0"
 #define TPL_DEVICE_NAME "template-device"
 
-/* True when the host's struct (its struct_size) has room for `field`: hosts
-   older or newer than this adapter may pass smaller or larger structs. */
-#define TPL_HAS_FIELD(size, type, field) ((size) >= offsetof(type, field) + sizeof(((type *)0)->field))
-
+/* mk_plugin_info checks the host's struct_size (hosts older or newer than
+   this adapter may pass smaller or larger structs) and fills the strings. */
 static medley_error *tpl_plugin_info(medley_plugin_info *out) {
-  if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "plugin_info: out is NULL");
-  if (!TPL_HAS_FIELD(out->struct_size, medley_plugin_info, version)) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "plugin_info: struct_size %zu is too small", out->struct_size);
-  }
-  out->name = TPL_PLUGIN_NAME;
-  out->vendor = TPL_VENDOR;
-  out->version = TPL_VERSION;
-  return NULL;
+  return mk_plugin_info(out, TPL_PLUGIN_NAME, TPL_VENDOR, TPL_VERSION);
 }
 
 /* ========================================================================= */
 /* Devices and their options                                                 */
 /* ========================================================================= */
 
-/*
- * Your device handle. The host only ever sees a pointer to it. Put your
- * runtime's context / queue / allocator here. The magic number lets every
- * entry reject a pointer that is not an open device of this adapter.
- */
-#define TPL_DEVICE_MAGIC 0x54504c4445564943ull /* "TPLDEVIC" */
+/* The float dtypes your kernels accept; op_query and op_launch both use it. */
+#define TPL_FLOAT_DTYPES MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32)
 
+/*
+ * What the kit's shared entries (mk_host_*) need to know about this
+ * adapter's devices: its name for messages and the float dtypes. The last
+ * field may name a further check of every call (the sim adapter refuses a
+ * device that an injected fault has lost); NULL here.
+ */
+static const mk_host_kind tpl_kind = {TPL_PLUGIN_NAME, TPL_FLOAT_DTYPES, NULL};
+
+/*
+ * Your device handle. The host only ever sees a pointer to it. It begins
+ * with the kit's mk_host_device (memory with a capacity, live buffers and
+ * streams, and the magic number that lets every entry reject a pointer that
+ * is not an open device of this adapter). Put your runtime's context,
+ * queue and allocator after it.
+ */
 struct medley_device {
-  uint64_t magic;
-  mk_memory memory;              /* replace with your chip's allocator state */
-  struct medley_stream *streams; /* streams created on this device */
+  mk_host_device host; /* first; replace its memory with your chip's allocator state */
 };
 
-static medley_error *tpl_check_device(const medley_device *device, const char *entry) {
-  if (device == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: device is NULL", entry);
-  if (device->magic != TPL_DEVICE_MAGIC) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: %p is not an open %s device", entry,
-                    (const void *)device, TPL_PLUGIN_NAME);
-  }
-  return NULL;
-}
-
 /* How many devices you can open: ask your runtime (cudaGetDeviceCount, …). */
-static medley_error *tpl_device_count(int32_t *out_count) {
-  if (out_count == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_count: out_count is NULL");
-  *out_count = 1;
-  return NULL;
-}
+static medley_error *tpl_device_count(int32_t *out_count) { return mk_device_count(out_count, 1); }
 
 /*
  * Options arrive as strings ("memory" = "2GiB"). Reject unknown keys and
@@ -96,16 +87,11 @@ static medley_error *tpl_device_count(int32_t *out_count) {
  * Add your own keys here (e.g. a clock setting or a firmware path).
  */
 static medley_error *tpl_parse_options(const medley_option *options, size_t num_options, uint64_t *capacity) {
-  if (num_options > 0 && options == NULL) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: options is NULL but num_options is %zu",
-                    num_options);
-  }
+  medley_error *error = mk_check_options(options, num_options); /* NULL arrays, keys and values */
+  if (error != NULL) return error;
   *capacity = mk_system_memory_bytes(8ull << 30); /* replace with your chip's memory size */
   for (size_t i = 0; i < num_options; i++) {
     const char *key = options[i].key, *value = options[i].value;
-    if (key == NULL || value == NULL) {
-      return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_open: option %zu has a NULL key or value", i);
-    }
     if (strcmp(key, "memory") == 0) {
       if (mk_parse_bytes(value, capacity) != 0 || *capacity == 0) {
         return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
@@ -135,194 +121,65 @@ static medley_error *tpl_device_open(int32_t index, const medley_option *options
   if (error != NULL) return error;
   medley_device *device = calloc(1, sizeof *device);
   if (device == NULL) return mk_error(MEDLEY_ERROR_OUT_OF_MEMORY, "device_open: out of host memory");
-  device->magic = TPL_DEVICE_MAGIC;
-  mk_memory_init(&device->memory, capacity); /* replace with your chip's context creation */
+  mk_host_device_init(&device->host, &tpl_kind, capacity); /* replace with your chip's context creation */
   *out_device = device;
   return NULL;
 }
 
-static void tpl_free_streams(medley_device *device);
-
-/* Close frees everything still on the device: buffers and streams. */
+/* Close frees everything still on the device: buffers and streams. Only the
+   handle is checked, so close works even on a device that has failed. */
 static medley_error *tpl_device_close(medley_device *device) {
-  medley_error *error = tpl_check_device(device, "device_close");
+  medley_error *error = mk_host_check_handle(device, &tpl_kind, "device_close");
   if (error != NULL) return error;
-  mk_memory_release_all(&device->memory); /* replace with your chip's teardown */
-  tpl_free_streams(device);
-  device->magic = 0;
+  mk_host_device_release(&device->host); /* replace with your chip's teardown */
   free(device);
   return NULL;
 }
 
 /* Strings returned here must stay valid until the device is closed. */
 static medley_error *tpl_device_describe(medley_device *device, medley_device_desc *out) {
-  medley_error *error = tpl_check_device(device, "device_describe");
+  medley_error *error = mk_host_check_device(device, &tpl_kind, "device_describe");
   if (error != NULL) return error;
-  if (out == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_describe: out is NULL");
-  if (!TPL_HAS_FIELD(out->struct_size, medley_device_desc, compute_units)) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "device_describe: struct_size %zu is too small",
-                    out->struct_size);
-  }
-  out->name = TPL_DEVICE_NAME;
-  out->vendor = TPL_VENDOR;
-  out->memory_bytes = device->memory.capacity;
-  /* Add MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_BF16) etc. once your kernels take them. */
-  out->dtype_mask = MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32) | MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_I32);
-  out->compute_units = 1; /* cores / SMs / tiles: informational */
-  return NULL;
+  /* Add MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_BF16) etc. once your kernels take them (and to TPL_FLOAT_DTYPES). */
+  uint32_t dtypes = TPL_FLOAT_DTYPES | MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_I32);
+  uint32_t compute_units = 1; /* cores / SMs / tiles: informational */
+  return mk_describe(out, TPL_DEVICE_NAME, TPL_VENDOR, device->host.memory.capacity, dtypes, compute_units);
 }
 
 /* ========================================================================= */
-/* Memory: buffers                                                           */
+/* Memory, copies and streams                                                */
 /* ========================================================================= */
 
 /*
- * The kit keeps host-memory buffers with a capacity limit (over the limit is
- * OUT_OF_MEMORY, never a crash). A chip with its own memory wraps its
- * allocator here instead and keeps a small struct medley_buffer of its own.
+ * As shipped, these entries are the kit's, put straight into the table
+ * below: mk_host_buffer_alloc / _free (host buffers with a capacity limit:
+ * over it is OUT_OF_MEMORY, never a crash), mk_host_copy_h2d / _d2h / _d2d
+ * and mk_host_memset (each checks that the buffer is live and the byte
+ * range lies inside it), and mk_host_stream_create / _destroy /
+ * _synchronize (work runs synchronously in the calling thread, so a stream
+ * is a token the host holds, checked on every use).
+ *
+ * When your chip has its own memory, write these entries here with the
+ * same signatures and put yours in the table instead, keeping the order of
+ * checks the kit uses: the device first, then the stream, then the buffer
+ * range. For example:
+ *
+ *   static medley_error *tpl_buffer_alloc(medley_device *device, uint64_t bytes, medley_buffer **out) {
+ *     medley_error *error = mk_host_check_device(device, &tpl_kind, "buffer_alloc");
+ *     if (error != NULL) return error;
+ *     ... your allocator; more than the device has left is MEDLEY_ERROR_OUT_OF_MEMORY ...
+ *   }
+ *
+ * A chip with real queues puts its queue handle in its own struct
+ * medley_stream and makes stream_synchronize wait on it, reporting there a
+ * failure of earlier queued work. copy_d2d, stream_create and
+ * stream_destroy are optional: leave them NULL and the host bounces copies
+ * through host memory and uses the default stream (NULL) only.
  */
-static medley_error *tpl_buffer_alloc(medley_device *device, uint64_t bytes, medley_buffer **out_buffer) {
-  medley_error *error = tpl_check_device(device, "buffer_alloc");
-  if (error != NULL) return error;
-  return mk_buffer_alloc(&device->memory, bytes, out_buffer); /* replace with your chip's allocator */
-}
-
-static medley_error *tpl_buffer_free(medley_device *device, medley_buffer *buffer) {
-  medley_error *error = tpl_check_device(device, "buffer_free");
-  if (error != NULL) return error;
-  return mk_buffer_free(&device->memory, buffer); /* replace with your chip's free */
-}
-
-/* ========================================================================= */
-/* Streams                                                                   */
-/* ========================================================================= */
-
-/*
- * This template runs everything synchronously in the calling thread, so a
- * stream is just a token the host can hold. A chip with real queues puts
- * its queue handle in here and makes synchronize wait on it.
- */
-#define TPL_STREAM_MAGIC 0x54504c5354524541ull /* "TPLSTREA" */
-
-struct medley_stream {
-  uint64_t magic;
-  struct medley_stream *next;
-};
-
-/* NULL means the default stream; anything else must be live on this device. */
-static medley_error *tpl_check_stream(const medley_device *device, const medley_stream *stream,
-                                      const char *entry) {
-  if (stream == NULL) return NULL;
-  for (const struct medley_stream *s = device->streams; s != NULL; s = s->next) {
-    if (s == stream && s->magic == TPL_STREAM_MAGIC) return NULL;
-  }
-  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: stream %p is not a live stream of this device", entry,
-                  (const void *)stream);
-}
-
-/* Device and stream together, for every entry that takes both. */
-static medley_error *tpl_check(const medley_device *device, const medley_stream *stream, const char *entry) {
-  medley_error *error = tpl_check_device(device, entry);
-  return error != NULL ? error : tpl_check_stream(device, stream, entry);
-}
-
-static medley_error *tpl_stream_create(medley_device *device, medley_stream **out_stream) {
-  medley_error *error = tpl_check_device(device, "stream_create");
-  if (error != NULL) return error;
-  if (out_stream == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_create: out_stream is NULL");
-  struct medley_stream *stream = calloc(1, sizeof *stream);
-  if (stream == NULL) return mk_error(MEDLEY_ERROR_OUT_OF_MEMORY, "stream_create: out of host memory");
-  stream->magic = TPL_STREAM_MAGIC; /* replace with your chip's queue creation */
-  stream->next = device->streams;
-  device->streams = stream;
-  *out_stream = stream;
-  return NULL;
-}
-
-static medley_error *tpl_stream_destroy(medley_device *device, medley_stream *stream) {
-  medley_error *error = tpl_check_device(device, "stream_destroy");
-  if (error != NULL) return error;
-  if (stream == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_destroy: cannot destroy the default stream");
-  for (struct medley_stream **link = &device->streams; *link != NULL; link = &(*link)->next) {
-    if (*link == stream) {
-      *link = stream->next;
-      stream->magic = 0;
-      free(stream);
-      return NULL;
-    }
-  }
-  return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "stream_destroy: stream %p is not a live stream of this device",
-                  (void *)stream);
-}
-
-static void tpl_free_streams(medley_device *device) {
-  while (device->streams != NULL) {
-    struct medley_stream *next = device->streams->next;
-    device->streams->magic = 0;
-    free(device->streams);
-    device->streams = next;
-  }
-}
-
-/* Wait for the queue to drain; report a failure of earlier queued work here. */
-static medley_error *tpl_stream_synchronize(medley_device *device, medley_stream *stream) {
-  return tpl_check(device, stream, "stream_synchronize"); /* replace with your chip's queue wait */
-}
-
-/* ========================================================================= */
-/* Copies                                                                    */
-/* ========================================================================= */
-
-/* The kit checks that the buffer is live and the byte range lies inside it. */
-static medley_error *tpl_copy_h2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
-                                  uint64_t dst_offset, const void *src, uint64_t bytes) {
-  medley_error *error = tpl_check(device, stream, "copy_h2d");
-  if (error != NULL) return error;
-  return mk_copy_h2d(&device->memory, dst, dst_offset, src, bytes); /* replace with your chip's upload */
-}
-
-static medley_error *tpl_copy_d2h(medley_device *device, medley_stream *stream, void *dst, medley_buffer *src,
-                                  uint64_t src_offset, uint64_t bytes) {
-  medley_error *error = tpl_check(device, stream, "copy_d2h");
-  if (error != NULL) return error;
-  return mk_copy_d2h(&device->memory, dst, src, src_offset, bytes); /* replace with your chip's download */
-}
-
-/* Optional entry: leave it out of the table and the host bounces through host memory. */
-static medley_error *tpl_copy_d2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
-                                  uint64_t dst_offset, medley_buffer *src, uint64_t src_offset, uint64_t bytes) {
-  medley_error *error = tpl_check(device, stream, "copy_d2d");
-  if (error != NULL) return error;
-  return mk_copy_d2d(&device->memory, dst, dst_offset, src, src_offset, bytes); /* replace with your chip's copy */
-}
-
-static medley_error *tpl_memset(medley_device *device, medley_stream *stream, medley_buffer *dst,
-                                uint64_t offset, uint8_t value, uint64_t bytes) {
-  medley_error *error = tpl_check(device, stream, "memset");
-  if (error != NULL) return error;
-  return mk_memset(&device->memory, dst, offset, value, bytes); /* replace with your chip's fill */
-}
 
 /* ========================================================================= */
 /* Ops                                                                       */
 /* ========================================================================= */
-
-/* The float dtypes your kernels accept; op_query and op_launch both use it. */
-#define TPL_FLOAT_DTYPES MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32)
-
-static medley_error *tpl_op_query(medley_device *device, const char *op_name, int32_t dtype,
-                                  int32_t *out_supported) {
-  medley_error *error = tpl_check_device(device, "op_query");
-  if (error != NULL) return error;
-  if (op_name == NULL || out_supported == NULL) {
-    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_query: op_name or out_supported is NULL");
-  }
-  int known = mk_op_lookup(op_name) != MK_OP_COUNT; /* an unknown name is simply unsupported */
-  int dtype_ok = dtype > 0 && dtype < 32 && dtype != MEDLEY_DTYPE_I32 &&
-                 (TPL_FLOAT_DTYPES & MEDLEY_DTYPE_BIT(dtype)) != 0;
-  *out_supported = known && dtype_ok;
-  return NULL;
-}
 
 /*
  * One case per op. `a` holds the checked dimensions and the data pointers
@@ -390,19 +247,22 @@ static void tpl_run_op(const mk_op_args *a) {
 }
 
 /*
- * mk_op_prepare does all the checking the ABI asks for (unknown op ->
- * UNSUPPORTED; counts, shapes, dtypes, bounds, attributes, token ranges ->
- * INVALID_ARGUMENT) and fills `args`. Keep it even when your memory is not
- * host memory: it is the easiest way to get every error path right.
+ * mk_host_launch_prepare checks the device and the stream, then hands the
+ * launch to mk_op_prepare, which does all the checking the ABI asks for
+ * (unknown op -> UNSUPPORTED; counts, shapes, dtypes, bounds, attributes,
+ * token ranges -> INVALID_ARGUMENT) and fills `args`. When your memory is
+ * not host memory, keep mk_op_prepare's rules (adapters/kit/medley_kit.c)
+ * as your model: they are the easiest way to get every error path right.
+ *
+ * op_query is the kit's mk_host_op_query: an op of opset v1 with one of
+ * TPL_FLOAT_DTYPES is supported; an unknown name is simply unsupported.
  */
 static medley_error *tpl_op_launch(medley_device *device, medley_stream *stream, const char *op_name,
                                    const medley_tensor *inputs, size_t num_inputs, const medley_tensor *outputs,
                                    size_t num_outputs, const medley_attr *attrs, size_t num_attrs) {
-  medley_error *error = tpl_check(device, stream, "op_launch");
-  if (error != NULL) return error;
   mk_op_args args;
-  error = mk_op_prepare(&device->memory, op_name, inputs, num_inputs, outputs, num_outputs, attrs, num_attrs,
-                        TPL_FLOAT_DTYPES, &args);
+  medley_error *error = mk_host_launch_prepare(device, &tpl_kind, stream, op_name, inputs, num_inputs, outputs,
+                                               num_outputs, attrs, num_attrs, &args);
   if (error != NULL) return error;
   tpl_run_op(&args);
   return NULL;
@@ -410,10 +270,7 @@ static medley_error *tpl_op_launch(medley_device *device, medley_stream *stream,
 
 /* Optional: a step boundary. Real chips can open a profiler range here. */
 static medley_error *tpl_step_begin(medley_device *device, int64_t step) {
-  medley_error *error = tpl_check_device(device, "step_begin");
-  if (error != NULL) return error;
-  if (step < 0) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "step_begin: step %lld is negative", (long long)step);
-  return NULL;
+  return mk_host_step_begin(device, step); /* checks the device and step >= 0; add your chip's tracing */
 }
 
 /* ========================================================================= */
@@ -437,16 +294,16 @@ static const medley_adapter_api tpl_api = {
     .device_open = tpl_device_open,
     .device_close = tpl_device_close,
     .device_describe = tpl_device_describe,
-    .buffer_alloc = tpl_buffer_alloc,
-    .buffer_free = tpl_buffer_free,
-    .copy_h2d = tpl_copy_h2d,
-    .copy_d2h = tpl_copy_d2h,
-    .copy_d2d = tpl_copy_d2d,
-    .memset = tpl_memset,
-    .stream_create = tpl_stream_create,
-    .stream_destroy = tpl_stream_destroy,
-    .stream_synchronize = tpl_stream_synchronize,
-    .op_query = tpl_op_query,
+    .buffer_alloc = mk_host_buffer_alloc,             /* replace with your chip's allocator */
+    .buffer_free = mk_host_buffer_free,               /* replace with your chip's free */
+    .copy_h2d = mk_host_copy_h2d,                     /* replace with your chip's upload */
+    .copy_d2h = mk_host_copy_d2h,                     /* replace with your chip's download */
+    .copy_d2d = mk_host_copy_d2d,                     /* optional: replace with your chip's copy */
+    .memset = mk_host_memset,                         /* replace with your chip's fill */
+    .stream_create = mk_host_stream_create,           /* optional: replace with your chip's queues */
+    .stream_destroy = mk_host_stream_destroy,         /* optional */
+    .stream_synchronize = mk_host_stream_synchronize, /* replace with your chip's queue wait */
+    .op_query = mk_host_op_query,
     .op_launch = tpl_op_launch,
     .step_begin = tpl_step_begin,
 };

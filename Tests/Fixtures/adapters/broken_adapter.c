@@ -9,6 +9,7 @@
  *   BROKEN_NULL_TABLE      the entry symbol returns NULL
  *   BROKEN_OFF_BY          gelu_forward adds 1e-2 to every output element
  *   BROKEN_NO_ERRORS       op_launch ignores bad arguments it can ignore (unknown ops succeed)
+ *   BROKEN_NEWER_OPSET     table says opset MEDLEY_OPSET_VERSION + 1, newer than the host knows
  */
 #define medley_adapter_get_api template_inner_get_api
 #include "../../../adapters/template/template_adapter.c"
@@ -48,6 +49,8 @@ MEDLEY_ADAPTER_EXPORT const medley_adapter_api *medley_adapter_get_api(void) {
   broken_api.struct_size = 16;
 #elif defined(BROKEN_NULL_TABLE)
   return NULL;
+#elif defined(BROKEN_NEWER_OPSET)
+  broken_api.opset_version = MEDLEY_OPSET_VERSION + 1;
 #endif
   return &broken_api;
 }

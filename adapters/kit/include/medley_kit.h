@@ -1,6 +1,6 @@
 /*
  * medley_kit.h — helpers for adapters whose device memory is host memory
- * (the reference, cpu and sim adapters, and the template).
+ * (the reference, cpu and sim adapters, and the templates).
  *
  * The kit does the parts of the ABI that every such adapter would otherwise
  * write again: error objects, buffers with bounds and a capacity limit, the
@@ -8,8 +8,15 @@
  * and — most of all — mk_op_prepare, which checks
  * an op launch against the opset v1 contract (counts, dtypes, shapes,
  * attributes, bounds, token ranges) and hands the kernel plain pointers and
- * dimensions. A chip whose memory is not host memory uses only the parts it
- * needs (errors, options, shape checking via mk_op_check_shapes).
+ * dimensions. On top of those, the "host-memory devices" section gives whole
+ * table entries (buffer_alloc ... stream_synchronize, op_query, step_begin)
+ * for an adapter whose device struct begins with an mk_host_device.
+ *
+ * A chip whose memory is not host memory uses only the parts that do not
+ * touch buffers (errors, dtypes, options, mk_plugin_info, mk_describe,
+ * mk_check_device, mk_op_query, mk_op_lookup) and takes mk_op_prepare's
+ * rules (medley_kit.c) as the model for checking its own launches:
+ * mk_op_prepare itself reads buffers through mk_memory.
  *
  * Everything here is hidden inside the adapter's shared library: only the
  * entry symbol is exported.
@@ -90,6 +97,17 @@ MK_API uint64_t mk_system_memory_bytes(uint64_t fallback);
 MK_API medley_error *mk_plugin_info(medley_plugin_info *out, const char *name, const char *vendor,
                                     const char *version);
 
+/** A whole device_count entry for an adapter with a fixed number of devices. */
+MK_API medley_error *mk_device_count(int32_t *out_count, int32_t count);
+
+/**
+ * The body of device_describe once the device is checked: checks `out` and
+ * its struct_size, then fills it. The strings must stay valid until the
+ * device is closed.
+ */
+MK_API medley_error *mk_describe(medley_device_desc *out, const char *name, const char *vendor,
+                                 uint64_t memory_bytes, uint32_t dtype_mask, uint32_t compute_units);
+
 /**
  * Checks a device handle whose struct BEGINS with its uint64_t magic number
  * (set at device_open, cleared at device_close). NULL gives "ENTRY: device is
@@ -125,6 +143,12 @@ MK_API void mk_stream_release_all(mk_stream_list *streams);
 
 /* ---- options --------------------------------------------------------------- */
 
+/**
+ * Checks the option array of device_open before its keys are read: NULL with
+ * a non-zero count, or an option whose key or value is NULL, is
+ * INVALID_ARGUMENT ("device_open: ...").
+ */
+MK_API medley_error *mk_check_options(const medley_option *options, size_t num_options);
 /** Parses a non-negative finite decimal ("0.5", "2"). Returns 0 on success. */
 MK_API int mk_parse_double(const char *text, double *out);
 /** Parses an integer in [min, max]. Returns 0 on success. */
@@ -186,6 +210,95 @@ MK_API medley_error *mk_op_query(const char *op_name, int32_t dtype, uint32_t dt
 
 /** Number of elements of `tensor` (1 for rank 0). */
 MK_API int64_t mk_numel(const medley_tensor *tensor);
+
+/* ---- host-memory devices: whole table entries --------------------------------- */
+
+/*
+ * For an adapter whose device memory is host memory and whose work runs
+ * synchronously in the calling thread. Its struct medley_device begins with
+ * an mk_host_device (the FIRST member), and its table takes the mk_host_*
+ * entries below as they are:
+ *
+ *   static const mk_host_kind my_kind = {"mychip", MEDLEY_DTYPE_BIT(MEDLEY_DTYPE_F32), NULL};
+ *   struct medley_device { mk_host_device host; ... what else the adapter keeps ... };
+ *   device_open:  calloc, then mk_host_device_init(&device->host, &my_kind, capacity)
+ *   device_close: mk_host_check_handle, then mk_host_device_release(&device->host), then free
+ *   table:        .buffer_alloc = mk_host_buffer_alloc, .copy_h2d = mk_host_copy_h2d, ...
+ *
+ * Every mk_host_* entry first checks the handle (NULL is "ENTRY: device is
+ * NULL"; a pointer that is not an open kit device is "ENTRY: <pointer> is not
+ * an open device of this adapter"), then runs the kind's `check` if it has
+ * one, then checks the stream where the entry takes one (NULL, the default
+ * stream, or a live stream of the device), and only then does its work.
+ */
+
+/** What an adapter tells the kit about its devices: one static constant per adapter. */
+typedef struct mk_host_kind {
+  const char *adapter;   /* the adapter's name in messages, e.g. "reference" */
+  uint32_t float_dtypes; /* MEDLEY_DTYPE_BIT of each float dtype the kernels take (op_query, op_launch) */
+  /* Optional (NULL: none). A further check of an open device, run by every
+     mk_host_* entry and by mk_host_check_device; NOT by mk_host_check_handle,
+     so that device_close still works. The sim fails a lost device here. */
+  medley_error *(*check)(const medley_device *device, const char *entry);
+} mk_host_kind;
+
+/** The kit's part of a host-memory device: the first member of the adapter's struct medley_device. */
+typedef struct mk_host_device {
+  uint64_t magic;           /* the kit's device magic while open, 0 once released */
+  const mk_host_kind *kind; /* the adapter that opened it */
+  mk_memory memory;         /* capacity and live buffers */
+  mk_stream_list streams;   /* live streams made by stream_create */
+} mk_host_device;
+
+/** Makes `host` an open device of `kind` offering `capacity` bytes (device_open, after calloc). */
+MK_API void mk_host_device_init(mk_host_device *host, const mk_host_kind *kind, uint64_t capacity);
+/** Frees every buffer and stream still live and marks the device closed (device_close, before free). */
+MK_API void mk_host_device_release(mk_host_device *host);
+
+/**
+ * Checks only that `device` is an open device of `kind`: NULL is "ENTRY:
+ * device is NULL", anything else "ENTRY: <pointer> is not an open ADAPTER
+ * device"; both INVALID_ARGUMENT. For device_close, which works on a device
+ * the kind's check would refuse. (`kind` NULL accepts an open kit device of
+ * any kind: what the shared mk_host_* entries do.)
+ */
+MK_API medley_error *mk_host_check_handle(const medley_device *device, const mk_host_kind *kind,
+                                          const char *entry);
+/** mk_host_check_handle, then the kind's `check`: the check of every other entry. */
+MK_API medley_error *mk_host_check_device(const medley_device *device, const mk_host_kind *kind,
+                                          const char *entry);
+/**
+ * The start of op_launch: checks the device (as mk_host_check_device) and the
+ * stream, then the launch itself (mk_op_prepare over the device's memory and
+ * the kind's float dtypes), filling `args` for the kernel.
+ */
+MK_API medley_error *mk_host_launch_prepare(medley_device *device, const mk_host_kind *kind,
+                                            medley_stream *stream, const char *op_name,
+                                            const medley_tensor *inputs, size_t num_inputs,
+                                            const medley_tensor *outputs, size_t num_outputs,
+                                            const medley_attr *attrs, size_t num_attrs, mk_op_args *args);
+
+/* Whole entries, with the ABI's signatures: put them in the table as they are. */
+MK_API medley_error *mk_host_buffer_alloc(medley_device *device, uint64_t bytes, medley_buffer **out_buffer);
+MK_API medley_error *mk_host_buffer_free(medley_device *device, medley_buffer *buffer);
+MK_API medley_error *mk_host_copy_h2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
+                                      uint64_t dst_offset, const void *src, uint64_t bytes);
+MK_API medley_error *mk_host_copy_d2h(medley_device *device, medley_stream *stream, void *dst,
+                                      medley_buffer *src, uint64_t src_offset, uint64_t bytes);
+MK_API medley_error *mk_host_copy_d2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
+                                      uint64_t dst_offset, medley_buffer *src, uint64_t src_offset,
+                                      uint64_t bytes);
+MK_API medley_error *mk_host_memset(medley_device *device, medley_stream *stream, medley_buffer *dst,
+                                    uint64_t offset, uint8_t value, uint64_t bytes);
+MK_API medley_error *mk_host_stream_create(medley_device *device, medley_stream **out_stream);
+MK_API medley_error *mk_host_stream_destroy(medley_device *device, medley_stream *stream);
+/** Work is synchronous, so this only checks the device and the stream. */
+MK_API medley_error *mk_host_stream_synchronize(medley_device *device, medley_stream *stream);
+/** Supported: an op of opset v1 with one of the kind's float dtypes. */
+MK_API medley_error *mk_host_op_query(medley_device *device, const char *op_name, int32_t dtype,
+                                      int32_t *out_supported);
+/** Checks the device and that step >= 0; nothing to trace on a host. */
+MK_API medley_error *mk_host_step_begin(medley_device *device, int64_t step);
 
 #ifdef __cplusplus
 }
