@@ -131,7 +131,8 @@ public final class TrainingWorker {
         model = try GPT(config: RankCapacity.modelConfig(spec.model, batch: capacity), device: device, seed: spec.train.seed)
         let tensors = model.layout.entries.map { TensorMeta(name: $0.name, shape: $0.shape, dtype: .float32) }
         let layout = try BucketLayout(tensors: tensors, capBytes: Self.bucketCapBytes, jobID: spec.name)
-        exchange = try GradientExchange(communicator: communicator, layout: layout)
+        // A peer's sample count above the global batch is corrupt: the exchange refuses it by name.
+        exchange = try GradientExchange(communicator: communicator, layout: layout, options: .init(maxStepSamples: spec.model.batch))
         // Buckets follow the parameter layout in order with no gaps, so bucket b is one
         // contiguous run of the flat gradient buffer: one device copy per bucket.
         var starts: [Int] = []
