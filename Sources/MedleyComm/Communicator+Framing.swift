@@ -34,15 +34,18 @@ extension Communicator {
     }
 
     /// Receives an activation sent by ``sendActivation(_:payload:to:tag:checksum:)``: the header
-    /// frame first, then exactly the payload it announces (at most `maxPayloadBytes`), verified
-    /// against the header's checksum when it carries one.
+    /// frame first, then exactly the payload it announces, verified against the header's
+    /// checksum when it carries one.
+    ///
+    /// `maxPayloadBytes` is the largest payload the caller's schedule can send here (its
+    /// largest activation): the header's claim is checked against it before the payload is
+    /// received, so a corrupt header never sizes a buffer. There is no default.
     public func receiveActivation(
-        from source: Int, tag: Int = 0, maxPayloadBytes: Int = 1 << 30
+        from source: Int, tag: Int = 0, maxPayloadBytes: Int
     ) throws -> (header: ActivationHeader, payload: [UInt8]) {
         let header = try receiveFramed(ActivationHeader.self, from: source, tag: tag)
-        guard header.payloadBytes <= maxPayloadBytes else {
-            throw MedleyError(.corruption, "activation from rank \(source) announces \(header.payloadBytes) bytes, over the \(maxPayloadBytes) allowed")
-        }
+        try PeerLimits.check(header.payloadBytes, allowed: maxPayloadBytes, peer: source,
+                             what: "activation payload bytes (step \(header.step), microbatch \(header.microbatch), shape \(header.shape))")
         let (payload, _) = try receive(UInt8.self, from: source, tag: tag, maxCount: header.payloadBytes)
         guard payload.count == header.payloadBytes else {
             throw MedleyError(.corruption, "activation from rank \(source): \(payload.count) payload bytes arrived, the header announced \(header.payloadBytes)")

@@ -114,9 +114,11 @@ extension Communicator {
     /// Receives one message of any length up to `maxCount` elements from `source`
     /// (any rank when `nil`) with `tag` (any tag when `nil`).
     ///
-    /// The length is probed first; a message longer than `maxCount` is an error, not an overflow.
+    /// The length is probed first; a message longer than `maxCount` is a `.corruption` error
+    /// naming the sender, raised before anything is allocated. There is no default bound:
+    /// the caller passes the most the job can send here (a header's size, a schedule's tensor).
     public func receive<T: CommunicableElement>(
-        _: T.Type = T.self, from source: Int? = nil, tag: Int? = nil, maxCount: Int = 1 << 30
+        _: T.Type = T.self, from source: Int? = nil, tag: Int? = nil, maxCount: Int
     ) throws -> (values: [T], info: MessageInfo) {
         if let source { try checkPeer(source, "receive") }
         let src = source.map { Int32($0) } ?? CMPI_any_source()
@@ -127,9 +129,7 @@ extension Communicator {
         try mpiCheck(MPI_Get_count(&status, T.datatype.handle, &count), "MPI_Get_count")
         let from = CMPI_status_source(&status)
         let gotTag = CMPI_status_tag(&status)
-        guard count >= 0, Int(count) <= maxCount else {
-            throw MedleyError(.corruption, "message from rank \(from) has \(count) elements, more than the \(maxCount) allowed")
-        }
+        try PeerLimits.check(Int(count), allowed: maxCount, peer: Int(from), what: "elements in one message (tag \(gotTag))")
         var values = [T](unsafeUninitializedCapacity: Int(count)) { _, n in n = Int(count) }
         try values.withUnsafeMutableBufferPointer { buf in
             try mpiCheck(

@@ -21,7 +21,8 @@ import MedleyCore
 ///    segmented ring (reduce-scatter over `MPI_Isend`/`MPI_Irecv`, allgather over `MPI_Sendrecv`) whose combine step computes
 ///    `w_left·received + w_self·own` in the same pass that adds, costing no extra sweep over memory.
 ///    A rank with n_i = 0 takes part with weight 0. Σn = 0 is a caller error and throws
-///    `invalidArgument` on every rank.
+///    `invalidArgument` on every rank; a count above ``Options/maxStepSamples`` (the global
+///    batch), or counts whose sum exceeds it, are `corruption` naming the rank.
 /// 4. **Verifies** (only with ``Options/checksums``; see `GradientExchange+Checksums.swift`).
 ///
 /// Not thread-safe: one exchange belongs to one thread (the one that calls MPI).
@@ -38,14 +39,24 @@ public final class GradientExchange {
         /// Segment size of the ring's reduce-scatter: received data is combined segment by
         /// segment, so it is still in cache.
         public var segmentBytes: Int
+        /// The most samples one step can have over all ranks: the job's global batch. Each
+        /// rank's announced count, and their sum, must stay within it; a larger one is a
+        /// corrupt count and a `.corruption` error naming the rank. Pass the job's global
+        /// batch; the default only keeps the sum far from overflowing.
+        public var maxStepSamples: Int
+
+        /// The default ``maxStepSamples``: 2³², no real global batch comes near it.
+        public static let defaultMaxStepSamples = 1 << 32
 
         /// Creates options; the defaults suit host-memory exchange on one node.
         public init(checksums: Bool = false, ringThresholdBytes: Int = 256 << 10,
-                    doublingThresholdBytes: Int = 32 << 10, segmentBytes: Int = 1 << 20) {
+                    doublingThresholdBytes: Int = 32 << 10, segmentBytes: Int = 1 << 20,
+                    maxStepSamples: Int = Options.defaultMaxStepSamples) {
             self.checksums = checksums
             self.ringThresholdBytes = ringThresholdBytes
             self.doublingThresholdBytes = doublingThresholdBytes
             self.segmentBytes = segmentBytes
+            self.maxStepSamples = maxStepSamples
         }
     }
 

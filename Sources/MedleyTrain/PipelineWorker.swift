@@ -180,7 +180,7 @@ public final class PipelineWorker {
                 return TensorMeta(name: name, shape: e.shape, dtype: .float32)
             }
             let layout = try BucketLayout(tensors: tensors, capBytes: RankSession.bucketCapBytes, jobID: spec.name)
-            runs[i].exchange = try GradientExchange(communicator: comm, layout: layout)
+            runs[i].exchange = try GradientExchange(communicator: comm, layout: layout, options: .init(maxStepSamples: spec.model.globalBatch))
             runs[i].bucketStarts = try layout.buckets.map { try stageLayout.entry($0.tensors[0].name).offset }
         }
         self.runs = runs

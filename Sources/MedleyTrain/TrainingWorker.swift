@@ -71,7 +71,15 @@ public final class TrainingWorker {
             throw MedleyError(
                 .outOfMemory, RankCapacity.tooSmall(label: session.label, memoryBytes: device.description.memoryBytes, model: spec.model))
         }
-        capacities = try communicator.allgather([Int64(capacity)]).map(Int.init)
+        // Every rank's capacity is at most the global batch (RankCapacity clamps it): a larger
+        // or negative one is corrupt, and refusing it keeps the sum from overflowing.
+        let claimed = try communicator.allgather([Int64(capacity)])
+        if let bad = claimed.indices.first(where: { claimed[$0] < 0 || claimed[$0] > Int64(spec.model.globalBatch) }) {
+            throw CollectiveFailure(error: MedleyError(
+                .corruption,
+                "rank \(bad) reported a capacity of \(claimed[bad]) sequences, outside 0...\(spec.model.globalBatch) (the global batch); its process is corrupt"))
+        }
+        capacities = claimed.map(Int.init)
         let total = capacities.reduce(0, +)
         if total < spec.model.globalBatch {
             throw CollectiveFailure(error: MedleyError(
@@ -82,7 +90,8 @@ public final class TrainingWorker {
         model = try GPT(config: RankCapacity.modelConfig(spec.model, batch: capacity), device: device, seed: spec.train.seed)
         let tensors = model.layout.entries.map { TensorMeta(name: $0.name, shape: $0.shape, dtype: .float32) }
         let layout = try BucketLayout(tensors: tensors, capBytes: RankSession.bucketCapBytes, jobID: spec.name)
-        exchange = try GradientExchange(communicator: communicator, layout: layout)
+        // A peer's sample count above the global batch is corrupt: the exchange refuses it by name.
+        exchange = try GradientExchange(communicator: communicator, layout: layout, options: .init(maxStepSamples: spec.model.globalBatch))
         // Buckets follow the parameter layout in order with no gaps, so bucket b is one
         // contiguous run of the flat gradient buffer: one device copy per bucket.
         var starts: [Int] = []

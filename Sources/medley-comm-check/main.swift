@@ -153,10 +153,10 @@ func collectives(_ world: Communicator) throws {
     let payload = (0..<24).map { UInt8(($0 + r) & 0xFF) }
     if r % 2 == 0 {
         try world.sendActivation(header, payload: payload, to: right, tag: 5, checksum: true)
-        let (h, bytes) = try world.receiveActivation(from: left, tag: 5)
+        let (h, bytes) = try world.receiveActivation(from: left, tag: 5, maxPayloadBytes: header.payloadBytes)
         try expect(h.stage == left && bytes == (0..<24).map { UInt8(($0 + left) & 0xFF) }, "activation from \(left)")
     } else {
-        let (h, bytes) = try world.receiveActivation(from: left, tag: 5)
+        let (h, bytes) = try world.receiveActivation(from: left, tag: 5, maxPayloadBytes: header.payloadBytes)
         try expect(h.stage == left && bytes == (0..<24).map { UInt8(($0 + left) & 0xFF) }, "activation from \(left)")
         try world.sendActivation(header, payload: payload, to: right, tag: 5, checksum: true)
     }
@@ -178,11 +178,30 @@ func collectives(_ world: Communicator) throws {
     say("rank \(r): thread level \(level)")
 }
 
+/// A peer announces an activation far larger than the schedule ever sends (and sends it):
+/// the receiver must refuse the claim before sizing a buffer from it. Rank 0 is then stuck
+/// in its send, so rank 1 reports the error and aborts the job, as a real worker would.
+func activationClaim(_ world: Communicator) throws {
+    let scheduled = ActivationHeader(step: 9, microbatch: 0, stage: 0, shape: [2, 3], dtype: .float32)
+    if world.rank == 0 {
+        let claimed = ActivationHeader(step: 9, microbatch: 0, stage: 0, shape: [16_384, 1024], dtype: .float32)
+        try world.sendActivation(claimed, payload: [UInt8](repeating: 0, count: claimed.payloadBytes), to: 1, tag: 5)
+    } else if world.rank == 1 {
+        do {
+            let (h, _) = try world.receiveActivation(from: 0, tag: 5, maxPayloadBytes: scheduled.payloadBytes)
+            throw CheckFailure(description: "accepted a \(h.payloadBytes)-byte activation where the schedule sends \(scheduled.payloadBytes) bytes")
+        } catch let e as MedleyError where e.code == .corruption {
+            say("rank 1: error [\(e.code)]: \(e)")
+            MPIRuntime.abort(exitCode: 3)
+        }
+    }
+}
+
 // MARK: - Main
 
 let args = Array(CommandLine.arguments.dropFirst())
 guard let scenario = args.first else {
-    say("usage: medley-comm-check SCENARIO   (collectives, weighted, weighted-ring, mismatch, mismatch-later, mismatch-dtype, checksum-clean, checksum-result, checksum-contribution, zero-batch, negative-samples, weighted-doubling, bench ...)")
+    say("usage: medley-comm-check SCENARIO   (collectives, weighted, weighted-ring, mismatch, mismatch-later, mismatch-dtype, checksum-clean, checksum-result, checksum-contribution, zero-batch, negative-samples, corrupt-samples, activation-claim, weighted-doubling, bench ...)")
     exit(2)
 }
 
@@ -284,6 +303,13 @@ do {
         let exchange = try GradientExchange(communicator: world, layout: try BucketLayout(tensors: testTensors, capBytes: 1 << 20))
         try exchange.exchange(step: 0, sampleCount: rank == 2 ? -1 : 4)
         throw CheckFailure(description: "a negative sample count was accepted")
+    case "corrupt-samples":
+        // Two ranks announce absurd counts whose sum overflows 64 bits: a named error, not a trap.
+        let exchange = try GradientExchange(communicator: world, layout: try BucketLayout(tensors: testTensors, capBytes: 1 << 20))
+        try exchange.exchange(step: 0, sampleCount: rank == 1 || rank == 2 ? Int.max : 4)
+        throw CheckFailure(description: "an impossible sample count was accepted")
+    case "activation-claim":
+        try activationClaim(world)
     case "zero-batch":
         let exchange = try GradientExchange(communicator: world, layout: try BucketLayout(tensors: testTensors, capBytes: 1 << 20))
         try exchange.exchange(step: 0, sampleCount: 0)

@@ -27,15 +27,47 @@ let sampleLayout = BucketLayoutHeader(
     ],
     fingerprint: 0x1234_5678_9ABC_DEF0, sampleCount: 12)
 
-/// Decoding may succeed or throw a MedleyError; anything else (a crash, another error) fails.
-func decodeNeverCrashes(_ bytes: [UInt8]) {
+/// What one decode of untrusted bytes did.
+enum DecodeOutcome {
+    /// The bytes decoded to a message.
+    case accepted(BucketLayoutHeader)
+    /// The decoder refused them with a corruption error.
+    case rejected
+}
+
+/// Decodes framed bytes as a layout header. Success and a `.corruption` MedleyError are the
+/// two allowed outcomes; any other error is recorded as a test failure (and counts as neither).
+func decodeLayout(_ bytes: [UInt8]) -> DecodeOutcome? {
     do {
-        _ = try BucketLayoutHeader(framed: bytes)
+        return .accepted(try BucketLayoutHeader(framed: bytes))
     } catch let e as MedleyError {
         #expect(e.code == .corruption, "unexpected code \(e.code): \(e)")
+        return e.code == .corruption ? .rejected : nil
     } catch {
         Issue.record("non-Medley error \(error)")
+        return nil
     }
+}
+
+/// How many of `inputs` the layout decoder rejects; every accepted one must round-trip
+/// (re-frame and decode to an equal message), so an acceptance is never a half-read message.
+func rejections(_ inputs: [[UInt8]]) -> Int {
+    var rejected = 0
+    for bytes in inputs {
+        switch decodeLayout(bytes) {
+        case .rejected: rejected += 1
+        case .accepted(let message): #expect((try? BucketLayoutHeader(framed: message.framed())) == message)
+        case nil: break
+        }
+    }
+    return rejected
+}
+
+/// `bytes` with the bits at `positions` (bit indices over the whole array) flipped.
+func flipping(_ bytes: [UInt8], bits positions: [Int]) -> [UInt8] {
+    var out = bytes
+    for p in positions { out[p / 8] ^= UInt8(1) << UInt8(p % 8) }
+    return out
 }
 
 @Suite("Frames")
@@ -56,11 +88,10 @@ struct FrameTests {
         #expect(length == bytes.count - Frame.headerSize)
     }
 
-    @Test func everyTruncationIsAnError() {
+    @Test func everyTruncationIsRejected() {
         let bytes = sampleLayout.framed()
-        for cut in 0..<bytes.count {
-            #expect(throws: MedleyError.self) { try BucketLayoutHeader(framed: Array(bytes[0..<cut])) }
-        }
+        let truncations = (0..<bytes.count).map { Array(bytes[0..<$0]) }
+        #expect(rejections(truncations) == truncations.count)
     }
 
     @Test func oversizedLengthIsRefusedBeforeReading() {
@@ -85,27 +116,81 @@ struct FrameTests {
         #expect(throws: MedleyError.self) { try ActivationHeader(framed: good) }
     }
 
-    @Test func randomBytesNeverCrashTheDecoder() {
+    @Test func everySingleBitFlipIsRejected() {
+        // Header: magic, version, kind (a flip there names another kind or none), reserved,
+        // length and CRC are all checked exactly; body: CRC-32 catches every 1-bit error.
+        let bytes = sampleLayout.framed()
+        let flips = (0..<(8 * bytes.count)).map { flipping(bytes, bits: [$0]) }
+        #expect(rejections(flips) == flips.count)
+    }
+
+    @Test func twoAndThreeBitFlipsAreRejected() {
+        // CRC-32 has Hamming distance 4 far beyond this length, so no 2- or 3-bit error in
+        // body + CRC goes unseen; header fields are compared exactly.
+        var rng = SplitMix64(state: 4)
+        let bytes = sampleLayout.framed()
+        let flips = (0..<20_000).map { i -> [UInt8] in
+            var positions = Set<Int>()
+            while positions.count < 2 + i % 2 { positions.insert(Int.random(in: 0..<(8 * bytes.count), using: &rng)) }
+            return flipping(bytes, bits: Array(positions))
+        }
+        #expect(rejections(flips) == flips.count)
+    }
+
+    @Test func aCorruptedByteAnywhereIsRejected() {
+        // Every byte of the frame replaced by each other value: a burst of at most 8 bits,
+        // which CRC-32 always detects in the body, and an exact mismatch in the header.
+        let bytes = sampleLayout.framed()
+        var inputs: [[UInt8]] = []
+        for i in bytes.indices {
+            for delta in [1, 0x55, 0x80, 0xFF] as [UInt8] {
+                var b = bytes
+                b[i] ^= delta
+                inputs.append(b)
+            }
+        }
+        #expect(rejections(inputs) == inputs.count)
+    }
+
+    @Test func randomBytesAreRejected() {
+        // Accepting needs the 4 magic bytes, version, a kind, zero reserved bytes, an exact
+        // length and a matching CRC: impossible for these (fixed-seed) inputs.
         var rng = SplitMix64(state: 1)
-        for _ in 0..<5000 {
-            let n = Int.random(in: 0..<200, using: &rng)
-            decodeNeverCrashes((0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) })
+        let inputs = (0..<5000).map { _ in
+            (0..<Int.random(in: 0..<200, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
         }
+        #expect(rejections(inputs) == inputs.count)
+        // The same garbage behind a correct magic, version and kind still fails length or CRC.
+        let behindMagic = inputs.map { Frame.magic + [Frame.currentVersion, Frame.Kind.bucketLayoutHeader.rawValue] + $0 }
+        #expect(rejections(behindMagic) == behindMagic.count)
     }
 
-    @Test func randomBytesBehindAValidHeaderNeverCrash() {
-        // Valid magic, version, kind, length and CRC around garbage: exercises protobuf-c and validation.
+    @Test func randomBodiesInAValidFrameAreRejectedOrRoundTrip() {
+        // Valid magic, version, kind, length and CRC around garbage: protobuf-c and Medley's
+        // validation decide. A body whose first tag has wire type 6 or 7 (which protobuf does
+        // not define) can never be a message, so every one of those must be rejected; the rest
+        // may decode (unknown fields are skipped) but must then round-trip.
         var rng = SplitMix64(state: 2)
-        for _ in 0..<5000 {
-            let n = Int.random(in: 0..<300, using: &rng)
-            let body = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
-            decodeNeverCrashes(Frame(kind: .bucketLayoutHeader, body: body).encoded())
+        var impossible: [[UInt8]] = []
+        var other: [[UInt8]] = []
+        for i in 0..<5000 {
+            var body = (0..<Int.random(in: 1..<300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            if i % 2 == 0 {
+                body[0] = (body[0] & 0x78) | UInt8(6 + i / 2 % 2)  // field 1–15, wire type 6 or 7
+                impossible.append(Frame(kind: .bucketLayoutHeader, body: body).encoded())
+            } else {
+                other.append(Frame(kind: .bucketLayoutHeader, body: body).encoded())
+            }
         }
+        #expect(rejections(impossible) == impossible.count)
+        #expect(rejections(other) > 0)
     }
 
-    @Test func mutatedValidMessagesNeverCrash() {
+    @Test func mutatedValidMessagesAreRejectedOrRoundTrip() {
         var rng = SplitMix64(state: 3)
         let body = sampleLayout.serialized()
+        var wrapped: [[UInt8]] = []
+        var rawFlips: [[UInt8]] = []
         for _ in 0..<20000 {
             var b = body
             for _ in 0..<Int.random(in: 1...6, using: &rng) {
@@ -117,12 +202,15 @@ struct FrameTests {
                 }
                 if b.isEmpty { break }
             }
-            decodeNeverCrashes(Frame(kind: .bucketLayoutHeader, body: b).encoded())
-            // Also through the raw frame (CRC now wrong in most cases).
+            // A mutated body in a fresh, valid frame: protobuf-c and validation decide.
+            wrapped.append(Frame(kind: .bucketLayoutHeader, body: b).encoded())
+            // A one-bit flip in the framed original: the frame checks must catch it.
             var f = sampleLayout.framed()
             f[Int.random(in: 0..<f.count, using: &rng)] ^= 0x10
-            decodeNeverCrashes(f)
+            rawFlips.append(f)
         }
+        #expect(rejections(rawFlips) == rawFlips.count)
+        #expect(rejections(wrapped) > 0)
     }
 
     @Test func decodedMessagesAreValidated() {

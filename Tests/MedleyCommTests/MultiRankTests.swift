@@ -119,6 +119,22 @@ struct MultiRankTests {
         #expect(lines(o.output, ": error [invalid argument]: step 0: rank 2 passed a negative sample count").count == 4, "\(o.output)")
     }
 
+    @Test("a corrupt sample count is a corruption error naming the rank on every rank, not a trap")
+    func corruptSampleCounts() throws {
+        let o = try runScenario("corrupt-samples", ranks: 4, timeoutSeconds: 10)
+        #expect(o.status != 0)
+        let errors = lines(o.output, ": error [corruption]: step 0: rank 1 claims 9223372036854775807 samples, but a step of this job has at most 4294967296")
+        #expect(errors.count == 4, "\(o.output)")
+    }
+
+    @Test("an activation header claiming more than the schedule sends is refused before its payload")
+    func activationClaim() throws {
+        let o = try runScenario("activation-claim", ranks: 2, timeoutSeconds: 20)
+        #expect(o.status != 0)
+        let refused = lines(o.output, "rank 1: error [corruption]: rank 0 claims 67108864 activation payload bytes (step 9, microbatch 0, shape [16384, 1024]), but this job can need at most 24")
+        #expect(refused.count == 1, "\(o.output)")
+    }
+
     @Test("bench allreduce prints the table and writes JSON with the documented keys")
     func benchCommand() throws {
         let json = FileManager.default.temporaryDirectory.appendingPathComponent("medley-bench-\(UUID().uuidString).json")
