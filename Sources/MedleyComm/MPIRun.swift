@@ -15,6 +15,9 @@ public struct MPIRun: Sendable {
         public var killedAtDeadline: Bool
         /// Wall-clock seconds.
         public var seconds: Double
+        /// The signal this process received and passed on to mpirun's process group (see
+        /// ``run(program:arguments:graceSeconds:forwardSignals:onOutput:)``), if any.
+        public var interruptedBy: Int32? = nil
     }
 
     /// Number of ranks (`-np`).
@@ -65,7 +68,8 @@ public struct MPIRun: Sendable {
     /// (then mpirun is killed); returns its status and output.
     /// `onOutput` sees mpirun's merged output as it arrives (see `ChildProcess.run`).
     public func run(
-        program: String, arguments: [String], graceSeconds: Double = 30, onOutput: ((String) -> Void)? = nil
+        program: String, arguments: [String], graceSeconds: Double = 30, forwardSignals: Bool = false,
+        onOutput: ((String) -> Void)? = nil
     ) throws -> Outcome {
         let launcher = try Self.findLauncher()
         // Keep Open MPI quiet and local on CI boxes.
@@ -74,9 +78,9 @@ public struct MPIRun: Sendable {
         let child = try ChildProcess.run(
             launcher, launcherArguments(program: program, arguments: arguments), environment: env,
             timeoutSeconds: Double(timeoutSeconds) + graceSeconds, mergeOutput: true, killGraceSeconds: 2,
-            onOutput: onOutput)
+            forwardSignals: forwardSignals, onOutput: onOutput)
         return Outcome(status: child.status, output: child.stdout, killedAtDeadline: child.timedOut,
-                       seconds: child.seconds)
+                       seconds: child.seconds, interruptedBy: child.interruptedBy)
     }
 }
 

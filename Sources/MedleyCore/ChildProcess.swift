@@ -30,6 +30,9 @@ public enum ChildProcess {
         public var timedOut: Bool
         /// Wall-clock seconds from start to exit.
         public var seconds: Double
+        /// The signal (SIGINT, SIGTERM or SIGHUP) this process received while the child ran and
+        /// passed on to it, when `forwardSignals` was on; nil otherwise.
+        public var interruptedBy: Int32? = nil
         /// Standard output followed by standard error.
         public var output: String { stdout + stderr }
     }
@@ -42,7 +45,7 @@ public enum ChildProcess {
     public static func run(
         _ executable: String, _ arguments: [String], environment: [String: String] = [:],
         timeoutSeconds: Double, mergeOutput: Bool = false, killGraceSeconds: Double = 1,
-        onOutput: ((String) -> Void)? = nil
+        forwardSignals: Bool = false, onOutput: ((String) -> Void)? = nil
     ) throws -> Outcome {
         let directory = URL(fileURLWithPath: NSTemporaryDirectory())
             .appendingPathComponent("medley-child-\(UUID().uuidString)")
@@ -63,10 +66,21 @@ public enum ChildProcess {
         process.standardError = errHandle
         process.standardInput = FileHandle.nullDevice
         let start = Date()
+        // Foundation starts the child as the leader of a process group of its own, so a Ctrl-C
+        // at the terminal (or a SIGTERM to this process) never reaches it or what it starts:
+        // with `forwardSignals`, this process catches them and ends the child's whole group.
+        let catcher = forwardSignals ? SignalCatcher() : nil
+        defer { catcher?.restore() }
         do {
             try process.run()
         } catch {
             throw MedleyError(.notFound, "cannot start \(executable): \(error.localizedDescription)")
+        }
+        let group = process.processIdentifier
+        var interruptedBy: Int32?
+        /// Sends `signal` to the child's process group (or to the child, if it leads none).
+        func signalGroup(_ signal: Int32) {
+            if getpgid(group) == group { kill(-group, signal) } else { kill(group, signal) }
         }
         let deadline = start.addingTimeInterval(timeoutSeconds)
         var timedOut = false
@@ -93,6 +107,21 @@ public enum ChildProcess {
         }
         while process.isRunning {
             follow(final: false)
+            if let caught = catcher?.caught, interruptedBy == nil {
+                interruptedBy = caught
+                // mpirun's ranks lead process groups of their own: note every descendant now,
+                // while they are still the child's, so none outlives it if it must be killed.
+                let family = Self.descendants(of: group)
+                signalGroup(caught)
+                let killAt = Date().addingTimeInterval(killGraceSeconds)
+                while process.isRunning && Date() < killAt {
+                    follow(final: false)
+                    Thread.sleep(forTimeInterval: 0.02)
+                }
+                if process.isRunning { signalGroup(SIGKILL) }
+                for pid in family { kill(pid, SIGKILL) }
+                break
+            }
             if Date() > deadline {
                 timedOut = true
                 process.terminate()
@@ -104,6 +133,8 @@ public enum ChildProcess {
             Thread.sleep(forTimeInterval: 0.02)
         }
         process.waitUntilExit()
+        // Whatever the child left running in its group (ranks of a killed mpirun) goes too.
+        if forwardSignals && getpgid(group) == group { kill(-group, SIGKILL) }
         follow(final: true)
         try? follower?.close()
         try outHandle.close()
@@ -112,6 +143,72 @@ public enum ChildProcess {
         let stderr = mergeOutput ? "" : ((try? String(contentsOf: errURL, encoding: .utf8)) ?? "")
         return Outcome(
             status: process.terminationStatus, stdout: stdout, stderr: stderr, timedOut: timedOut,
-            seconds: Date().timeIntervalSince(start))
+            seconds: Date().timeIntervalSince(start), interruptedBy: interruptedBy)
+    }
+}
+
+extension ChildProcess {
+    /// Every process below `root` in the process tree (children, their children, …), read
+    /// from /proc; empty where there is no /proc.
+    public static func descendants(of root: pid_t) -> [pid_t] {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        var parents: [pid_t: pid_t] = [:]
+        for entry in entries {
+            guard let pid = pid_t(entry),
+                  let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")")
+            else { continue }
+            // "pid (comm) state ppid …": the command may hold spaces and parentheses.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, let parent = pid_t(fields[1]) { parents[pid] = parent }
+        }
+        var found: [pid_t] = []
+        var frontier: Set<pid_t> = [root]
+        while !frontier.isEmpty {
+            let next = parents.filter { frontier.contains($0.value) }.map(\.key)
+            found += next
+            frontier = Set(next)
+        }
+        return found
+    }
+}
+
+/// Catches SIGINT, SIGTERM and SIGHUP while it is installed and remembers the first one;
+/// ``restore()`` puts the previous handlers back.
+final class SignalCatcher {
+    static let signals: [Int32] = [SIGINT, SIGTERM, SIGHUP]
+    /// The first signal caught (written by the handler, read by the waiting loop).
+    nonisolated(unsafe) static var pending: Int32 = 0
+    private var previous: [Int32: sigaction] = [:]
+
+    init() {
+        Self.pending = 0
+        // A parent may have started this process with these signals blocked (the mask is
+        // inherited): unblock them on this thread, or they would wait unseen.
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        for signal in Self.signals { sigaddset(&unblock, signal) }
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+        for signal in Self.signals {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { caught in
+                if SignalCatcher.pending == 0 { SignalCatcher.pending = caught }
+            }
+            sigemptyset(&action.sa_mask)
+            var old = sigaction()
+            sigaction(signal, &action, &old)
+            previous[signal] = old
+        }
+    }
+
+    /// The signal caught so far, if any.
+    var caught: Int32? { Self.pending == 0 ? nil : Self.pending }
+
+    func restore() {
+        for (signal, old) in previous {
+            var action = old
+            sigaction(signal, &action, nil)
+        }
+        previous = [:]
     }
 }

@@ -225,8 +225,13 @@ public struct TrainLauncher {
         arguments += schedule.arguments
         let filter = LauncherOutputFilter(verbose: verbose, print: print)
         let outcome = try MPIRun(ranks: ranks, timeoutSeconds: timeoutSeconds, environment: environment)
-            .run(program: program, arguments: arguments, onOutput: { filter.feed($0) })
+            .run(program: program, arguments: arguments, forwardSignals: true, onOutput: { filter.feed($0) })
         filter.finish()
+        if let signal = outcome.interruptedBy {
+            let name = [SIGINT: "SIGINT", SIGTERM: "SIGTERM", SIGHUP: "SIGHUP"][signal] ?? "signal \(signal)"
+            print("Error: stopped by \(name): mpirun and every rank were ended; the job did not finish", true)
+            return 128 + signal
+        }
         if outcome.status != 0 && !filter.sawError {
             if outcome.killedAtDeadline || outcome.output.contains("timeout") && outcome.output.contains("--timeout") {
                 print("Error: the job ran past --timeout \(timeoutSeconds) s and was stopped; raise --timeout for longer jobs", true)

@@ -74,10 +74,11 @@ public final class TrainingWorker {
         // Every rank's capacity is at most the global batch (RankCapacity clamps it): a larger
         // or negative one is corrupt, and refusing it keeps the sum from overflowing.
         let claimed = try communicator.allgather([Int64(capacity)])
-        if let bad = claimed.indices.first(where: { claimed[$0] < 0 || claimed[$0] > Int64(spec.model.globalBatch) }) {
+        let globalBatch = options.spec.model.globalBatch
+        if let bad = claimed.indices.first(where: { claimed[$0] < 0 || claimed[$0] > Int64(globalBatch) }) {
             throw CollectiveFailure(error: MedleyError(
                 .corruption,
-                "rank \(bad) reported a capacity of \(claimed[bad]) sequences, outside 0...\(spec.model.globalBatch) (the global batch); its process is corrupt"))
+                "rank \(bad) reported a capacity of \(claimed[bad]) sequences, outside 0...\(globalBatch) (the global batch); its process is corrupt"))
         }
         capacities = claimed.map(Int.init)
         let total = capacities.reduce(0, +)
