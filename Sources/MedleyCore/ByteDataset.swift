@@ -88,7 +88,25 @@ public struct ByteDataset: Sendable, Equatable {
                 "data path '\(path)' does not exist; set data.path to a text file or a directory of text files (default \(defaultPath), from Debian's fortunes package)"
             )
         }
-        guard isDirectory.boolValue else { return [path] }
+        guard isDirectory.boolValue else {
+            // A device, pipe or socket (e.g. /dev/zero) is no corpus: reading one never ends or
+            // fails with a misleading error, so say what it is.
+            var info = stat()
+            if stat(path, &info) == 0, info.st_mode & S_IFMT != S_IFREG {
+                let kind: String
+                switch info.st_mode & S_IFMT {
+                case S_IFCHR: kind = "a character device"
+                case S_IFBLK: kind = "a block device"
+                case S_IFIFO: kind = "a pipe (FIFO)"
+                case S_IFSOCK: kind = "a socket"
+                default: kind = "not a regular file"
+                }
+                throw MedleyError(
+                    .invalidArgument,
+                    "data path '\(path)' is \(kind), not a text file; set data.path to a text file or a directory of text files")
+            }
+            return [path]
+        }
 
         var candidates: [String] = []
         try collect(directory: path, into: &candidates, visited: [])

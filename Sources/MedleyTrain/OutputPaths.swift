@@ -15,6 +15,10 @@ public enum OutputPaths {
             throw MedleyError(.io, "\(flag) \(path) is a directory; give a file path")
         }
         let folder = url.deletingLastPathComponent()
+        var folderIsDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: folder.path, isDirectory: &folderIsDirectory), !folderIsDirectory.boolValue {
+            throw MedleyError(.io, "\(flag) \(path): \(folder.path) is not a directory; pick a writable path")
+        }
         do {
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         } catch {

@@ -202,7 +202,7 @@ public final class PipelineWorker {
         try session.openLog()
         defer { session.closeLog() }
         if rank == 0 { printHeader() }
-        try world.barrier(timeoutSeconds: spec.train.stepTimeout, what: "start: waiting for every stage to be built")
+        _ = try session.awaitEveryRank(step: 0, what: "start (building every stage)")
         timeline.start(enabled: options.timelinePath != nil)
         var lastValidation: Double?
         var tokensPerSecond: [Double] = []
@@ -248,7 +248,7 @@ public final class PipelineWorker {
             try backward(step: step, microbatch: k, sizes: sizes, lossScale: lossScale, clock: clock)
         }
         for link in [previousLink, nextLink].compactMap({ $0 }) {
-            try link.finishSends(timeoutSeconds: spec.train.stepTimeout, what: "step \(step): \(labels[rank]) sending to rank \(link.peer)")
+            try link.finishSends(timeoutSeconds: session.waitSeconds, what: "step \(step): \(labels[rank]) sending to \(labels[link.peer])")
         }
         let t1 = MPIRuntime.wallTime()
 
@@ -384,7 +384,7 @@ public final class PipelineWorker {
         let t = MPIRuntime.wallTime()
         return try link.receive(
             expected: ActivationHeader(step: header, microbatch: k, stage: fromStage, shape: [b, spec.model.seq, spec.model.dim], dtype: .float32),
-            timeoutSeconds: spec.train.stepTimeout, what: what()
+            timeoutSeconds: session.waitSeconds, what: what() + " from \(labels[link.peer])"
         ) { payload in
             let now = MPIRuntime.wallTime()
             clock.wait += now - t
@@ -439,7 +439,7 @@ public final class PipelineWorker {
             }
         }
         for link in [previousLink, nextLink].compactMap({ $0 }) {
-            try link.finishSends(timeoutSeconds: spec.train.stepTimeout, what: "step \(step) evaluation: sending to rank \(link.peer)")
+            try link.finishSends(timeoutSeconds: session.waitSeconds, what: "step \(step) evaluation: sending to \(labels[link.peer])")
         }
         let total = try world.allgather([model.holdsHead ? sum : 0]).reduce(0, +)
         return total / Double(spec.train.evalBatches * spec.model.globalBatch * spec.model.seq)

@@ -39,10 +39,14 @@ public final class RankSession {
         public var weightsPath: String?
         /// Where rank 0 writes the Chrome-trace timeline of every rank (pipeline plans), if anywhere.
         public var timelinePath: String?
+        /// When the launcher will stop the job (Unix seconds; mpirun's `--timeout` less a margin):
+        /// no wait on another rank lasts past it, so a hung rank is named before mpirun kills all.
+        public var deadline: Double?
 
         /// Options; see the properties.
         public init(spec: JobSpec, steps: Int? = nil, logPath: String? = nil, schedule: SharesSchedule = SharesSchedule(),
-                    printSteps: Bool = true, weightsPath: String? = nil, timelinePath: String? = nil) {
+                    printSteps: Bool = true, weightsPath: String? = nil, timelinePath: String? = nil, deadline: Double? = nil) {
+            self.deadline = deadline
             self.timelinePath = timelinePath
             self.spec = spec
             self.steps = steps ?? spec.train.steps
@@ -128,6 +132,39 @@ public final class RankSession {
             kind: spec.train.lrSchedule, peak: spec.train.lr, minimum: spec.train.minLR,
             warmupSteps: spec.train.warmupSteps, totalSteps: steps)
         return (sampler, schedule)
+    }
+
+    // MARK: Waiting on other ranks
+
+    /// How long a wait on other ranks may last now: `train.step_timeout`, or less when the
+    /// job's deadline is nearer (then `byDeadline`).
+    public func waitBudget() -> (seconds: Double, byDeadline: Bool) {
+        let stepTimeout = spec.train.stepTimeout
+        guard let deadline = options.deadline else { return (stepTimeout, false) }
+        let left = max(deadline - Date().timeIntervalSince1970, 0.5)
+        return left < stepTimeout ? (left, true) : (stepTimeout, false)
+    }
+
+    /// Seconds a wait on other ranks may last now (see ``waitBudget()``).
+    public var waitSeconds: Double { waitBudget().seconds }
+
+    /// Waits until every rank has reached `step` (see `Communicator.awaitEveryRank`) and
+    /// returns the seconds waited; when the time runs out, throws one line naming the ranks
+    /// that never arrived: "step 3: rank 2 (sim acme-x1) did not finish within 600 s …".
+    public func awaitEveryRank(step: Int, what: String) throws -> Double {
+        let (seconds, byDeadline) = waitBudget()
+        do {
+            return try world.awaitEveryRank(step: Int64(step), timeoutSeconds: seconds)
+        } catch let timeout as Communicator.ArrivalTimeout {
+            let names = timeout.missing.map { labels[$0] }.joined(separator: ", ")
+            let limit =
+                byDeadline
+                ? "(the job's --timeout is nearly up)" : "(train.step_timeout \(String(format: "%g", spec.train.stepTimeout)) s)"
+            let verb = timeout.missing.count == 1 ? "it is" : "they are"
+            throw MedleyError(
+                .timeout,
+                "\(what): \(names) did not get there within \(String(format: "%.0f", timeout.seconds)) s \(limit); \(verb) hung or far slower than the rest")
+        }
     }
 
     // MARK: Agreement

@@ -84,6 +84,16 @@ public struct SharesSchedule: Sendable, Equatable {
         }
     }
 
+    /// Checks that every entry starts within a job of `steps` steps (an entry past the end would
+    /// never apply, which is surely not what was meant).
+    public func validate(steps: Int) throws {
+        if let late = entries.first(where: { $0.step > steps }) {
+            throw MedleyError(
+                .invalidArgument,
+                "--shares \(late.step):…: step \(late.step) is past the job's last step (\(steps)), so it would never apply; pin a step from 1 to \(steps) or run more --steps")
+        }
+    }
+
     /// The schedule as `--shares` arguments.
     public var arguments: [String] {
         entries.flatMap { ["--shares", "\($0.step):" + $0.shares.map(String.init).joined(separator: ",")] }

@@ -87,7 +87,14 @@ public struct TrainLauncher {
     public func preflight(plan: Plan?) throws -> [RankPreview] {
         try spec.validate()
         if let steps, steps < 1 { throw MedleyError(.invalidArgument, "--steps must be at least 1, got \(steps)") }
-        guard timeoutSeconds > 0 else { throw MedleyError(.invalidArgument, "--timeout must be at least 1 second") }
+        guard timeoutSeconds > 0 else { throw MedleyError(.invalidArgument, "--timeout must be at least 1 second, got \(timeoutSeconds)") }
+        try schedule.validate(steps: steps ?? spec.train.steps)
+        // Every file the job writes, before any step runs: a job must not train for hours and
+        // then fail to save.
+        for (path, flag) in [(logPath, "--log"), (weightsPath, "--save-weights"), (timelinePath, "--timeline")] {
+            if let path { try OutputPaths.checkWritable(path, flag: flag) }
+        }
+        if let weightsPath { try OutputPaths.checkWritable(weightsPath + ".json", flag: "--save-weights") }
 
         if let plan {
             try plan.validate(blocks: spec.model.layers, devices: spec.rankCount, globalBatch: spec.model.globalBatch)
@@ -222,6 +229,10 @@ public struct TrainLauncher {
         if let logPath { arguments += ["--log", URL(fileURLWithPath: logPath).standardizedFileURL.path] }
         if let weightsPath { arguments += ["--save-weights", URL(fileURLWithPath: weightsPath).standardizedFileURL.path] }
         if let timelinePath { arguments += ["--timeline", URL(fileURLWithPath: timelinePath).standardizedFileURL.path] }
+        // The ranks stop waiting on each other a little before mpirun's --timeout, so a hung
+        // rank is named by the others instead of everything being killed without a word.
+        let margin = min(30, max(2, Double(timeoutSeconds) / 10))
+        arguments += ["--deadline", String(format: "%.3f", Date().timeIntervalSince1970 + Double(timeoutSeconds) - margin)]
         arguments += schedule.arguments
         let filter = LauncherOutputFilter(verbose: verbose, print: print)
         let outcome = try MPIRun(ranks: ranks, timeoutSeconds: timeoutSeconds, environment: environment)
@@ -282,7 +293,7 @@ final class LauncherOutputFilter {
         if line.hasPrefix("Error:") {
             sawError = true
             // The same failure reported by several ranks: show it once.
-            let key = line.replacingOccurrences(of: #"rank \d+ \([^)]*\): "#, with: "", options: .regularExpression)
+            let key = line.replacingOccurrences(of: #"rank \d+( \([^)]*\))?: "#, with: "", options: .regularExpression)
             if errors.insert(key).inserted { print(line, true) }
             return
         }

@@ -210,8 +210,7 @@ public final class TrainingWorker {
             try device.synchronize()
         }
         let t1 = MPIRuntime.wallTime()
-        let idle = try world.barrier(
-            timeoutSeconds: spec.train.stepTimeout, what: "step \(step): waiting for every rank to finish its share")
+        let idle = try session.awaitEveryRank(step: step, what: "step \(step)")
         let t2 = MPIRuntime.wallTime()
 
         // Exchange: device → buckets, weighted average, own shard back to the device.
@@ -280,7 +279,7 @@ public final class TrainingWorker {
             if iteration > 0 { best = min(best, MPIRuntime.wallTime() - t0) }
         }
         try model.zeroGradients()
-        try world.barrier(timeoutSeconds: spec.train.stepTimeout, what: "warm-up: waiting for every rank to measure its speed")
+        _ = try session.awaitEveryRank(step: 0, what: "warm-up (measuring every rank's speed)")
         return try world.allgather([Double(samples) / max(best, 1e-9)])
     }
 

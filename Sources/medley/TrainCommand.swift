@@ -22,7 +22,8 @@ struct Train: ParsableCommand {
     @Argument(help: "A YAML job spec; leave out for the built-in mixed job.")
     var job: String?
 
-    @Option(help: "Run this many steps instead of train.steps.")
+    // `.unconditional`: `--steps -5` is a bad value, not a missing one.
+    @Option(parsing: .unconditional, help: "Run this many steps instead of train.steps.")
     var steps: Int?
 
     @Option(help: "Write one JSON record per step to this file (JSON Lines).")
@@ -40,7 +41,7 @@ struct Train: ParsableCommand {
     @Option(help: "Write a timeline of every rank's spans here (Chrome trace JSON; open it in Perfetto). Pipeline plans.")
     var timeline: String?
 
-    @Option(help: "Stop the job after this many seconds (mpirun --timeout).")
+    @Option(parsing: .unconditional, help: "Stop the job after this many seconds (mpirun --timeout).")
     var timeout = 6 * 3600
 
     @Flag(help: "Check the job (adapters, devices, memory, data) and print the ranks, without training.")
@@ -108,11 +109,14 @@ struct Worker: ParsableCommand {
     @Flag(help: "Do not print the per-step lines.")
     var quiet = false
 
+    @Option(help: "Unix time at which the launcher stops the job; no wait on another rank lasts past it.")
+    var deadline: Double?
+
     func run() throws {
         let status = try WorkerMain.run(jobPath: job) { spec in
             RankSession.Options(
                 spec: spec, steps: steps, logPath: log, schedule: try SharesSchedule(parsing: shares), printSteps: !quiet,
-                weightsPath: saveWeights, timelinePath: timeline)
+                weightsPath: saveWeights, timelinePath: timeline, deadline: deadline)
         }
         if status != 0 { throw ExitCode(status) }
     }
