@@ -75,24 +75,12 @@ public struct JobSpec: Codable, Sendable, Equatable {
         }
 
         // The YAML (and JSON) form is flat, as a user writes it: layers, dim, heads, seq, batch, vocab.
-        enum CodingKeys: String, CodingKey { case layers, dim, heads, seq, batch, vocab }
-
         public init(from decoder: Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            self.init(
-                layers: try c.decode(Int.self, forKey: .layers), dim: try c.decode(Int.self, forKey: .dim),
-                heads: try c.decode(Int.self, forKey: .heads), seq: try c.decode(Int.self, forKey: .seq),
-                globalBatch: try c.decode(Int.self, forKey: .batch), vocab: try c.decode(Int.self, forKey: .vocab))
+            (shape, globalBatch) = try ModelShape.decodeFlat(from: decoder)
         }
 
         public func encode(to encoder: Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(shape.layers, forKey: .layers)
-            try c.encode(shape.dim, forKey: .dim)
-            try c.encode(shape.heads, forKey: .heads)
-            try c.encode(shape.seq, forKey: .seq)
-            try c.encode(globalBatch, forKey: .batch)
-            try c.encode(shape.vocab, forKey: .vocab)
+            try shape.encodeFlat(batch: globalBatch, to: encoder)
         }
     }
 

@@ -31,6 +31,31 @@ public struct ModelShape: Sendable, Hashable, Codable, CustomStringConvertible {
 }
 
 extension ModelShape {
+    /// The keys of a shape written flat beside a batch, as a job spec's `model:` section and
+    /// benchmark reports write it: layers, dim, heads, seq, batch, vocab.
+    enum FlatKeys: String, CodingKey { case layers, dim, heads, seq, batch, vocab }
+
+    /// Reads a shape and the batch written flat beside it (``encodeFlat(batch:to:)``).
+    public static func decodeFlat(from decoder: Decoder) throws -> (shape: ModelShape, batch: Int) {
+        let c = try decoder.container(keyedBy: FlatKeys.self)
+        let shape = ModelShape(
+            layers: try c.decode(Int.self, forKey: .layers), dim: try c.decode(Int.self, forKey: .dim),
+            heads: try c.decode(Int.self, forKey: .heads), seq: try c.decode(Int.self, forKey: .seq),
+            vocab: try c.decode(Int.self, forKey: .vocab))
+        return (shape, try c.decode(Int.self, forKey: .batch))
+    }
+
+    /// Writes the shape's fields and `batch` side by side, flat.
+    public func encodeFlat(batch: Int, to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: FlatKeys.self)
+        try c.encode(layers, forKey: .layers)
+        try c.encode(dim, forKey: .dim)
+        try c.encode(heads, forKey: .heads)
+        try c.encode(seq, forKey: .seq)
+        try c.encode(batch, forKey: .batch)
+        try c.encode(vocab, forKey: .vocab)
+    }
+
     /// The largest value any one size may take (layers, dim, heads, seq, vocab, batch).
     public static let maxSize = 1 << 20
     /// The most elements one tensor may have: kernels index with 32-bit integers and token ids are i32.

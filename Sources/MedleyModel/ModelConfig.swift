@@ -32,24 +32,12 @@ public struct ModelConfig: Sendable, Hashable, Codable, CustomStringConvertible 
     }
 
     // Flat in JSON: layers, dim, heads, seq, batch, vocab (as benchmark reports have always written it).
-    enum CodingKeys: String, CodingKey { case layers, dim, heads, seq, batch, vocab }
-
     public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(
-            layers: try c.decode(Int.self, forKey: .layers), dim: try c.decode(Int.self, forKey: .dim),
-            heads: try c.decode(Int.self, forKey: .heads), seq: try c.decode(Int.self, forKey: .seq),
-            maxBatch: try c.decode(Int.self, forKey: .batch), vocab: try c.decode(Int.self, forKey: .vocab))
+        (shape, maxBatch) = try ModelShape.decodeFlat(from: decoder)
     }
 
     public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(shape.layers, forKey: .layers)
-        try c.encode(shape.dim, forKey: .dim)
-        try c.encode(shape.heads, forKey: .heads)
-        try c.encode(shape.seq, forKey: .seq)
-        try c.encode(maxBatch, forKey: .batch)
-        try c.encode(shape.vocab, forKey: .vocab)
+        try shape.encodeFlat(batch: maxBatch, to: encoder)
     }
 
     /// The small default model: 4 layers, 128 channels, 4 heads, 64 positions, batch 8, 256 tokens.

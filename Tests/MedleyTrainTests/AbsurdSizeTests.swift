@@ -11,16 +11,11 @@ import Testing
 /// in the parameter layout and huge layers made the preflight lay out every block.
 @Suite("absurd model sizes: an answer, never a trap")
 struct AbsurdSizeTests {
-    /// SplitMix64: a small seeded generator, so a failing case reproduces from its seed.
+    /// Seeded (SplitMix64), so a failing case reproduces from its seed.
     struct Generator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var random: SeededGenerator
+        init(state: UInt64) { random = SeededGenerator(seed: state) }
+        mutating func next() -> UInt64 { random.next() }
         /// A size a hostile spec might hold: the edges of every limit, powers of two up to
         /// Int.max, negatives, or anything at all.
         mutating func size() -> Int {

@@ -300,6 +300,23 @@ MK_API medley_error *mk_host_op_query(medley_device *device, const char *op_name
 /** Checks the device and that step >= 0; nothing to trace on a host. */
 MK_API medley_error *mk_host_step_begin(medley_device *device, int64_t step);
 
+/**
+ * The table entries a host-memory adapter takes from the kit as they are: buffers, the
+ * copies, memset, streams and op_query. Use it inside the adapter's table initializer,
+ * after the adapter's own entries:
+ *
+ *   static const medley_adapter_api api = { ..., .device_describe = my_describe,
+ *                                           MK_HOST_MEMORY_ENTRIES, .op_launch = my_launch };
+ *
+ * (The templates list the same entries one by one, to show what a chip team replaces.)
+ */
+#define MK_HOST_MEMORY_ENTRIES                                                                   \
+  .buffer_alloc = mk_host_buffer_alloc, .buffer_free = mk_host_buffer_free,                      \
+  .copy_h2d = mk_host_copy_h2d, .copy_d2h = mk_host_copy_d2h, .copy_d2d = mk_host_copy_d2d,      \
+  .memset = mk_host_memset, .stream_create = mk_host_stream_create,                              \
+  .stream_destroy = mk_host_stream_destroy, .stream_synchronize = mk_host_stream_synchronize,    \
+  .op_query = mk_host_op_query
+
 #ifdef __cplusplus
 }
 #endif
