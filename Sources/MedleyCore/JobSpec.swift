@@ -44,8 +44,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
     }
 
     /// The GPT's shape (a byte-level model: the vocabulary is the 256 byte values) and the global batch.
-    @dynamicMemberLookup
-    public struct Model: Codable, Sendable, Equatable {
+    public struct Model: ShapedModel, Codable, Sendable, Equatable {
         /// The architecture: layers, dim, heads, seq, vocab (read straight through: `model.dim`).
         public var shape: ModelShape
         /// Sequences in one global batch (`model.batch` in the YAML), divided among all ranks
@@ -66,12 +65,6 @@ public struct JobSpec: Codable, Sendable, Equatable {
         public init(shape: ModelShape, globalBatch: Int) {
             self.shape = shape
             self.globalBatch = globalBatch
-        }
-
-        /// The shape's fields, read and written through the model.
-        public subscript<T>(dynamicMember keyPath: WritableKeyPath<ModelShape, T>) -> T {
-            get { shape[keyPath: keyPath] }
-            set { shape[keyPath: keyPath] = newValue }
         }
 
         // The YAML (and JSON) form is flat, as a user writes it: layers, dim, heads, seq, batch, vocab.

@@ -30,6 +30,22 @@ public struct ModelShape: Sendable, Hashable, Codable, CustomStringConvertible {
     public var description: String { "layers=\(layers) dim=\(dim) heads=\(heads) seq=\(seq) vocab=\(vocab)" }
 }
 
+/// A type that carries a ``ModelShape`` and reads its fields straight through
+/// (`model.dim` for `model.shape.dim`): ``JobSpec/Model`` and `ModelConfig`.
+@dynamicMemberLookup
+public protocol ShapedModel {
+    /// The architecture.
+    var shape: ModelShape { get set }
+}
+
+extension ShapedModel {
+    /// The shape's fields, read and written through the model.
+    public subscript<T>(dynamicMember keyPath: WritableKeyPath<ModelShape, T>) -> T {
+        get { shape[keyPath: keyPath] }
+        set { shape[keyPath: keyPath] = newValue }
+    }
+}
+
 extension ModelShape {
     /// The keys of a shape written flat beside a batch, as a job spec's `model:` section and
     /// benchmark reports write it: layers, dim, heads, seq, batch, vocab.

@@ -6,8 +6,7 @@ import MedleyCore
 /// activations are sized for; `maxBatch` is the largest batch a forward pass takes
 /// (activations are allocated for it): a rank's largest share of the global batch, or a
 /// pipeline's microbatch, never the global batch itself (that is ``JobSpec/Model/globalBatch``).
-@dynamicMemberLookup
-public struct ModelConfig: Sendable, Hashable, Codable, CustomStringConvertible {
+public struct ModelConfig: ShapedModel, Sendable, Hashable, Codable, CustomStringConvertible {
     /// The architecture (read straight through: `config.dim`).
     public var shape: ModelShape
     /// The most sequences one pass on this model takes (B).
@@ -23,12 +22,6 @@ public struct ModelConfig: Sendable, Hashable, Codable, CustomStringConvertible 
     public init(_ shape: ModelShape, maxBatch: Int) {
         self.shape = shape
         self.maxBatch = maxBatch
-    }
-
-    /// The shape's fields, read and written through the configuration.
-    public subscript<T>(dynamicMember keyPath: WritableKeyPath<ModelShape, T>) -> T {
-        get { shape[keyPath: keyPath] }
-        set { shape[keyPath: keyPath] = newValue }
     }
 
     // Flat in JSON: layers, dim, heads, seq, batch, vocab (as benchmark reports have always written it).
