@@ -119,6 +119,19 @@ let package = Package(
             dependencies: ["CMPI", "CMedleyProto", "MedleyCore"],
             path: "Sources/MedleyComm"
         ),
+        /// The control channel between a job's ranks and its supervisor: messages, frames with the
+        /// job's token, and the rank's side (a client that never stalls training).
+        .target(
+            name: "MedleyControl",
+            dependencies: ["CMedleyProto", "MedleyCore"],
+            path: "Sources/MedleyControl"
+        ),
+        /// The supervisor as a pure state machine: events in, directives out, an injected clock.
+        .target(
+            name: "MedleySupervisor",
+            dependencies: ["MedleyControl", "MedleyCore"],
+            path: "Sources/MedleySupervisor"
+        ),
         /// Multi-rank test scenarios for MedleyComm (run under mpirun by MedleyCommTests).
         .executableTarget(
             name: "MedleyCommCheck",
@@ -228,6 +241,16 @@ let package = Package(
             name: "MedleyPlannerTests",
             dependencies: ["MedleyPlanner", "MedleyCore"],
             path: "Tests/MedleyPlannerTests"
+        ),
+        .testTarget(
+            name: "MedleyControlTests",
+            dependencies: ["MedleyControl", "MedleyCore"],
+            path: "Tests/MedleyControlTests"
+        ),
+        .testTarget(
+            name: "MedleySupervisorTests",
+            dependencies: ["MedleySupervisor", "MedleyControl", "MedleyCore"],
+            path: "Tests/MedleySupervisorTests"
         ),
         .testTarget(
             name: "MedleyCoreTests",
