@@ -333,11 +333,16 @@ public struct Supervisor: Sendable {
             if value.isFinite { perSequence[row.rank] = value }
         }
         let needed = Swift.max(1, configuration.stragglerSteps)
-        for r in perSequence.keys.sorted() {
-            guard let mine = perSequence[r], rankViews.indices.contains(r), !rankViews[r].hasExited else { continue }
-            let others = perSequence.filter { $0.key != r }.values.sorted()
-            guard !others.isEmpty else { continue }
-            let median = others.count % 2 == 1 ? others[others.count / 2] : (others[others.count / 2 - 1] + others[others.count / 2]) / 2
+        // Sorted once; each rank's "others" are the sorted values less its own entry (O(n log n) in all).
+        let sorted = perSequence.map { (value: $0.value, rank: $0.key) }.sorted { ($0.value, $0.rank) < ($1.value, $1.rank) }
+        let others = sorted.count - 1
+        guard others >= 1 else { return }
+        for (index, entry) in sorted.enumerated().sorted(by: { $0.element.rank < $1.element.rank }) {
+            let r = entry.rank, mine = entry.value
+            guard rankViews.indices.contains(r), !rankViews[r].hasExited else { continue }
+            /// The k-th smallest of the others: the sorted values with this rank's entry left out.
+            func other(_ k: Int) -> Double { sorted[k < index ? k : k + 1].value }
+            let median = others % 2 == 1 ? other(others / 2) : (other(others / 2 - 1) + other(others / 2)) / 2
             guard median > 0 else { continue }
             let ratio = mine / median
             if ratio > configuration.stragglerFactor {

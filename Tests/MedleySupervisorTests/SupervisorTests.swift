@@ -267,6 +267,24 @@ struct StragglerTests {
         #expect(s.supervisor.alerts.isEmpty)
     }
 
+    @Test("each rank is judged against the median of the others (even and odd counts)")
+    func medianOfOthers() {
+        var s = Script(ranks: 5, stragglerFactor: 2, stragglerSteps: 1)
+        var out: [SupervisorDirective] = []
+        for (r, ms) in [10.0, 10, 20, 20, 50].enumerated() {
+            out += s.send(.stepReport(Script.report(r, 1, computeMs: ms, share: 1), at: 2))
+        }
+        #expect(alerts(out).map(\.rank) == [4])
+        #expect(alerts(out)[0].message.contains("3.3× the other ranks' median 15.0 ms"))
+        var t = Script(ranks: 4, stragglerFactor: 2, stragglerSteps: 1)
+        out = []
+        for (r, ms) in [10.0, 20, 30, 45].enumerated() {
+            out += t.send(.stepReport(Script.report(r, 1, computeMs: ms, share: 1), at: 2))
+        }
+        #expect(alerts(out).map(\.rank) == [3])
+        #expect(alerts(out)[0].message.contains("2.3× the other ranks' median 20.0 ms"))
+    }
+
     @Test("two ranks: the slow one is judged against the other")
     func twoRanks() {
         var s = Script(ranks: 2, stragglerFactor: 2, stragglerSteps: 1)
