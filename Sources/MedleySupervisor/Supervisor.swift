@@ -13,7 +13,8 @@ import MedleyCore
 ///   outside `0..<ranks` is an `impostor` alert and is dropped. A second hello for a rank from
 ///   another pid or host while its first process is alive (not exited and not silent) is an
 ///   `impostor` alert; the first identity is kept. A second hello from the same pid and host is
-///   a reconnection (accepted). A hello from another process for a rank that is silent or has
+///   a reconnection (accepted). The same impostor (rank, host, pid) is alerted once; its later
+///   hellos are only counted ("impostor hello"). A hello from another process for a rank that is silent or has
 ///   exited takes the rank over (a `recovered` alert; its faults and straggler count start anew).
 /// - **missing hello**: on a tick more than `helloTimeout` after the start, each rank still
 ///   without a hello gets one `missingHello` alert (once per rank, ever).
@@ -87,6 +88,13 @@ public struct Supervisor: Sendable {
     private var totalAlerts = 0
     private var stopped: SupervisorOutcome?
     private var lastRecordedStep: Int?
+    /// Impostors already reported (rank, host, pid), so that one reconnecting in a loop is one alert.
+    private var impostorsSeen: Set<ImpostorKey> = []
+    private struct ImpostorKey: Hashable, Sendable {
+        var rank: Int
+        var host: String
+        var pid: Int32
+    }
 
     /// A supervisor for a job of `configuration.ranks` ranks that started at `startedAt`.
     /// (The configuration is taken as it is; validate it first. A rank count below 0 counts as 0.)
@@ -152,6 +160,7 @@ public struct Supervisor: Sendable {
         let r = hello.rank
         guard rankViews.indices.contains(r) else {
             drop(DropReason.impostorHello)
+            guard firstSighting(hello) else { return }
             let claimed = SupervisorText.identity(hello)
             raise(.impostor, rank: r, identity: hello, step: nil, now,
                   "rank \(r) (\(claimed)): hello for rank \(r), but the job has ranks 0..<\(rankViews.count); ignored, check what else connects to this supervisor",
@@ -168,6 +177,7 @@ public struct Supervisor: Sendable {
             }
             if !view.hasExited, view.silentSince == nil {
                 drop(DropReason.impostorHello)
+                guard firstSighting(hello) else { return }
                 raise(.impostor, rank: r, identity: hello, step: view.lastKnownStep, now,
                       "rank \(r) (\(SupervisorText.identity(hello))): a second hello for rank \(r) while its first process (\(SupervisorText.identity(first))) is alive; the first is kept",
                       &out)
@@ -383,6 +393,14 @@ public struct Supervisor: Sendable {
         raise(.recovered, rank: r, identity: rankViews[r].hello, step: rankViews[r].lastKnownStep, now,
               "\(SupervisorText.who(rankViews[r])): heard from again after \(SupervisorText.tenths(now - since)) s of silence",
               &out)
+    }
+
+    /// Whether this impostor (rank, host, pid) is new; remembers at most `historyLimit` of them.
+    private mutating func firstSighting(_ hello: ControlHello) -> Bool {
+        let key = ImpostorKey(rank: hello.rank, host: hello.host, pid: hello.pid)
+        guard !impostorsSeen.contains(key) else { return false }
+        if impostorsSeen.count < historyLimit { impostorsSeen.insert(key) }
+        return true
     }
 
     private mutating func drop(_ reason: String) {

@@ -1,3 +1,4 @@
+import Foundation
 import MedleyControl
 import MedleyCore
 import MedleySupervisor
@@ -83,8 +84,12 @@ struct HelloTests {
         #expect(s.supervisor.droppedFrames[Supervisor.DropReason.impostorHello] == 1)
         // Another host, same pid: an impostor too.
         #expect(alerts(s.send(.hello(Script.hello(1, host: "elsewhere"), at: 3))).map(\.kind) == [.impostor])
+        // The same impostor again (reconnecting in a loop): counted, not alerted again.
+        #expect(s.send(.hello(Script.hello(1, pid: 999), at: 3.5)).isEmpty)
+        #expect(s.supervisor.droppedFrames[Supervisor.DropReason.impostorHello] == 3)
         // The same process again: a reconnection, no alert.
         #expect(s.send(.hello(Script.hello(1), at: 4)).isEmpty)
+        #expect(s.supervisor.alerts.map(\.kind) == [.impostor, .impostor])
     }
 
     @Test("a hello for a rank outside the job is an impostor alert and is dropped")
@@ -96,8 +101,10 @@ struct HelloTests {
             #expect(alerts(out)[0].rank == bad)
             #expect(alerts(out)[0].message.contains("0..<2"))
         }
+        // The same impostor again: counted, not alerted again.
+        #expect(s.send(.hello(Script.hello(2), at: 3)).isEmpty)
         #expect(s.supervisor.ranks.count == 2)
-        #expect(s.supervisor.droppedFrames[Supervisor.DropReason.impostorHello] == 3)
+        #expect(s.supervisor.droppedFrames[Supervisor.DropReason.impostorHello] == 4)
     }
 
     @Test("a rank with no hello within helloTimeout: one missingHello alert, once; a late hello is taken")
@@ -394,5 +401,20 @@ struct EndTests {
         #expect(s.supervisor.droppedFrames["wrong token"] == 3)
         #expect(s.supervisor.droppedFrames.count == Supervisor.dropReasonLimit + 1)
         #expect(s.supervisor.droppedFrames.values.reduce(0, +) == 103)
+    }
+}
+
+@Suite("supervisor: records")
+struct RecordTests {
+    @Test("an alert encodes to one line of JSON (an alerts.jsonl record) and decodes back")
+    func alertJSON() throws {
+        var s = Script(ranks: 1)
+        _ = s.send(.faultReport(ControlFaultReport(rank: 0, step: 1, kind: .outOfMemory, message: "out of\nmemory"), at: 2))
+        let alert = try #require(s.supervisor.alerts.first)
+        let data = try JSONEncoder().encode(alert)
+        #expect(!data.contains(UInt8(ascii: "\n")))
+        #expect(try JSONDecoder().decode(SupervisorAlert.self, from: data) == alert)
+        let json = String(decoding: data, as: UTF8.self)
+        #expect(json.contains("\"kind\":\"fault\""))
     }
 }
