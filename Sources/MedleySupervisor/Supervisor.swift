@@ -251,8 +251,10 @@ public struct Supervisor: Sendable {
             if view.hello == nil {
                 if helloDue, !view.missingHelloReported, !view.hasExited {
                     rankViews[r].missingHelloReported = true
+                    let limit = SupervisorText.seconds(configuration.helloTimeout)
                     raise(.missingHello, rank: r, identity: nil, step: nil, now,
-                          "rank \(r): no hello within \(SupervisorText.seconds(configuration.helloTimeout)) s of the start (hello_timeout \(SupervisorText.seconds(configuration.helloTimeout)) s); it did not start, or cannot reach the supervisor",
+                          "rank \(r): no hello within \(limit) s of the start (hello_timeout \(limit) s); "
+                              + "it did not start, or cannot reach the supervisor",
                           &out)
                 }
                 continue
@@ -360,7 +362,10 @@ public struct Supervisor: Sendable {
                 if rankViews[r].consecutiveStragglerSteps >= needed, !rankViews[r].isStraggler {
                     rankViews[r].isStraggler = true
                     raise(.straggler, rank: r, identity: rankViews[r].hello, step: record.step, now,
-                          "\(SupervisorText.who(rankViews[r])): \(SupervisorText.tenths(mine)) ms of compute per sequence for \(rankViews[r].consecutiveStragglerSteps) steps in a row, \(SupervisorText.tenths(ratio))× the other ranks' median \(SupervisorText.tenths(median)) ms (straggler_factor \(SupervisorText.seconds(configuration.stragglerFactor))); it slows every step",
+                          "\(SupervisorText.who(rankViews[r])): \(SupervisorText.tenths(mine)) ms of compute per sequence "
+                              + "for \(rankViews[r].consecutiveStragglerSteps) steps in a row, \(SupervisorText.tenths(ratio))× "
+                              + "the other ranks' median \(SupervisorText.tenths(median)) ms "
+                              + "(straggler_factor \(SupervisorText.seconds(configuration.stragglerFactor))); it slows every step",
                           &out)
                 }
             } else {
@@ -368,7 +373,8 @@ public struct Supervisor: Sendable {
                 if rankViews[r].isStraggler {
                     rankViews[r].isStraggler = false
                     raise(.recovered, rank: r, identity: rankViews[r].hello, step: record.step, now,
-                          "\(SupervisorText.who(rankViews[r])): no longer a straggler at step \(record.step): \(SupervisorText.tenths(mine)) ms of compute per sequence, \(SupervisorText.tenths(ratio))× the other ranks' median",
+                          "\(SupervisorText.who(rankViews[r])): no longer a straggler at step \(record.step): "
+                              + "\(SupervisorText.tenths(mine)) ms of compute per sequence, \(SupervisorText.tenths(ratio))× the other ranks' median",
                           &out)
                 }
             }
