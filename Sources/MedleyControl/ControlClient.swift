@@ -287,7 +287,8 @@ public final class ControlClient: @unchecked Sendable {
             if output.count - outputOffset < Self.outputLimit { moveQueued() }
             if ControlSocket.now() >= nextBeat {
                 if output.count - outputOffset < Self.outputLimit { output += heartbeatFrame() }
-                nextBeat = max(nextBeat + heartbeatSeconds, ControlSocket.now())
+                nextBeat += heartbeatSeconds
+                if nextBeat <= ControlSocket.now() { nextBeat = ControlSocket.now() + heartbeatSeconds }  // late: no burst
             }
             var fds = [pollfd(fd: fd, events: Int16(POLLIN) | (outputOffset < output.count ? Int16(POLLOUT) : 0), revents: 0),
                        pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
