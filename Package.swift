@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "medley", targets: ["medley"]),
         .library(name: "MedleyAdapters", targets: ["MedleyAdapters"]),
         .library(name: "MedleyComm", targets: ["MedleyComm"]),
+        .library(name: "MedleyControl", targets: ["MedleyControl"]),
         // Multi-rank scenarios for MedleyComm's tests, run under mpirun.
         .executable(name: "medley-comm-check", targets: ["MedleyCommCheck"]),
         .library(name: "MedleyModel", targets: ["MedleyModel"]),

@@ -12,10 +12,11 @@ let package = Package(
     targets: [
         /// The process entry of a debug build: hands control to libFuzzer's driver.
         .target(name: "FuzzEntry"),
-        /// libFuzzer entry point over the frame decoder and the protobuf-c message decoders.
+        /// libFuzzer entry point over the frame decoder, the protobuf-c message decoders and the control channel's decoder.
         .executableTarget(
             name: "FuzzFrameDecoder",
-            dependencies: ["FuzzEntry", .product(name: "MedleyComm", package: "Medley")]
+            dependencies: ["FuzzEntry", .product(name: "MedleyComm", package: "Medley"),
+                           .product(name: "MedleyControl", package: "Medley")]
         ),
     ]
 )

@@ -457,6 +457,276 @@ void   medley__v1__checkpoint_manifest__free_unpacked
   assert(message->base.descriptor == &medley__v1__checkpoint_manifest__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   medley__v1__control_hello__init
+                     (Medley__V1__ControlHello         *message)
+{
+  static const Medley__V1__ControlHello init_value = MEDLEY__V1__CONTROL_HELLO__INIT;
+  *message = init_value;
+}
+size_t medley__v1__control_hello__get_packed_size
+                     (const Medley__V1__ControlHello *message)
+{
+  assert(message->base.descriptor == &medley__v1__control_hello__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t medley__v1__control_hello__pack
+                     (const Medley__V1__ControlHello *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &medley__v1__control_hello__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t medley__v1__control_hello__pack_to_buffer
+                     (const Medley__V1__ControlHello *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &medley__v1__control_hello__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Medley__V1__ControlHello *
+       medley__v1__control_hello__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Medley__V1__ControlHello *)
+     protobuf_c_message_unpack (&medley__v1__control_hello__descriptor,
+                                allocator, len, data);
+}
+void   medley__v1__control_hello__free_unpacked
+                     (Medley__V1__ControlHello *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &medley__v1__control_hello__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   medley__v1__control_heartbeat__init
+                     (Medley__V1__ControlHeartbeat         *message)
+{
+  static const Medley__V1__ControlHeartbeat init_value = MEDLEY__V1__CONTROL_HEARTBEAT__INIT;
+  *message = init_value;
+}
+size_t medley__v1__control_heartbeat__get_packed_size
+                     (const Medley__V1__ControlHeartbeat *message)
+{
+  assert(message->base.descriptor == &medley__v1__control_heartbeat__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t medley__v1__control_heartbeat__pack
+                     (const Medley__V1__ControlHeartbeat *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &medley__v1__control_heartbeat__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t medley__v1__control_heartbeat__pack_to_buffer
+                     (const Medley__V1__ControlHeartbeat *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &medley__v1__control_heartbeat__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Medley__V1__ControlHeartbeat *
+       medley__v1__control_heartbeat__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Medley__V1__ControlHeartbeat *)
+     protobuf_c_message_unpack (&medley__v1__control_heartbeat__descriptor,
+                                allocator, len, data);
+}
+void   medley__v1__control_heartbeat__free_unpacked
+                     (Medley__V1__ControlHeartbeat *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &medley__v1__control_heartbeat__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   medley__v1__control_step_report__init
+                     (Medley__V1__ControlStepReport         *message)
+{
+  static const Medley__V1__ControlStepReport init_value = MEDLEY__V1__CONTROL_STEP_REPORT__INIT;
+  *message = init_value;
+}
+size_t medley__v1__control_step_report__get_packed_size
+                     (const Medley__V1__ControlStepReport *message)
+{
+  assert(message->base.descriptor == &medley__v1__control_step_report__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t medley__v1__control_step_report__pack
+                     (const Medley__V1__ControlStepReport *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &medley__v1__control_step_report__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t medley__v1__control_step_report__pack_to_buffer
+                     (const Medley__V1__ControlStepReport *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &medley__v1__control_step_report__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Medley__V1__ControlStepReport *
+       medley__v1__control_step_report__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Medley__V1__ControlStepReport *)
+     protobuf_c_message_unpack (&medley__v1__control_step_report__descriptor,
+                                allocator, len, data);
+}
+void   medley__v1__control_step_report__free_unpacked
+                     (Medley__V1__ControlStepReport *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &medley__v1__control_step_report__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   medley__v1__control_fault_report__init
+                     (Medley__V1__ControlFaultReport         *message)
+{
+  static const Medley__V1__ControlFaultReport init_value = MEDLEY__V1__CONTROL_FAULT_REPORT__INIT;
+  *message = init_value;
+}
+size_t medley__v1__control_fault_report__get_packed_size
+                     (const Medley__V1__ControlFaultReport *message)
+{
+  assert(message->base.descriptor == &medley__v1__control_fault_report__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t medley__v1__control_fault_report__pack
+                     (const Medley__V1__ControlFaultReport *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &medley__v1__control_fault_report__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t medley__v1__control_fault_report__pack_to_buffer
+                     (const Medley__V1__ControlFaultReport *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &medley__v1__control_fault_report__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Medley__V1__ControlFaultReport *
+       medley__v1__control_fault_report__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Medley__V1__ControlFaultReport *)
+     protobuf_c_message_unpack (&medley__v1__control_fault_report__descriptor,
+                                allocator, len, data);
+}
+void   medley__v1__control_fault_report__free_unpacked
+                     (Medley__V1__ControlFaultReport *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &medley__v1__control_fault_report__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   medley__v1__control_command__init
+                     (Medley__V1__ControlCommand         *message)
+{
+  static const Medley__V1__ControlCommand init_value = MEDLEY__V1__CONTROL_COMMAND__INIT;
+  *message = init_value;
+}
+size_t medley__v1__control_command__get_packed_size
+                     (const Medley__V1__ControlCommand *message)
+{
+  assert(message->base.descriptor == &medley__v1__control_command__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t medley__v1__control_command__pack
+                     (const Medley__V1__ControlCommand *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &medley__v1__control_command__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t medley__v1__control_command__pack_to_buffer
+                     (const Medley__V1__ControlCommand *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &medley__v1__control_command__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Medley__V1__ControlCommand *
+       medley__v1__control_command__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Medley__V1__ControlCommand *)
+     protobuf_c_message_unpack (&medley__v1__control_command__descriptor,
+                                allocator, len, data);
+}
+void   medley__v1__control_command__free_unpacked
+                     (Medley__V1__ControlCommand *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &medley__v1__control_command__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   medley__v1__control_envelope__init
+                     (Medley__V1__ControlEnvelope         *message)
+{
+  static const Medley__V1__ControlEnvelope init_value = MEDLEY__V1__CONTROL_ENVELOPE__INIT;
+  *message = init_value;
+}
+size_t medley__v1__control_envelope__get_packed_size
+                     (const Medley__V1__ControlEnvelope *message)
+{
+  assert(message->base.descriptor == &medley__v1__control_envelope__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t medley__v1__control_envelope__pack
+                     (const Medley__V1__ControlEnvelope *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &medley__v1__control_envelope__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t medley__v1__control_envelope__pack_to_buffer
+                     (const Medley__V1__ControlEnvelope *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &medley__v1__control_envelope__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Medley__V1__ControlEnvelope *
+       medley__v1__control_envelope__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Medley__V1__ControlEnvelope *)
+     protobuf_c_message_unpack (&medley__v1__control_envelope__descriptor,
+                                allocator, len, data);
+}
+void   medley__v1__control_envelope__free_unpacked
+                     (Medley__V1__ControlEnvelope *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &medley__v1__control_envelope__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor medley__v1__tensor_meta__field_descriptors[4] =
 {
   {
@@ -1370,6 +1640,650 @@ const ProtobufCMessageDescriptor medley__v1__checkpoint_manifest__descriptor =
   (ProtobufCMessageInit) medley__v1__checkpoint_manifest__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor medley__v1__control_hello__field_descriptors[7] =
+{
+  {
+    "rank",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHello, rank),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "adapter",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHello, adapter),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "vendor",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHello, vendor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "chip",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHello, chip),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "host",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHello, host),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pid",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHello, pid),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "memory_bytes",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHello, memory_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned medley__v1__control_hello__field_indices_by_name[] = {
+  1,   /* field[1] = adapter */
+  3,   /* field[3] = chip */
+  4,   /* field[4] = host */
+  6,   /* field[6] = memory_bytes */
+  5,   /* field[5] = pid */
+  0,   /* field[0] = rank */
+  2,   /* field[2] = vendor */
+};
+static const ProtobufCIntRange medley__v1__control_hello__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor medley__v1__control_hello__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "medley.v1.ControlHello",
+  "ControlHello",
+  "Medley__V1__ControlHello",
+  "medley.v1",
+  sizeof(Medley__V1__ControlHello),
+  7,
+  medley__v1__control_hello__field_descriptors,
+  medley__v1__control_hello__field_indices_by_name,
+  1,  medley__v1__control_hello__number_ranges,
+  (ProtobufCMessageInit) medley__v1__control_hello__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor medley__v1__control_heartbeat__field_descriptors[8] =
+{
+  {
+    "rank",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHeartbeat, rank),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHeartbeat, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "loss",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHeartbeat, loss),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tokens_per_s",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHeartbeat, tokens_per_s),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_memory_used_bytes",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHeartbeat, device_memory_used_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "health",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHeartbeat, health),
+    &medley__v1__control_health__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "loss_known",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHeartbeat, loss_known),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tokens_per_s_known",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHeartbeat, tokens_per_s_known),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned medley__v1__control_heartbeat__field_indices_by_name[] = {
+  4,   /* field[4] = device_memory_used_bytes */
+  5,   /* field[5] = health */
+  2,   /* field[2] = loss */
+  6,   /* field[6] = loss_known */
+  0,   /* field[0] = rank */
+  1,   /* field[1] = step */
+  3,   /* field[3] = tokens_per_s */
+  7,   /* field[7] = tokens_per_s_known */
+};
+static const ProtobufCIntRange medley__v1__control_heartbeat__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 8 }
+};
+const ProtobufCMessageDescriptor medley__v1__control_heartbeat__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "medley.v1.ControlHeartbeat",
+  "ControlHeartbeat",
+  "Medley__V1__ControlHeartbeat",
+  "medley.v1",
+  sizeof(Medley__V1__ControlHeartbeat),
+  8,
+  medley__v1__control_heartbeat__field_descriptors,
+  medley__v1__control_heartbeat__field_indices_by_name,
+  1,  medley__v1__control_heartbeat__number_ranges,
+  (ProtobufCMessageInit) medley__v1__control_heartbeat__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor medley__v1__control_step_report__field_descriptors[11] =
+{
+  {
+    "rank",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlStepReport, rank),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlStepReport, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "loss",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlStepReport, loss),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tokens_per_s",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlStepReport, tokens_per_s),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step_ms",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlStepReport, step_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "compute_ms",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlStepReport, compute_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "idle_ms",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlStepReport, idle_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "exchange_ms",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlStepReport, exchange_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "share",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlStepReport, share),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "validation_loss",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlStepReport, validation_loss),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "validation_loss_known",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlStepReport, validation_loss_known),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned medley__v1__control_step_report__field_indices_by_name[] = {
+  5,   /* field[5] = compute_ms */
+  7,   /* field[7] = exchange_ms */
+  6,   /* field[6] = idle_ms */
+  2,   /* field[2] = loss */
+  0,   /* field[0] = rank */
+  8,   /* field[8] = share */
+  1,   /* field[1] = step */
+  4,   /* field[4] = step_ms */
+  3,   /* field[3] = tokens_per_s */
+  9,   /* field[9] = validation_loss */
+  10,   /* field[10] = validation_loss_known */
+};
+static const ProtobufCIntRange medley__v1__control_step_report__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 11 }
+};
+const ProtobufCMessageDescriptor medley__v1__control_step_report__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "medley.v1.ControlStepReport",
+  "ControlStepReport",
+  "Medley__V1__ControlStepReport",
+  "medley.v1",
+  sizeof(Medley__V1__ControlStepReport),
+  11,
+  medley__v1__control_step_report__field_descriptors,
+  medley__v1__control_step_report__field_indices_by_name,
+  1,  medley__v1__control_step_report__number_ranges,
+  (ProtobufCMessageInit) medley__v1__control_step_report__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor medley__v1__control_fault_report__field_descriptors[4] =
+{
+  {
+    "rank",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlFaultReport, rank),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlFaultReport, step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kind",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlFaultReport, kind),
+    &medley__v1__control_fault_kind__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlFaultReport, message),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned medley__v1__control_fault_report__field_indices_by_name[] = {
+  2,   /* field[2] = kind */
+  3,   /* field[3] = message */
+  0,   /* field[0] = rank */
+  1,   /* field[1] = step */
+};
+static const ProtobufCIntRange medley__v1__control_fault_report__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor medley__v1__control_fault_report__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "medley.v1.ControlFaultReport",
+  "ControlFaultReport",
+  "Medley__V1__ControlFaultReport",
+  "medley.v1",
+  sizeof(Medley__V1__ControlFaultReport),
+  4,
+  medley__v1__control_fault_report__field_descriptors,
+  medley__v1__control_fault_report__field_indices_by_name,
+  1,  medley__v1__control_fault_report__number_ranges,
+  (ProtobufCMessageInit) medley__v1__control_fault_report__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor medley__v1__control_command__field_descriptors[2] =
+{
+  {
+    "kind",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlCommand, kind),
+    &medley__v1__control_command_kind__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlCommand, reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned medley__v1__control_command__field_indices_by_name[] = {
+  0,   /* field[0] = kind */
+  1,   /* field[1] = reason */
+};
+static const ProtobufCIntRange medley__v1__control_command__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor medley__v1__control_command__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "medley.v1.ControlCommand",
+  "ControlCommand",
+  "Medley__V1__ControlCommand",
+  "medley.v1",
+  sizeof(Medley__V1__ControlCommand),
+  2,
+  medley__v1__control_command__field_descriptors,
+  medley__v1__control_command__field_indices_by_name,
+  1,  medley__v1__control_command__number_ranges,
+  (ProtobufCMessageInit) medley__v1__control_command__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor medley__v1__control_envelope__field_descriptors[6] =
+{
+  {
+    "token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlEnvelope, token),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "hello",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Medley__V1__ControlEnvelope, body_case),
+    offsetof(Medley__V1__ControlEnvelope, hello),
+    &medley__v1__control_hello__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "heartbeat",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Medley__V1__ControlEnvelope, body_case),
+    offsetof(Medley__V1__ControlEnvelope, heartbeat),
+    &medley__v1__control_heartbeat__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step_report",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Medley__V1__ControlEnvelope, body_case),
+    offsetof(Medley__V1__ControlEnvelope, step_report),
+    &medley__v1__control_step_report__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fault_report",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Medley__V1__ControlEnvelope, body_case),
+    offsetof(Medley__V1__ControlEnvelope, fault_report),
+    &medley__v1__control_fault_report__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "command",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Medley__V1__ControlEnvelope, body_case),
+    offsetof(Medley__V1__ControlEnvelope, command),
+    &medley__v1__control_command__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned medley__v1__control_envelope__field_indices_by_name[] = {
+  5,   /* field[5] = command */
+  4,   /* field[4] = fault_report */
+  2,   /* field[2] = heartbeat */
+  1,   /* field[1] = hello */
+  3,   /* field[3] = step_report */
+  0,   /* field[0] = token */
+};
+static const ProtobufCIntRange medley__v1__control_envelope__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor medley__v1__control_envelope__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "medley.v1.ControlEnvelope",
+  "ControlEnvelope",
+  "Medley__V1__ControlEnvelope",
+  "medley.v1",
+  sizeof(Medley__V1__ControlEnvelope),
+  6,
+  medley__v1__control_envelope__field_descriptors,
+  medley__v1__control_envelope__field_indices_by_name,
+  1,  medley__v1__control_envelope__number_ranges,
+  (ProtobufCMessageInit) medley__v1__control_envelope__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCEnumValue medley__v1__dtype__enum_values_by_number[8] =
 {
   { "DTYPE_UNSPECIFIED", "MEDLEY__V1__DTYPE__DTYPE_UNSPECIFIED", 0 },
@@ -1440,5 +2354,103 @@ const ProtobufCEnumDescriptor medley__v1__layer_kind__descriptor =
   medley__v1__layer_kind__enum_values_by_name,
   1,
   medley__v1__layer_kind__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue medley__v1__control_health__enum_values_by_number[4] =
+{
+  { "CONTROL_HEALTH_UNSPECIFIED", "MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_UNSPECIFIED", 0 },
+  { "CONTROL_HEALTH_OK", "MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_OK", 1 },
+  { "CONTROL_HEALTH_IDLE", "MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_IDLE", 2 },
+  { "CONTROL_HEALTH_FAILING", "MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_FAILING", 3 },
+};
+static const ProtobufCIntRange medley__v1__control_health__value_ranges[] = {
+{0, 0},{0, 4}
+};
+static const ProtobufCEnumValueIndex medley__v1__control_health__enum_values_by_name[4] =
+{
+  { "CONTROL_HEALTH_FAILING", 3 },
+  { "CONTROL_HEALTH_IDLE", 2 },
+  { "CONTROL_HEALTH_OK", 1 },
+  { "CONTROL_HEALTH_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor medley__v1__control_health__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "medley.v1.ControlHealth",
+  "ControlHealth",
+  "Medley__V1__ControlHealth",
+  "medley.v1",
+  4,
+  medley__v1__control_health__enum_values_by_number,
+  4,
+  medley__v1__control_health__enum_values_by_name,
+  1,
+  medley__v1__control_health__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue medley__v1__control_fault_kind__enum_values_by_number[6] =
+{
+  { "CONTROL_FAULT_KIND_UNSPECIFIED", "MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_UNSPECIFIED", 0 },
+  { "CONTROL_FAULT_KIND_ADAPTER_ERROR", "MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_ADAPTER_ERROR", 1 },
+  { "CONTROL_FAULT_KIND_NON_FINITE", "MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_NON_FINITE", 2 },
+  { "CONTROL_FAULT_KIND_OUT_OF_MEMORY", "MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_OUT_OF_MEMORY", 3 },
+  { "CONTROL_FAULT_KIND_TIMEOUT", "MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_TIMEOUT", 4 },
+  { "CONTROL_FAULT_KIND_OTHER", "MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_OTHER", 5 },
+};
+static const ProtobufCIntRange medley__v1__control_fault_kind__value_ranges[] = {
+{0, 0},{0, 6}
+};
+static const ProtobufCEnumValueIndex medley__v1__control_fault_kind__enum_values_by_name[6] =
+{
+  { "CONTROL_FAULT_KIND_ADAPTER_ERROR", 1 },
+  { "CONTROL_FAULT_KIND_NON_FINITE", 2 },
+  { "CONTROL_FAULT_KIND_OTHER", 5 },
+  { "CONTROL_FAULT_KIND_OUT_OF_MEMORY", 3 },
+  { "CONTROL_FAULT_KIND_TIMEOUT", 4 },
+  { "CONTROL_FAULT_KIND_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor medley__v1__control_fault_kind__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "medley.v1.ControlFaultKind",
+  "ControlFaultKind",
+  "Medley__V1__ControlFaultKind",
+  "medley.v1",
+  6,
+  medley__v1__control_fault_kind__enum_values_by_number,
+  6,
+  medley__v1__control_fault_kind__enum_values_by_name,
+  1,
+  medley__v1__control_fault_kind__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue medley__v1__control_command_kind__enum_values_by_number[3] =
+{
+  { "CONTROL_COMMAND_KIND_UNSPECIFIED", "MEDLEY__V1__CONTROL_COMMAND_KIND__CONTROL_COMMAND_KIND_UNSPECIFIED", 0 },
+  { "CONTROL_COMMAND_KIND_CHECKPOINT_NOW", "MEDLEY__V1__CONTROL_COMMAND_KIND__CONTROL_COMMAND_KIND_CHECKPOINT_NOW", 1 },
+  { "CONTROL_COMMAND_KIND_STOP", "MEDLEY__V1__CONTROL_COMMAND_KIND__CONTROL_COMMAND_KIND_STOP", 2 },
+};
+static const ProtobufCIntRange medley__v1__control_command_kind__value_ranges[] = {
+{0, 0},{0, 3}
+};
+static const ProtobufCEnumValueIndex medley__v1__control_command_kind__enum_values_by_name[3] =
+{
+  { "CONTROL_COMMAND_KIND_CHECKPOINT_NOW", 1 },
+  { "CONTROL_COMMAND_KIND_STOP", 2 },
+  { "CONTROL_COMMAND_KIND_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor medley__v1__control_command_kind__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "medley.v1.ControlCommandKind",
+  "ControlCommandKind",
+  "Medley__V1__ControlCommandKind",
+  "medley.v1",
+  3,
+  medley__v1__control_command_kind__enum_values_by_number,
+  3,
+  medley__v1__control_command_kind__enum_values_by_name,
+  1,
+  medley__v1__control_command_kind__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };

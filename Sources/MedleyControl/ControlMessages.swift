@@ -2,7 +2,7 @@
 ///
 /// The channel watches the job; it is never on the correctness path: a rank that cannot reach
 /// its supervisor keeps training. On the wire every message travels in a length-prefixed
-/// protobuf-c frame that carries the job's token (see `ControlFrame`); these are the Swift
+/// protobuf-c frame that carries the job's token (see `ControlWire`); these are the Swift
 /// values on either side.
 
 /// A rank introducing itself, once per connection.

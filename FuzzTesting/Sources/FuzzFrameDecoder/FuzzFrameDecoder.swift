@@ -1,7 +1,8 @@
 // libFuzzer target over every decoder a Medley rank runs on a peer's bytes:
 // the frame header (`Frame.decode`, `Frame.decodePrefix` as the stage link uses it) and
 // the protobuf-c message decoders behind `FramedMessage` (bucket header, bucket layout
-// header, activation header).
+// header, activation header), and the control channel's streaming frame decoder
+// (`ControlFrameDecoder`, what the supervisor runs on every connection's bytes).
 //
 // The first input byte picks what the rest is fed to, so one corpus reaches past the
 // frame's CRC (modes that wrap the rest in a valid frame) as well as into the header checks.
@@ -14,6 +15,7 @@
 import Glibc
 #endif
 import MedleyComm
+import MedleyControl
 import MedleyCore
 
 /// What the first input byte selects; the remaining bytes are the case's input.
@@ -30,6 +32,42 @@ enum FuzzMode: UInt8, CaseIterable {
     case activationBody
     /// The bytes (after a kind byte) wrapped in a valid frame, through `init(framed:)`.
     case validFrameAroundBody
+    /// The bytes as a control-channel stream (after a chunk-size byte), fed in chunks to a
+    /// `ControlFrameDecoder` with the seed token; every decoded message must re-encode and decode equal.
+    case controlStream
+}
+
+/// The control token the seeds carry.
+let fuzzControlToken: [UInt8] = Array(0..<16)
+
+/// Feeds `rest` to a control decoder in chunks; accepted messages must round-trip.
+func decodeControlStream(_ rest: [UInt8]) {
+    guard let chunkByte = rest.first else { return }
+    let stream = Array(rest.dropFirst())
+    let chunk = Int(chunkByte) + 1
+    var decoder = ControlFrameDecoder(token: fuzzControlToken, maxFrameBytes: 4096)
+    var results = 0
+    var i = 0
+    while i < stream.count {
+        decoder.append(Array(stream[i..<min(stream.count, i + chunk)]))
+        i += chunk
+        while let r = decoder.next() {
+            results += 1
+            if case .message(let m) = r {
+                var again = ControlFrameDecoder(token: fuzzControlToken)
+                again.append(ControlWire.encode(m, token: fuzzControlToken))
+                let back = again.next()
+                // NaN losses are allowed and never compare equal: compare the encodings instead.
+                if back != .message(m) {
+                    guard case .message(let m2) = back,
+                          ControlWire.encode(m2, token: fuzzControlToken) == ControlWire.encode(m, token: fuzzControlToken)
+                    else { finding("control message does not round-trip: \(m) vs \(String(describing: back))") }
+                }
+            }
+        }
+    }
+    guard decoder.decoded + decoder.dropped.values.reduce(0, +) == results else { finding("control decoder miscounts") }
+    if decoder.isPoisoned, decoder.next() != nil { finding("a poisoned control decoder yielded a frame") }
 }
 
 /// Stops the run with a message libFuzzer reports as a crash, saving the input.
@@ -108,6 +146,8 @@ func fuzzOne(_ input: [UInt8]) {
         case .bucketLayoutHeader: decodeFramed(BucketLayoutHeader.self, framed: bytes)
         default: decodeFramed(ActivationHeader.self, framed: bytes)
         }
+    case .controlStream:
+        decodeControlStream(rest)
     }
 }
 
@@ -142,7 +182,23 @@ func seedInputs() -> [(name: String, bytes: [UInt8])] {
         ("wrapped-bucket", mode(.validFrameAroundBody) + [0] + bucket.serialized()),
         ("wrapped-layout", mode(.validFrameAroundBody) + [1] + layout.serialized()),
         ("wrapped-activation", mode(.validFrameAroundBody) + [2] + activation.serialized()),
+        ("control-stream", mode(.controlStream) + [6] + controlSeedStream()),
     ]
+}
+
+/// One of each control message, framed with the seed token.
+func controlSeedStream() -> [UInt8] {
+    let messages: [ControlMessage] = [
+        .hello(ControlHello(rank: 1, adapter: "sim", vendor: "Medley", chip: "sim-x", host: "node-1", pid: 77,
+                            memoryBytes: 1 << 30)),
+        .heartbeat(ControlHeartbeat(rank: 1, step: 5, loss: 2.5, tokensPerSecond: 900, deviceMemoryUsedBytes: 1 << 20,
+                                    health: .ok)),
+        .stepReport(ControlStepReport(rank: 1, step: 5, loss: 2.5, tokensPerSecond: 900, stepMs: 12, computeMs: 9, idleMs: 1,
+                                      exchangeMs: 2, share: 8, validationLoss: 2.75)),
+        .faultReport(ControlFaultReport(rank: 1, step: 5, kind: .adapterError, message: "device lost")),
+        .command(ControlCommand(kind: .checkpointNow, reason: "operator")),
+    ]
+    return messages.flatMap { ControlWire.encode($0, token: fuzzControlToken) }
 }
 
 /// With `MEDLEY_FUZZ_WRITE_SEEDS=DIR` in the environment, writes the seed corpus to DIR

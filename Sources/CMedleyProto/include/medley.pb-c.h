@@ -25,6 +25,12 @@ typedef struct Medley__V1__NetworkProfile Medley__V1__NetworkProfile;
 typedef struct Medley__V1__Heartbeat Medley__V1__Heartbeat;
 typedef struct Medley__V1__CheckpointEntry Medley__V1__CheckpointEntry;
 typedef struct Medley__V1__CheckpointManifest Medley__V1__CheckpointManifest;
+typedef struct Medley__V1__ControlHello Medley__V1__ControlHello;
+typedef struct Medley__V1__ControlHeartbeat Medley__V1__ControlHeartbeat;
+typedef struct Medley__V1__ControlStepReport Medley__V1__ControlStepReport;
+typedef struct Medley__V1__ControlFaultReport Medley__V1__ControlFaultReport;
+typedef struct Medley__V1__ControlCommand Medley__V1__ControlCommand;
+typedef struct Medley__V1__ControlEnvelope Medley__V1__ControlEnvelope;
 
 
 /* --- enums --- */
@@ -62,6 +68,28 @@ typedef enum _Medley__V1__LayerKind {
   MEDLEY__V1__LAYER_KIND__LAYER_KIND_HEAD = 3
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MEDLEY__V1__LAYER_KIND)
 } Medley__V1__LayerKind;
+typedef enum _Medley__V1__ControlHealth {
+  MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_UNSPECIFIED = 0,
+  MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_OK = 1,
+  MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_IDLE = 2,
+  MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_FAILING = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MEDLEY__V1__CONTROL_HEALTH)
+} Medley__V1__ControlHealth;
+typedef enum _Medley__V1__ControlFaultKind {
+  MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_UNSPECIFIED = 0,
+  MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_ADAPTER_ERROR = 1,
+  MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_NON_FINITE = 2,
+  MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_OUT_OF_MEMORY = 3,
+  MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_TIMEOUT = 4,
+  MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_OTHER = 5
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MEDLEY__V1__CONTROL_FAULT_KIND)
+} Medley__V1__ControlFaultKind;
+typedef enum _Medley__V1__ControlCommandKind {
+  MEDLEY__V1__CONTROL_COMMAND_KIND__CONTROL_COMMAND_KIND_UNSPECIFIED = 0,
+  MEDLEY__V1__CONTROL_COMMAND_KIND__CONTROL_COMMAND_KIND_CHECKPOINT_NOW = 1,
+  MEDLEY__V1__CONTROL_COMMAND_KIND__CONTROL_COMMAND_KIND_STOP = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MEDLEY__V1__CONTROL_COMMAND_KIND)
+} Medley__V1__ControlCommandKind;
 
 /* --- messages --- */
 
@@ -294,6 +322,141 @@ struct  Medley__V1__CheckpointManifest
     , (char *)protobuf_c_empty_string, 0, 0,NULL }
 
 
+/*
+ * A rank introducing itself, once per connection.
+ */
+struct  Medley__V1__ControlHello
+{
+  ProtobufCMessage base;
+  uint32_t rank;
+  char *adapter;
+  char *vendor;
+  char *chip;
+  char *host;
+  int32_t pid;
+  uint64_t memory_bytes;
+};
+#define MEDLEY__V1__CONTROL_HELLO__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&medley__v1__control_hello__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+
+
+/*
+ * Liveness and progress, every second, from a thread that beats while the rank computes.
+ */
+struct  Medley__V1__ControlHeartbeat
+{
+  ProtobufCMessage base;
+  uint32_t rank;
+  uint64_t step;
+  /*
+   * meaningful only when loss_known
+   */
+  double loss;
+  /*
+   * meaningful only when tokens_per_s_known
+   */
+  double tokens_per_s;
+  uint64_t device_memory_used_bytes;
+  Medley__V1__ControlHealth health;
+  /*
+   * (protoc-c 1.4 has no proto3 `optional`)
+   */
+  protobuf_c_boolean loss_known;
+  protobuf_c_boolean tokens_per_s_known;
+};
+#define MEDLEY__V1__CONTROL_HEARTBEAT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&medley__v1__control_heartbeat__descriptor) \
+    , 0, 0, 0, 0, 0, MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_UNSPECIFIED, 0, 0 }
+
+
+/*
+ * One finished step, as the rank saw it.
+ */
+struct  Medley__V1__ControlStepReport
+{
+  ProtobufCMessage base;
+  uint32_t rank;
+  uint64_t step;
+  double loss;
+  double tokens_per_s;
+  double step_ms;
+  double compute_ms;
+  double idle_ms;
+  double exchange_ms;
+  uint64_t share;
+  /*
+   * meaningful only when validation_loss_known
+   */
+  double validation_loss;
+  protobuf_c_boolean validation_loss_known;
+};
+#define MEDLEY__V1__CONTROL_STEP_REPORT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&medley__v1__control_step_report__descriptor) \
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
+
+/*
+ * A fault, with the words the rank has for it.
+ */
+struct  Medley__V1__ControlFaultReport
+{
+  ProtobufCMessage base;
+  uint32_t rank;
+  uint64_t step;
+  Medley__V1__ControlFaultKind kind;
+  char *message;
+};
+#define MEDLEY__V1__CONTROL_FAULT_REPORT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&medley__v1__control_fault_report__descriptor) \
+    , 0, 0, MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string }
+
+
+/*
+ * A command from the supervisor to one rank.
+ */
+struct  Medley__V1__ControlCommand
+{
+  ProtobufCMessage base;
+  Medley__V1__ControlCommandKind kind;
+  char *reason;
+};
+#define MEDLEY__V1__CONTROL_COMMAND__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&medley__v1__control_command__descriptor) \
+    , MEDLEY__V1__CONTROL_COMMAND_KIND__CONTROL_COMMAND_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string }
+
+
+typedef enum {
+  MEDLEY__V1__CONTROL_ENVELOPE__BODY__NOT_SET = 0,
+  MEDLEY__V1__CONTROL_ENVELOPE__BODY_HELLO = 2,
+  MEDLEY__V1__CONTROL_ENVELOPE__BODY_HEARTBEAT = 3,
+  MEDLEY__V1__CONTROL_ENVELOPE__BODY_STEP_REPORT = 4,
+  MEDLEY__V1__CONTROL_ENVELOPE__BODY_FAULT_REPORT = 5,
+  MEDLEY__V1__CONTROL_ENVELOPE__BODY_COMMAND = 6
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MEDLEY__V1__CONTROL_ENVELOPE__BODY__CASE)
+} Medley__V1__ControlEnvelope__BodyCase;
+
+/*
+ * One frame's content: the job's token and exactly one message.
+ */
+struct  Medley__V1__ControlEnvelope
+{
+  ProtobufCMessage base;
+  ProtobufCBinaryData token;
+  Medley__V1__ControlEnvelope__BodyCase body_case;
+  union {
+    Medley__V1__ControlHello *hello;
+    Medley__V1__ControlHeartbeat *heartbeat;
+    Medley__V1__ControlStepReport *step_report;
+    Medley__V1__ControlFaultReport *fault_report;
+    Medley__V1__ControlCommand *command;
+  };
+};
+#define MEDLEY__V1__CONTROL_ENVELOPE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&medley__v1__control_envelope__descriptor) \
+    , {0,NULL}, MEDLEY__V1__CONTROL_ENVELOPE__BODY__NOT_SET, {0} }
+
+
 /* Medley__V1__TensorMeta methods */
 void   medley__v1__tensor_meta__init
                      (Medley__V1__TensorMeta         *message);
@@ -484,6 +647,120 @@ Medley__V1__CheckpointManifest *
 void   medley__v1__checkpoint_manifest__free_unpacked
                      (Medley__V1__CheckpointManifest *message,
                       ProtobufCAllocator *allocator);
+/* Medley__V1__ControlHello methods */
+void   medley__v1__control_hello__init
+                     (Medley__V1__ControlHello         *message);
+size_t medley__v1__control_hello__get_packed_size
+                     (const Medley__V1__ControlHello   *message);
+size_t medley__v1__control_hello__pack
+                     (const Medley__V1__ControlHello   *message,
+                      uint8_t             *out);
+size_t medley__v1__control_hello__pack_to_buffer
+                     (const Medley__V1__ControlHello   *message,
+                      ProtobufCBuffer     *buffer);
+Medley__V1__ControlHello *
+       medley__v1__control_hello__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   medley__v1__control_hello__free_unpacked
+                     (Medley__V1__ControlHello *message,
+                      ProtobufCAllocator *allocator);
+/* Medley__V1__ControlHeartbeat methods */
+void   medley__v1__control_heartbeat__init
+                     (Medley__V1__ControlHeartbeat         *message);
+size_t medley__v1__control_heartbeat__get_packed_size
+                     (const Medley__V1__ControlHeartbeat   *message);
+size_t medley__v1__control_heartbeat__pack
+                     (const Medley__V1__ControlHeartbeat   *message,
+                      uint8_t             *out);
+size_t medley__v1__control_heartbeat__pack_to_buffer
+                     (const Medley__V1__ControlHeartbeat   *message,
+                      ProtobufCBuffer     *buffer);
+Medley__V1__ControlHeartbeat *
+       medley__v1__control_heartbeat__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   medley__v1__control_heartbeat__free_unpacked
+                     (Medley__V1__ControlHeartbeat *message,
+                      ProtobufCAllocator *allocator);
+/* Medley__V1__ControlStepReport methods */
+void   medley__v1__control_step_report__init
+                     (Medley__V1__ControlStepReport         *message);
+size_t medley__v1__control_step_report__get_packed_size
+                     (const Medley__V1__ControlStepReport   *message);
+size_t medley__v1__control_step_report__pack
+                     (const Medley__V1__ControlStepReport   *message,
+                      uint8_t             *out);
+size_t medley__v1__control_step_report__pack_to_buffer
+                     (const Medley__V1__ControlStepReport   *message,
+                      ProtobufCBuffer     *buffer);
+Medley__V1__ControlStepReport *
+       medley__v1__control_step_report__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   medley__v1__control_step_report__free_unpacked
+                     (Medley__V1__ControlStepReport *message,
+                      ProtobufCAllocator *allocator);
+/* Medley__V1__ControlFaultReport methods */
+void   medley__v1__control_fault_report__init
+                     (Medley__V1__ControlFaultReport         *message);
+size_t medley__v1__control_fault_report__get_packed_size
+                     (const Medley__V1__ControlFaultReport   *message);
+size_t medley__v1__control_fault_report__pack
+                     (const Medley__V1__ControlFaultReport   *message,
+                      uint8_t             *out);
+size_t medley__v1__control_fault_report__pack_to_buffer
+                     (const Medley__V1__ControlFaultReport   *message,
+                      ProtobufCBuffer     *buffer);
+Medley__V1__ControlFaultReport *
+       medley__v1__control_fault_report__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   medley__v1__control_fault_report__free_unpacked
+                     (Medley__V1__ControlFaultReport *message,
+                      ProtobufCAllocator *allocator);
+/* Medley__V1__ControlCommand methods */
+void   medley__v1__control_command__init
+                     (Medley__V1__ControlCommand         *message);
+size_t medley__v1__control_command__get_packed_size
+                     (const Medley__V1__ControlCommand   *message);
+size_t medley__v1__control_command__pack
+                     (const Medley__V1__ControlCommand   *message,
+                      uint8_t             *out);
+size_t medley__v1__control_command__pack_to_buffer
+                     (const Medley__V1__ControlCommand   *message,
+                      ProtobufCBuffer     *buffer);
+Medley__V1__ControlCommand *
+       medley__v1__control_command__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   medley__v1__control_command__free_unpacked
+                     (Medley__V1__ControlCommand *message,
+                      ProtobufCAllocator *allocator);
+/* Medley__V1__ControlEnvelope methods */
+void   medley__v1__control_envelope__init
+                     (Medley__V1__ControlEnvelope         *message);
+size_t medley__v1__control_envelope__get_packed_size
+                     (const Medley__V1__ControlEnvelope   *message);
+size_t medley__v1__control_envelope__pack
+                     (const Medley__V1__ControlEnvelope   *message,
+                      uint8_t             *out);
+size_t medley__v1__control_envelope__pack_to_buffer
+                     (const Medley__V1__ControlEnvelope   *message,
+                      ProtobufCBuffer     *buffer);
+Medley__V1__ControlEnvelope *
+       medley__v1__control_envelope__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   medley__v1__control_envelope__free_unpacked
+                     (Medley__V1__ControlEnvelope *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Medley__V1__TensorMeta_Closure)
@@ -516,6 +793,24 @@ typedef void (*Medley__V1__CheckpointEntry_Closure)
 typedef void (*Medley__V1__CheckpointManifest_Closure)
                  (const Medley__V1__CheckpointManifest *message,
                   void *closure_data);
+typedef void (*Medley__V1__ControlHello_Closure)
+                 (const Medley__V1__ControlHello *message,
+                  void *closure_data);
+typedef void (*Medley__V1__ControlHeartbeat_Closure)
+                 (const Medley__V1__ControlHeartbeat *message,
+                  void *closure_data);
+typedef void (*Medley__V1__ControlStepReport_Closure)
+                 (const Medley__V1__ControlStepReport *message,
+                  void *closure_data);
+typedef void (*Medley__V1__ControlFaultReport_Closure)
+                 (const Medley__V1__ControlFaultReport *message,
+                  void *closure_data);
+typedef void (*Medley__V1__ControlCommand_Closure)
+                 (const Medley__V1__ControlCommand *message,
+                  void *closure_data);
+typedef void (*Medley__V1__ControlEnvelope_Closure)
+                 (const Medley__V1__ControlEnvelope *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -524,6 +819,9 @@ typedef void (*Medley__V1__CheckpointManifest_Closure)
 
 extern const ProtobufCEnumDescriptor    medley__v1__dtype__descriptor;
 extern const ProtobufCEnumDescriptor    medley__v1__layer_kind__descriptor;
+extern const ProtobufCEnumDescriptor    medley__v1__control_health__descriptor;
+extern const ProtobufCEnumDescriptor    medley__v1__control_fault_kind__descriptor;
+extern const ProtobufCEnumDescriptor    medley__v1__control_command_kind__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__tensor_meta__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__bucket_header__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__bucket_layout_header__descriptor;
@@ -534,6 +832,12 @@ extern const ProtobufCMessageDescriptor medley__v1__network_profile__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__heartbeat__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__checkpoint_entry__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__checkpoint_manifest__descriptor;
+extern const ProtobufCMessageDescriptor medley__v1__control_hello__descriptor;
+extern const ProtobufCMessageDescriptor medley__v1__control_heartbeat__descriptor;
+extern const ProtobufCMessageDescriptor medley__v1__control_step_report__descriptor;
+extern const ProtobufCMessageDescriptor medley__v1__control_fault_report__descriptor;
+extern const ProtobufCMessageDescriptor medley__v1__control_command__descriptor;
+extern const ProtobufCMessageDescriptor medley__v1__control_envelope__descriptor;
 
 PROTOBUF_C__END_DECLS
 
