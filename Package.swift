@@ -29,6 +29,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // MARK: C side of the adapter ABI
@@ -133,6 +134,18 @@ let package = Package(
             dependencies: ["MedleyControl", "MedleyCore"],
             path: "Sources/MedleySupervisor"
         ),
+        /// `medley launch`: the supervisor's shell (the control channel's TCP listener on SwiftNIO,
+        /// the timer, the run directory, alerts, the summary) around the pure state machine.
+        .target(
+            name: "MedleyLaunch",
+            dependencies: [
+                "MedleyControl", "MedleyCore", "MedleyPlanner", "MedleySupervisor", "MedleyTrain",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Sources/MedleyLaunch"
+        ),
         /// Multi-rank test scenarios for MedleyComm (run under mpirun by MedleyCommTests).
         .executableTarget(
             name: "MedleyCommCheck",
@@ -162,7 +175,7 @@ let package = Package(
         /// around them, shares and step records.
         .target(
             name: "MedleyTrain",
-            dependencies: ["MedleyAdapters", "MedleyComm", "MedleyCore", "MedleyModel", "MedleyPlanner"],
+            dependencies: ["MedleyAdapters", "MedleyComm", "MedleyControl", "MedleyCore", "MedleyModel", "MedleyPlanner"],
             path: "Sources/MedleyTrain"
         ),
         /// OpenBLAS as the host links it: the plain-sgemm baseline of `medley adapter bench` and the
@@ -187,6 +200,7 @@ let package = Package(
                 "MedleyBench",
                 "MedleyComm",
                 "MedleyCore",
+                "MedleyLaunch",
                 "MedleyModel",
                 "MedleyPlanner",
                 "MedleyProfile",
@@ -252,6 +266,11 @@ let package = Package(
             name: "MedleySupervisorTests",
             dependencies: ["MedleySupervisor", "MedleyControl", "MedleyCore"],
             path: "Tests/MedleySupervisorTests"
+        ),
+        .testTarget(
+            name: "MedleyLaunchTests",
+            dependencies: ["MedleyLaunch", "MedleyControl", "MedleySupervisor", "MedleyCore", "MedleyTestSupport"],
+            path: "Tests/MedleyLaunchTests"
         ),
         .testTarget(
             name: "MedleyCoreTests",

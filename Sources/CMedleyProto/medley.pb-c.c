@@ -2356,19 +2356,21 @@ const ProtobufCEnumDescriptor medley__v1__layer_kind__descriptor =
   medley__v1__layer_kind__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue medley__v1__control_health__enum_values_by_number[4] =
+static const ProtobufCEnumValue medley__v1__control_health__enum_values_by_number[5] =
 {
   { "CONTROL_HEALTH_UNSPECIFIED", "MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_UNSPECIFIED", 0 },
   { "CONTROL_HEALTH_OK", "MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_OK", 1 },
   { "CONTROL_HEALTH_IDLE", "MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_IDLE", 2 },
   { "CONTROL_HEALTH_FAILING", "MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_FAILING", 3 },
+  { "CONTROL_HEALTH_FINISHED", "MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_FINISHED", 4 },
 };
 static const ProtobufCIntRange medley__v1__control_health__value_ranges[] = {
-{0, 0},{0, 4}
+{0, 0},{0, 5}
 };
-static const ProtobufCEnumValueIndex medley__v1__control_health__enum_values_by_name[4] =
+static const ProtobufCEnumValueIndex medley__v1__control_health__enum_values_by_name[5] =
 {
   { "CONTROL_HEALTH_FAILING", 3 },
+  { "CONTROL_HEALTH_FINISHED", 4 },
   { "CONTROL_HEALTH_IDLE", 2 },
   { "CONTROL_HEALTH_OK", 1 },
   { "CONTROL_HEALTH_UNSPECIFIED", 0 },
@@ -2380,9 +2382,9 @@ const ProtobufCEnumDescriptor medley__v1__control_health__descriptor =
   "ControlHealth",
   "Medley__V1__ControlHealth",
   "medley.v1",
-  4,
+  5,
   medley__v1__control_health__enum_values_by_number,
-  4,
+  5,
   medley__v1__control_health__enum_values_by_name,
   1,
   medley__v1__control_health__value_ranges,

@@ -39,6 +39,8 @@ public enum ControlHealth: Int, Sendable, Hashable, Codable, CaseIterable {
     case idle = 2
     /// Alive but in trouble (it has reported a fault).
     case failing = 3
+    /// Its last step is done and its reports are sent: the connection closes next, normally.
+    case finished = 4
 }
 
 /// Liveness and progress, sent every second by a thread that keeps beating while the rank

@@ -33,8 +33,10 @@ import MedleyCore
 ///   ignored ("duplicate step report", "late step report"). At most ``historyLimit`` steps wait
 ///   for their last report; past that, the lowest waiting step is given up.
 /// - **stragglers**: on each recorded step, each rank with a share above 0 and a finite compute
-///   time is judged by its compute ms per sequence of its share against the median of the other
-///   such ranks (the others', so that in a two-rank job one rank can be twice the other). Above
+///   time is judged by its compute ms against the median of the other such ranks (not per
+///   sequence: the shares give a slower chip fewer sequences, so in a balanced job every rank
+///   computes about as long, and the rank whose compute stands out is the one the others wait for;
+///   a chip that is merely slow is not a straggler) (the others', so that in a two-rank job one rank can be twice the other). Above
 ///   `stragglerFactor` × that median (when the median is above 0) counts one step; any other
 ///   judged step resets the count. At `stragglerSteps` in a row, one `straggler` alert opens an
 ///   episode; the first judged step not above ends it with a `recovered` alert. A rank not judged
@@ -44,6 +46,8 @@ import MedleyCore
 /// - **rank exits**: a rank exiting with a non-zero status or by a signal is an `exited` alert naming
 ///   the status or the signal (SIGKILL: "killed by signal 9 (SIGKILL)"); exit status 0 is a normal
 ///   end, with no alert. A second exit for the same rank, or one for a rank outside the job, is ignored.
+/// - **a rank's exit** with ``SupervisorEvent/unknownExitStatus`` (the shell saw its process gone
+///   but is not its parent) counts as status 0 when the rank's last heartbeat said `finished`.
 /// - **mpirun's exit** (`processExit` with rank nil): `.stop(outcome)`: `finished` if it exited 0, not
 ///   by a signal, and no fatal alert (fault, exited) was raised; else `failed`, with the first fatal
 ///   alert's message as the reason (or, if there was none, `mpirun`'s status or signal).
@@ -278,6 +282,12 @@ public struct Supervisor: Sendable {
             return
         }
         guard rankViews.indices.contains(r), !rankViews[r].hasExited else { return }
+        // A process seen gone, status unknown, after its last heartbeat said it had finished:
+        // a normal end.
+        var status = status
+        if status == SupervisorEvent.unknownExitStatus, signal == nil, rankViews[r].lastHeartbeat?.health == .finished {
+            status = 0
+        }
         rankViews[r].exitStatus = status
         rankViews[r].exitSignal = signal
         rankViews[r].silentSince = nil
@@ -339,14 +349,13 @@ public struct Supervisor: Sendable {
     }
 
     private mutating func judgeStragglers(_ record: SupervisorStep, _ now: Double, _ out: inout [SupervisorDirective]) {
-        var perSequence: [Int: Double] = [:]
-        for row in record.ranks where row.share > 0 {
-            let value = row.computeMs / Double(row.share)
-            if value.isFinite { perSequence[row.rank] = value }
+        var compute: [Int: Double] = [:]
+        for row in record.ranks where row.share > 0 && row.computeMs.isFinite {
+            compute[row.rank] = row.computeMs
         }
         let needed = Swift.max(1, configuration.stragglerSteps)
         // Sorted once; each rank's "others" are the sorted values less its own entry (O(n log n) in all).
-        let sorted = perSequence.map { (value: $0.value, rank: $0.key) }.sorted { ($0.value, $0.rank) < ($1.value, $1.rank) }
+        let sorted = compute.map { (value: $0.value, rank: $0.key) }.sorted { ($0.value, $0.rank) < ($1.value, $1.rank) }
         let others = sorted.count - 1
         guard others >= 1 else { return }
         for (index, entry) in sorted.enumerated().sorted(by: { $0.element.rank < $1.element.rank }) {
@@ -362,7 +371,7 @@ public struct Supervisor: Sendable {
                 if rankViews[r].consecutiveStragglerSteps >= needed, !rankViews[r].isStraggler {
                     rankViews[r].isStraggler = true
                     raise(.straggler, rank: r, identity: rankViews[r].hello, step: record.step, now,
-                          "\(SupervisorText.who(rankViews[r])): \(SupervisorText.tenths(mine)) ms of compute per sequence "
+                          "\(SupervisorText.who(rankViews[r])): \(SupervisorText.tenths(mine)) ms of compute "
                               + "for \(rankViews[r].consecutiveStragglerSteps) steps in a row, \(SupervisorText.tenths(ratio))× "
                               + "the other ranks' median \(SupervisorText.tenths(median)) ms "
                               + "(straggler_factor \(SupervisorText.seconds(configuration.stragglerFactor))); it slows every step",
@@ -374,7 +383,7 @@ public struct Supervisor: Sendable {
                     rankViews[r].isStraggler = false
                     raise(.recovered, rank: r, identity: rankViews[r].hello, step: record.step, now,
                           "\(SupervisorText.who(rankViews[r])): no longer a straggler at step \(record.step): "
-                              + "\(SupervisorText.tenths(mine)) ms of compute per sequence, \(SupervisorText.tenths(ratio))× the other ranks' median",
+                              + "\(SupervisorText.tenths(mine)) ms of compute, \(SupervisorText.tenths(ratio))× the other ranks' median",
                           &out)
                 }
             }

@@ -58,8 +58,10 @@ enum SupervisorText {
         }
     }
 
-    /// "exited with status 3", "killed by signal 9 (SIGKILL)".
+    /// "exited with status 3", "killed by signal 9 (SIGKILL)"; a status below 0 with no signal
+    /// (``SupervisorEvent/unknownExitStatus``) is a process that vanished without a word.
     static func exit(_ status: Int32, _ signal: Int32?) -> String {
+        if signal == nil && status < 0 { return "its process ended without a word (killed or crashed; the connection closed)" }
         if let signal {
             return "killed by signal \(signal)\(signalName(signal).map { " (\($0))" } ?? "")"
         }

@@ -21,6 +21,10 @@ public enum SupervisorEvent: Sendable, Hashable {
     /// A process ended: a rank (by its rank) or, with `rank` nil, `mpirun` itself. `signal` is the
     /// signal that killed it, if one did (then `status` is whatever the shell has, usually 128 + signal).
     case processExit(rank: Int?, status: Int32, signal: Int32?, at: Double)
+
+    /// The status of a ``processExit(rank:status:signal:at:)`` whose process was seen to be gone
+    /// but whose exit status could not be known (it is not the shell's child).
+    public static let unknownExitStatus: Int32 = -1
     /// The shell dropped a frame before it became a message (wrong token, garbage, oversized,
     /// a peer outside the job); counted by reason in ``Supervisor/droppedFrames``.
     case droppedFrame(reason: String, peer: String, at: Double)
@@ -49,7 +53,7 @@ public struct SupervisorAlert: Sendable, Hashable, Codable {
         case fault
         /// A rank's process exited with a non-zero status or was killed by a signal. Fatal to the outcome.
         case exited
-        /// A rank's compute time per sequence has exceeded `stragglerFactor` × the other ranks' median
+        /// A rank's compute time has exceeded `stragglerFactor` × the other ranks' median
         /// for `stragglerSteps` recorded steps in a row.
         case straggler
         /// A rank did not say hello within `helloTimeout` of the start.

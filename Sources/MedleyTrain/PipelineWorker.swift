@@ -214,6 +214,7 @@ public final class PipelineWorker {
                 lastValidation = record.valLoss
             }
             tokensPerSecond.append(record.tokensPerS)
+            session.report(record)
             if rank == 0 { try emit(record) }
         }
         let seconds = MPIRuntime.wallTime() - start

@@ -1,6 +1,7 @@
 import Foundation
 import MedleyAdapters
 import MedleyComm
+import MedleyControl
 import MedleyCore
 import MedleyModel
 
@@ -108,6 +109,10 @@ public final class RankSession {
         labels = try communicator.allgatherv(Array(label.utf8).map { Int8(bitPattern: $0) })
             .map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
         (sampler, schedule) = try Self.data(for: spec, steps: options.steps)
+        let described = device.description
+        RankControl.start(hello: ControlHello(
+            rank: rank, adapter: library.info.name, vendor: described.vendor, chip: described.name,
+            host: ProcessInfo.processInfo.hostName, pid: getpid(), memoryBytes: described.memoryBytes))
     }
 
     /// Loads a rank's adapter and opens its device with the job's options.
@@ -277,6 +282,11 @@ public final class RankSession {
     public func closeLog() {
         try? log?.close()
         log = nil
+    }
+
+    /// Every rank, after every step: its row of `record` to the supervisor, when there is one.
+    public func report(_ record: StepRecord) {
+        RankControl.report(record, rank: rank)
     }
 
     /// Prints `record`'s line (when the options say so) and appends it to the log (when open).

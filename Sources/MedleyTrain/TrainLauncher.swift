@@ -200,7 +200,12 @@ public struct TrainLauncher {
     ///
     /// `program` is the `medley` executable the ranks run; `print` receives what the user sees.
     public func run(program: String, print: @escaping (String, _ isError: Bool) -> Void) throws -> Int32 {
-        let plan = try resolvePlan()
+        try run(program: program, resolvedPlan: try resolvePlan(), print: print)
+    }
+
+    /// ``run(program:print:)`` with the plan already resolved (``resolvePlan()``): nil runs data parallel.
+    public func run(program: String, resolvedPlan: Plan?, print: @escaping (String, _ isError: Bool) -> Void) throws -> Int32 {
+        let plan = resolvedPlan
         try preflight(plan: plan)
         let directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("medley-train-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

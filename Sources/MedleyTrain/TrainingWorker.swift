@@ -164,6 +164,7 @@ public final class TrainingWorker {
             }
             if step == 1 && record.throughputs == nil { record.throughputs = warmup }
             tokensPerSecond.append(record.tokensPerS)
+            session.report(record)
             if rank == 0 { try emit(record) }
         }
         let seconds = MPIRuntime.wallTime() - start

@@ -27,9 +27,11 @@ public enum WorkerMain {
             } else {
                 try PipelineWorker(options: options, plan: try Plan.load(path: spec.plan), communicator: world).run()
             }
+            RankControl.finish()
             try MPIRuntime.finalize()
             return 0
         } catch {
+            RankControl.reportFailure(error, rank: world.rank)
             let collective = error is CollectiveFailure || (error as? MedleyError)?.code == .mismatch
             let text = "Error: " + (collective ? "" : "rank \(world.rank): ") + "\(error)"
             if !collective || world.rank == 0 {

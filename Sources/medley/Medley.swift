@@ -13,6 +13,7 @@ struct Medley: ParsableCommand {
             Simulate.self,
             Train.self,
             Worker.self,
+            Launch.self,
             ProfileJob.self,
             PlanJob.self,
             PingPongRanks.self,

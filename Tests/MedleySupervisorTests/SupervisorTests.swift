@@ -254,7 +254,7 @@ struct StragglerTests {
         #expect(alerts(third).map(\.kind) == [.straggler])
         let alert = alerts(third)[0]
         #expect(alert.rank == 2 && alert.step == 6 && alert.chip == "acme-x2")
-        #expect(alert.message == "rank 2 (sim acme-x2 on host2, pid 102): 7.5 ms of compute per sequence for 3 steps in a row, 3.0× the other ranks' median 2.5 ms (straggler_factor 2); it slows every step")
+        #expect(alert.message == "rank 2 (sim acme-x2 on host2, pid 102): 30.0 ms of compute for 3 steps in a row, 3.0× the other ranks' median 10.0 ms (straggler_factor 2); it slows every step")
         #expect(s.supervisor.ranks[2].isStraggler)
         #expect(alerts(Self.steps(&s, from: 7, count: 10, slow: 3)).isEmpty)
         let back = Self.steps(&s, from: 17, count: 1, slow: 1)
@@ -262,12 +262,13 @@ struct StragglerTests {
         #expect(!s.supervisor.ranks[2].isStraggler)
     }
 
-    @Test("time per sequence of share: a rank with twice the share may take twice the time; share 0 is excluded")
-    func perShare() {
+    @Test("compute time, not time per sequence: a slow chip with a small share is no straggler; share 0 is excluded")
+    func slowChipIsNoStraggler() {
         var s = Script(ranks: 3, stragglerFactor: 2, stragglerSteps: 1)
         for step in 1...5 {
-            _ = s.send(.stepReport(Script.report(0, step, computeMs: 10, share: 2), at: 2))
-            _ = s.send(.stepReport(Script.report(1, step, computeMs: 40, share: 8), at: 2))
+            // Rank 1 is 4x slower per sequence, but its share is 4x smaller: it computes as long.
+            _ = s.send(.stepReport(Script.report(0, step, computeMs: 40, share: 8), at: 2))
+            _ = s.send(.stepReport(Script.report(1, step, computeMs: 40, share: 2), at: 2))
             _ = s.send(.stepReport(Script.report(2, step, computeMs: 500, share: 0), at: 2))
         }
         #expect(s.supervisor.steps.count == 5)
@@ -416,5 +417,19 @@ struct RecordTests {
         #expect(try JSONDecoder().decode(SupervisorAlert.self, from: data) == alert)
         let json = String(decoding: data, as: UTF8.self)
         #expect(json.contains("\"kind\":\"fault\""))
+    }
+}
+
+@Suite("supervisor: a process seen gone")
+struct VanishedProcessTests {
+    @Test("gone after a 'finished' heartbeat is a normal end; gone without one is an exited alert")
+    func finishedOrVanished() {
+        var s = Script(ranks: 2)
+        _ = s.send(.heartbeat(ControlHeartbeat(rank: 0, step: 4, health: .finished), at: 2))
+        #expect(alerts(s.send(.processExit(rank: 0, status: SupervisorEvent.unknownExitStatus, signal: nil, at: 3))).isEmpty)
+        #expect(s.supervisor.ranks[0].exitStatus == 0)
+        let vanished = alerts(s.send(.processExit(rank: 1, status: SupervisorEvent.unknownExitStatus, signal: nil, at: 3)))
+        #expect(vanished.map(\.kind) == [.exited])
+        #expect(vanished.first?.message.contains("ended without a word") == true, "\(vanished)")
     }
 }

@@ -1,0 +1,76 @@
+import Foundation
+import MedleyCore
+import MedleySupervisor
+
+/// What `medley launch` says at the end, and writes as `summary.json`: wall time, tokens/s,
+/// the final losses, each rank's share and utilization, and the alerts seen.
+public struct JobSummary: Codable, Sendable {
+    public struct Rank: Codable, Sendable {
+        public var rank: Int
+        public var chip: String
+        /// Its share of the global batch at the last step.
+        public var share: Int
+        /// Median over the recorded steps of compute ÷ step time.
+        public var utilization: Double
+    }
+
+    public var status: Int32
+    public var seconds: Double
+    public var steps: Int
+    public var medianTokensPerSecond: Double?
+    public var finalLoss: Double?
+    public var finalValidationLoss: Double?
+    public var ranks: [Rank]
+    public var alerts: [SupervisorAlert]
+    public var outcome: String?
+
+    /// The summary of what `supervisor` saw of a job that ended with `status` after `seconds`.
+    public init(supervisor: Supervisor, status: Int32, seconds: Double) {
+        self.status = status
+        self.seconds = seconds
+        let steps = supervisor.steps
+        self.steps = steps.count
+        let rates = steps.map(\.tokensPerSecond).filter(\.isFinite).sorted()
+        medianTokensPerSecond = rates.isEmpty ? nil : rates[rates.count / 2]
+        finalLoss = steps.last?.loss
+        finalValidationLoss = steps.last(where: { $0.validationLoss != nil })?.validationLoss
+        ranks = supervisor.ranks.enumerated().map { index, view in
+            let utilizations = steps.compactMap { step -> Double? in
+                guard let row = step.ranks.first(where: { $0.rank == index }), step.stepMs > 0 else { return nil }
+                return min(1, row.computeMs / step.stepMs)
+            }.sorted()
+            let chip = view.hello.map { "\($0.adapter) \($0.chip) on \($0.host)" } ?? "(never said hello)"
+            return Rank(
+                rank: index, chip: chip, share: steps.last?.ranks.first(where: { $0.rank == index })?.share ?? 0,
+                utilization: utilizations.isEmpty ? 0 : utilizations[utilizations.count / 2])
+        }
+        alerts = supervisor.alerts
+        outcome = supervisor.outcome.map { "\($0)" }
+    }
+
+    /// The lines shown at the end of the job.
+    public var lines: [String] {
+        var out: [String] = []
+        var head = String(format: "summary: %d steps in %.1f s", steps, seconds)
+        if let medianTokensPerSecond { head += String(format: ", median %.0f tokens/s", medianTokensPerSecond) }
+        if let finalLoss { head += String(format: ", final loss %.4f", finalLoss) }
+        if let finalValidationLoss { head += String(format: ", validation %.4f", finalValidationLoss) }
+        out.append(head)
+        for rank in ranks {
+            out.append(String(format: "  rank %d (%@): share %d, utilization %.0f%%", rank.rank, rank.chip, rank.share, rank.utilization * 100))
+        }
+        out.append(alerts.isEmpty ? "  no alerts" : "  \(alerts.count) alert\(alerts.count == 1 ? "" : "s") (alerts.jsonl)")
+        return out
+    }
+
+    /// Writes `summary` to `path` atomically, pretty and with sorted keys.
+    public static func write(_ summary: JobSummary, to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        do {
+            try (encoder.encode(summary) + Data("\n".utf8)).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            throw MedleyError(.io, "cannot write \(path): \(error.localizedDescription)")
+        }
+    }
+}

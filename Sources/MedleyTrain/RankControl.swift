@@ -1,0 +1,66 @@
+import Foundation
+import MedleyControl
+import MedleyCore
+
+/// This rank's end of the control channel, when the job runs under `medley launch` (the
+/// launcher puts `MEDLEY_CONTROL` and `MEDLEY_CONTROL_TOKEN` in every rank's environment).
+///
+/// One per process (a worker process is one rank). It only watches: a rank that cannot reach
+/// its supervisor trains and logs as before, and nothing here can throw into training.
+public enum RankControl {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var client: ControlClient?
+    /// The last step this rank finished.
+    nonisolated(unsafe) private static var lastStep = 0
+
+    /// Connects to the supervisor named by the environment, if any, introducing this rank.
+    static func start(hello: ControlHello, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        guard let endpoint = ControlEndpoint.fromEnvironment(environment) else { return }
+        let made = ControlClient(endpoint: endpoint, hello: hello)
+        lock.withLock { client = made }
+        made.start()
+    }
+
+    /// The client, when this rank reports to a supervisor.
+    static var current: ControlClient? { lock.withLock { client } }
+
+    /// After every step, on every rank: this rank's row of the record, and a fresh heartbeat state.
+    static func report(_ record: StepRecord, rank: Int) {
+        guard let client = current, record.shares.indices.contains(rank) else { return }
+        lock.withLock { lastStep = record.step }
+        client.update(
+            step: record.step, loss: record.loss, tokensPerSecond: record.tokensPerS, deviceMemoryUsedBytes: 0, health: .ok)
+        client.report(ControlStepReport(
+            rank: rank, step: record.step, loss: record.loss, tokensPerSecond: record.tokensPerS, stepMs: record.stepMs,
+            computeMs: record.computeMs[rank], idleMs: record.idleMs[rank], exchangeMs: record.exchangeMs[rank],
+            share: record.shares[rank], validationLoss: record.valLoss))
+    }
+
+    /// A failure this rank is about to stop for, in the supervisor's words for it; sent before
+    /// the process ends (at most a second's wait).
+    static func reportFailure(_ error: Error, rank: Int) {
+        guard let client = current else { return }
+        let step = lock.withLock { lastStep + 1 }
+        let medley = (error as? CollectiveFailure)?.error ?? (error as? MedleyError)
+        let kind: ControlFaultKind
+        switch medley?.code {
+        case .outOfMemory?: kind = .outOfMemory
+        case .timeout?: kind = .timeout
+        case .adapterCall?, .deviceLost?: kind = .adapterError
+        case .corruption? where "\(error)".contains("non-finite") || "\(error)".contains("not finite"): kind = .nonFinite
+        default: kind = .other
+        }
+        let line = "\(error)".replacingOccurrences(of: "\n", with: " ")
+        client.update(step: step, loss: nil, tokensPerSecond: nil, deviceMemoryUsedBytes: 0, health: .failing)
+        client.report(ControlFaultReport(rank: rank, step: step, kind: kind, message: String(line.prefix(900))))
+        client.stop(flushTimeoutSeconds: 1)
+    }
+
+    /// The job ended normally: the last reports go out, the connection closes.
+    static func finish() {
+        guard let client = current else { return }
+        let step = lock.withLock { lastStep }
+        client.update(step: step, loss: nil, tokensPerSecond: nil, deviceMemoryUsedBytes: 0, health: .finished)
+        client.stop(flushTimeoutSeconds: 1)
+    }
+}

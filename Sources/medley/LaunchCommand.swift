@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import MedleyCore
+import MedleyLaunch
+import MedleyPlanner
+import MedleyProfile
+import MedleyTrain
+
+/// `medley launch`: the job under a supervisor that watches every rank over a control channel.
+struct Launch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train JOB (or the built-in mixed job) under a supervisor: a run directory, heartbeats, alerts, a summary.",
+        discussion: """
+            Checks and plans the job as `medley train` does, makes a run directory (job.yaml, plan.json, \
+            steps.jsonl, alerts.jsonl, summary.json), opens a TCP control channel with a random token, \
+            and starts one rank per chip under mpirun. Every rank says hello (rank, chip, adapter, host, \
+            pid) and heart-beats every second from a thread of its own; a rank that stops beating, \
+            reports a fault or whose process disappears raises one alert line naming its rank, chip and \
+            host. See docs/launch.md.
+            """)
+
+    @Argument(help: "A YAML job spec; leave out for the built-in mixed job.")
+    var job: String?
+
+    @Option(parsing: .unconditional, help: "Run this many steps instead of train.steps.")
+    var steps: Int?
+
+    @Option(help: "The run directory (default runs/<job>-<UTC time>).")
+    var runDir: String?
+
+    @Option(parsing: .unconditional, help: "TCP port of the control channel (0: any free port).")
+    var controlPort = 0
+
+    @Option(help: "Seconds without a heartbeat before a rank is reported silent.")
+    var heartbeatTimeout = 10.0
+
+    @Option(help: "Write the final weights here (float32, layout order; FILE.json names the tensors).")
+    var saveWeights: String?
+
+    @Option(parsing: .unconditional, help: "Stop the job after this many seconds (mpirun --timeout).")
+    var timeout = 6 * 3600
+
+    @Flag(help: "Show Open MPI's own messages too.")
+    var verbose = false
+
+    func run() throws {
+        guard (0...65535).contains(controlPort) else {
+            throw MedleyError(.invalidArgument, "--control-port must be 0 to 65535, got \(controlPort)")
+        }
+        let spec = try JobSpec.load(path: job)
+        let launcher = TrainLauncher(
+            spec: spec, steps: steps, weightsPath: saveWeights, timeoutSeconds: timeout, verbose: verbose,
+            automaticPlanner: {
+                try JobProfiles.load(spec: $0).plan(globalBatch: $0.model.globalBatch, options: Planner.Options(slack: $0.train.pipelineSlack))
+            })
+        let status = try JobLauncher(
+            launcher: launcher, runDirectory: runDir, controlPort: controlPort, heartbeatTimeout: heartbeatTimeout
+        ).run(program: ChildProcess.currentExecutable) { line, isError in
+            (isError ? FileHandle.standardError : FileHandle.standardOutput).write(Data((line + "\n").utf8))
+        }
+        if status != 0 { throw ExitCode(status > 128 ? status : 1) }
+    }
+}

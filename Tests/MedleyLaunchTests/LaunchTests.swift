@@ -1,0 +1,108 @@
+import Foundation
+import MedleyCore
+import MedleyTestSupport
+import Testing
+
+/// `medley launch` end to end: real mpirun, real ranks, the real control channel.
+@Suite("medley launch", .serialized)
+struct LaunchTests {
+    static let job = """
+        name: launch-test
+        model: {layers: 1, dim: 16, heads: 2, seq: 16, batch: 4}
+        train: {steps: 4, eval_every: 2}
+        devices:
+          - adapter: reference
+          - adapter: sim
+            options: {vendor: Acme, name: acme-x1}
+
+        """
+
+    static func write(_ yaml: String) throws -> (directory: String, job: String) {
+        let directory = try TestSupport.temporaryDirectory("medley-launch")
+        try yaml.write(toFile: directory + "/job.yaml", atomically: true, encoding: .utf8)
+        return (directory, directory + "/job.yaml")
+    }
+
+    @Test("a run directory with the spec, the steps, the alerts and a summary naming every rank's chip")
+    func runDirectory() throws {
+        let (directory, job) = try Self.write(Self.job)
+        let run = directory + "/run"
+        let result = try TestSupport.medley(["launch", job, "--run-dir", run], timeout: 180)
+        #expect(result.status == 0, "\(result.output)")
+        for file in ["job.yaml", "steps.jsonl", "alerts.jsonl", "summary.json"] {
+            #expect(FileManager.default.fileExists(atPath: run + "/" + file), "\(file) missing")
+        }
+        let steps = try String(contentsOfFile: run + "/steps.jsonl", encoding: .utf8).split(separator: "\n")
+        #expect(steps.count == 4)
+        let summary = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))) as? [String: Any])
+        let ranks = try #require(summary["ranks"] as? [[String: Any]])
+        #expect(ranks.count == 2)
+        #expect((ranks.last?["chip"] as? String)?.contains("acme-x1") == true, "\(ranks)")
+        #expect((ranks.first?["chip"] as? String)?.contains("never") == false, "\(ranks)")
+        #expect(result.output.contains("summary: 4 steps"), "\(result.output)")
+    }
+
+    @Test("a rank killed with SIGKILL mid-run is an alert naming its rank, chip and host within 5 s")
+    func killedRank() throws {
+        let yaml = Self.job.replacingOccurrences(of: "train: {steps: 4, eval_every: 2}", with: "train: {steps: 100000, eval_every: 0}")
+        let (directory, job) = try Self.write(yaml)
+        let run = directory + "/run"
+        let output = directory + "/out.txt"
+        FileManager.default.createFile(atPath: output, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: TestSupport.medleyExecutable)
+        process.arguments = ["launch", job, "--run-dir", run, "--timeout", "120"]
+        let marker = try TestSupport.temporaryDirectory("medley-launch-tmp")
+        defer {
+            for worker in Self.workers(marker: marker) { kill(worker.pid, SIGKILL) }
+            try? FileManager.default.removeItem(atPath: marker)
+        }
+        process.environment = ProcessInfo.processInfo.environment.merging(["MEDLEY_SIM_OPTIONS": "speed=0.05", "TMPDIR": marker]) { $1 }
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+
+        // Rank 1 (the sim) once the job trains.
+        var victim: pid_t?
+        for _ in 0..<600 where victim == nil && process.isRunning {
+            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+            if text.contains("step ") { victim = Self.workers(marker: marker).first(where: { $0.rank == 1 })?.pid }
+            if victim == nil { Thread.sleep(forTimeInterval: 0.1) }
+        }
+        let pid = try #require(victim, "the job never started training: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")")
+        kill(pid, SIGKILL)
+        let killedAt = Date()
+        var alert: String?
+        while alert == nil && Date().timeIntervalSince(killedAt) < 5 {
+            let text = (try? String(contentsOfFile: run + "/alerts.jsonl", encoding: .utf8)) ?? ""
+            alert = text.split(separator: "\n").first.map(String.init)
+            if alert == nil { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        let line = try #require(alert, "no alert within 5 s of the SIGKILL")
+        #expect(line.contains("rank 1"), "\(line)")
+        #expect(line.contains("acme-x1"), "\(line)")
+        #expect(line.contains(ProcessInfo.processInfo.hostName), "\(line)")
+        process.waitUntilExit()
+        try handle.close()
+        #expect(process.terminationStatus != 0)
+    }
+
+    /// The `medley worker` processes whose command line mentions `marker` (a private TMPDIR
+    /// holds the launcher's job file), with their rank from the environment mpirun gave them.
+    static func workers(marker: String) -> [(pid: pid_t, rank: Int)] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry -> (pid_t, Int)? in
+            guard let pid = pid_t(entry), let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return nil }
+            let words = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            guard words.count > 1, words[1] == "worker", words.contains(where: { $0.contains(marker) }),
+                  let environ = FileManager.default.contents(atPath: "/proc/\(entry)/environ")
+            else { return nil }
+            let variables = environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            guard let rank = variables.first(where: { $0.hasPrefix("OMPI_COMM_WORLD_RANK=") }).flatMap({ Int($0.dropFirst(21)) })
+            else { return nil }
+            return (pid, rank)
+        }.sorted { $0.1 < $1.1 }
+    }
+}
