@@ -1756,7 +1756,7 @@ const ProtobufCMessageDescriptor medley__v1__control_hello__descriptor =
   (ProtobufCMessageInit) medley__v1__control_hello__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor medley__v1__control_heartbeat__field_descriptors[8] =
+static const ProtobufCFieldDescriptor medley__v1__control_heartbeat__field_descriptors[10] =
 {
   {
     "rank",
@@ -1854,6 +1854,30 @@ static const ProtobufCFieldDescriptor medley__v1__control_heartbeat__field_descr
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "seconds_since_progress",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHeartbeat, seconds_since_progress),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "seconds_since_progress_known",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ControlHeartbeat, seconds_since_progress_known),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned medley__v1__control_heartbeat__field_indices_by_name[] = {
   4,   /* field[4] = device_memory_used_bytes */
@@ -1861,6 +1885,8 @@ static const unsigned medley__v1__control_heartbeat__field_indices_by_name[] = {
   2,   /* field[2] = loss */
   6,   /* field[6] = loss_known */
   0,   /* field[0] = rank */
+  8,   /* field[8] = seconds_since_progress */
+  9,   /* field[9] = seconds_since_progress_known */
   1,   /* field[1] = step */
   3,   /* field[3] = tokens_per_s */
   7,   /* field[7] = tokens_per_s_known */
@@ -1868,7 +1894,7 @@ static const unsigned medley__v1__control_heartbeat__field_indices_by_name[] = {
 static const ProtobufCIntRange medley__v1__control_heartbeat__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor medley__v1__control_heartbeat__descriptor =
 {
@@ -1878,7 +1904,7 @@ const ProtobufCMessageDescriptor medley__v1__control_heartbeat__descriptor =
   "Medley__V1__ControlHeartbeat",
   "medley.v1",
   sizeof(Medley__V1__ControlHeartbeat),
-  8,
+  10,
   medley__v1__control_heartbeat__field_descriptors,
   medley__v1__control_heartbeat__field_indices_by_name,
   1,  medley__v1__control_heartbeat__number_ranges,

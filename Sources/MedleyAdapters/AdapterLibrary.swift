@@ -165,6 +165,8 @@ public final class AdapterLibrary: @unchecked Sendable {
 
     /// Turns a returned error object into a thrown `MedleyError`, releasing it.
     func check(_ error: UnsafeMutablePointer<medley_error>?, _ context: @autoclosure () -> String) throws {
+        // Every adapter call ends here: the call returned, so the rank is not stuck in it.
+        WorkProgress.mark()
         guard let error else { return }
         throw Self.consume(error, api: api, context: "adapter \(info.name): \(context())")
     }

@@ -50,6 +50,7 @@ extension Communicator {
         }
         var polls = 0
         while !pending.isEmpty {
+            WorkProgress.mark()
             for peer in pending.sorted() {
                 var done: Int32 = 0
                 try mpiCheck(MPI_Test(&receives[peer], &done, CMPI_status_ignore()), "MPI_Test (arrival)")

@@ -43,6 +43,8 @@ extension Communicator {
         let start = MPI_Wtime()
         var polls = 0
         while true {
+            // Waiting on other ranks is healthy: only a rank stuck inside one call stops progressing.
+            WorkProgress.mark()
             if let value = try check() { return value }
             if MPI_Wtime() - start > timeoutSeconds { throw MedleyError(.timeout, timeout()) }
             polls += 1

@@ -48,7 +48,8 @@ public final class ControlClient: @unchecked Sendable {
     private let wakeWrite: Int32
 
     public init(endpoint: ControlEndpoint, hello: ControlHello, heartbeatSeconds: Double = 1, retrySeconds: Double = 2,
-                queueLimit: Int = 256) {
+                queueLimit: Int = 256, progress: (@Sendable () -> Double)? = nil) {
+        self.progress = progress
         self.endpoint = endpoint
         self.hello = hello
         self.heartbeatSeconds = heartbeatSeconds.isFinite && heartbeatSeconds > 0 ? max(0.01, heartbeatSeconds) : 1
@@ -159,6 +160,9 @@ public final class ControlClient: @unchecked Sendable {
         _ = write(wakeWrite, &b, 1)
     }
 
+    /// Seconds since the rank last made progress, read for every heartbeat (``ControlHeartbeat/secondsSinceProgress``).
+    private let progress: (@Sendable () -> Double)?
+
     // MARK: Background thread
 
     private var fd: Int32 = -1
@@ -169,7 +173,8 @@ public final class ControlClient: @unchecked Sendable {
     private func heartbeatFrame() -> [UInt8] {
         lock.lock()
         let beat = ControlHeartbeat(rank: hello.rank, step: step, loss: loss, tokensPerSecond: tokensPerSecond,
-                                    deviceMemoryUsedBytes: deviceMemoryUsedBytes, health: health)
+                                    deviceMemoryUsedBytes: deviceMemoryUsedBytes, health: health,
+                                    secondsSinceProgress: progress?())
         lock.unlock()
         return ControlWire.encode(.heartbeat(beat), token: endpoint.token)
     }

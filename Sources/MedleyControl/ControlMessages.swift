@@ -55,9 +55,14 @@ public struct ControlHeartbeat: Sendable, Hashable, Codable {
     /// Device memory in use.
     public var deviceMemoryUsedBytes: UInt64
     public var health: ControlHealth
+    /// Seconds since the rank last made progress (a device call returned, or a wait on other
+    /// ranks polled), when it knows: a beat from a rank stuck inside one call still arrives, and
+    /// says so here.
+    public var secondsSinceProgress: Double?
 
     public init(rank: Int, step: Int, loss: Double? = nil, tokensPerSecond: Double? = nil, deviceMemoryUsedBytes: UInt64 = 0,
-                health: ControlHealth = .ok) {
+                health: ControlHealth = .ok, secondsSinceProgress: Double? = nil) {
+        self.secondsSinceProgress = secondsSinceProgress
         self.rank = rank
         self.step = step
         self.loss = loss

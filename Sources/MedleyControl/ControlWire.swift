@@ -54,6 +54,10 @@ public enum ControlWire {
             if let t = b.tokensPerSecond { m.pointee.tokens_per_s = t; m.pointee.tokens_per_s_known = 1 }
             m.pointee.device_memory_used_bytes = b.deviceMemoryUsedBytes
             m.pointee.health = Medley__V1__ControlHealth(rawValue: numericCast(b.health.rawValue))
+            if let age = b.secondsSinceProgress, age.isFinite, age >= 0 {
+                m.pointee.seconds_since_progress = age
+                m.pointee.seconds_since_progress_known = 1
+            }
             env.pointee.body_case = MEDLEY__V1__CONTROL_ENVELOPE__BODY_HEARTBEAT
             env.pointee.heartbeat = m
         case .stepReport(let s):
@@ -151,7 +155,8 @@ public enum ControlWire {
                 rank: try rank(m.pointee.rank), step: try count(m.pointee.step),
                 loss: m.pointee.loss_known != 0 ? m.pointee.loss : nil,
                 tokensPerSecond: m.pointee.tokens_per_s_known != 0 ? try measure(m.pointee.tokens_per_s) : nil,
-                deviceMemoryUsedBytes: m.pointee.device_memory_used_bytes, health: health))
+                deviceMemoryUsedBytes: m.pointee.device_memory_used_bytes, health: health,
+                secondsSinceProgress: m.pointee.seconds_since_progress_known != 0 ? try measure(m.pointee.seconds_since_progress) : nil))
         case MEDLEY__V1__CONTROL_ENVELOPE__BODY_STEP_REPORT:
             guard let m = env.pointee.step_report else { throw Invalid() }
             return .stepReport(ControlStepReport(

@@ -23,6 +23,12 @@ import MedleyCore
 ///   `heartbeatTimeout` ago gets one `silent` alert and opens a silent episode; no other silent
 ///   alert is raised for it until the episode ends. The next sign of life ends the episode with
 ///   one `recovered` alert.
+/// - **no progress**: a heartbeat may say how long the rank has gone without progress
+///   (``ControlHeartbeat/secondsSinceProgress``: its beating thread goes on while the rank is stuck
+///   inside one device call). On a tick, a rank not silent whose last beat's count plus the time
+///   since that beat passes `heartbeatTimeout` gets one `silent` alert ("no progress") and opens a
+///   stalled episode; a later beat whose count (plus its age) is back within the timeout ends it
+///   with one `recovered` alert. Beats that do not say are judged only by their arrival.
 /// - **frames from ranks without a hello**: heartbeats and step reports from a rank in range that
 ///   has not said hello are ignored and counted in ``droppedFrames`` as "no hello"; frames for a
 ///   rank outside the job as "rank out of range"; frames from a rank after its exit as "rank exited".
@@ -211,6 +217,21 @@ public struct Supervisor: Sendable {
         rankViews[r].lastHeartbeat = beat
         rankViews[r].lastHeartbeatAt = now
         heard(r, now, &out)
+        if let since = rankViews[r].stalledSince, let stalled = stalledFor(rankViews[r], now),
+           stalled <= configuration.heartbeatTimeout {
+            rankViews[r].stalledSince = nil
+            raise(.recovered, rank: r, identity: rankViews[r].hello, step: rankViews[r].lastKnownStep, now,
+                  "\(SupervisorText.who(rankViews[r])): making progress again after \(SupervisorText.tenths(now - stalled - since)) s without",
+                  &out)
+        }
+    }
+
+    /// Seconds without progress at `now`, by the rank's last heartbeat (its own count, plus the
+    /// time since that beat arrived); nil when its beats do not say.
+    private func stalledFor(_ view: RankView, _ now: Double) -> Double? {
+        guard let beat = view.lastHeartbeat, let since = beat.secondsSinceProgress, since.isFinite, since >= 0,
+              let at = view.lastHeartbeatAt else { return nil }
+        return since + Swift.max(0, now - at)
     }
 
     private mutating func onStepReport(_ report: ControlStepReport, _ now: Double, _ out: inout [SupervisorDirective]) {
@@ -265,13 +286,21 @@ public struct Supervisor: Sendable {
             }
             guard !view.hasExited, view.silentSince == nil, let last = view.lastHeardAt else { continue }
             let age = now - last
+            let limit = SupervisorText.seconds(configuration.heartbeatTimeout)
             if age > configuration.heartbeatTimeout {
                 rankViews[r].silentSince = last
                 let beat = view.lastHeartbeatAt == nil ? "no heartbeat since its hello" : "no heartbeat"
                 raise(.silent, rank: r, identity: view.hello, step: view.lastKnownStep, now,
-                      "\(SupervisorText.who(view)): \(beat) for \(SupervisorText.tenths(age)) s (heartbeat_timeout \(SupervisorText.seconds(configuration.heartbeatTimeout)) s); it is hung or gone",
+                      "\(SupervisorText.who(view)): \(beat) for \(SupervisorText.tenths(age)) s (heartbeat_timeout \(limit) s); it is hung or gone",
                       &out)
+                continue
             }
+            guard view.stalledSince == nil, let stalled = stalledFor(view, now), stalled > configuration.heartbeatTimeout else { continue }
+            rankViews[r].stalledSince = now - stalled
+            raise(.silent, rank: r, identity: view.hello, step: view.lastKnownStep, now,
+                  "\(SupervisorText.who(view)): no progress for \(SupervisorText.tenths(stalled)) s\(SupervisorText.atStep(view.lastKnownStep)) "
+                      + "(heartbeat_timeout \(limit) s) though its heartbeats still come; it is hung inside a device call",
+                  &out)
         }
     }
 
@@ -291,6 +320,7 @@ public struct Supervisor: Sendable {
         rankViews[r].exitStatus = status
         rankViews[r].exitSignal = signal
         rankViews[r].silentSince = nil
+        rankViews[r].stalledSince = nil
         rankViews[r].isStraggler = false
         guard status != 0 || signal != nil else { return }
         raise(.exited, rank: r, identity: rankViews[r].hello, step: rankViews[r].lastKnownStep, now,

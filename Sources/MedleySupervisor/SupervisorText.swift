@@ -76,6 +76,10 @@ enum SupervisorText {
         return names[signal]
     }
 
+    static func atStep(_ step: Int?) -> String {
+        step.map { " at step \($0)" } ?? ""
+    }
+
     static func afterStep(_ step: Int?) -> String {
         step.map { " after step \($0)" } ?? ""
     }

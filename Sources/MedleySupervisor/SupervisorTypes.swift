@@ -47,7 +47,8 @@ public enum SupervisorEvent: Sendable, Hashable {
 public struct SupervisorAlert: Sendable, Hashable, Codable {
     /// What the alert is about.
     public enum Kind: String, Sendable, Hashable, Codable, CaseIterable {
-        /// A rank that said hello has sent nothing for longer than `heartbeatTimeout` (hung or gone).
+        /// A rank that said hello has sent nothing for longer than `heartbeatTimeout` (hung or gone),
+        /// or whose heartbeats say it has made no progress for that long (hung inside a call).
         case silent
         /// A rank reported a fault (``ControlFaultReport``). Fatal to the outcome.
         case fault
@@ -226,6 +227,9 @@ public struct RankView: Sendable, Hashable {
     public var lastFault: ControlFaultReport?
     /// Since when it has been silent (an open silent episode), if it is.
     public var silentSince: Double?
+    /// Since when it has made no progress while still heart-beating (an open stalled episode: its
+    /// beats say it is stuck inside one call), if it has.
+    public var stalledSince: Double?
     /// Its exit, once its process ended.
     public var exitStatus: Int32?
     public var exitSignal: Int32?
@@ -240,7 +244,7 @@ public struct RankView: Sendable, Hashable {
 
     public var status: Status {
         if let exitStatus { return .exited(status: exitStatus, signal: exitSignal) }
-        if silentSince != nil { return .silent }
+        if silentSince != nil || stalledSince != nil { return .silent }
         if hello == nil { return .waiting }
         if faultCount > 0 { return .failed }
         return .alive

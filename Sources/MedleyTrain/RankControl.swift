@@ -16,7 +16,7 @@ public enum RankControl {
     /// Connects to the supervisor named by the environment, if any, introducing this rank.
     static func start(hello: ControlHello, environment: [String: String] = ProcessInfo.processInfo.environment) {
         guard let endpoint = ControlEndpoint.fromEnvironment(environment) else { return }
-        let made = ControlClient(endpoint: endpoint, hello: hello)
+        let made = ControlClient(endpoint: endpoint, hello: hello, progress: { WorkProgress.secondsSinceProgress() })
         lock.withLock { client = made }
         made.start()
     }

@@ -35,7 +35,7 @@ struct OrphanTests {
         process.arguments = ["train", "--steps", "100000", "--timeout", "60"]
         process.environment = ProcessInfo.processInfo.environment.merging(
             ["TMPDIR": marker, "MEDLEY_SIM_OPTIONS": "speed=0.01"]) { $1 }
-        FileManager.default.createFile(atPath: output, contents: nil)
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
         defer { try? FileManager.default.removeItem(atPath: output) }
         process.standardOutput = handle

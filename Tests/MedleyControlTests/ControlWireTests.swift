@@ -11,6 +11,8 @@ let sampleMessages: [ControlMessage] = [
     .heartbeat(ControlHeartbeat(rank: (1 << 20) - 1, step: 0, loss: nil, tokensPerSecond: nil, deviceMemoryUsedBytes: 0,
                                 health: .idle)),
     .heartbeat(ControlHeartbeat(rank: 2, step: 9, loss: 0, tokensPerSecond: 0, health: .failing)),
+    .heartbeat(ControlHeartbeat(rank: 4, step: 10, health: .ok, secondsSinceProgress: 12.5)),
+    .heartbeat(ControlHeartbeat(rank: 4, step: 10, health: .ok, secondsSinceProgress: 0)),
     .stepReport(ControlStepReport(rank: 2, step: 100, loss: 3.25, tokensPerSecond: 9000, stepMs: 120.5, computeMs: 80,
                                   idleMs: 10.25, exchangeMs: 30, share: 12, validationLoss: 3.5)),
     .stepReport(ControlStepReport(rank: 0, step: 1, loss: -1, tokensPerSecond: 0, stepMs: 0, computeMs: 0, idleMs: 0,

@@ -49,7 +49,7 @@ struct LaunchTests {
         let (directory, job) = try Self.write(yaml)
         let run = directory + "/run"
         let output = directory + "/out.txt"
-        FileManager.default.createFile(atPath: output, contents: nil)
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
         let process = Process()
         process.executableURL = URL(fileURLWithPath: TestSupport.medleyExecutable)
@@ -88,6 +88,54 @@ struct LaunchTests {
         process.waitUntilExit()
         try handle.close()
         #expect(process.terminationStatus != 0)
+    }
+
+    @Test("a sim chip that hangs inside a call (its heartbeats go on) is a silent alert within the timeout + 1 s")
+    func hungChip() throws {
+        let yaml = Self.job
+            .replacingOccurrences(of: "train: {steps: 4, eval_every: 2}", with: "train: {steps: 50, eval_every: 0}")
+            .replacingOccurrences(of: "options: {vendor: Acme, name: acme-x1}", with: "options: {vendor: Acme, name: acme-x1, fault: 'hang@step=3'}")
+        let (directory, job) = try Self.write(yaml)
+        let run = directory + "/run"
+        let marker = try TestSupport.temporaryDirectory("medley-launch-tmp")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: TestSupport.medleyExecutable)
+        process.arguments = ["launch", job, "--run-dir", run, "--timeout", "120", "--heartbeat-timeout", "3"]
+        process.environment = ProcessInfo.processInfo.environment.merging(["TMPDIR": marker]) { $1 }
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            for worker in Self.workers(marker: marker) { kill(worker.pid, SIGKILL) }
+            try? FileManager.default.removeItem(atPath: marker)
+        }
+        var alert: [String: Any]?
+        let started = Date()
+        while alert == nil && Date().timeIntervalSince(started) < 90 && process.isRunning {
+            let text = (try? String(contentsOfFile: run + "/alerts.jsonl", encoding: .utf8)) ?? ""
+            alert = text.split(separator: "\n").lazy.compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }.first
+            if alert == nil { Thread.sleep(forTimeInterval: 0.1) }
+        }
+        let found = try #require(alert, "no alert from a hung chip")
+        #expect(found["kind"] as? String == "silent", "\(found)")
+        #expect(found["rank"] as? Int == 1, "\(found)")
+        #expect(found["chip"] as? String == "acme-x1", "\(found)")
+        let message = found["message"] as? String ?? ""
+        #expect(message.contains("no progress for"), "\(message)")
+        // The rank's own count of seconds stuck, when the alert was raised: within the timeout + 1 s.
+        let seconds = message.components(separatedBy: "no progress for ").dropFirst().first?.split(separator: " ").first.flatMap { Double($0) }
+        let stuck = try #require(seconds, "\(message)")
+        #expect(stuck > 3 && stuck <= 4, "\(message)")
+        // SIGTERM to medley launch stops every rank within 5 s.
+        kill(process.processIdentifier, SIGTERM)
+        let stopAt = Date()
+        while process.isRunning && Date().timeIntervalSince(stopAt) < 10 { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(!process.isRunning, "medley launch still running 10 s after SIGTERM")
+        #expect(Date().timeIntervalSince(stopAt) < 5)
+        #expect(Self.workers(marker: marker).isEmpty, "ranks left behind")
     }
 
     /// The `medley worker` processes whose command line mentions `marker` (a private TMPDIR

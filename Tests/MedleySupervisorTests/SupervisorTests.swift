@@ -172,6 +172,48 @@ struct SilenceTests {
         #expect(s.supervisor.alerts.map(\.kind) == [.silent, .recovered, .silent])
     }
 
+    @Test("a rank that beats but makes no progress: one silent alert (no progress), recovered when progress resumes")
+    func stalledWhileBeating() {
+        var s = Script(ranks: 2, heartbeatTimeout: 5)
+        func beat(_ r: Int, _ t: Double, stuck: Double?, step: Int = 3) -> [SupervisorDirective] {
+            s.send(.heartbeat(ControlHeartbeat(rank: r, step: step, secondsSinceProgress: stuck), at: t))
+        }
+        // Rank 1 stops making progress at t = 2 but its beats go on; rank 0 says nothing of progress.
+        for t in stride(from: 2.0, through: 6, by: 1) {
+            _ = s.beat(0, at: t)
+            #expect(beat(1, t, stuck: t - 2).isEmpty)
+            #expect(s.send(.tick(at: t + 0.5)).isEmpty, "t \(t)")  // at most 4.5 s without progress
+        }
+        _ = s.beat(0, at: 7)
+        #expect(beat(1, 7, stuck: 5).isEmpty)
+        #expect(s.send(.tick(at: 7)).isEmpty)  // exactly 5 s: not past the timeout
+        // Its last beat (t = 7) said 5 s; by t = 7.2 that is 5.2 s without progress.
+        let out = s.send(.tick(at: 7.2))
+        #expect(alerts(out).map(\.kind) == [.silent])
+        #expect(alerts(out).first?.rank == 1)
+        #expect(alerts(out).first?.message == "rank 1 (sim acme-x1 on host1, pid 101): no progress for 5.2 s at step 3 "
+            + "(heartbeat_timeout 5 s) though its heartbeats still come; it is hung inside a device call")
+        #expect(s.supervisor.ranks[1].status == .silent)
+        // More beats that still say stuck, more ticks: no second alert.
+        for t in stride(from: 8.0, through: 20, by: 1) {
+            _ = s.beat(0, at: t)
+            #expect(beat(1, t, stuck: t - 2).isEmpty)
+            #expect(s.send(.tick(at: t + 0.5)).isEmpty)
+        }
+        // Progress resumed at 20.5: the beat at 21 says 0.5 s.
+        let back = beat(1, 21, stuck: 0.5, step: 4)
+        #expect(alerts(back).map(\.kind) == [.recovered])
+        #expect(alerts(back).first?.message.contains("making progress again after 18.5 s without") == true, "\(alerts(back))")
+        #expect(s.supervisor.ranks[1].status == .alive)
+        // A beat that says nothing of progress never opens a stalled episode.
+        for t in stride(from: 22.0, through: 40, by: 1) {
+            _ = beat(1, t, stuck: 0.1)
+            _ = s.beat(0, at: t)
+            #expect(s.send(.tick(at: t + 0.5)).isEmpty)
+        }
+        #expect(s.supervisor.alerts.map(\.kind) == [.silent, .recovered])
+    }
+
     @Test("a rank that said hello and never beats goes silent from its hello")
     func silentFromHello() {
         var s = Script(ranks: 1, heartbeatTimeout: 5)

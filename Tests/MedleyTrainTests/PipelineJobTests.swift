@@ -114,7 +114,7 @@ struct PipelineJobTests {
         let dir = try TestSupport.temporaryDirectory("medley-pipeline")
 
         // Data parallelism needs the whole model on the small chip: refused before mpirun.
-        let data = try TrainJobTests.job(devices: devices, train: "steps: 5").replacingOccurrences(
+        let data = TrainJobTests.job(devices: devices, train: "steps: 5").replacingOccurrences(
             of: "model: {layers: 2, dim: 32, heads: 2, seq: 32, batch: 12}", with: model)
         try data.write(toFile: dir + "/data.yaml", atomically: true, encoding: .utf8)
         let refused = try TestSupport.medley(["train", dir + "/data.yaml"], timeout: 60)

@@ -368,10 +368,15 @@ struct  Medley__V1__ControlHeartbeat
    */
   protobuf_c_boolean loss_known;
   protobuf_c_boolean tokens_per_s_known;
+  /*
+   * since a device call last returned or a wait last polled
+   */
+  double seconds_since_progress;
+  protobuf_c_boolean seconds_since_progress_known;
 };
 #define MEDLEY__V1__CONTROL_HEARTBEAT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&medley__v1__control_heartbeat__descriptor) \
-    , 0, 0, 0, 0, 0, MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_UNSPECIFIED, 0, 0 }
+    , 0, 0, 0, 0, 0, MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_UNSPECIFIED, 0, 0, 0, 0 }
 
 
 /*
