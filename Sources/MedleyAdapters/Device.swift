@@ -16,6 +16,9 @@ public final class Device {
 
     let handle: OpaquePointer
     private(set) var isOpen = true
+    /// Bytes of the buffers allocated on this device and not yet released (what Medley holds on
+    /// it, not the adapter's own use).
+    public internal(set) var bytesInUse: UInt64 = 0
 
     /// What a device is.
     public struct DeviceDescription: Sendable, Hashable {
@@ -85,6 +88,7 @@ public final class Device {
         guard let buffer else {
             throw MedleyError(.conformance, "adapter \(library.info.name): buffer_alloc returned no buffer")
         }
+        bytesInUse += UInt64(bytes)
         return DeviceBuffer(device: self, handle: buffer, byteCount: bytes)
     }
 

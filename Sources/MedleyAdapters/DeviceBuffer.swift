@@ -17,6 +17,7 @@ public final class DeviceBuffer {
     }
 
     deinit {
+        device.bytesInUse -= min(device.bytesInUse, UInt64(byteCount))
         if device.isOpen, let error = device.library.api.pointee.buffer_free!(device.handle, handle) {
             device.library.api.pointee.error_free!(error)
         }

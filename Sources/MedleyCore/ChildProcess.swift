@@ -41,11 +41,13 @@ public enum ChildProcess {
     /// environment, killing it after `timeoutSeconds`.
     ///
     /// `onOutput`, when given, is called on this thread with each piece of standard output
-    /// as it arrives (every 20 ms at most), so a caller can show a long run live.
+    /// as it arrives (every 20 ms at most), so a caller can show a long run live. `input`, when
+    /// given, is the child's standard input (from a file, so the child reads it at its own pace);
+    /// otherwise it reads /dev/null. At the deadline the child's whole process group is ended.
     public static func run(
         _ executable: String, _ arguments: [String], environment: [String: String] = [:],
         timeoutSeconds: Double, mergeOutput: Bool = false, killGraceSeconds: Double = 1,
-        forwardSignals: Bool = false, onOutput: ((String) -> Void)? = nil
+        forwardSignals: Bool = false, input: Data? = nil, onOutput: ((String) -> Void)? = nil
     ) throws -> Outcome {
         let directory = URL(fileURLWithPath: NSTemporaryDirectory())
             .appendingPathComponent("medley-child-\(UUID().uuidString)")
@@ -64,7 +66,13 @@ public enum ChildProcess {
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = outHandle
         process.standardError = errHandle
-        process.standardInput = FileHandle.nullDevice
+        if let input {
+            let inURL = directory.appendingPathComponent("stdin")
+            try input.write(to: inURL)
+            process.standardInput = try FileHandle(forReadingFrom: inURL)
+        } else {
+            process.standardInput = FileHandle.nullDevice
+        }
         let start = Date()
         // Foundation starts the child as the leader of a process group of its own, so a Ctrl-C
         // at the terminal (or a SIGTERM to this process) never reaches it or what it starts:
@@ -124,10 +132,10 @@ public enum ChildProcess {
             }
             if Date() > deadline {
                 timedOut = true
-                process.terminate()
+                signalGroup(SIGTERM)
                 let killAt = Date().addingTimeInterval(killGraceSeconds)
                 while process.isRunning && Date() < killAt { Thread.sleep(forTimeInterval: 0.02) }
-                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+                if process.isRunning { signalGroup(SIGKILL) }
                 break
             }
             Thread.sleep(forTimeInterval: 0.02)
@@ -135,6 +143,8 @@ public enum ChildProcess {
         process.waitUntilExit()
         // Whatever the child left running in its group (ranks of a killed mpirun) goes too.
         if forwardSignals && getpgid(group) == group { kill(-group, SIGKILL) }
+        // Past its deadline, nothing it started outlives it either.
+        if timedOut { kill(-group, SIGKILL) }
         follow(final: true)
         try? follower?.close()
         try outHandle.close()

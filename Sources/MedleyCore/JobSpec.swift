@@ -24,6 +24,8 @@ public struct JobSpec: Codable, Sendable, Equatable {
     /// replicas from the chips' profiles), or the path of a plan file written by
     /// `medley plan --json` (relative paths are relative to the job file).
     public var plan: String
+    /// How `medley launch` watches the job (ignored by `medley train`).
+    public var supervise: Supervise
 
     /// `plan: data`.
     public static let dataParallelPlan = "data"
@@ -33,7 +35,8 @@ public struct JobSpec: Codable, Sendable, Equatable {
     /// A job; see the properties for the meaning of each value.
     public init(
         name: String = "medley-job", model: Model = Model(), data: DataSource = DataSource(),
-        train: Training = Training(), devices: [Device], plan: String = JobSpec.dataParallelPlan
+        train: Training = Training(), devices: [Device], plan: String = JobSpec.dataParallelPlan,
+        supervise: Supervise = Supervise()
     ) {
         self.name = name
         self.model = model
@@ -41,6 +44,73 @@ public struct JobSpec: Codable, Sendable, Equatable {
         self.train = train
         self.devices = devices
         self.plan = plan
+        self.supervise = supervise
+    }
+
+    /// How `medley launch` watches the job: when a rank is silent or a straggler, what to run
+    /// for each alert, and where to serve metrics. Flags of `medley launch` override these.
+    public struct Supervise: Codable, Sendable, Equatable {
+        /// Seconds without a heartbeat (or without progress, by the rank's beats) before a rank is reported silent.
+        public var heartbeatTimeout: Double
+        /// A rank whose compute time exceeds `stragglerFactor` × the other ranks' median for
+        /// `stragglerSteps` steps in a row is reported as a straggler.
+        public var stragglerFactor: Double
+        public var stragglerSteps: Int
+        /// Seconds a rank may take from the start to its hello.
+        public var helloTimeout: Double
+        /// A shell command run (by `/bin/sh -c`) for every alert, with the alert as one line of JSON on
+        /// its standard input; nil: none.
+        public var alertCommand: String?
+        /// Seconds `alertCommand` may run before it is killed.
+        public var alertTimeout: Double
+        /// TCP port of `/metrics` and the status page; 0: not served.
+        public var metricsPort: Int
+
+        /// The highest port number.
+        public static let maxPort = 65535
+
+        public init(heartbeatTimeout: Double = 10, stragglerFactor: Double = 2, stragglerSteps: Int = 5,
+                    helloTimeout: Double = 120, alertCommand: String? = nil, alertTimeout: Double = 10, metricsPort: Int = 0) {
+            self.heartbeatTimeout = heartbeatTimeout
+            self.stragglerFactor = stragglerFactor
+            self.stragglerSteps = stragglerSteps
+            self.helloTimeout = helloTimeout
+            self.alertCommand = alertCommand
+            self.alertTimeout = alertTimeout
+            self.metricsPort = metricsPort
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case heartbeatTimeout = "heartbeat_timeout"
+            case stragglerFactor = "straggler_factor"
+            case stragglerSteps = "straggler_steps"
+            case helloTimeout = "hello_timeout"
+            case alertCommand = "alert_command"
+            case alertTimeout = "alert_timeout"
+            case metricsPort = "metrics_port"
+        }
+
+        /// Throws one line naming the first setting out of range (`supervise.NAME …`).
+        public func validate() throws {
+            func fail(_ name: String, _ rule: String, _ value: CustomStringConvertible) -> MedleyError {
+                MedleyError(.invalidArgument, "supervise.\(name): must be \(rule), got \(value)")
+            }
+            guard heartbeatTimeout.isFinite, heartbeatTimeout > 0 else {
+                throw fail("heartbeat_timeout", "a number of seconds above 0 (e.g. 10)", heartbeatTimeout)
+            }
+            guard stragglerFactor.isFinite, stragglerFactor > 1 else { throw fail("straggler_factor", "a number above 1 (e.g. 2)", stragglerFactor) }
+            guard stragglerSteps >= 1 else { throw fail("straggler_steps", "a whole number of at least 1 (e.g. 5)", stragglerSteps) }
+            guard helloTimeout.isFinite, helloTimeout > 0 else { throw fail("hello_timeout", "a number of seconds above 0 (e.g. 120)", helloTimeout) }
+            if let alertCommand, alertCommand.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                throw fail("alert_command", "a shell command, or left out", "an empty command")
+            }
+            guard alertTimeout.isFinite, alertTimeout > 0, alertTimeout <= 600 else {
+                throw fail("alert_timeout", "a number of seconds above 0 and at most 600 (e.g. 10)", alertTimeout)
+            }
+            guard (0...Self.maxPort).contains(metricsPort) else {
+                throw fail("metrics_port", "a TCP port from 1 to \(Self.maxPort), or 0 for none", metricsPort)
+            }
+        }
     }
 
     /// The GPT's shape (a byte-level model: the vocabulary is the 256 byte values) and the global batch.
@@ -302,7 +372,10 @@ extension JobSpec {
 
 extension JobSpec {
     /// The keys each section accepts, in documentation order.
-    static let topKeys = ["name", "model", "data", "train", "devices", "plan"]
+    static let topKeys = ["name", "model", "data", "train", "devices", "plan", "supervise"]
+    static let superviseKeys = [
+        "heartbeat_timeout", "straggler_factor", "straggler_steps", "hello_timeout", "alert_command", "alert_timeout", "metrics_port",
+    ]
     static let modelKeys = ["layers", "dim", "heads", "seq", "batch", "vocab"]
     static let dataKeys = ["path", "validation_fraction", "seed"]
     static let trainKeys = [
@@ -471,6 +544,7 @@ extension JobSpec {
         if let shares = train.shares {
             try Self.checkShares(shares, field: "train.shares", ranks: rankCount, globalBatch: model.globalBatch)
         }
+        try supervise.validate()
     }
 }
 
@@ -577,6 +651,7 @@ enum SpecReader {
         let modelSection = try top.value("model").map { try Section($0, path: "model", known: JobSpec.modelKeys) }
         let dataSection = try top.value("data").map { try Section($0, path: "data", known: JobSpec.dataKeys) }
         let trainSection = try top.value("train").map { try Section($0, path: "train", known: JobSpec.trainKeys) }
+        let superviseSection = try top.value("supervise").map { try Section($0, path: "supervise", known: JobSpec.superviseKeys) }
 
         let m = JobSpec.Model()
         var model = m
@@ -626,9 +701,21 @@ enum SpecReader {
                 devices.append(try device(item, path: "devices[\(index)]"))
             }
         }
+        let u = JobSpec.Supervise()
+        var supervise = u
+        if let s = superviseSection {
+            supervise = JobSpec.Supervise(
+                heartbeatTimeout: try s.double("heartbeat_timeout", u.heartbeatTimeout)!,
+                stragglerFactor: try s.double("straggler_factor", u.stragglerFactor)!,
+                stragglerSteps: try s.int("straggler_steps", u.stragglerSteps),
+                helloTimeout: try s.double("hello_timeout", u.helloTimeout)!,
+                alertCommand: try s.value("alert_command").map { _ in try s.string("alert_command", "") },
+                alertTimeout: try s.double("alert_timeout", u.alertTimeout)!,
+                metricsPort: try s.int("metrics_port", u.metricsPort))
+        }
         return JobSpec(
             name: try top.string("name", "medley-job"), model: model, data: data, train: train, devices: devices,
-            plan: try top.string("plan", JobSpec.dataParallelPlan))
+            plan: try top.string("plan", JobSpec.dataParallelPlan), supervise: supervise)
     }
 
     static func device(_ node: Node, path: String) throws -> JobSpec.Device {

@@ -77,6 +77,32 @@ public final class ControlServer: @unchecked Sendable {
     /// Ranks connected now.
     public var connectedRanks: [Int] { connections.withLockedValue { $0.keys.sorted() } }
 
+    /// Every IP address of this host's interfaces (loopback included), as SwiftNIO writes a
+    /// peer's address: the hosts a single-host job's ranks connect from.
+    public static func localAddresses() -> Set<String> {
+        var result: Set<String> = ["127.0.0.1", "::1"]
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0, let first = list else { return result }
+        defer { freeifaddrs(list) }
+        var entry: UnsafeMutablePointer<ifaddrs>? = first
+        while let current = entry {
+            if let address = current.pointee.ifa_addr {
+                let family = Int32(address.pointee.sa_family)
+                if family == AF_INET || family == AF_INET6 {
+                    var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+                    let length = socklen_t(family == AF_INET ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size)
+                    if getnameinfo(address, length, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST) == 0 {
+                        // A scoped IPv6 address ("fe80::1%eth0"): SwiftNIO writes it without the scope.
+                        let name = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                        result.insert(String(name.split(separator: "%").first ?? Substring(name)))
+                    }
+                }
+            }
+            entry = current.pointee.ifa_next
+        }
+        return result
+    }
+
     /// Closes the listener and every connection.
     public func shutdown() {
         try? channel.close().wait()

@@ -18,16 +18,20 @@ public struct JobLauncher {
     /// Where the control channel listens (0: any free port).
     public var controlHost: String
     public var controlPort: Int
-    /// How the supervisor judges the ranks (its `ranks` is set from the job).
-    public var heartbeatTimeout: Double
+    /// How the ranks are judged, what runs for each alert, where metrics are served: the spec's
+    /// `supervise:` section with the command line's overrides applied.
+    public var supervise: JobSpec.Supervise
+    /// How the console shows the job (a live display on a terminal, plain lines, quiet).
+    public var mode: LaunchConsole.Mode
 
     public init(launcher: TrainLauncher, runDirectory: String? = nil, controlHost: String = "127.0.0.1", controlPort: Int = 0,
-                heartbeatTimeout: Double = 10) {
+                supervise: JobSpec.Supervise? = nil, mode: LaunchConsole.Mode = .plain) {
         self.launcher = launcher
         self.runDirectory = runDirectory
         self.controlHost = controlHost
         self.controlPort = controlPort
-        self.heartbeatTimeout = heartbeatTimeout
+        self.supervise = supervise ?? launcher.spec.supervise
+        self.mode = mode
     }
 
     /// The run directory this launch writes to.
@@ -37,8 +41,14 @@ public struct JobLauncher {
         return "runs/\(launcher.spec.name)-\(stamp)"
     }
 
-    /// Runs the job to its end and returns the exit status; `print` receives what the user sees.
-    public func run(program: String, print: @escaping @Sendable (String, _ isError: Bool) -> Void) throws -> Int32 {
+    /// Steps the job runs.
+    public var totalSteps: Int { launcher.steps ?? launcher.spec.train.steps }
+
+    /// Runs the job to its end and returns the exit status; `write` receives what the user sees
+    /// (text with its line breaks, and whether it is for standard error).
+    public func run(program: String, write: @escaping @Sendable (String, _ isError: Bool) -> Void) throws -> Int32 {
+        let launchedAt = Date()
+        try supervise.validate()
         let plan = try launcher.resolvePlan()
         try launcher.preflight(plan: plan)
         let directory = resolvedRunDirectory()
@@ -46,25 +56,49 @@ public struct JobLauncher {
         try launcher.spec.yamlString().write(toFile: directory + "/job.yaml", atomically: true, encoding: .utf8)
         if let plan { try plan.jsonData().write(to: URL(fileURLWithPath: directory + "/plan.json"), options: .atomic) }
 
+        let console = LaunchConsole(mode: mode, logPath: directory + "/supervisor.log", write: write)
+        defer { console.finish() }
+        let hook = supervise.alertCommand.map {
+            AlertHook(command: $0, timeoutSeconds: supervise.alertTimeout) { problem in console.alert(problem) }
+        }
         let ranks = plan.map { Set($0.usedDevices).count } ?? launcher.spec.rankCount
+        let configuration = SupervisorConfiguration(
+            ranks: ranks, heartbeatTimeout: supervise.heartbeatTimeout, stragglerFactor: supervise.stragglerFactor,
+            stragglerSteps: supervise.stragglerSteps, helloTimeout: supervise.helloTimeout)
         let shell = try SupervisorShell(
-            configuration: SupervisorConfiguration(ranks: ranks, heartbeatTimeout: heartbeatTimeout),
-            output: .init(alertLine: { print("alert: " + $0, true) }, alertsPath: directory + "/alerts.jsonl"))
+            configuration: configuration,
+            output: .init(alertLine: { console.alert($0) }, alertsPath: directory + "/alerts.jsonl", onAlert: { hook?.fire($0) }))
         let token = ControlToken.random()
-        let server = try shell.start(host: controlHost, port: controlPort, token: token)
+        // The ranks run on this host: a connection from any other is not one of them.
+        let server = try shell.start(host: controlHost, port: controlPort, token: token, allowedHosts: ControlServer.localAddresses())
         defer { shell.shutdown() }
-        print("run directory \(directory); supervising \(ranks) rank\(ranks == 1 ? "" : "s") on \(controlHost):\(server.port)", false)
+        console.line("run directory \(directory); supervising \(ranks) rank\(ranks == 1 ? "" : "s") on \(controlHost):\(server.port)", isError: false)
 
         var job = launcher
         job.environment[ControlEndpoint.addressVariable] = "\(controlHost):\(server.port)"
         job.environment[ControlEndpoint.tokenVariable] = ControlToken.hex(token)
         if job.logPath == nil { job.logPath = directory + "/steps.jsonl" }
-        let started = Date()
-        let status = try job.run(program: program, resolvedPlan: plan, print: print)
-        shell.handle(.processExit(rank: nil, status: status, signal: nil, at: shell.now))
+        if job.timelinePath == nil { job.timelinePath = directory + "/timeline.json" }
+        // Every rank's standard output and error, each in a file of its own (ranks/1/rank.N/).
+        job.mpirunArguments += ["--output-filename", URL(fileURLWithPath: directory + "/ranks").standardizedFileURL.path]
 
-        let summary = shell.withSupervisor { JobSummary(supervisor: $0, status: status, seconds: Date().timeIntervalSince(started)) }
-        for line in summary.lines { print(line, false) }
+        let display = DisplayTimer(console: console, shell: shell, job: launcher.spec.name, totalSteps: totalSteps, startedAt: launchedAt)
+        display.start()
+        defer { display.stop() }
+        let started = Date()
+        let status = try job.run(program: program, resolvedPlan: plan) { line, isError in console.line(line, isError: isError) }
+        shell.handle(.processExit(rank: nil, status: status, signal: nil, at: shell.now))
+        display.stop()
+        console.detach()
+        if let hook, !hook.drain(seconds: supervise.alertTimeout + 1) {
+            console.alert("alert_command: some alerts were still being handled when the job ended")
+        }
+
+        let summary = shell.withSupervisor {
+            JobSummary(supervisor: $0, status: status, seconds: Date().timeIntervalSince(started),
+                       firstStepSeconds: display.firstStepSeconds)
+        }
+        for line in summary.lines { console.always(line) }
         try JobSummary.write(summary, to: directory + "/summary.json")
         return status
     }
@@ -79,5 +113,69 @@ public struct JobLauncher {
         guard FileManager.default.isWritableFile(atPath: path) else {
             throw MedleyError(.io, "the run directory \(path) is not writable; pick a writable --run-dir")
         }
+    }
+}
+
+/// Redraws the live display twice a second and notes when the first step was recorded.
+final class DisplayTimer: @unchecked Sendable {
+    private let console: LaunchConsole
+    private let shell: SupervisorShell
+    private let job: String
+    private let totalSteps: Int
+    private let startedAt: Date
+    private var timer: DispatchSourceTimer?
+    private let lock = NSLock()
+    private var first: Double?
+    /// Timer ticks (on the timer's queue only).
+    private var ticks = 0
+
+    init(console: LaunchConsole, shell: SupervisorShell, job: String, totalSteps: Int, startedAt: Date) {
+        self.console = console
+        self.shell = shell
+        self.job = job
+        self.totalSteps = totalSteps
+        self.startedAt = startedAt
+    }
+
+    /// Seconds from `medley launch`'s start to the first recorded step (nil if none was).
+    var firstStepSeconds: Double? { lock.withLock { first } }
+
+    func start() {
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "medley.display"))
+        timer.schedule(deadline: .now() + 0.1, repeating: 0.1)
+        timer.setEventHandler { [weak self] in
+            guard let self else { return }
+            self.ticks += 1
+            self.noteFirstStep()
+            if self.ticks % 5 == 0 { self.draw() }
+        }
+        timer.resume()
+        self.timer = timer
+    }
+
+    func stop() {
+        timer?.cancel()
+        timer = nil
+        noteFirstStep()
+        draw()
+    }
+
+    private func noteFirstStep() {
+        guard lock.withLock({ first == nil }), shell.withSupervisor({ !$0.steps.isEmpty }) else { return }
+        // The record's own time is when its last report arrived (on the shell's clock).
+        let recordedAt = shell.withSupervisor { $0.steps.first?.at } ?? shell.now
+        let shellAge = shell.now
+        let seconds = Date().timeIntervalSince(startedAt) - (shellAge - recordedAt)
+        lock.withLock { first = seconds }
+    }
+
+    private func draw() {
+        guard console.mode == .live else { return }
+        let elapsed = Date().timeIntervalSince(startedAt)
+        let lines = shell.withSupervisor {
+            LaunchDisplay.lines(supervisor: $0, job: job, totalSteps: totalSteps, elapsed: elapsed, now: shell.now,
+                                width: LaunchConsole.terminalWidth)
+        }
+        console.draw(lines)
     }
 }

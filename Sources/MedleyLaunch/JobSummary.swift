@@ -16,6 +16,8 @@ public struct JobSummary: Codable, Sendable {
 
     public var status: Int32
     public var seconds: Double
+    /// Seconds from the start of `medley launch` to the first recorded step.
+    public var firstStepSeconds: Double?
     public var steps: Int
     public var medianTokensPerSecond: Double?
     public var finalLoss: Double?
@@ -25,9 +27,10 @@ public struct JobSummary: Codable, Sendable {
     public var outcome: String?
 
     /// The summary of what `supervisor` saw of a job that ended with `status` after `seconds`.
-    public init(supervisor: Supervisor, status: Int32, seconds: Double) {
+    public init(supervisor: Supervisor, status: Int32, seconds: Double, firstStepSeconds: Double? = nil) {
         self.status = status
         self.seconds = seconds
+        self.firstStepSeconds = firstStepSeconds
         let steps = supervisor.steps
         self.steps = steps.count
         let rates = steps.map(\.tokensPerSecond).filter(\.isFinite).sorted()
@@ -55,6 +58,7 @@ public struct JobSummary: Codable, Sendable {
         if let medianTokensPerSecond { head += String(format: ", median %.0f tokens/s", medianTokensPerSecond) }
         if let finalLoss { head += String(format: ", final loss %.4f", finalLoss) }
         if let finalValidationLoss { head += String(format: ", validation %.4f", finalValidationLoss) }
+        if let firstStepSeconds { head += String(format: "; first step %.1f s after launch", firstStepSeconds) }
         out.append(head)
         for rank in ranks {
             out.append(String(format: "  rank %d (%@): share %d, utilization %.0f%%", rank.rank, rank.chip, rank.share, rank.utilization * 100))

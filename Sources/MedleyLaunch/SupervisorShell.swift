@@ -16,10 +16,14 @@ public final class SupervisorShell: @unchecked Sendable {
         public var alertLine: @Sendable (String) -> Void
         /// `alerts.jsonl` (one JSON object per alert), if any.
         public var alertsPath: String?
+        /// Receives every alert after its line is shown and its record written (the `alert_command` hook).
+        public var onAlert: (@Sendable (SupervisorAlert) -> Void)?
 
-        public init(alertLine: @escaping @Sendable (String) -> Void, alertsPath: String? = nil) {
+        public init(alertLine: @escaping @Sendable (String) -> Void, alertsPath: String? = nil,
+                    onAlert: (@Sendable (SupervisorAlert) -> Void)? = nil) {
             self.alertLine = alertLine
             self.alertsPath = alertsPath
+            self.onAlert = onAlert
         }
     }
 
@@ -49,10 +53,11 @@ public final class SupervisorShell: @unchecked Sendable {
     /// Seconds since the shell was made (the supervisor's clock).
     public var now: Double { Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9 }
 
-    /// Listens for the ranks on `host:port` with `token` and starts the timer (4 ticks a second).
-    public func start(host: String = "127.0.0.1", port: Int = 0, token: [UInt8]) throws -> ControlServer {
+    /// Listens for the ranks on `host:port` with `token` (connections from outside `allowedHosts`,
+    /// when given, are dropped and counted) and starts the timer (4 ticks a second).
+    public func start(host: String = "127.0.0.1", port: Int = 0, token: [UInt8], allowedHosts: Set<String>? = nil) throws -> ControlServer {
         let server = try ControlServer(
-            host: host, port: port, token: token, clock: { [weak self] in self?.now ?? 0 },
+            host: host, port: port, token: token, allowedHosts: allowedHosts, clock: { [weak self] in self?.now ?? 0 },
             onEvent: { [weak self] in self?.handle($0) },
             onDisconnect: { [weak self] rank in self?.watchAfterDisconnect(rank: rank) })
         self.server = server
@@ -117,6 +122,7 @@ public final class SupervisorShell: @unchecked Sendable {
         case .alert(let alert):
             output.alertLine(alert.message)
             if let alertsFile, let json = try? JSONEncoder.sortedLine(alert) { alertsFile.write(Data((json + "\n").utf8)) }
+            output.onAlert?(alert)
         case .record:
             break
         case .command(let rank, let command):

@@ -12,6 +12,8 @@ public enum RankControl {
     nonisolated(unsafe) private static var client: ControlClient?
     /// The last step this rank finished.
     nonisolated(unsafe) private static var lastStep = 0
+    /// The device memory this rank held at its last step.
+    nonisolated(unsafe) private static var lastMemory: UInt64 = 0
 
     /// Connects to the supervisor named by the environment, if any, introducing this rank.
     static func start(hello: ControlHello, environment: [String: String] = ProcessInfo.processInfo.environment) {
@@ -25,11 +27,15 @@ public enum RankControl {
     static var current: ControlClient? { lock.withLock { client } }
 
     /// After every step, on every rank: this rank's row of the record, and a fresh heartbeat state.
-    static func report(_ record: StepRecord, rank: Int) {
+    static func report(_ record: StepRecord, rank: Int, deviceMemoryUsedBytes: UInt64) {
         guard let client = current, record.shares.indices.contains(rank) else { return }
-        lock.withLock { lastStep = record.step }
+        lock.withLock {
+            lastStep = record.step
+            lastMemory = deviceMemoryUsedBytes
+        }
         client.update(
-            step: record.step, loss: record.loss, tokensPerSecond: record.tokensPerS, deviceMemoryUsedBytes: 0, health: .ok)
+            step: record.step, loss: record.loss, tokensPerSecond: record.tokensPerS, deviceMemoryUsedBytes: deviceMemoryUsedBytes,
+            health: .ok)
         client.report(ControlStepReport(
             rank: rank, step: record.step, loss: record.loss, tokensPerSecond: record.tokensPerS, stepMs: record.stepMs,
             computeMs: record.computeMs[rank], idleMs: record.idleMs[rank], exchangeMs: record.exchangeMs[rank],
@@ -40,7 +46,7 @@ public enum RankControl {
     /// the process ends (at most a second's wait).
     static func reportFailure(_ error: Error, rank: Int) {
         guard let client = current else { return }
-        let step = lock.withLock { lastStep + 1 }
+        let (step, memory) = lock.withLock { (lastStep + 1, lastMemory) }
         let medley = (error as? CollectiveFailure)?.error ?? (error as? MedleyError)
         let kind: ControlFaultKind
         switch medley?.code {
@@ -51,7 +57,7 @@ public enum RankControl {
         default: kind = .other
         }
         let line = "\(error)".replacingOccurrences(of: "\n", with: " ")
-        client.update(step: step, loss: nil, tokensPerSecond: nil, deviceMemoryUsedBytes: 0, health: .failing)
+        client.update(step: step, loss: nil, tokensPerSecond: nil, deviceMemoryUsedBytes: memory, health: .failing)
         client.report(ControlFaultReport(rank: rank, step: step, kind: kind, message: String(line.prefix(900))))
         client.stop(flushTimeoutSeconds: 1)
     }
@@ -59,8 +65,8 @@ public enum RankControl {
     /// The job ended normally: the last reports go out, the connection closes.
     static func finish() {
         guard let client = current else { return }
-        let step = lock.withLock { lastStep }
-        client.update(step: step, loss: nil, tokensPerSecond: nil, deviceMemoryUsedBytes: 0, health: .finished)
+        let (step, memory) = lock.withLock { (lastStep, lastMemory) }
+        client.update(step: step, loss: nil, tokensPerSecond: nil, deviceMemoryUsedBytes: memory, health: .finished)
         client.stop(flushTimeoutSeconds: 1)
     }
 }

@@ -286,7 +286,7 @@ public final class RankSession {
 
     /// Every rank, after every step: its row of `record` to the supervisor, when there is one.
     public func report(_ record: StepRecord) {
-        RankControl.report(record, rank: rank)
+        RankControl.report(record, rank: rank, deviceMemoryUsedBytes: device.bytesInUse)
     }
 
     /// Prints `record`'s line (when the options say so) and appends it to the log (when open).

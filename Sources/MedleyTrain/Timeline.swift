@@ -16,6 +16,10 @@ struct Timeline {
     var origin = 0.0
     /// One JSON object per span.
     var events: [String] = []
+    /// Spans kept per rank at most (the first ones), so a long job's timeline stays a file a
+    /// viewer opens (about 100 bytes each); the rest are counted in ``droppedSpans``.
+    static let spanLimit = 200_000
+    var droppedSpans = 0
 
     init(rank: Int) { self.rank = rank }
 
@@ -28,6 +32,10 @@ struct Timeline {
     /// Records a span from `from` to `to` (wall seconds).
     mutating func span(_ name: String, category: String, from: Double, to: Double) {
         guard enabled else { return }
+        guard events.count < Self.spanLimit else {
+            droppedSpans += 1
+            return
+        }
         let ts = (from - origin) * 1e6, dur = max(0, to - from) * 1e6
         events.append(
             String(format: "{\"name\":\"%@\",\"cat\":\"%@\",\"ph\":\"X\",\"pid\":0,\"tid\":%d,\"ts\":%.1f,\"dur\":%.1f}",

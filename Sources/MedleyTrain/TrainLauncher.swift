@@ -41,7 +41,9 @@ public struct TrainLauncher {
     public var verbose: Bool
     /// Extra environment for the ranks.
     public var environment: [String: String]
-    /// Where rank 0 writes the Chrome-trace timeline (pipeline plans).
+    /// Extra `mpirun` arguments (placed before the program), e.g. `--output-filename DIR`.
+    public var mpirunArguments: [String] = []
+    /// Where rank 0 writes the Chrome-trace timeline (every plan).
     public var timelinePath: String?
     /// Makes the plan for `plan: auto` (profiles the chips and runs the planner).
     public var automaticPlanner: ((JobSpec) throws -> Plan)?
@@ -240,7 +242,7 @@ public struct TrainLauncher {
         arguments += ["--deadline", String(format: "%.3f", Date().timeIntervalSince1970 + Double(timeoutSeconds) - margin)]
         arguments += schedule.arguments
         let filter = LauncherOutputFilter(verbose: verbose, print: print)
-        let outcome = try MPIRun(ranks: ranks, timeoutSeconds: timeoutSeconds, environment: environment)
+        let outcome = try MPIRun(ranks: ranks, timeoutSeconds: timeoutSeconds, extraArguments: mpirunArguments, environment: environment)
             .run(program: program, arguments: arguments, forwardSignals: true, onOutput: { filter.feed($0) })
         filter.finish()
         if let signal = outcome.interruptedBy {

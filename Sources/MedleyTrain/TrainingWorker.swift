@@ -47,6 +47,8 @@ public final class TrainingWorker {
     let shards: [Range<Int>]
     /// Host copy of the parameters used to gather the shards.
     var parameterHost: [Float]
+    /// This rank's spans (compute, wait, exchange, update, eval), kept when a timeline was asked for.
+    var timeline: Timeline
 
     /// Opens this rank's device, loads the data and builds the model (collective: every rank calls it).
     public init(options: Options, communicator: Communicator) throws {
@@ -55,6 +57,7 @@ public final class TrainingWorker {
         self.world = communicator
         self.rank = communicator.rank
         self.size = communicator.size
+        self.timeline = Timeline(rank: communicator.rank)
         let ranks = spec.rankDevices
         guard ranks.count == size else {
             throw MedleyError(
@@ -142,13 +145,17 @@ public final class TrainingWorker {
 
         var lastValidation: Double?
         var tokensPerSecond: [Double] = []
+        _ = try world.barrier(timeoutSeconds: spec.train.stepTimeout, what: "the start of step 1")
+        timeline.start(enabled: options.timelinePath != nil)
         let start = MPIRuntime.wallTime()
         for step in 1...options.steps {
             let pinnedNow = schedule.shares(atStep: step)
             if let pinnedNow { shares = pinnedNow }
             var record = try trainStep(step, shares: shares)
             if spec.train.evalEvery > 0 && (step % spec.train.evalEvery == 0 || step == options.steps) {
+                let before = MPIRuntime.wallTime()
                 record.valLoss = try validationLoss(shares: shares)
+                timeline.span("eval \(step)", category: "eval", from: before, to: MPIRuntime.wallTime())
                 lastValidation = record.valLoss
             }
             if var r = rebalancer, pinnedNow == nil {
@@ -168,6 +175,7 @@ public final class TrainingWorker {
             if rank == 0 { try emit(record) }
         }
         let seconds = MPIRuntime.wallTime() - start
+        if let path = options.timelinePath { try timeline.write(to: path, world: world, labels: labels) }
         let finalParameters = try model.readParameters()
         try verifyReplicas(finalParameters)
         if rank == 0, let path = options.weightsPath { try session.saveWeights(finalParameters, layout: model.layout, to: path) }
@@ -243,6 +251,10 @@ public final class TrainingWorker {
         try gatherParameters()
         let t4 = MPIRuntime.wallTime()
 
+        timeline.span("compute \(step)", category: "compute", from: t0, to: t1)
+        timeline.span("wait \(step)", category: "idle", from: t1, to: t2)
+        timeline.span("exchange \(step)", category: "exchange", from: t2, to: t3)
+        timeline.span("update \(step)", category: "update", from: t3, to: t4)
         let updateMs = try world.allgather([(t4 - t3) * 1000])
         let stepSeconds = t4 - t0
         let tokens = spec.model.globalBatch * spec.model.seq

@@ -31,8 +31,14 @@ struct Launch: ParsableCommand {
     @Option(parsing: .unconditional, help: "TCP port of the control channel (0: any free port).")
     var controlPort = 0
 
-    @Option(help: "Seconds without a heartbeat before a rank is reported silent.")
-    var heartbeatTimeout = 10.0
+    @Option(help: "Seconds without a heartbeat (or without progress) before a rank is reported silent (default supervise.heartbeat_timeout, 10).")
+    var heartbeatTimeout: Double?
+
+    @Option(parsing: .unconditional, help: "Serve /metrics and the status page on this port (default supervise.metrics_port; 0: not served).")
+    var metricsPort: Int?
+
+    @Flag(help: "Show only errors, alerts and the summary.")
+    var quiet = false
 
     @Option(help: "Write the final weights here (float32, layout order; FILE.json names the tensors).")
     var saveWeights: String?
@@ -47,16 +53,29 @@ struct Launch: ParsableCommand {
         guard (0...65535).contains(controlPort) else {
             throw MedleyError(.invalidArgument, "--control-port must be 0 to 65535, got \(controlPort)")
         }
+        if let metricsPort, !(0...65535).contains(metricsPort) {
+            throw MedleyError(.invalidArgument, "--metrics-port must be 0 (not served) to 65535, got \(metricsPort)")
+        }
         let spec = try JobSpec.load(path: job)
+        var supervise = spec.supervise
+        if let heartbeatTimeout { supervise.heartbeatTimeout = heartbeatTimeout }
+        if let metricsPort { supervise.metricsPort = metricsPort }
+        do {
+            try supervise.validate()
+        } catch let error as MedleyError {
+            let flag = error.message.contains("heartbeat_timeout") && heartbeatTimeout != nil ? "--heartbeat-timeout (" : nil
+            throw flag.map { MedleyError(error.code, $0 + error.message + ")") } ?? error
+        }
         let launcher = TrainLauncher(
             spec: spec, steps: steps, weightsPath: saveWeights, timeoutSeconds: timeout, verbose: verbose,
             automaticPlanner: {
                 try JobProfiles.load(spec: $0).plan(globalBatch: $0.model.globalBatch, options: Planner.Options(slack: $0.train.pipelineSlack))
             })
         let status = try JobLauncher(
-            launcher: launcher, runDirectory: runDir, controlPort: controlPort, heartbeatTimeout: heartbeatTimeout
-        ).run(program: ChildProcess.currentExecutable) { line, isError in
-            (isError ? FileHandle.standardError : FileHandle.standardOutput).write(Data((line + "\n").utf8))
+            launcher: launcher, runDirectory: runDir, controlPort: controlPort, supervise: supervise,
+            mode: LaunchConsole.mode(quiet: quiet)
+        ).run(program: ChildProcess.currentExecutable) { text, isError in
+            (isError ? FileHandle.standardError : FileHandle.standardOutput).write(Data(text.utf8))
         }
         if status != 0 { throw ExitCode(status > 128 ? status : 1) }
     }

@@ -38,7 +38,7 @@ struct Train: ParsableCommand {
     @Option(help: "Write the final weights here (float32, layout order; FILE.json names the tensors).")
     var saveWeights: String?
 
-    @Option(help: "Write a timeline of every rank's spans here (Chrome trace JSON; open it in Perfetto). Pipeline plans.")
+    @Option(help: "Write a timeline of every rank's spans here (Chrome trace JSON; open it in Perfetto).")
     var timeline: String?
 
     @Option(parsing: .unconditional, help: "Stop the job after this many seconds (mpirun --timeout).")

@@ -109,6 +109,33 @@ import Testing
         #expect(try JobSpec.parse(yaml: text) == job)
     }
 
+    @Test func superviseIsReadCheckedAndRoundTrips() throws {
+        #expect(JobSpec.defaultJob.supervise == JobSpec.Supervise())
+        let job = try JobSpec.parse(yaml: """
+            supervise:
+              heartbeat_timeout: 3.5
+              straggler_factor: 1.5
+              straggler_steps: 2
+              hello_timeout: 30
+              alert_command: "cat >> /tmp/alerts"
+              alert_timeout: 2
+              metrics_port: 9400
+            devices: [cpu]
+            """)
+        #expect(job.supervise == JobSpec.Supervise(heartbeatTimeout: 3.5, stragglerFactor: 1.5, stragglerSteps: 2, helloTimeout: 30,
+                                                   alertCommand: "cat >> /tmp/alerts", alertTimeout: 2, metricsPort: 9400))
+        #expect(try JobSpec.parse(yaml: try job.yamlString()) == job)
+        expectRejected("supervise: {heartbeat_timout: 3}", "supervise.heartbeat_timout: unknown key", "did you mean heartbeat_timeout?")
+        expectRejected("supervise: {heartbeat_timeout: 0}", "supervise.heartbeat_timeout", "above 0")
+        expectRejected("supervise: {straggler_factor: 1}", "supervise.straggler_factor", "above 1")
+        expectRejected("supervise: {straggler_steps: 0}", "supervise.straggler_steps", "at least 1")
+        expectRejected("supervise: {metrics_port: 70000}", "supervise.metrics_port", "0 for none")
+        expectRejected("supervise: {alert_command: '  '}", "supervise.alert_command", "a shell command")
+        expectRejected("supervise: {alert_timeout: 0}", "supervise.alert_timeout", "at most 600")
+        expectRejected("supervise: {hello_timeout: fast}", "supervise.hello_timeout", "a number")
+        expectRejected("supervise: [1]", "supervise: expected a mapping")
+    }
+
     @Test func loadReadsAFileAndNamesItInErrors() throws {
         let dir = try makeTemporaryDirectory()
         try write(JobSpec.defaultJobYAML, to: dir + "/job.yaml")

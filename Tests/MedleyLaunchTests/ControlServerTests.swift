@@ -87,6 +87,20 @@ struct ControlServerTests {
         next.close()
     }
 
+    @Test("a connection from a host outside the job is dropped and counted before any frame is read")
+    func hostsOutsideTheJob() throws {
+        let events = Events()
+        let server = try ControlServer(token: Self.token, allowedHosts: ["10.255.255.1"], clock: { 2 }, onEvent: { events.append($0) })
+        defer { server.shutdown() }
+        let client = try RawClient(port: server.port)
+        defer { client.close() }
+        client.send(ControlWire.encode(.hello(Self.hello), token: Self.token))
+        #expect(client.receive().isEmpty)  // closed at once
+        #expect(events.wait { evs in evs.contains { if case .droppedFrame(let r, let peer, _) = $0 { return r == "host outside the job" && peer == "127.0.0.1" } else { return false } } })
+        #expect(!events.all.contains { if case .hello = $0 { return true } else { return false } })
+        #expect(ControlServer.localAddresses().contains("127.0.0.1"))
+    }
+
     @Test("a command reaches the rank that said hello on its connection")
     func commandsReachTheRank() throws {
         let events = Events()

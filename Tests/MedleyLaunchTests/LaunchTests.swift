@@ -29,7 +29,8 @@ struct LaunchTests {
         let run = directory + "/run"
         let result = try TestSupport.medley(["launch", job, "--run-dir", run], timeout: 180)
         #expect(result.status == 0, "\(result.output)")
-        for file in ["job.yaml", "steps.jsonl", "alerts.jsonl", "summary.json"] {
+        for file in ["job.yaml", "steps.jsonl", "alerts.jsonl", "summary.json", "timeline.json", "supervisor.log",
+                     "ranks/1/rank.0/stdout", "ranks/1/rank.1/stderr"] {
             #expect(FileManager.default.fileExists(atPath: run + "/" + file), "\(file) missing")
         }
         let steps = try String(contentsOfFile: run + "/steps.jsonl", encoding: .utf8).split(separator: "\n")
@@ -41,6 +42,16 @@ struct LaunchTests {
         #expect((ranks.last?["chip"] as? String)?.contains("acme-x1") == true, "\(ranks)")
         #expect((ranks.first?["chip"] as? String)?.contains("never") == false, "\(ranks)")
         #expect(result.output.contains("summary: 4 steps"), "\(result.output)")
+        // The timeline of a data-parallel job: every rank's compute, wait, exchange and update spans.
+        let trace = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/timeline.json"))) as? [String: Any])
+        let spans = try #require(trace["traceEvents"] as? [[String: Any]]).filter { $0["ph"] as? String == "X" }
+        for rank in 0..<2 {
+            let names = Set(spans.filter { $0["tid"] as? Int == rank }.compactMap { $0["name"] as? String })
+            #expect(names.isSuperset(of: ["compute 4", "wait 4", "exchange 4", "update 4", "eval 2"]), "rank \(rank): \(names.sorted())")
+        }
+        let log = try String(contentsOfFile: run + "/supervisor.log", encoding: .utf8)
+        #expect(log.contains("step 4/4") && log.contains("summary: 4 steps"), "\(log)")
     }
 
     @Test("a rank killed with SIGKILL mid-run is an alert naming its rank, chip and host within 5 s")
@@ -95,7 +106,8 @@ struct LaunchTests {
         let yaml = Self.job
             .replacingOccurrences(of: "train: {steps: 4, eval_every: 2}", with: "train: {steps: 50, eval_every: 0}")
             .replacingOccurrences(of: "options: {vendor: Acme, name: acme-x1}", with: "options: {vendor: Acme, name: acme-x1, fault: 'hang@step=3'}")
-        let (directory, job) = try Self.write(yaml)
+        let hookFile = try TestSupport.temporaryDirectory("medley-launch-hook") + "/alerts-seen.jsonl"
+        let (directory, job) = try Self.write(yaml + "supervise: {alert_command: \"cat >> '\(hookFile)'\", alert_timeout: 5}\n")
         let run = directory + "/run"
         let marker = try TestSupport.temporaryDirectory("medley-launch-tmp")
         let process = Process()
@@ -129,6 +141,15 @@ struct LaunchTests {
         let seconds = message.components(separatedBy: "no progress for ").dropFirst().first?.split(separator: " ").first.flatMap { Double($0) }
         let stuck = try #require(seconds, "\(message)")
         #expect(stuck > 3 && stuck <= 4, "\(message)")
+        // The alert_command got the same record on its standard input.
+        var hooked = ""
+        for _ in 0..<100 where !hooked.contains("no progress for") {
+            hooked = (try? String(contentsOfFile: hookFile, encoding: .utf8)) ?? ""
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let record = try #require(hooked.split(separator: "\n").first.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] },
+                                  "alert_command saw nothing: \(hooked)")
+        #expect(record["kind"] as? String == "silent" && record["rank"] as? Int == 1 && record["message"] as? String == message)
         // SIGTERM to medley launch stops every rank within 5 s.
         kill(process.processIdentifier, SIGTERM)
         let stopAt = Date()
