@@ -189,7 +189,10 @@ let package = Package(
         /// (mixed, straggler, bubble, prediction), the host's neighbour effect, and the planner's scaling.
         .target(
             name: "MedleyBench",
-            dependencies: ["COpenBLAS", "MedleyAdapters", "MedleyComm", "MedleyCore", "MedleyModel", "MedleyPlanner", "MedleyTrain"],
+            dependencies: [
+                "COpenBLAS", "MedleyAdapters", "MedleyComm", "MedleyControl", "MedleyCore", "MedleyLaunch", "MedleyModel", "MedleyPlanner",
+                "MedleySupervisor", "MedleyTrain",
+            ],
             path: "Sources/MedleyBench"
         ),
         /// The command-line tool: argument parsing only.
@@ -199,6 +202,7 @@ let package = Package(
                 "MedleyAdapters",
                 "MedleyBench",
                 "MedleyComm",
+                "MedleyControl",
                 "MedleyCore",
                 "MedleyLaunch",
                 "MedleyModel",

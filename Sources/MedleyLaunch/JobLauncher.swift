@@ -86,8 +86,10 @@ public struct JobLauncher {
         display.start()
         defer { display.stop() }
         let started = Date()
+        let cpuAtStart = processCPUSeconds()
         let status = try job.run(program: program, resolvedPlan: plan) { line, isError in console.line(line, isError: isError) }
         shell.handle(.processExit(rank: nil, status: status, signal: nil, at: shell.now))
+        let cpu = processCPUSeconds() - cpuAtStart
         display.stop()
         console.detach()
         if let hook, !hook.drain(seconds: supervise.alertTimeout + 1) {
@@ -96,7 +98,7 @@ public struct JobLauncher {
 
         let summary = shell.withSupervisor {
             JobSummary(supervisor: $0, status: status, seconds: Date().timeIntervalSince(started),
-                       firstStepSeconds: display.firstStepSeconds)
+                       firstStepSeconds: display.firstStepSeconds, supervisorCPUSeconds: cpu)
         }
         for line in summary.lines { console.always(line) }
         try JobSummary.write(summary, to: directory + "/summary.json")

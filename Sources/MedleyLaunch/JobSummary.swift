@@ -2,6 +2,14 @@ import Foundation
 import MedleyCore
 import MedleySupervisor
 
+/// CPU time of this process (all its threads), user + system, seconds.
+public func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+        + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+}
+
 /// What `medley launch` says at the end, and writes as `summary.json`: wall time, tokens/s,
 /// the final losses, each rank's share and utilization, and the alerts seen.
 public struct JobSummary: Codable, Sendable {
@@ -18,6 +26,9 @@ public struct JobSummary: Codable, Sendable {
     public var seconds: Double
     /// Seconds from the start of `medley launch` to the first recorded step.
     public var firstStepSeconds: Double?
+    /// CPU time of the `medley launch` process (the supervisor, its control server and timers,
+    /// the mpirun output filter; not the ranks) while the job ran, as a percentage of one core.
+    public var supervisorCPUPercent: Double?
     public var steps: Int
     public var medianTokensPerSecond: Double?
     public var finalLoss: Double?
@@ -27,10 +38,12 @@ public struct JobSummary: Codable, Sendable {
     public var outcome: String?
 
     /// The summary of what `supervisor` saw of a job that ended with `status` after `seconds`.
-    public init(supervisor: Supervisor, status: Int32, seconds: Double, firstStepSeconds: Double? = nil) {
+    public init(supervisor: Supervisor, status: Int32, seconds: Double, firstStepSeconds: Double? = nil,
+                supervisorCPUSeconds: Double? = nil) {
         self.status = status
         self.seconds = seconds
         self.firstStepSeconds = firstStepSeconds
+        supervisorCPUPercent = supervisorCPUSeconds.flatMap { seconds > 0 ? 100 * $0 / seconds : nil }
         let steps = supervisor.steps
         self.steps = steps.count
         let rates = steps.map(\.tokensPerSecond).filter(\.isFinite).sorted()
@@ -59,6 +72,7 @@ public struct JobSummary: Codable, Sendable {
         if let finalLoss { head += String(format: ", final loss %.4f", finalLoss) }
         if let finalValidationLoss { head += String(format: ", validation %.4f", finalValidationLoss) }
         if let firstStepSeconds { head += String(format: "; first step %.1f s after launch", firstStepSeconds) }
+        if let supervisorCPUPercent { head += String(format: "; supervisor CPU %.2f%% of one core", supervisorCPUPercent) }
         out.append(head)
         for rank in ranks {
             out.append(String(format: "  rank %d (%@): share %d, utilization %.0f%%", rank.rank, rank.chip, rank.share, rank.utilization * 100))

@@ -69,9 +69,16 @@ public final class SupervisorShell: @unchecked Sendable {
         return server
     }
 
+    /// Events handled so far (every frame, drop, tick and exit).
+    public var eventsHandled: Int { state.withLockedValue { _ in handledCount } }
+    private var handledCount = 0
+
     /// One event in, its directives carried out.
     public func handle(_ event: SupervisorEvent) {
-        let directives = state.withLockedValue { $0.handle(event) }
+        let directives = state.withLockedValue { supervisor in
+            handledCount += 1
+            return supervisor.handle(event)
+        }
         for directive in directives { carryOut(directive) }
     }
 
@@ -84,7 +91,9 @@ public final class SupervisorShell: @unchecked Sendable {
         let gone = state.withLockedValue { supervisor in
             supervisor.ranks.enumerated().compactMap { rank, view -> Int? in
                 guard let pid = view.hello?.pid, !view.hasExited else { return nil }
-                return Self.isGone(pid) ? rank : nil
+                // Only whether it exists (no /proc read): a zombie's connection has closed, and
+                // the disconnect watch looks closer.
+                return kill(pid, 0) != 0 && errno == ESRCH ? rank : nil
             }
         }
         for rank in gone { handle(.processExit(rank: rank, status: SupervisorEvent.unknownExitStatus, signal: nil, at: at)) }

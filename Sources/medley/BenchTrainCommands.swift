@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MedleyBench
+import MedleyControl
 import MedleyCore
 import MedleyPlanner
 import MedleyProfile
@@ -298,5 +299,154 @@ struct BenchHost: ParsableCommand {
         }
         guard let json else { return }
         try JSONReport.write(result, to: json)
+    }
+}
+
+/// `medley bench supervisor`: the supervisor's CPU and whether it keeps up, fed by fake workers.
+struct BenchSupervisor: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "supervisor",
+        abstract: "Time the medley launch supervisor's CPU while N fake workers heart-beat to it on loopback.",
+        discussion: """
+            For each --workers count, starts that many fake ranks in a process of their own \
+            (`medley bench fake-workers`), each saying hello and then sending a heartbeat and a step \
+            report every --period seconds, spread over the period. Once every one has said hello, \
+            times --seconds of supervising: the supervisor's CPU (user + system, this process only) as \
+            a share of one core, the frames it took per second, the steps it recorded, the alerts it \
+            raised (0 when it keeps up) and the worst heartbeat age at the end.
+            """)
+
+    @Option(help: "Fake worker counts, comma-separated.")
+    var workers = "2,8,100,1000"
+
+    @Option(help: "Seconds between one worker's heartbeats (and step reports).")
+    var period = 1.0
+
+    @Option(help: "Seconds each count is timed for.")
+    var seconds = 20.0
+
+    @Option(help: "Write the results as JSON to this file.")
+    var json: String?
+
+    func run() throws {
+        let counts = try workers.split(separator: ",").map { text -> Int in
+            guard let n = Int(text.trimmingCharacters(in: .whitespaces)) else {
+                throw MedleyError(.invalidArgument, "--workers must be whole numbers joined by commas, got \(workers)")
+            }
+            return n
+        }
+        if let json { try OutputPaths.checkWritable(json, flag: "--json") }
+        var results: [SupervisorBenchmark.Result] = []
+        print("workers  period  cpu % of one core  frames/s  steps  alerts  dropped  worst beat age  all hello  RSS")
+        for count in counts {
+            let r = try SupervisorBenchmark.measure(workers: count, period: period, seconds: seconds, program: ChildProcess.currentExecutable)
+            results.append(r)
+            print(String(format: "%7d  %5.2fs  %17.3f  %8.0f  %5d  %6d  %7d  %12.2f s  %7.2f s  %.0f MiB",
+                         r.workers, r.periodSeconds, r.cpuPercentOfOneCore, r.eventsPerSecond, r.stepsRecorded, r.alerts,
+                         r.droppedFrames, r.maxHeartbeatAgeSeconds, r.allHelloSeconds, r.residentMiB))
+        }
+        if let json { try JSONReport.write(results, to: json) }
+    }
+}
+
+/// `medley bench fake-workers`: the fake ranks of `bench supervisor` (started by it).
+struct BenchFakeWorkers: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fake-workers", abstract: "Fake ranks for `medley bench supervisor` (started by it).", shouldDisplay: false)
+
+    @Option var address: String
+    @Option var token: String
+    @Option var workers: Int
+    @Option var period: Double
+    @Option var seconds: Double
+
+    func run() throws {
+        guard let bytes = ControlToken.parse(hex: token) else { throw MedleyError(.invalidArgument, "--token must be 32 hex digits") }
+        try FakeWorkers.run(address: address, token: bytes, workers: workers, period: period, seconds: seconds)
+    }
+}
+
+/// `medley bench launch`: what `medley launch` adds to a job: time to the first step, wall time
+/// against `medley train` of the same job in the same run, and the supervisor's CPU.
+struct BenchLaunch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "launch",
+        abstract: "Time medley launch against medley train on the same job: first step, wall time, supervisor CPU.",
+        discussion: """
+            Each round runs `medley train JOB` and then `medley launch JOB --quiet` (into a temporary \
+            run directory), alternating which goes first, and reads the launch's summary.json: seconds \
+            from the start of `medley launch` to its first recorded step, and the CPU the launch \
+            process used while the job ran, as a share of one core. Reports medians over --rounds.
+            """)
+
+    @Argument(help: "A YAML job spec; leave out for the built-in mixed job.")
+    var job: String?
+
+    @Option(help: "Rounds; each figure is the median over them.")
+    var rounds = 3
+
+    @Option(parsing: .unconditional, help: "Steps per run (default the job's train.steps).")
+    var steps: Int?
+
+    @Option(help: "Write the results as JSON to this file.")
+    var json: String?
+
+    struct Result: Codable {
+        var rounds: Int
+        var trainSeconds: [Double]
+        var launchSeconds: [Double]
+        var firstStepSeconds: [Double]
+        var supervisorCPUPercent: [Double]
+        var medianTrainSeconds: Double
+        var medianLaunchSeconds: Double
+        /// Median over rounds of launch wall ÷ train wall (1.0: supervision costs nothing).
+        var medianLaunchOverTrain: Double
+        var medianFirstStepSeconds: Double
+        var medianSupervisorCPUPercent: Double
+    }
+
+    func run() throws {
+        guard rounds >= 1 else { throw MedleyError(.invalidArgument, "--rounds must be at least 1, got \(rounds)") }
+        if let json { try OutputPaths.checkWritable(json, flag: "--json") }
+        let program = ChildProcess.currentExecutable
+        let jobArguments = (job.map { [$0] } ?? []) + (steps.map { ["--steps", "\($0)"] } ?? [])
+        var train: [Double] = [], launch: [Double] = [], first: [Double] = [], cpu: [Double] = [], ratios: [Double] = []
+        for round in 0..<rounds {
+            let directory = NSTemporaryDirectory() + "medley-bench-launch-\(UUID().uuidString)"
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            func runTrain() throws -> Double {
+                let out = try ChildProcess.run(program, ["train"] + jobArguments, timeoutSeconds: 3600, mergeOutput: true)
+                guard out.status == 0 else { throw MedleyError(.io, "medley train failed: \(out.output.suffix(300))") }
+                return out.seconds
+            }
+            func runLaunch() throws -> Double {
+                let out = try ChildProcess.run(program, ["launch"] + jobArguments + ["--quiet", "--run-dir", directory],
+                                               timeoutSeconds: 3600, mergeOutput: true)
+                guard out.status == 0 else { throw MedleyError(.io, "medley launch failed: \(out.output.suffix(300))") }
+                return out.seconds
+            }
+            var t = 0.0, l = 0.0
+            if round % 2 == 0 { t = try runTrain(); l = try runLaunch() } else { l = try runLaunch(); t = try runTrain() }
+            let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/summary.json"))) as? [String: Any]
+            train.append(t)
+            launch.append(l)
+            ratios.append(l / t)
+            first.append(summary?["firstStepSeconds"] as? Double ?? .nan)
+            cpu.append(summary?["supervisorCPUPercent"] as? Double ?? .nan)
+            print(String(format: "round %d: train %.2f s, launch %.2f s (%.3f×), first step %.2f s after launch, supervisor CPU %.2f%% of one core",
+                         round + 1, t, l, l / t, first.last!, cpu.last!))
+        }
+        func median(_ values: [Double]) -> Double {
+            let sorted = values.sorted()
+            return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        }
+        let result = Result(rounds: rounds, trainSeconds: train, launchSeconds: launch, firstStepSeconds: first,
+                            supervisorCPUPercent: cpu, medianTrainSeconds: median(train), medianLaunchSeconds: median(launch),
+                            medianLaunchOverTrain: median(ratios), medianFirstStepSeconds: median(first),
+                            medianSupervisorCPUPercent: median(cpu))
+        print(String(format: "median of %d: train %.2f s, launch %.2f s (%.3f×), first step %.2f s, supervisor CPU %.2f%% of one core",
+                     rounds, result.medianTrainSeconds, result.medianLaunchSeconds, result.medianLaunchOverTrain,
+                     result.medianFirstStepSeconds, result.medianSupervisorCPUPercent))
+        if let json { try JSONReport.write(result, to: json) }
     }
 }
