@@ -98,7 +98,8 @@ struct PlanCLITests {
         // The JSON is a plan file: a job that names it passes medley train's checks.
         let dir = try TestSupport.temporaryDirectory("medley-plan-file")
         try json.stdout.write(toFile: dir + "/plan.json", atomically: true, encoding: .utf8)
-        let spec = try String(contentsOfFile: Self.example("plan-small-memory.yaml"), encoding: .utf8) + "\nplan: plan.json\n"
+        let spec = try String(contentsOfFile: Self.example("plan-small-memory.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "\nplan: auto\n", with: "\nplan: plan.json\n")
         try spec.write(toFile: dir + "/job.yaml", atomically: true, encoding: .utf8)
         let dryRun = try TestSupport.medley(["train", dir + "/job.yaml", "--dry-run"])
         #expect(dryRun.status == 0, "\(dryRun.output)")

@@ -175,3 +175,41 @@ struct LaunchTests {
         }.sorted { $0.1 < $1.1 }
     }
 }
+
+/// Every example job under `medley launch`: the ones that can run, run; the one built not to fit
+/// fails with one line before mpirun starts.
+@Suite("medley launch: the examples", .serialized)
+struct LaunchExampleTests {
+    static func example(_ name: String) -> String { TestSupport.repositoryRoot + "/examples/" + name }
+
+    @Test("every example is covered here", arguments: [0])
+    func everyExampleIsListed(_: Int) throws {
+        let names = try FileManager.default.contentsOfDirectory(atPath: TestSupport.repositoryRoot + "/examples")
+            .filter { $0.hasSuffix(".yaml") }.sorted()
+        #expect(names == ["mixed.yaml", "plan-impossible.yaml", "plan-small-memory.yaml"], "list the new example in LaunchExampleTests")
+    }
+
+    @Test("runs: mixed.yaml (data parallel) and plan-small-memory.yaml (plan: auto, a pipeline)",
+          arguments: ["mixed.yaml", "plan-small-memory.yaml"])
+    func runs(_ name: String) throws {
+        let run = try TestSupport.temporaryDirectory("medley-launch-example") + "/run"
+        let result = try TestSupport.medley(["launch", Self.example(name), "--steps", "3", "--run-dir", run], timeout: 300)
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.contains("summary: 3 steps"), "\(result.output)")
+        let summary = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))) as? [String: Any])
+        #expect(summary["steps"] as? Int == 3)
+        #expect((summary["alerts"] as? [Any])?.isEmpty == true, "\(summary)")
+        #expect(FileManager.default.fileExists(atPath: run + "/timeline.json"))
+    }
+
+    @Test("plan-impossible.yaml: one Error: line naming the shortfall, non-zero, no rank started")
+    func impossible() throws {
+        let run = try TestSupport.temporaryDirectory("medley-launch-example") + "/run"
+        let result = try TestSupport.medley(["launch", Self.example("plan-impossible.yaml"), "--run-dir", run], timeout: 300)
+        #expect(result.status != 0)
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1 && lines.first?.hasPrefix("Error: ") == true, "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: run), "the run directory was made before the job could start")
+    }
+}
