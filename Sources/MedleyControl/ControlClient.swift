@@ -20,6 +20,9 @@ public final class ControlClient: @unchecked Sendable {
     public let endpoint: ControlEndpoint
     public let hello: ControlHello
     private let heartbeatSeconds: Double
+    private let batchSeconds: Double
+    /// When the background thread last moved reports into the output (its own).
+    private var lastMove = 0.0
     private let retrySeconds: Double
     private let queueLimit: Int
     /// Commands kept until taken; the oldest go first.
@@ -47,9 +50,13 @@ public final class ControlClient: @unchecked Sendable {
     private let wakeRead: Int32
     private let wakeWrite: Int32
 
+    /// `batchSeconds`: step reports wait up to this long to go out together (a fast job's many
+    /// small reports become one write, and one wake-up of the supervisor, per batch); fault
+    /// reports go at once.
     public init(endpoint: ControlEndpoint, hello: ControlHello, heartbeatSeconds: Double = 1, retrySeconds: Double = 2,
-                queueLimit: Int = 256, progress: (@Sendable () -> Double)? = nil) {
+                queueLimit: Int = 256, batchSeconds: Double = 0.1, progress: (@Sendable () -> Double)? = nil) {
         self.progress = progress
+        self.batchSeconds = batchSeconds.isFinite && batchSeconds > 0 ? min(batchSeconds, 1) : 0
         self.endpoint = endpoint
         self.hello = hello
         self.heartbeatSeconds = heartbeatSeconds.isFinite && heartbeatSeconds > 0 ? max(0.01, heartbeatSeconds) : 1
@@ -145,13 +152,16 @@ public final class ControlClient: @unchecked Sendable {
             lock.unlock()
             return
         }
+        // The first report of a batch, or a fault, wakes the thread; the rest ride along.
+        var urgent = queue.isEmpty || batchSeconds == 0
+        if case .faultReport = message { urgent = true }
         queue.append(message)
         if queue.count > queueLimit {
             queue.removeFirst(queue.count - queueLimit)
             dropped += 1
         }
         lock.unlock()
-        wake()
+        if urgent { wake() }
     }
 
     private func wake() {
@@ -289,7 +299,19 @@ public final class ControlClient: @unchecked Sendable {
                     continue
                 }
             }
-            if output.count - outputOffset < Self.outputLimit { moveQueued() }
+            // Reports go out a batch at a time (a fault at once).
+            var batchDue = Double.infinity
+            if queueIsNonEmpty() {
+                let due = lastMove + batchSeconds
+                if ControlSocket.now() >= due || queueHoldsFault() {
+                    if output.count - outputOffset < Self.outputLimit {
+                        moveQueued()
+                        lastMove = ControlSocket.now()
+                    }
+                } else {
+                    batchDue = due
+                }
+            }
             if ControlSocket.now() >= nextBeat {
                 if output.count - outputOffset < Self.outputLimit { output += heartbeatFrame() }
                 nextBeat += heartbeatSeconds
@@ -297,7 +319,7 @@ public final class ControlClient: @unchecked Sendable {
             }
             var fds = [pollfd(fd: fd, events: Int16(POLLIN) | (outputOffset < output.count ? Int16(POLLOUT) : 0), revents: 0),
                        pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
-            let n = poll(&fds, 2, ControlSocket.pollMillis(nextBeat - ControlSocket.now()))
+            let n = poll(&fds, 2, ControlSocket.pollMillis(min(nextBeat, batchDue) - ControlSocket.now()))
             if n < 0 { continue }
             if fds[1].revents != 0 { ControlSocket.drain(wakeRead) }
             var alive = true
@@ -345,6 +367,12 @@ public final class ControlClient: @unchecked Sendable {
             if !readSome() { break }
         }
         disconnect()
+    }
+
+    private func queueHoldsFault() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return queue.contains { if case .faultReport = $0 { true } else { false } }
     }
 
     private func queueIsNonEmpty() -> Bool {
