@@ -213,3 +213,39 @@ struct LaunchExampleTests {
         #expect(!FileManager.default.fileExists(atPath: run), "the run directory was made before the job could start")
     }
 }
+
+/// Bad input to `medley launch`: one line naming the problem, a non-zero exit, before mpirun.
+@Suite("medley launch: bad input")
+struct LaunchBadInputTests {
+    @Test("a bad spec, an unknown adapter, bad flags and supervise values, an unwritable run directory")
+    func oneLineEach() throws {
+        let (directory, job) = try LaunchTests.write(LaunchTests.job)
+        let unknown = directory + "/unknown.yaml"
+        try LaunchTests.job.replacingOccurrences(of: "adapter: reference", with: "adapter: no-such-chip")
+            .write(toFile: unknown, atomically: true, encoding: .utf8)
+        let badSupervise = directory + "/supervise.yaml"
+        try (LaunchTests.job + "supervise: {straggler_factor: 0.5}\n").write(toFile: badSupervise, atomically: true, encoding: .utf8)
+        let badSpec = directory + "/bad.yaml"
+        try "model: {layers: two}\ndevices: [cpu]\n".write(toFile: badSpec, atomically: true, encoding: .utf8)
+        let blocker = directory + "/a-file"
+        try "x".write(toFile: blocker, atomically: true, encoding: .utf8)
+        let cases: [([String], String)] = [
+            (["launch", badSpec], "model.layers"),
+            (["launch", unknown], "no-such-chip"),
+            (["launch", badSupervise], "supervise.straggler_factor"),
+            (["launch", job, "--heartbeat-timeout", "0"], "--heartbeat-timeout"),
+            (["launch", job, "--metrics-port", "70000"], "--metrics-port"),
+            (["launch", job, "--control-port", "-1"], "--control-port"),
+            (["launch", job, "--run-dir", blocker + "/run"], "--run-dir"),
+            (["launch", directory + "/missing.yaml"], "does not exist"),
+        ]
+        for (arguments, fragment) in cases {
+            let result = try TestSupport.medley(arguments, timeout: 120)
+            #expect(result.status != 0, "\(arguments)")
+            let lines = result.stderr.split(separator: "\n")
+            #expect(lines.count == 1, "\(arguments): \(result.stderr)")
+            #expect(result.stderr.contains(fragment), "\(arguments): \(result.stderr)")
+            #expect(!result.output.contains("mpirun") || result.output.contains("mpirun --"), "\(arguments): \(result.output)")
+        }
+    }
+}
