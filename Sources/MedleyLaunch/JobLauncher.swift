@@ -72,6 +72,15 @@ public struct JobLauncher {
         // The ranks run on this host: a connection from any other is not one of them.
         let server = try shell.start(host: controlHost, port: controlPort, token: token, allowedHosts: ControlServer.localAddresses())
         defer { shell.shutdown() }
+        let jobName = launcher.spec.name, steps = totalSteps
+        let statusServer = try (supervise.metricsPort == 0 ? nil : StatusServer(port: supervise.metricsPort) {
+            let elapsed = Date().timeIntervalSince(launchedAt)
+            return shell.withSupervisor { StatusSnapshot(supervisor: $0, job: jobName, totalSteps: steps, at: shell.now, elapsed: elapsed) }
+        })
+        defer { statusServer?.shutdown() }
+        if let statusServer {
+            console.line("status page http://127.0.0.1:\(statusServer.port)/, Prometheus metrics http://127.0.0.1:\(statusServer.port)/metrics", isError: false)
+        }
         console.line("run directory \(directory); supervising \(ranks) rank\(ranks == 1 ? "" : "s") on \(controlHost):\(server.port)", isError: false)
 
         var job = launcher
@@ -87,8 +96,8 @@ public struct JobLauncher {
         defer { display.stop() }
         let started = Date()
         let cpuAtStart = processCPUSeconds()
-        let status = try job.run(program: program, resolvedPlan: plan) { line, isError in console.line(line, isError: isError) }
-        shell.handle(.processExit(rank: nil, status: status, signal: nil, at: shell.now))
+        let exit = try job.run(program: program, resolvedPlan: plan) { line, isError in console.line(line, isError: isError) }
+        shell.handle(.processExit(rank: nil, status: exit, signal: nil, at: shell.now))
         let cpu = processCPUSeconds() - cpuAtStart
         display.stop()
         console.detach()
@@ -97,12 +106,12 @@ public struct JobLauncher {
         }
 
         let summary = shell.withSupervisor {
-            JobSummary(supervisor: $0, status: status, seconds: Date().timeIntervalSince(started),
+            JobSummary(supervisor: $0, status: exit, seconds: Date().timeIntervalSince(started),
                        firstStepSeconds: display.firstStepSeconds, supervisorCPUSeconds: cpu)
         }
         for line in summary.lines { console.always(line) }
         try JobSummary.write(summary, to: directory + "/summary.json")
-        return status
+        return exit
     }
 
     /// Creates the run directory (and its parents); one line when it cannot.
