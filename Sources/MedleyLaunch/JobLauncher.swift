@@ -73,13 +73,14 @@ public struct JobLauncher {
         let server = try shell.start(host: controlHost, port: controlPort, token: token, allowedHosts: ControlServer.localAddresses())
         defer { shell.shutdown() }
         let jobName = launcher.spec.name, steps = totalSteps
-        let statusServer = try (supervise.metricsPort == 0 ? nil : StatusServer(port: supervise.metricsPort) {
+        let statusServer = try (supervise.metricsPort == 0 ? nil : StatusServer(host: "0.0.0.0", port: supervise.metricsPort) {
             let elapsed = Date().timeIntervalSince(launchedAt)
             return shell.withSupervisor { StatusSnapshot(supervisor: $0, job: jobName, totalSteps: steps, at: shell.now, elapsed: elapsed) }
         })
         defer { statusServer?.shutdown() }
         if let statusServer {
-            console.line("status page http://127.0.0.1:\(statusServer.port)/, Prometheus metrics http://127.0.0.1:\(statusServer.port)/metrics", isError: false)
+            // On every interface, so a Prometheus elsewhere can scrape it; read-only.
+            console.line("status page http://127.0.0.1:\(statusServer.port)/ (any interface), Prometheus metrics http://127.0.0.1:\(statusServer.port)/metrics", isError: false)
         }
         console.line("run directory \(directory); supervising \(ranks) rank\(ranks == 1 ? "" : "s") on \(controlHost):\(server.port)", isError: false)
 

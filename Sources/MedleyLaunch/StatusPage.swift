@@ -20,11 +20,13 @@ public enum StatusPage {
       #alerts li { margin: .2em 0; } #alerts .kind { font-weight: 600; margin-right: .5em; }
       svg { border: 1px solid #ddd; background: #fafafa; }
       .stale { color: #b42318; }
+      #bar { width: 720px; height: 8px; background: #e5e7eb; margin-bottom: 1em; } #done { height: 8px; width: 0; background: #2463eb; }
     </style>
     </head>
     <body>
     <h1 id="job">Medley</h1>
     <div id="head">waiting for the supervisor…</div>
+    <div id="bar"><div id="done"></div></div>
     <table><thead><tr><th>rank</th><th>adapter</th><th>vendor</th><th>chip</th><th>host</th><th>status</th><th>share</th>
     <th>step ms</th><th>idle</th><th>memory</th><th>heartbeat</th></tr></thead><tbody id="chips"></tbody></table>
     <h2>Loss</h2>
@@ -34,7 +36,7 @@ public enum StatusPage {
     <script>
     const $ = id => document.getElementById(id);
     const fmt = (v, d) => v === undefined || v === null || typeof v !== "number" ? "-" : v.toFixed(d);
-    const mib = b => b === undefined ? "-" : (b / 1048576).toFixed(1) + " MiB";
+    const bytes = b => b === undefined ? "-" : b >= 1073741824 ? (b / 1073741824).toFixed(1) + " GiB" : (b / 1048576).toFixed(1) + " MiB";
     function cell(row, text, cls) { const td = row.insertCell(); td.textContent = text; if (cls) td.className = cls; }
     function draw(s) {
       $("job").textContent = "Medley: " + s.job;
@@ -42,6 +44,7 @@ public enum StatusPage {
       $("head").textContent = "step " + s.step + "/" + s.totalSteps + eta + "  loss " + fmt(s.loss, 4) +
         (s.validationLoss === undefined ? "" : "  validation " + fmt(s.validationLoss, 4)) +
         "  " + fmt(s.tokensPerSecond, 0) + " tokens/s  elapsed " + Math.round(s.elapsedSeconds) + " s  alerts " + s.alertCount;
+      $("done").style.width = (s.totalSteps > 0 ? Math.min(100, 100 * s.step / s.totalSteps) : 0) + "%";
       const body = $("chips"); body.textContent = "";
       for (const r of s.ranks) {
         const row = body.insertRow();
@@ -49,7 +52,7 @@ public enum StatusPage {
         cell(row, r.status, r.up ? "ok" : (r.status === "done" ? "" : "bad"));
         cell(row, r.share === undefined ? "-" : r.share); cell(row, fmt(r.stepMs, 1));
         cell(row, r.idleFraction === undefined ? "-" : Math.round(100 * r.idleFraction) + "%");
-        cell(row, mib(r.memoryUsedBytes) + " / " + mib(r.memoryBytes)); cell(row, fmt(r.heartbeatAgeSeconds, 1) + " s");
+        cell(row, bytes(r.memoryUsedBytes) + " / " + bytes(r.memoryBytes)); cell(row, fmt(r.heartbeatAgeSeconds, 1) + " s");
       }
       const svg = $("curve"); svg.textContent = "";
       const pts = s.steps.filter(p => typeof p.loss === "number" && isFinite(p.loss));
@@ -61,6 +64,14 @@ public enum StatusPage {
         line.setAttribute("fill", "none"); line.setAttribute("stroke", "#2463eb"); line.setAttribute("stroke-width", "2");
         line.setAttribute("points", pts.map(p => X(p.step).toFixed(1) + "," + Y(p.loss).toFixed(1)).join(" "));
         svg.appendChild(line);
+        for (const p of pts.filter(p => typeof p.validationLoss === "number" && isFinite(p.validationLoss))) {
+          const dot = document.createElementNS("http://www.w3.org/2000/svg", "circle");
+          dot.setAttribute("cx", X(p.step).toFixed(1)); dot.setAttribute("r", "4"); dot.setAttribute("fill", "#d97706");
+          dot.setAttribute("cy", Math.max(4, Math.min(216, Y(p.validationLoss))).toFixed(1)); svg.appendChild(dot);
+        }
+        const legend = document.createElementNS("http://www.w3.org/2000/svg", "text");
+        legend.setAttribute("x", "460"); legend.setAttribute("y", "14"); legend.setAttribute("font-size", "11");
+        legend.textContent = "steps " + x0 + "–" + x1 + ": training (line), validation (dots)"; svg.appendChild(legend);
         for (const [v, y] of [[hi, 24], [lo, 204]]) {
           const t = document.createElementNS("http://www.w3.org/2000/svg", "text");
           t.setAttribute("x", "2"); t.setAttribute("y", String(y)); t.setAttribute("font-size", "11"); t.textContent = v.toFixed(3);

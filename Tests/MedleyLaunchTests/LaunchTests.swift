@@ -3,6 +3,8 @@ import MedleyCore
 import MedleyTestSupport
 import Testing
 
+@testable import MedleyLaunch
+
 /// `medley launch` end to end: real mpirun, real ranks, the real control channel.
 @Suite("medley launch", .serialized)
 struct LaunchTests {
@@ -112,7 +114,8 @@ struct LaunchTests {
         let marker = try TestSupport.temporaryDirectory("medley-launch-tmp")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: TestSupport.medleyExecutable)
-        process.arguments = ["launch", job, "--run-dir", run, "--timeout", "120", "--heartbeat-timeout", "3"]
+        let metricsPort = try Self.freePort()
+        process.arguments = ["launch", job, "--run-dir", run, "--timeout", "120", "--heartbeat-timeout", "3", "--metrics-port", String(metricsPort)]
         process.environment = ProcessInfo.processInfo.environment.merging(["TMPDIR": marker]) { $1 }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
@@ -150,6 +153,20 @@ struct LaunchTests {
         let record = try #require(hooked.split(separator: "\n").first.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] },
                                   "alert_command saw nothing: \(hooked)")
         #expect(record["kind"] as? String == "silent" && record["rank"] as? Int == 1 && record["message"] as? String == message)
+        // /metrics and /status.json of the running job: every rank's chip, the hung one down.
+        let metrics = try StatusServerTests.request(metricsPort, "/metrics")
+        let samples = try #require(StatusServerTests.parse(metrics.body), "not Prometheus text: \(metrics.body)")
+        func sample(_ name: String, rank: String) -> (labels: [String: String], value: Double)? {
+            samples.first { $0.name == name && $0.labels["rank"] == rank }.map { ($0.labels, $0.value) }
+        }
+        #expect(sample("medley_rank_up", rank: "1")?.value == 0 && sample("medley_rank_up", rank: "1")?.labels["chip"] == "acme-x1")
+        #expect(sample("medley_rank_up", rank: "0")?.labels["adapter"] == "reference")
+        #expect((samples.first { $0.name == "medley_alerts_total" }?.value ?? 0) >= 1)
+        for metric in StatusMetrics.all { #expect(samples.contains { $0.name == metric.name }, "\(metric.name) missing") }
+        let status = try StatusServerTests.request(metricsPort, "/status.json")
+        let snapshot = try JSONDecoder().decode(StatusSnapshot.self, from: Data(status.body.utf8))
+        #expect(snapshot.ranks.count == 2 && snapshot.ranks[0].chip != nil && snapshot.ranks.last?.chip == "acme-x1", "\(snapshot.ranks)")
+        #expect(snapshot.ranks.last?.status == "stalled" && !snapshot.steps.isEmpty && snapshot.alerts.first?.kind == .silent)
         // SIGTERM to medley launch stops every rank within 5 s.
         kill(process.processIdentifier, SIGTERM)
         let stopAt = Date()
@@ -157,6 +174,21 @@ struct LaunchTests {
         #expect(!process.isRunning, "medley launch still running 10 s after SIGTERM")
         #expect(Date().timeIntervalSince(stopAt) < 5)
         #expect(Self.workers(marker: marker).isEmpty, "ranks left behind")
+    }
+
+    /// A TCP port nobody listens on now (the kernel's pick for port 0).
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        try #require(bound, "cannot bind a socket to find a free port")
+        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     /// The `medley worker` processes whose command line mentions `marker` (a private TMPDIR
