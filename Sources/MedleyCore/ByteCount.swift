@@ -13,8 +13,9 @@ public enum ByteCount {
         throw MedleyError(.invalidArgument, "'\(text)' is not a size (examples: 4096, 64KiB, 256MiB)")
     }
 
-    /// A byte count for people, with a binary unit and one decimal: `512 B`, `1.9 MiB`, `23.4 GiB`.
-    public static func describe(_ bytes: UInt64) -> String {
+    /// A byte count for people, with a binary unit and one decimal: `512 B`, `1.9 MiB`, `23.4 GiB`;
+    /// `compact` drops the decimal from 10 up (`24 GiB`), for narrow columns.
+    public static func describe(_ bytes: UInt64, compact: Bool = false) -> String {
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
         var value = Double(bytes)
         var unit = 0
@@ -22,6 +23,8 @@ public enum ByteCount {
             value /= 1024
             unit += 1
         }
-        return unit == 0 ? "\(bytes) B" : String(format: "%.1f", value) + " " + units[unit]
+        if unit == 0 { return "\(bytes) B" }
+        if compact && value >= 10 { return "\(Int(value.rounded())) \(units[unit])" }
+        return String(format: "%.1f", value) + " " + units[unit]
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import MedleyControl
+import MedleyCore
 import MedleySupervisor
 
 /// What `medley launch` draws on a terminal: a header (step/total, ETA, loss, tokens/s) and a
@@ -97,16 +98,7 @@ public enum LaunchDisplay {
     }
 
     /// "12 MiB", "1.5 GiB", "512 B".
-    static func bytes(_ value: UInt64) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-        var amount = Double(value)
-        var unit = 0
-        while amount >= 1024 && unit < units.count - 1 {
-            amount /= 1024
-            unit += 1
-        }
-        return unit == 0 || amount >= 10 ? "\(Int(amount.rounded())) \(units[unit])" : String(format: "%.1f %@", amount, units[unit])
-    }
+    static func bytes(_ value: UInt64) -> String { ByteCount.describe(value, compact: true) }
 
     static func number(_ value: Double, _ decimals: Int) -> String {
         value.isFinite ? String(format: "%.\(decimals)f", value) : "\(value)"
