@@ -69,7 +69,7 @@ public struct MPIRun: Sendable {
     /// `onOutput` sees mpirun's merged output as it arrives (see `ChildProcess.run`).
     public func run(
         program: String, arguments: [String], graceSeconds: Double = 30, forwardSignals: Bool = false,
-        onOutput: ((String) -> Void)? = nil
+        askToStop: ((Int32) -> Double)? = nil, onOutput: ((String) -> Void)? = nil
     ) throws -> Outcome {
         let launcher = try Self.findLauncher()
         // Keep Open MPI quiet and local on CI boxes.
@@ -78,7 +78,7 @@ public struct MPIRun: Sendable {
         let child = try ChildProcess.run(
             launcher, launcherArguments(program: program, arguments: arguments), environment: env,
             timeoutSeconds: Double(timeoutSeconds) + graceSeconds, mergeOutput: true, killGraceSeconds: 2,
-            forwardSignals: forwardSignals, onOutput: onOutput)
+            forwardSignals: forwardSignals, askToStop: askToStop, onOutput: onOutput)
         return Outcome(status: child.status, output: child.stdout, killedAtDeadline: child.timedOut,
                        seconds: child.seconds, interruptedBy: child.interruptedBy)
     }

@@ -44,10 +44,15 @@ public enum ChildProcess {
     /// as it arrives (every 20 ms at most), so a caller can show a long run live. `input`, when
     /// given, is the child's standard input (from a file, so the child reads it at its own pace);
     /// otherwise it reads /dev/null. At the deadline the child's whole process group is ended.
+    ///
+    /// `askToStop`, with `forwardSignals`, is called at the first signal caught: it asks the
+    /// child to end by itself (the supervisor's `stop` to every rank) and returns how many
+    /// seconds to give it before its group gets the signal; a second signal ends the wait.
     public static func run(
         _ executable: String, _ arguments: [String], environment: [String: String] = [:],
         timeoutSeconds: Double, mergeOutput: Bool = false, killGraceSeconds: Double = 1,
-        forwardSignals: Bool = false, input: Data? = nil, onOutput: ((String) -> Void)? = nil
+        forwardSignals: Bool = false, input: Data? = nil, askToStop: ((Int32) -> Double)? = nil,
+        onOutput: ((String) -> Void)? = nil
     ) throws -> Outcome {
         let directory = URL(fileURLWithPath: NSTemporaryDirectory())
             .appendingPathComponent("medley-child-\(UUID().uuidString)")
@@ -120,6 +125,15 @@ public enum ChildProcess {
                 // mpirun's ranks lead process groups of their own: note every descendant now,
                 // while they are still the child's, so none outlives it if it must be killed.
                 let family = Self.descendants(of: group)
+                if let grace = askToStop?(caught), grace > 0 {
+                    let giveUpAt = Date().addingTimeInterval(grace)
+                    while process.isRunning && Date() < giveUpAt && SignalCatcher.count < 2 {
+                        follow(final: false)
+                        Thread.sleep(forTimeInterval: 0.02)
+                    }
+                    // It ended by itself: whatever is left of it is killed below, by its group.
+                    if !process.isRunning { break }
+                }
                 signalGroup(caught)
                 let killAt = Date().addingTimeInterval(killGraceSeconds)
                 while process.isRunning && Date() < killAt {
@@ -189,10 +203,13 @@ final class SignalCatcher {
     static let signals: [Int32] = [SIGINT, SIGTERM, SIGHUP]
     /// The first signal caught (written by the handler, read by the waiting loop).
     nonisolated(unsafe) static var pending: Int32 = 0
+    /// How many signals were caught.
+    nonisolated(unsafe) static var count: Int32 = 0
     private var previous: [Int32: sigaction] = [:]
 
     init() {
         Self.pending = 0
+        Self.count = 0
         // A parent may have started this process with these signals blocked (the mask is
         // inherited): unblock them on this thread, or they would wait unseen.
         var unblock = sigset_t()
@@ -203,6 +220,7 @@ final class SignalCatcher {
             var action = sigaction()
             action.__sigaction_handler.sa_handler = { caught in
                 if SignalCatcher.pending == 0 { SignalCatcher.pending = caught }
+                SignalCatcher.count += 1
             }
             sigemptyset(&action.sa_mask)
             var old = sigaction()

@@ -11,6 +11,9 @@ import MedleyTrain
 /// judge what the ranks report (alerts on screen and in `alerts.jsonl`), and ends with a
 /// summary (`summary.json`).
 public struct JobLauncher {
+    /// How long the ranks get to stop by themselves at Ctrl-C or SIGTERM before they are signalled.
+    public static let stopGraceSeconds = 1.5
+
     /// The training launch (spec, steps, outputs, mpirun settings).
     public var launcher: TrainLauncher
     /// The run directory; nil: `runs/<job>-<UTC time>` under the current directory.
@@ -85,6 +88,15 @@ public struct JobLauncher {
         console.line("run directory \(directory); supervising \(ranks) rank\(ranks == 1 ? "" : "s") on \(controlHost):\(server.port)", isError: false)
 
         var job = launcher
+        // Ctrl-C or SIGTERM: every rank is asked to stop at the next step they all reach, so the
+        // step records, the timeline and the weights are written; a rank that cannot (hung) is
+        // killed with the rest after the grace.
+        job.askToStop = { signal in
+            let name = [SIGINT: "SIGINT", SIGTERM: "SIGTERM", SIGHUP: "SIGHUP"][signal] ?? "signal \(signal)"
+            console.line("\(name): asking every rank to stop at the next step (a second one ends them at once)", isError: true)
+            shell.handle(.requestCommand(ControlCommand(kind: .stop, reason: "medley launch got \(name)"), rank: nil, at: shell.now))
+            return Self.stopGraceSeconds
+        }
         job.environment[ControlEndpoint.addressVariable] = "\(controlHost):\(server.port)"
         job.environment[ControlEndpoint.tokenVariable] = ControlToken.hex(token)
         if job.logPath == nil { job.logPath = directory + "/steps.jsonl" }

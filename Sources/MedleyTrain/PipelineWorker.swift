@@ -77,6 +77,8 @@ public final class PipelineWorker {
     let nextLink: StageLink?
     var parameterHost: [Float]
     var timeline: Timeline
+    /// Set at the first step any rank said the supervisor asked it to stop.
+    var stopAgreed = false
 
     /// Opens this rank's device and builds its stage (collective: every rank calls it).
     public init(options: RankSession.Options, plan: Plan, communicator: Communicator) throws {
@@ -216,6 +218,10 @@ public final class PipelineWorker {
             tokensPerSecond.append(record.tokensPerS)
             session.report(record)
             if rank == 0 { try emit(record) }
+            if stopAgreed && step < options.steps {
+                session.printStop(step: step, of: options.steps)
+                break
+            }
         }
         let seconds = MPIRuntime.wallTime() - start
         let values = try model.readParameters()
@@ -282,9 +288,12 @@ public final class PipelineWorker {
         let mine = [
             clock.compute * 1000, clock.wait * 1000, (t2 - t1) * 1000, lastStage ? lossSum : 0,
             lastStage ? Double(role.samples) : 0, shardSquares, Double(role.samples), (t1 - t0) * 1000,
+            // Whether the supervisor asked this rank to stop; all stop together.
+            RankControl.stopRequested(rank: rank) ? 1 : 0,
         ]
         let all = try world.allgather(mine)
         let row = { (r: Int, k: Int) in all[r * mine.count + k] }
+        stopAgreed = stopAgreed || (0..<size).contains { row($0, 8) > 0 }
         var losses = 0.0, squares = 0.0
         for r in 0..<size {
             losses += row(r, 3)
@@ -454,7 +463,7 @@ public final class PipelineWorker {
             let hash = Checksum.hash64(values[run.range].withUnsafeBytes { Array($0) })
             let hashes = try comm.allgather([hash])
             if hashes.contains(where: { $0 != hashes[0] }) {
-                odd = "after \(options.steps) steps the copies of \(run.names.first!)… differ between ranks \(run.holders); the replicas diverged (a bug: please report it)"
+                odd = "after \(session.stepsRun) steps the copies of \(run.names.first!)… differ between ranks \(run.holders); the replicas diverged (a bug: please report it)"
             }
         }
         try session.agree(failure: odd, code: .mismatch)

@@ -23,6 +23,29 @@ public enum RankControl {
         made.start()
     }
 
+    /// Why the supervisor asked this rank to stop, once it has (latched).
+    nonisolated(unsafe) private static var stopReason: String?
+
+    /// Whether the supervisor has asked this rank to stop (at the next step boundary that
+    /// every rank agrees on: the workers share this flag in their per-step allgather). A
+    /// `checkpoint now` is noted in the rank's log: this build writes no mid-run checkpoint.
+    static func stopRequested(rank: Int) -> Bool {
+        guard let client = current else { return false }
+        for command in client.takeCommands() {
+            switch command.kind {
+            case .stop:
+                lock.withLock { stopReason = stopReason ?? command.reason }
+            case .checkpointNow:
+                FileHandle.standardError.write(Data(
+                    "rank \(rank): the supervisor asked for a checkpoint (\(command.reason)); this build writes weights only at the end (--save-weights)\n".utf8))
+            }
+        }
+        return lock.withLock { stopReason != nil }
+    }
+
+    /// The supervisor's reason for the stop, if it asked for one.
+    static var requestedStopReason: String? { lock.withLock { stopReason } }
+
     /// The client, when this rank reports to a supervisor.
     static var current: ControlClient? { lock.withLock { client } }
 

@@ -297,10 +297,24 @@ public final class RankSession {
 
     /// The closing line: steps, wall time, median tokens/s, the last validation loss and where
     /// the outputs went.
+    /// The step training stopped at early because the supervisor asked (nil: it ran them all).
+    public private(set) var stoppedAtStep: Int?
+
+    /// The steps trained: all of them, or up to the agreed stop.
+    public var stepsRun: Int { stoppedAtStep ?? options.steps }
+
+    /// Every rank, at the step they agreed to stop after; rank 0 says so.
+    func printStop(step: Int, of total: Int) {
+        stoppedAtStep = step
+        guard rank == 0 else { return }
+        let reason = RankControl.requestedStopReason.map { " (\($0))" } ?? ""
+        Console.line("stopping after step \(step) of \(total): the supervisor asked every rank to stop\(reason)")
+    }
+
     public func printDone(seconds: Double, tokensPerSecond: [Double], lastValidation: Double?) {
         guard rank == 0 && options.printSteps else { return }
         let sorted = tokensPerSecond.sorted()
-        var line = String(format: "done: %d steps in %.1f s, median %.0f tokens/s", options.steps, seconds, sorted[sorted.count / 2])
+        var line = String(format: "done: %d steps in %.1f s, median %.0f tokens/s", stepsRun, seconds, sorted[sorted.count / 2])
         if let lastValidation { line += String(format: ", validation loss %.4f", lastValidation) }
         if let path = options.logPath { line += "; step records in \(path)" }
         if let path = options.timelinePath { line += "; timeline in \(path)" }
@@ -313,7 +327,7 @@ public final class RankSession {
         let url = URL(fileURLWithPath: path)
         let index: [[String: Any]] = layout.entries.map { ["name": $0.name, "shape": $0.shape, "offset": $0.offset] }
         let meta: [String: Any] = [
-            "format": "float32-le", "count": values.count, "steps": options.steps, "job": spec.name, "tensors": index,
+            "format": "float32-le", "count": values.count, "steps": stepsRun, "job": spec.name, "tensors": index,
         ]
         do {
             try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)

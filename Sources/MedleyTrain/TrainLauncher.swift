@@ -47,6 +47,9 @@ public struct TrainLauncher {
     public var timelinePath: String?
     /// Makes the plan for `plan: auto` (profiles the chips and runs the planner).
     public var automaticPlanner: ((JobSpec) throws -> Plan)?
+    /// At Ctrl-C or SIGTERM: asks the ranks to stop at a step boundary (the supervisor's `stop`)
+    /// and returns the seconds to wait for that before mpirun's group is signalled. Nil: signal at once.
+    public var askToStop: ((Int32) -> Double)?
 
     /// A launcher; see the properties.
     public init(spec: JobSpec, steps: Int? = nil, logPath: String? = nil, weightsPath: String? = nil,
@@ -243,11 +246,15 @@ public struct TrainLauncher {
         arguments += schedule.arguments
         let filter = LauncherOutputFilter(verbose: verbose, print: print)
         let outcome = try MPIRun(ranks: ranks, timeoutSeconds: timeoutSeconds, extraArguments: mpirunArguments, environment: environment)
-            .run(program: program, arguments: arguments, forwardSignals: true, onOutput: { filter.feed($0) })
+            .run(program: program, arguments: arguments, forwardSignals: true, askToStop: askToStop, onOutput: { filter.feed($0) })
         filter.finish()
         if let signal = outcome.interruptedBy {
             let name = [SIGINT: "SIGINT", SIGTERM: "SIGTERM", SIGHUP: "SIGHUP"][signal] ?? "signal \(signal)"
-            print("Error: stopped by \(name): mpirun and every rank were ended; the job did not finish", true)
+            if outcome.status == 0 {
+                print("Error: stopped by \(name): every rank stopped together at a step boundary and wrote its records; the job did not finish", true)
+            } else {
+                print("Error: stopped by \(name): mpirun and every rank were ended; the job did not finish", true)
+            }
             return 128 + signal
         }
         if outcome.status != 0 && !filter.sawError {

@@ -49,6 +49,8 @@ public final class TrainingWorker {
     var parameterHost: [Float]
     /// This rank's spans (compute, wait, exchange, update, eval), kept when a timeline was asked for.
     var timeline: Timeline
+    /// Set at the first step any rank said the supervisor asked it to stop.
+    var stopAgreed = false
 
     /// Opens this rank's device, loads the data and builds the model (collective: every rank calls it).
     public init(options: Options, communicator: Communicator) throws {
@@ -173,6 +175,10 @@ public final class TrainingWorker {
             tokensPerSecond.append(record.tokensPerS)
             session.report(record)
             if rank == 0 { try emit(record) }
+            if stopAgreed && step < options.steps {
+                session.printStop(step: step, of: options.steps)
+                break
+            }
         }
         let seconds = MPIRuntime.wallTime() - start
         if let path = options.timelinePath { try timeline.write(to: path, world: world, labels: labels) }
@@ -199,7 +205,7 @@ public final class TrainingWorker {
         if let odd = hashes.indices.first(where: { hashes[$0] != hashes[0] }) {
             throw CollectiveFailure(error: MedleyError(
                 .mismatch,
-                "after \(options.steps) steps \(labels[odd])'s parameters differ from \(labels[0])'s; the replicas diverged (a bug: please report it)"))
+                "after \(session.stepsRun) steps \(labels[odd])'s parameters differ from \(labels[0])'s; the replicas diverged (a bug: please report it)"))
         }
     }
 
@@ -229,9 +235,12 @@ public final class TrainingWorker {
         let t3 = MPIRuntime.wallTime()
 
         // Everyone learns everyone's numbers; the sums are taken in rank order on every rank.
-        let mine = [(t1 - t0) * 1000, Double(samples), loss * Double(samples), idle * 1000, (t3 - t2) * 1000, shardSquares]
+        // The last number: whether the supervisor asked this rank to stop; all stop together.
+        let mine = [(t1 - t0) * 1000, Double(samples), loss * Double(samples), idle * 1000, (t3 - t2) * 1000, shardSquares,
+                    RankControl.stopRequested(rank: rank) ? 1 : 0]
         let all = try world.allgather(mine)
         let row = { (r: Int, k: Int) in all[r * mine.count + k] }
+        stopAgreed = stopAgreed || (0..<size).contains { row($0, 6) > 0 }
         var lossSum = 0.0, sampleSum = 0.0, squares = 0.0
         for r in 0..<size {
             lossSum += row(r, 2)

@@ -103,6 +103,53 @@ struct LaunchTests {
         #expect(process.terminationStatus != 0)
     }
 
+    @Test("SIGTERM mid-run: every rank stops together at a step boundary, records and timeline written, within 5 s")
+    func stopOnSignal() throws {
+        let yaml = Self.job.replacingOccurrences(of: "train: {steps: 4, eval_every: 2}", with: "train: {steps: 100000, eval_every: 0}")
+        let (directory, job) = try Self.write(yaml)
+        let run = directory + "/run"
+        let output = directory + "/out.txt"
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        let marker = try TestSupport.temporaryDirectory("medley-launch-tmp")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: TestSupport.medleyExecutable)
+        process.arguments = ["launch", job, "--run-dir", run, "--timeout", "120"]
+        process.environment = ProcessInfo.processInfo.environment.merging(["MEDLEY_SIM_OPTIONS": "speed=0.05", "TMPDIR": marker]) { $1 }
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        defer {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            for worker in Self.workers(marker: marker) { kill(worker.pid, SIGKILL) }
+            try? FileManager.default.removeItem(atPath: marker)
+        }
+        var training = false
+        for _ in 0..<600 where !training && process.isRunning {
+            training = ((try? String(contentsOfFile: run + "/steps.jsonl", encoding: .utf8)) ?? "").contains("\"step\"")
+            if !training { Thread.sleep(forTimeInterval: 0.1) }
+        }
+        try #require(training, "the job never trained: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")")
+        kill(process.processIdentifier, SIGTERM)
+        let stopAt = Date()
+        while process.isRunning && Date().timeIntervalSince(stopAt) < 10 { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(!process.isRunning && Date().timeIntervalSince(stopAt) < 5)
+        process.waitUntilExit()
+        try handle.close()
+        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        #expect(process.terminationStatus == 128 + SIGTERM, "\(text)")
+        #expect(text.contains("stopped together at a step boundary"), "\(text)")
+        #expect(Self.workers(marker: marker).isEmpty, "ranks left behind")
+        // The last step record is the step they stopped after; the timeline was written at the end.
+        let records = ((try? String(contentsOfFile: run + "/steps.jsonl", encoding: .utf8)) ?? "").split(separator: "\n")
+        let last = try #require(records.last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] })
+        let step = try #require(last["step"] as? Int)
+        let rankLog = ((try? String(contentsOfFile: run + "/supervisor.log", encoding: .utf8)) ?? "")
+        #expect(rankLog.contains("stopping after step \(step) of 100000"), "\(rankLog)")
+        #expect(FileManager.default.fileExists(atPath: run + "/timeline.json"))
+        #expect(FileManager.default.fileExists(atPath: run + "/summary.json"))
+    }
+
     @Test("a sim chip that hangs inside a call (its heartbeats go on) is a silent alert within the timeout + 1 s")
     func hungChip() throws {
         let yaml = Self.job
