@@ -177,7 +177,9 @@ final class DisplayTimer: @unchecked Sendable {
         self.timer = timer
     }
 
+    /// Stops the timer and draws the last frame (once: a second call does nothing).
     func stop() {
+        guard timer != nil else { return }
         timer?.cancel()
         timer = nil
         noteFirstStep()

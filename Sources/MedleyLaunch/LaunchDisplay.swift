@@ -14,22 +14,35 @@ public enum LaunchDisplay {
                              width: Int = 120) -> [String] {
         let steps = supervisor.steps
         let last = steps.last
-        var head = "\(job)  step \(last?.step ?? 0)/\(totalSteps)"
+        // The header's parts; on a narrow terminal the bar goes and the spacing tightens.
+        var parts = ["\(job)", "step \(last?.step ?? 0)/\(totalSteps)"]
+        var bar: String?
         if let last, totalSteps > 0 {
             let done = min(1, max(0, Double(last.step) / Double(totalSteps)))
             let filled = Int((done * 20).rounded(.down))
-            head += " [" + String(repeating: "#", count: filled) + String(repeating: ".", count: 20 - filled) + "]"
-            if let eta = eta(steps: steps, totalSteps: totalSteps) { head += "  ETA \(duration(eta))" }
-            head += "  loss " + number(last.loss, 4)
+            bar = "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: 20 - filled) + "]"
+            if let eta = eta(steps: steps, totalSteps: totalSteps) { parts.append("ETA \(duration(eta))") }
+            parts.append("loss " + number(last.loss, 4))
             if let validation = steps.last(where: { $0.validationLoss != nil })?.validationLoss {
-                head += "  val " + number(validation, 4)
+                parts.append("val " + number(validation, 4))
             }
-            head += "  \(Int(last.tokensPerSecond.isFinite ? last.tokensPerSecond.rounded() : 0)) tokens/s"
+            parts.append("\(Int(last.tokensPerSecond.isFinite ? last.tokensPerSecond.rounded() : 0)) tokens/s")
         } else {
-            head += "  waiting for the first step"
+            parts.append("waiting for the first step")
         }
-        head += "  elapsed \(duration(elapsed))"
+        parts.append("elapsed \(duration(elapsed))")
+        var wide = parts
+        if let bar { wide[1] += " " + bar }
+        var head = wide.joined(separator: "  ")
+        if head.count > width { head = parts.joined(separator: " ") }
         var out = [head]
+        // Below the full table's width, vendor and host go (they are in the hello, the logs and
+        // the status page) and the other columns narrow, so a rank's row fits 80 columns.
+        let full = width >= fullWidth
+        let layout = full ? fullColumns : compactColumns
+        func row(_ cells: [String]) -> String {
+            Self.row(full ? cells : cells.enumerated().filter { ![2, 4].contains($0.offset) }.map(\.element), widths: layout)
+        }
         out.append(row(["rank", "adapter", "vendor", "chip", "host", "share", "step ms", "idle", "memory", "beat", "status"]))
         for view in supervisor.ranks {
             let hello = view.hello
@@ -75,13 +88,20 @@ public enum LaunchDisplay {
         }
     }
 
-    /// Fixed-width columns (the widths fit the common case; longer text pushes the row wider).
-    static func row(_ cells: [String]) -> String {
-        let widths = [4, 10, 12, 22, 10, 5, 8, 5, 17, 7, 9]
+    /// Column widths of the full table: rank, adapter, vendor, chip, host, share, step ms, idle, memory, beat, status.
+    static let fullColumns = [4, 10, 12, 22, 10, 5, 8, 5, 17, 7, 9]
+    /// Without vendor and host, narrower: rank, adapter, chip, share, step ms, idle, memory, beat, status (80 columns).
+    static let compactColumns = [4, 9, 15, 5, 7, 4, 15, 5, 8]
+    /// The terminal width from which the full table is shown.
+    static let fullWidth = fullColumns.reduce(0, +) + fullColumns.count - 1
+
+    /// Fixed-width columns; a cell longer than its column is cut with "…" (the last one is not cut).
+    static func row(_ cells: [String], widths: [Int] = fullColumns) -> String {
         var line = ""
         for (index, cell) in cells.enumerated() {
             let width = index < widths.count ? widths[index] : 8
-            let padded = cell.count >= width ? cell : cell + String(repeating: " ", count: width - cell.count)
+            let fitted = index == cells.count - 1 || cell.count <= width ? cell : String(cell.prefix(width - 1)) + "…"
+            let padded = fitted.count >= width ? fitted : fitted + String(repeating: " ", count: width - fitted.count)
             line += (index == 0 ? "" : " ") + padded
         }
         while line.last == " " { line.removeLast() }
@@ -205,7 +225,8 @@ public final class LaunchConsole: @unchecked Sendable {
     /// Whether a line is rank 0's per-step line ("step 12/100 …"), which the display replaces.
     static func isStepLine(_ text: String) -> Bool {
         guard text.hasPrefix("step ") else { return false }
-        return text.dropFirst(5).first?.isNumber == true
+        // "step 7/50 …" or, with more steps, "step   7/5000 …".
+        return text.dropFirst(5).drop { $0 == " " }.first?.isNumber == true
     }
 
     /// Prints `text` above the display: erase it, print, draw it again.

@@ -9,11 +9,11 @@ import Testing
 /// The live display's lines and the console's three modes, without a terminal.
 @Suite("launch display and console")
 struct LaunchDisplayTests {
-    static func supervisor() -> Supervisor {
+    static func supervisor(chip0: String = "cpu-openblas") -> Supervisor {
         var s = Supervisor(configuration: SupervisorConfiguration(ranks: 2, heartbeatTimeout: 5), startedAt: 0)
         for r in 0..<2 {
             _ = s.handle(.hello(ControlHello(rank: r, adapter: r == 0 ? "cpu" : "sim", vendor: r == 0 ? "AMD" : "Acme",
-                                             chip: r == 0 ? "cpu-openblas" : "acme-x1", host: "node\(r)", pid: 100 + Int32(r),
+                                             chip: r == 0 ? chip0 : "acme-x1", host: "node\(r)", pid: 100 + Int32(r),
                                              memoryBytes: 1 << 30), at: 1))
         }
         for step in 1...4 {
@@ -40,6 +40,16 @@ struct LaunchDisplayTests {
         #expect(lines[3].hasSuffix("ok"))
         let narrow = LaunchDisplay.lines(supervisor: Self.supervisor(), job: "demo", totalSteps: 10, elapsed: 65, now: 6, width: 40)
         #expect(narrow.allSatisfy { $0.count <= 40 })
+        // 80 columns: every rank's row whole (no vendor or host), a long chip name cut in its column.
+        let long = Self.supervisor(chip0: "cpu-openblas (AMD EPYC 7B13)")
+        let eighty = LaunchDisplay.lines(supervisor: long, job: "demo", totalSteps: 10, elapsed: 65, now: 6, width: 80)
+        #expect(eighty[1...].allSatisfy { $0.count <= 80 && !$0.hasSuffix("…") }, "\(eighty)")
+        #expect(eighty[2].contains("cpu-openblas (…") && !eighty[2].contains("node0") && eighty[2].hasSuffix("ok"), "\(eighty[2])")
+        #expect(eighty[3].contains("3.0 MiB/1.0 GiB") && eighty[3].contains("30%"), "\(eighty[3])")
+        #expect(eighty[0] == "demo step 4/10 ETA 6s loss 2.6000 val 2.7500 2000 tokens/s elapsed 1m05s", "\(eighty[0])")
+        // Rank 0's step lines, padded or not, are the display's to show.
+        #expect(LaunchConsole.isStepLine("step   7/5000  loss 3.1") && LaunchConsole.isStepLine("step 7/50  loss 3.1"))
+        #expect(!LaunchConsole.isStepLine("step time is 7 ms") && !LaunchConsole.isStepLine("stepping"))
         let empty = Supervisor(configuration: SupervisorConfiguration(ranks: 1), startedAt: 0)
         let waiting = LaunchDisplay.lines(supervisor: empty, job: "demo", totalSteps: 10, elapsed: 1, now: 1)
         #expect(waiting[0].contains("waiting for the first step") && waiting[2].hasSuffix("waiting"))
