@@ -78,7 +78,8 @@ public struct MPIRun: Sendable {
         let child = try ChildProcess.run(
             launcher, launcherArguments(program: program, arguments: arguments), environment: env,
             timeoutSeconds: Double(timeoutSeconds) + graceSeconds, mergeOutput: true, killGraceSeconds: 2,
-            forwardSignals: forwardSignals, askToStop: askToStop, onOutput: onOutput)
+            // Output is shown every 50 ms: fast enough to watch, few wake-ups of the launcher.
+            forwardSignals: forwardSignals, askToStop: askToStop, pollSeconds: 0.05, onOutput: onOutput)
         return Outcome(status: child.status, output: child.stdout, killedAtDeadline: child.timedOut,
                        seconds: child.seconds, interruptedBy: child.interruptedBy)
     }

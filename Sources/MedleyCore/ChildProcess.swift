@@ -41,7 +41,7 @@ public enum ChildProcess {
     /// environment, killing it after `timeoutSeconds`.
     ///
     /// `onOutput`, when given, is called on this thread with each piece of standard output
-    /// as it arrives (every 20 ms at most), so a caller can show a long run live. `input`, when
+    /// as it arrives (every `pollSeconds`, 20 ms by default), so a caller can show a long run live. `input`, when
     /// given, is the child's standard input (from a file, so the child reads it at its own pace);
     /// otherwise it reads /dev/null. At the deadline the child's whole process group is ended.
     ///
@@ -52,7 +52,7 @@ public enum ChildProcess {
         _ executable: String, _ arguments: [String], environment: [String: String] = [:],
         timeoutSeconds: Double, mergeOutput: Bool = false, killGraceSeconds: Double = 1,
         forwardSignals: Bool = false, input: Data? = nil, askToStop: ((Int32) -> Double)? = nil,
-        onOutput: ((String) -> Void)? = nil
+        pollSeconds: Double = 0.02, onOutput: ((String) -> Void)? = nil
     ) throws -> Outcome {
         let directory = URL(fileURLWithPath: NSTemporaryDirectory())
             .appendingPathComponent("medley-child-\(UUID().uuidString)")
@@ -152,7 +152,7 @@ public enum ChildProcess {
                 if process.isRunning { signalGroup(SIGKILL) }
                 break
             }
-            Thread.sleep(forTimeInterval: 0.02)
+            Thread.sleep(forTimeInterval: pollSeconds)
         }
         process.waitUntilExit()
         // Whatever the child left running in its group (ranks of a killed mpirun) goes too.

@@ -324,11 +324,24 @@ final class LauncherOutputFilter {
             return
         }
         // "[host:12345] …" lines are Open MPI's runtime talking.
-        if line.range(of: #"^\[[^\]]+:\d+\] "#, options: .regularExpression) != nil {
+        if Self.isRuntimeLine(line) {
             remember(line)
             return
         }
         print(line, false)
+    }
+
+    /// Whether `line` starts "[host:12345] " (by hand: a regular expression per line of a fast
+    /// job's output was most of the launcher's CPU).
+    static func isRuntimeLine(_ line: String) -> Bool {
+        let utf8 = line.utf8
+        guard utf8.first == UInt8(ascii: "["), let close = utf8.firstIndex(of: UInt8(ascii: "]")) else { return false }
+        let after = utf8.index(after: close)
+        guard after < utf8.endIndex, utf8[after] == UInt8(ascii: " ") else { return false }
+        let inside = utf8[utf8.index(after: utf8.startIndex)..<close]
+        guard let colon = inside.lastIndex(of: UInt8(ascii: ":")), colon > inside.startIndex else { return false }
+        let digits = inside[inside.index(after: colon)...]
+        return !digits.isEmpty && digits.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
     }
 
     private func remember(_ line: String) {

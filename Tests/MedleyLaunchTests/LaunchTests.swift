@@ -190,7 +190,7 @@ struct LaunchTests {
         // The rank's own count of seconds stuck, when the alert was raised: within the timeout + 1 s.
         let seconds = message.components(separatedBy: "no progress for ").dropFirst().first?.split(separator: " ").first.flatMap { Double($0) }
         let stuck = try #require(seconds, "\(message)")
-        #expect(stuck > 3 && stuck <= 4, "\(message)")
+        #expect(stuck >= 3 && stuck <= 4, "\(message)")  // printed to 0.1 s: 3.02 reads "3.0"
         // The alert_command got the same record on its standard input.
         var hooked = ""
         for _ in 0..<100 where !hooked.contains("no progress for") {

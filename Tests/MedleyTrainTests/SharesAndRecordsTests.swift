@@ -86,5 +86,11 @@ struct SharesAndRecordsTests {
         #expect(filter.sawError)
         // The first line Open MPI said is kept for the launcher's one-line error.
         #expect(filter.firstRuntimeLine == "MPI_ABORT was invoked on rank 1")
+        // Open MPI's "[host:pid] " prefix, and lines that only look like it.
+        #expect(LauncherOutputFilter.isRuntimeLine("[vm:4242] 2 more processes have sent help message"))
+        #expect(LauncherOutputFilter.isRuntimeLine("[node-1.example:a:17] x"))
+        for line in ["[vm:42]x", "[vm] x", "[:42] x", "[vm:] x", "[vm:4a] x", "vm:42] x", "[vm:42", "", "["] {
+            #expect(!LauncherOutputFilter.isRuntimeLine(line), "\(line)")
+        }
     }
 }
