@@ -34,7 +34,9 @@ public enum LaunchDisplay {
         var wide = parts
         if let bar { wide[1] += " " + bar }
         var head = wide.joined(separator: "  ")
-        if head.count > width { head = parts.joined(separator: " ") }
+        if head.count > width {
+            head = parts.map { $0.hasSuffix(" tokens/s") ? String($0.dropLast(8)) + "tok/s" : $0 }.joined(separator: " ")
+        }
         var out = [head]
         // Below the full table's width, vendor and host go (they are in the hello, the logs and
         // the status page) and the other columns narrow, so a rank's row fits 80 columns.

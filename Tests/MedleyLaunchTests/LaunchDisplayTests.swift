@@ -46,7 +46,7 @@ struct LaunchDisplayTests {
         #expect(eighty[1...].allSatisfy { $0.count <= 80 && !$0.hasSuffix("…") }, "\(eighty)")
         #expect(eighty[2].contains("cpu-openblas (…") && !eighty[2].contains("node0") && eighty[2].hasSuffix("ok"), "\(eighty[2])")
         #expect(eighty[3].contains("3.0 MiB/1.0 GiB") && eighty[3].contains("30%"), "\(eighty[3])")
-        #expect(eighty[0] == "demo step 4/10 ETA 6s loss 2.6000 val 2.7500 2000 tokens/s elapsed 1m05s", "\(eighty[0])")
+        #expect(eighty[0] == "demo step 4/10 ETA 6s loss 2.6000 val 2.7500 2000 tok/s elapsed 1m05s", "\(eighty[0])")
         // Rank 0's step lines, padded or not, are the display's to show.
         #expect(LaunchConsole.isStepLine("step   7/5000  loss 3.1") && LaunchConsole.isStepLine("step 7/50  loss 3.1"))
         #expect(!LaunchConsole.isStepLine("step time is 7 ms") && !LaunchConsole.isStepLine("stepping"))
