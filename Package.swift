@@ -178,7 +178,7 @@ let package = Package(
         /// around them, shares and step records.
         .target(
             name: "MedleyTrain",
-            dependencies: ["MedleyAdapters", "MedleyComm", "MedleyControl", "MedleyCore", "MedleyModel", "MedleyPlanner"],
+            dependencies: ["CMedleyProto", "MedleyAdapters", "MedleyComm", "MedleyControl", "MedleyCore", "MedleyModel", "MedleyPlanner"],
             path: "Sources/MedleyTrain"
         ),
         /// OpenBLAS as the host links it: the plain-sgemm baseline of `medley adapter bench` and the

@@ -1512,7 +1512,7 @@ const ProtobufCMessageDescriptor medley__v1__heartbeat__descriptor =
   (ProtobufCMessageInit) medley__v1__heartbeat__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor medley__v1__checkpoint_entry__field_descriptors[3] =
+static const ProtobufCFieldDescriptor medley__v1__checkpoint_entry__field_descriptors[5] =
 {
   {
     "tensor",
@@ -1550,16 +1550,42 @@ static const ProtobufCFieldDescriptor medley__v1__checkpoint_entry__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "role",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__CheckpointEntry, role),
+    &medley__v1__checkpoint_role__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "byte_count",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__CheckpointEntry, byte_count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned medley__v1__checkpoint_entry__field_indices_by_name[] = {
+  4,   /* field[4] = byte_count */
   2,   /* field[2] = checksum */
   1,   /* field[1] = file */
+  3,   /* field[3] = role */
   0,   /* field[0] = tensor */
 };
 static const ProtobufCIntRange medley__v1__checkpoint_entry__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor medley__v1__checkpoint_entry__descriptor =
 {
@@ -1569,14 +1595,14 @@ const ProtobufCMessageDescriptor medley__v1__checkpoint_entry__descriptor =
   "Medley__V1__CheckpointEntry",
   "medley.v1",
   sizeof(Medley__V1__CheckpointEntry),
-  3,
+  5,
   medley__v1__checkpoint_entry__field_descriptors,
   medley__v1__checkpoint_entry__field_indices_by_name,
   1,  medley__v1__checkpoint_entry__number_ranges,
   (ProtobufCMessageInit) medley__v1__checkpoint_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor medley__v1__checkpoint_manifest__field_descriptors[3] =
+static const ProtobufCFieldDescriptor medley__v1__checkpoint_manifest__field_descriptors[12] =
 {
   {
     "job_id",
@@ -1614,16 +1640,133 @@ static const ProtobufCFieldDescriptor medley__v1__checkpoint_manifest__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "format_version",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__CheckpointManifest, format_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "optimizer_steps",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__CheckpointManifest, optimizer_steps),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "shares",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Medley__V1__CheckpointManifest, n_shares),
+    offsetof(Medley__V1__CheckpointManifest, shares),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "spec_yaml",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__CheckpointManifest, spec_yaml),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "plan_json",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__CheckpointManifest, plan_json),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "data_seed",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__CheckpointManifest, data_seed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "total_steps",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__CheckpointManifest, total_steps),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "created_unix_millis",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__CheckpointManifest, created_unix_millis),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tokens_seen",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__CheckpointManifest, tokens_seen),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned medley__v1__checkpoint_manifest__field_indices_by_name[] = {
+  10,   /* field[10] = created_unix_millis */
+  8,   /* field[8] = data_seed */
   2,   /* field[2] = entries */
+  3,   /* field[3] = format_version */
   0,   /* field[0] = job_id */
+  4,   /* field[4] = optimizer_steps */
+  7,   /* field[7] = plan_json */
+  5,   /* field[5] = shares */
+  6,   /* field[6] = spec_yaml */
   1,   /* field[1] = step */
+  11,   /* field[11] = tokens_seen */
+  9,   /* field[9] = total_steps */
 };
 static const ProtobufCIntRange medley__v1__checkpoint_manifest__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor medley__v1__checkpoint_manifest__descriptor =
 {
@@ -1633,7 +1776,7 @@ const ProtobufCMessageDescriptor medley__v1__checkpoint_manifest__descriptor =
   "Medley__V1__CheckpointManifest",
   "medley.v1",
   sizeof(Medley__V1__CheckpointManifest),
-  3,
+  12,
   medley__v1__checkpoint_manifest__field_descriptors,
   medley__v1__checkpoint_manifest__field_indices_by_name,
   1,  medley__v1__checkpoint_manifest__number_ranges,
@@ -2380,6 +2523,38 @@ const ProtobufCEnumDescriptor medley__v1__layer_kind__descriptor =
   medley__v1__layer_kind__enum_values_by_name,
   1,
   medley__v1__layer_kind__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue medley__v1__checkpoint_role__enum_values_by_number[4] =
+{
+  { "CHECKPOINT_ROLE_UNSPECIFIED", "MEDLEY__V1__CHECKPOINT_ROLE__CHECKPOINT_ROLE_UNSPECIFIED", 0 },
+  { "CHECKPOINT_ROLE_PARAMETER", "MEDLEY__V1__CHECKPOINT_ROLE__CHECKPOINT_ROLE_PARAMETER", 1 },
+  { "CHECKPOINT_ROLE_ADAM_FIRST_MOMENT", "MEDLEY__V1__CHECKPOINT_ROLE__CHECKPOINT_ROLE_ADAM_FIRST_MOMENT", 2 },
+  { "CHECKPOINT_ROLE_ADAM_SECOND_MOMENT", "MEDLEY__V1__CHECKPOINT_ROLE__CHECKPOINT_ROLE_ADAM_SECOND_MOMENT", 3 },
+};
+static const ProtobufCIntRange medley__v1__checkpoint_role__value_ranges[] = {
+{0, 0},{0, 4}
+};
+static const ProtobufCEnumValueIndex medley__v1__checkpoint_role__enum_values_by_name[4] =
+{
+  { "CHECKPOINT_ROLE_ADAM_FIRST_MOMENT", 2 },
+  { "CHECKPOINT_ROLE_ADAM_SECOND_MOMENT", 3 },
+  { "CHECKPOINT_ROLE_PARAMETER", 1 },
+  { "CHECKPOINT_ROLE_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor medley__v1__checkpoint_role__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "medley.v1.CheckpointRole",
+  "CheckpointRole",
+  "Medley__V1__CheckpointRole",
+  "medley.v1",
+  4,
+  medley__v1__checkpoint_role__enum_values_by_number,
+  4,
+  medley__v1__checkpoint_role__enum_values_by_name,
+  1,
+  medley__v1__checkpoint_role__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
 static const ProtobufCEnumValue medley__v1__control_health__enum_values_by_number[5] =

@@ -29,6 +29,8 @@ public struct Frame: Sendable, Equatable {
         case deviceProfile = 4
         /// A ``NetworkProfileRecord`` (the profile cache).
         case networkProfile = 5
+        /// A checkpoint's manifest (`MedleyTrain.CheckpointManifest`).
+        case checkpointManifest = 6
     }
 
     /// The magic bytes `MDLF`.

@@ -53,7 +53,7 @@ public enum DType: UInt32, Sendable, Hashable, CaseIterable, CustomStringConvert
         self = d
     }
 
-    var wire: Medley__V1__DType { Medley__V1__DType(rawValue: numericCast(rawValue)) }
+    package var wire: Medley__V1__DType { Medley__V1__DType(rawValue: numericCast(rawValue)) }
 }
 
 /// One tensor's place in a bucket (`TensorMeta` in the proto).
@@ -174,7 +174,7 @@ enum WireLimits {
     static let maxNameBytes = 1024
 }
 
-func validatedShape(_ count: Int, _ dims: UnsafePointer<Int64>?, what: String) throws -> [Int] {
+package func validatedShape(_ count: Int, _ dims: UnsafePointer<Int64>?, what: String) throws -> [Int] {
     guard count <= WireLimits.maxDims else { throw MedleyError(.corruption, "\(what): \(count) dimensions, at most \(WireLimits.maxDims) allowed") }
     guard count == 0 || dims != nil else { throw MedleyError(.corruption, "\(what): missing dimensions") }
     var shape: [Int] = []

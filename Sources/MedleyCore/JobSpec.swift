@@ -200,6 +200,11 @@ public struct JobSpec: Codable, Sendable, Equatable {
         /// Pipeline plans: extra microbatches each stage runs ahead of the next (0 = textbook
         /// 1F1B; 1 absorbs a stage's jitter at the cost of one more microbatch of activations).
         public var pipelineSlack: Int
+        /// Write a checkpoint every this many steps (and after the last), where the run has a
+        /// checkpoint directory (`medley launch` always does). 0 = only after the last step.
+        public var checkpointEvery: Int
+        /// Checkpoints kept: the newest this many; older ones are deleted once a newer one is whole.
+        public var checkpointKeep: Int
 
         /// The default ``pipelineSlack``.
         public static let defaultPipelineSlack = 1
@@ -218,7 +223,8 @@ public struct JobSpec: Codable, Sendable, Equatable {
             steps: Int = 100, lr: Double = 1e-3, lrSchedule: LearningRateSchedule.Kind = .cosine,
             warmupSteps: Int = 0, minLR: Double? = nil, weightDecay: Double = 0.1, gradClip: Double = 1.0,
             evalEvery: Int = 0, rebalanceEvery: Int = 10, seed: UInt64 = 1, evalBatches: Int = 4,
-            stepTimeout: Double = 600, shares: [Int]? = nil, pipelineSlack: Int = Training.defaultPipelineSlack
+            stepTimeout: Double = 600, shares: [Int]? = nil, pipelineSlack: Int = Training.defaultPipelineSlack,
+            checkpointEvery: Int = 100, checkpointKeep: Int = 3
         ) {
             self.steps = steps
             self.lr = lr
@@ -234,6 +240,8 @@ public struct JobSpec: Codable, Sendable, Equatable {
             self.stepTimeout = stepTimeout
             self.shares = shares
             self.pipelineSlack = pipelineSlack
+            self.checkpointEvery = checkpointEvery
+            self.checkpointKeep = checkpointKeep
         }
 
         enum CodingKeys: String, CodingKey {
@@ -249,6 +257,8 @@ public struct JobSpec: Codable, Sendable, Equatable {
             case stepTimeout = "step_timeout"
             case shares
             case pipelineSlack = "pipeline_slack"
+            case checkpointEvery = "checkpoint_every"
+            case checkpointKeep = "checkpoint_keep"
         }
     }
 
@@ -380,7 +390,8 @@ extension JobSpec {
     static let dataKeys = ["path", "validation_fraction", "seed"]
     static let trainKeys = [
         "steps", "lr", "lr_schedule", "warmup_steps", "min_lr", "weight_decay", "grad_clip", "eval_every",
-        "rebalance_every", "seed", "eval_batches", "step_timeout", "shares", "pipeline_slack",
+        "rebalance_every", "seed", "eval_batches", "step_timeout", "shares", "pipeline_slack", "checkpoint_every",
+        "checkpoint_keep",
     ]
     static let deviceKeys = ["adapter", "options", "count", "cpus"]
 
@@ -509,6 +520,10 @@ extension JobSpec {
         }
         try atLeastZero("train.rebalance_every", train.rebalanceEvery, "0 = never")
         try positive("train.eval_batches", train.evalBatches)
+        try atLeastZero("train.checkpoint_every", train.checkpointEvery, "0 = only after the last step")
+        guard train.checkpointKeep >= 1 && train.checkpointKeep <= 1000 else {
+            throw fail("train.checkpoint_keep", "must be 1 to 1000 checkpoints kept, got \(train.checkpointKeep); 3 is the default")
+        }
         guard train.pipelineSlack >= 0 && train.pipelineSlack <= Training.maxPipelineSlack else {
             throw fail(
                 "train.pipeline_slack",
@@ -689,7 +704,9 @@ enum SpecReader {
                 evalEvery: try s.int("eval_every", t.evalEvery), rebalanceEvery: try s.int("rebalance_every", t.rebalanceEvery),
                 seed: try s.seed("seed", t.seed), evalBatches: try s.int("eval_batches", t.evalBatches),
                 stepTimeout: try s.double("step_timeout", t.stepTimeout)!, shares: try s.intList("shares"),
-                pipelineSlack: try s.int("pipeline_slack", t.pipelineSlack))
+                pipelineSlack: try s.int("pipeline_slack", t.pipelineSlack),
+                checkpointEvery: try s.int("checkpoint_every", t.checkpointEvery),
+                checkpointKeep: try s.int("checkpoint_keep", t.checkpointKeep))
         }
 
         var devices: [JobSpec.Device] = []

@@ -68,6 +68,16 @@ typedef enum _Medley__V1__LayerKind {
   MEDLEY__V1__LAYER_KIND__LAYER_KIND_HEAD = 3
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MEDLEY__V1__LAYER_KIND)
 } Medley__V1__LayerKind;
+/*
+ * What a checkpoint tensor holds for its parameter (docs/checkpoints.md).
+ */
+typedef enum _Medley__V1__CheckpointRole {
+  MEDLEY__V1__CHECKPOINT_ROLE__CHECKPOINT_ROLE_UNSPECIFIED = 0,
+  MEDLEY__V1__CHECKPOINT_ROLE__CHECKPOINT_ROLE_PARAMETER = 1,
+  MEDLEY__V1__CHECKPOINT_ROLE__CHECKPOINT_ROLE_ADAM_FIRST_MOMENT = 2,
+  MEDLEY__V1__CHECKPOINT_ROLE__CHECKPOINT_ROLE_ADAM_SECOND_MOMENT = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MEDLEY__V1__CHECKPOINT_ROLE)
+} Medley__V1__CheckpointRole;
 typedef enum _Medley__V1__ControlHealth {
   MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_UNSPECIFIED = 0,
   MEDLEY__V1__CONTROL_HEALTH__CONTROL_HEALTH_OK = 1,
@@ -296,34 +306,75 @@ struct  Medley__V1__Heartbeat
 
 
 /*
- * One tensor file inside a checkpoint.
+ * One tensor inside a checkpoint: its global name and shape (tensor.byte_offset is where it
+ * starts in `file`), what it holds, and the CRC-32C of its bytes.
  */
 struct  Medley__V1__CheckpointEntry
 {
   ProtobufCMessage base;
   Medley__V1__TensorMeta *tensor;
   char *file;
+  /*
+   * CRC-32C (Castagnoli) of the tensor's little-endian bytes
+   */
   uint64_t checksum;
+  Medley__V1__CheckpointRole role;
+  uint64_t byte_count;
 };
 #define MEDLEY__V1__CHECKPOINT_ENTRY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&medley__v1__checkpoint_entry__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, 0 }
+    , NULL, (char *)protobuf_c_empty_string, 0, MEDLEY__V1__CHECKPOINT_ROLE__CHECKPOINT_ROLE_UNSPECIFIED, 0 }
 
 
 /*
- * The index of a checkpoint: written last, atomically.
+ * The index of a checkpoint: written last, atomically. Independent of the plan: every tensor
+ * is whole, under its global name, so any plan (other shares, stages, chips) can load it.
  */
 struct  Medley__V1__CheckpointManifest
 {
   ProtobufCMessage base;
   char *job_id;
+  /*
+   * the last completed step; training resumes at step + 1
+   */
   uint64_t step;
   size_t n_entries;
   Medley__V1__CheckpointEntry **entries;
+  uint32_t format_version;
+  /*
+   * AdamW's step count (its bias correction)
+   */
+  uint64_t optimizer_steps;
+  /*
+   * the shares in force at `step`, one per rank of the plan
+   */
+  size_t n_shares;
+  uint32_t *shares;
+  /*
+   * the job as it ran
+   */
+  char *spec_yaml;
+  /*
+   * the plan, when there was one
+   */
+  char *plan_json;
+  /*
+   * the sampler's seed; with `step` it fixes the data position
+   */
+  uint64_t data_seed;
+  /*
+   * steps the run was started for
+   */
+  uint64_t total_steps;
+  uint64_t created_unix_millis;
+  /*
+   * sequences × seq trained on so far
+   */
+  uint64_t tokens_seen;
 };
 #define MEDLEY__V1__CHECKPOINT_MANIFEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&medley__v1__checkpoint_manifest__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0,NULL }
+    , (char *)protobuf_c_empty_string, 0, 0,NULL, 0, 0, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
 
 
 /*
@@ -828,6 +879,7 @@ typedef void (*Medley__V1__ControlEnvelope_Closure)
 
 extern const ProtobufCEnumDescriptor    medley__v1__dtype__descriptor;
 extern const ProtobufCEnumDescriptor    medley__v1__layer_kind__descriptor;
+extern const ProtobufCEnumDescriptor    medley__v1__checkpoint_role__descriptor;
 extern const ProtobufCEnumDescriptor    medley__v1__control_health__descriptor;
 extern const ProtobufCEnumDescriptor    medley__v1__control_fault_kind__descriptor;
 extern const ProtobufCEnumDescriptor    medley__v1__control_command_kind__descriptor;
