@@ -52,9 +52,18 @@ public struct JobLauncher {
     public func run(program: String, write: @escaping @Sendable (String, _ isError: Bool) -> Void) throws -> Int32 {
         let launchedAt = Date()
         try supervise.validate()
+        let directory = resolvedRunDirectory()
+        var launcher = self.launcher
+        // Checkpoints go in the run directory; a rerun in a run directory that has some continues from them.
+        if launcher.checkpointDirectory == nil { launcher.checkpointDirectory = directory + "/checkpoints" }
+        var resumedHere = false
+        if launcher.resumePath == nil, let inner = launcher.checkpointDirectory,
+           !CheckpointStore(directory: inner).steps().isEmpty {
+            launcher.resumePath = inner
+            resumedHere = true
+        }
         let plan = try launcher.resolvePlan()
         try launcher.preflight(plan: plan)
-        let directory = resolvedRunDirectory()
         try Self.makeRunDirectory(directory)
         try launcher.spec.yamlString().write(toFile: directory + "/job.yaml", atomically: true, encoding: .utf8)
         if let plan { try plan.jsonData().write(to: URL(fileURLWithPath: directory + "/plan.json"), options: .atomic) }
@@ -85,6 +94,7 @@ public struct JobLauncher {
             // On every interface, so a Prometheus elsewhere can scrape it; read-only.
             console.line("status page http://127.0.0.1:\(statusServer.port)/ (any interface), Prometheus metrics http://127.0.0.1:\(statusServer.port)/metrics", isError: false)
         }
+        if resumedHere { console.line("\(directory) has checkpoints: this run continues from the newest that verifies", isError: false) }
         console.line("run directory \(directory); supervising \(ranks) rank\(ranks == 1 ? "" : "s") on \(controlHost):\(server.port)", isError: false)
 
         var job = launcher

@@ -34,6 +34,42 @@ public enum OutputPaths {
         }
     }
 
+    /// Checks that `path` (given by `flag`) is a directory that exists or can be made, and that
+    /// files can be created in it.
+    public static func checkWritableDirectory(_ path: String, flag: String) throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw MedleyError(.io, "\(flag) \(path) is a file; give a directory")
+        }
+        try checkWritable(path + "/.medley-directory-check", flag: flag)
+    }
+
+    /// Opens the step log of a resumed run for appending: the records after `step` (an
+    /// interrupted run's steps past its checkpoint, trained again now) are dropped first, so
+    /// each step is in the log once.
+    public static func openLog(_ path: String, resumingAfter step: Int) throws -> FileHandle {
+        try checkWritable(path, flag: "--log")
+        let old = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        let kept = old.split(separator: "\n").filter { line in
+            guard let data = line.data(using: .utf8),
+                  let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  let recorded = object["step"] as? Int
+            else { return false }
+            return recorded <= step
+        }
+        let text = kept.map { $0 + "\n" }.joined()
+        do {
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            throw MedleyError(.io, "--log \(path): cannot rewrite the step log (\(reason(error))); pick a writable path")
+        }
+        guard let handle = FileHandle(forWritingAtPath: path) else {
+            throw MedleyError(.io, "--log \(path): cannot open the step log (\(String(cString: strerror(errno)))); pick a writable path")
+        }
+        handle.seekToEndOfFile()
+        return handle
+    }
+
     /// Creates (or truncates) the step log, making its folder.
     public static func openLog(_ path: String) throws -> FileHandle {
         try checkWritable(path, flag: "--log")

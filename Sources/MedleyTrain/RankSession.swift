@@ -43,11 +43,19 @@ public final class RankSession {
         /// When the launcher will stop the job (Unix seconds; mpirun's `--timeout` less a margin):
         /// no wait on another rank lasts past it, so a hung rank is named before mpirun kills all.
         public var deadline: Double?
+        /// Where checkpoints go (every `train.checkpoint_every` steps, after the last and at an
+        /// agreed stop), if anywhere.
+        public var checkpointDirectory: String?
+        /// A checkpoint to resume from (a run directory, a checkpoints directory or one checkpoint).
+        public var resumePath: String?
 
         /// Options; see the properties.
         public init(spec: JobSpec, steps: Int? = nil, logPath: String? = nil, schedule: SharesSchedule = SharesSchedule(),
-                    printSteps: Bool = true, weightsPath: String? = nil, timelinePath: String? = nil, deadline: Double? = nil) {
+                    printSteps: Bool = true, weightsPath: String? = nil, timelinePath: String? = nil, deadline: Double? = nil,
+                    checkpointDirectory: String? = nil, resumePath: String? = nil) {
             self.deadline = deadline
+            self.checkpointDirectory = checkpointDirectory
+            self.resumePath = resumePath
             self.timelinePath = timelinePath
             self.spec = spec
             self.steps = steps ?? spec.train.steps
@@ -255,6 +263,67 @@ public final class RankSession {
             countsStep: countsStep)
     }
 
+    // MARK: Checkpoints
+
+    /// Rank 0's background writer, when the run has a checkpoint directory.
+    public private(set) lazy var checkpointWriter: CheckpointWriter? = {
+        guard rank == 0, let directory = options.checkpointDirectory else { return nil }
+        return CheckpointWriter(store: CheckpointStore(directory: directory, keep: spec.train.checkpointKeep))
+    }()
+
+    /// Whether the run checkpoints after `step`: every `train.checkpoint_every` steps and after
+    /// the last, when it has a checkpoint directory.
+    public func checkpointsAfter(step: Int) -> Bool {
+        guard options.checkpointDirectory != nil else { return false }
+        let every = spec.train.checkpointEvery
+        return step == options.steps || (every > 0 && step % every == 0)
+    }
+
+    /// The checkpoint to resume from, when the run was asked to (collective: every rank reads
+    /// it and they check they read the same step). Rank 0 says which and why newer ones were not used.
+    public func resumeCheckpoint() throws -> Checkpoint? {
+        guard let path = options.resumePath else { return nil }
+        let found: (checkpoint: Checkpoint, path: String, skipped: [String])
+        do {
+            found = try CheckpointStore.resolve(path)
+        } catch let error as MedleyError {
+            throw CollectiveFailure(error: error)
+        }
+        let steps = try world.allgather([UInt64(found.checkpoint.step)])
+        guard steps.allSatisfy({ $0 == steps[0] }) else {
+            throw CollectiveFailure(error: MedleyError(
+                .mismatch, "the ranks found different checkpoints in \(path) (steps \(steps)); is another run writing there?"))
+        }
+        guard found.checkpoint.step < options.steps else {
+            throw CollectiveFailure(error: MedleyError(
+                .invalidArgument,
+                "the checkpoint in \(found.path) is at step \(found.checkpoint.step), and this run has \(options.steps) steps; nothing is left to train (raise --steps or train.steps)"))
+        }
+        if rank == 0 {
+            for line in found.skipped { Console.line("warning: \(line)") }
+            Console.line("resuming from \(found.path): step \(found.checkpoint.step) done, \(options.steps - found.checkpoint.step) to go")
+        }
+        return found.checkpoint
+    }
+
+    /// Rank 0: the checkpoint of `step` from whole tensors; queued for writing. Returns the
+    /// milliseconds spent from `since` (the snapshot's start) until it was handed over.
+    func submitCheckpoint(step: Int, tensors: [Checkpoint.Tensor], optimizerSteps: Int, shares: [Int], planJSON: String = "",
+                          since: Double) -> Double {
+        guard let writer = checkpointWriter else { return 0 }
+        let checkpoint = Checkpoint(
+            job: spec.name, step: step, totalSteps: options.steps, optimizerSteps: optimizerSteps, shares: shares,
+            specYAML: (try? spec.yamlString()) ?? "", planJSON: planJSON, dataSeed: spec.data.seed,
+            tokensSeen: UInt64(step * spec.model.globalBatch * spec.model.seq), tensors: tensors)
+        writer.submit(checkpoint)
+        return (MPIRuntime.wallTime() - since) * 1000
+    }
+
+    /// Waits for the last checkpoint to be written (rank 0).
+    public func finishCheckpoints() {
+        checkpointWriter?.finish()
+    }
+
     // MARK: Training state
 
     /// Everything this rank's part of the model needs to continue training from `step`:
@@ -273,9 +342,10 @@ public final class RankSession {
     // MARK: Output
 
     /// Opens rank 0's step log, when the job has one (other ranks keep none).
-    public func openLog() throws {
+    /// `resumingAfter`: the checkpoint's step, when the run resumes (the log is kept up to it and appended to).
+    public func openLog(resumingAfter step: Int? = nil) throws {
         guard rank == 0, let path = options.logPath else { return }
-        log = try OutputPaths.openLog(path)
+        log = try step.map { try OutputPaths.openLog(path, resumingAfter: $0) } ?? OutputPaths.openLog(path)
     }
 
     /// Closes the step log.

@@ -40,6 +40,9 @@ public struct StepRecord: Codable, Sendable, Equatable {
     /// Pipeline plans, per rank: milliseconds from the step's start to the end of its last
     /// backward (the 1F1B schedule, sends included); the largest is the pipeline's length.
     public var pipelineMs: [Double]?
+    /// On steps that checkpoint: milliseconds training stood still for it on rank 0 (the
+    /// snapshot to host memory and the moments' gather; the file is written in the background).
+    public var checkpointMs: Double?
 
     /// A record; see the properties.
     public init(
@@ -82,6 +85,7 @@ public struct StepRecord: Codable, Sendable, Equatable {
         case nextShares = "next_shares"
         case predictedStepMs = "predicted_step_ms"
         case pipelineMs = "pipeline_ms"
+        case checkpointMs = "checkpoint_ms"
     }
 
     /// The record as one line of JSON (no newline).

@@ -50,13 +50,20 @@ public struct TrainLauncher {
     /// At Ctrl-C or SIGTERM: asks the ranks to stop at a step boundary (the supervisor's `stop`)
     /// and returns the seconds to wait for that before mpirun's group is signalled. Nil: signal at once.
     public var askToStop: ((Int32) -> Double)?
+    /// Where the ranks write checkpoints, if anywhere.
+    public var checkpointDirectory: String?
+    /// A checkpoint to resume from (checked before mpirun starts).
+    public var resumePath: String?
 
     /// A launcher; see the properties.
     public init(spec: JobSpec, steps: Int? = nil, logPath: String? = nil, weightsPath: String? = nil,
                 schedule: SharesSchedule = SharesSchedule(),
                 timeoutSeconds: Int = 6 * 3600, verbose: Bool = false, environment: [String: String] = [:],
-                timelinePath: String? = nil, automaticPlanner: ((JobSpec) throws -> Plan)? = nil) {
+                timelinePath: String? = nil, checkpointDirectory: String? = nil, resumePath: String? = nil,
+                automaticPlanner: ((JobSpec) throws -> Plan)? = nil) {
         self.timelinePath = timelinePath
+        self.checkpointDirectory = checkpointDirectory
+        self.resumePath = resumePath
         self.automaticPlanner = automaticPlanner
         self.spec = spec
         self.steps = steps
@@ -100,6 +107,24 @@ public struct TrainLauncher {
             if let path { try OutputPaths.checkWritable(path, flag: flag) }
         }
         if let weightsPath { try OutputPaths.checkWritable(weightsPath + ".json", flag: "--save-weights") }
+        if let checkpointDirectory { try OutputPaths.checkWritableDirectory(checkpointDirectory, flag: "--checkpoint-dir") }
+        if let resumePath {
+            // Before any rank starts: a checkpoint that is not there, or is of another model, is one line now.
+            let found = try CheckpointStore.resolve(resumePath)
+            let layout = ParameterLayout(config: RankCapacity.modelConfig(spec.model, batch: 1))
+            _ = try found.checkpoint.flat(for: layout)
+            let total = steps ?? spec.train.steps
+            guard found.checkpoint.step < total else {
+                throw MedleyError(
+                    .invalidArgument,
+                    "the checkpoint in \(found.path) is at step \(found.checkpoint.step), and this run has \(total) steps; nothing is left to train (raise --steps or train.steps)")
+            }
+            if plan != nil {
+                throw MedleyError(
+                    .invalidArgument,
+                    "--resume works for data-parallel jobs (plan: data) in this build; a pipeline plan cannot resume yet")
+            }
+        }
 
         if let plan {
             try plan.validate(blocks: spec.model.layers, devices: spec.rankCount, globalBatch: spec.model.globalBatch)
@@ -239,6 +264,8 @@ public struct TrainLauncher {
         if let logPath { arguments += ["--log", URL(fileURLWithPath: logPath).standardizedFileURL.path] }
         if let weightsPath { arguments += ["--save-weights", URL(fileURLWithPath: weightsPath).standardizedFileURL.path] }
         if let timelinePath { arguments += ["--timeline", URL(fileURLWithPath: timelinePath).standardizedFileURL.path] }
+        if let checkpointDirectory { arguments += ["--checkpoint-dir", URL(fileURLWithPath: checkpointDirectory).standardizedFileURL.path] }
+        if let resumePath { arguments += ["--resume", URL(fileURLWithPath: resumePath).standardizedFileURL.path] }
         // The ranks stop waiting on each other a little before mpirun's --timeout, so a hung
         // rank is named by the others instead of everything being killed without a word.
         let margin = min(30, max(2, Double(timeoutSeconds) / 10))

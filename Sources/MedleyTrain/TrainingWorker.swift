@@ -119,7 +119,6 @@ public final class TrainingWorker {
 
     /// Trains for `options.steps` steps (collective). Rank 0 prints and logs.
     public func run() throws {
-        try session.openLog()
         defer { session.closeLog() }
         let batch = spec.model.globalBatch
         // The job's fixed shares hold from step 1 until a --shares entry takes over; while
@@ -147,10 +146,37 @@ public final class TrainingWorker {
 
         var lastValidation: Double?
         var tokensPerSecond: [Double] = []
-        _ = try world.barrier(timeoutSeconds: spec.train.stepTimeout, what: "the start of step 1")
+        // Resuming: the whole state from the checkpoint (every rank takes all of it; each
+        // updates its own shard of the moments from here on), and its shares when they fit.
+        var firstStep = 1
+        if let checkpoint = try session.resumeCheckpoint() {
+            let state: (parameters: [Float], firstMoment: [Float], secondMoment: [Float])
+            do {
+                state = try checkpoint.flat(for: model.layout)
+            } catch let error as MedleyError {
+                throw CollectiveFailure(error: error)
+            }
+            try model.writeParameters(state.parameters)
+            try model.writeOptimizerState(firstMoment: state.firstMoment, secondMoment: state.secondMoment, steps: checkpoint.optimizerSteps)
+            firstStep = checkpoint.step + 1
+            let pinned = try schedule.shares(atStep: firstStep)
+            if let pinned {
+                shares = pinned
+            } else if checkpoint.shares.count == size, checkpoint.shares.reduce(0, +) == batch,
+                      zip(checkpoint.shares, capacities).allSatisfy({ $0 <= $1 }) {
+                shares = checkpoint.shares
+                if var r = rebalancer {
+                    r = try Rebalancer(configuration: r.configuration, shares: shares, throughputs: warmup)
+                    rebalancer = r
+                }
+            }
+        }
+        try session.openLog(resumingAfter: firstStep > 1 ? firstStep - 1 : nil)
+        _ = try world.barrier(timeoutSeconds: spec.train.stepTimeout, what: "the start of step \(firstStep)")
         timeline.start(enabled: options.timelinePath != nil)
         let start = MPIRuntime.wallTime()
-        for step in 1...options.steps {
+        defer { session.finishCheckpoints() }
+        for step in firstStep...options.steps {
             let pinnedNow = schedule.shares(atStep: step)
             if let pinnedNow { shares = pinnedNow }
             var record = try trainStep(step, shares: shares)
@@ -171,7 +197,10 @@ public final class TrainingWorker {
                 }
                 rebalancer = r
             }
-            if step == 1 && record.throughputs == nil { record.throughputs = warmup }
+            if step == firstStep && record.throughputs == nil { record.throughputs = warmup }
+            if session.checkpointsAfter(step: step) || (stopAgreed && options.checkpointDirectory != nil) {
+                record.checkpointMs = try checkpoint(step: step, shares: record.shares)
+            }
             tokensPerSecond.append(record.tokensPerS)
             session.report(record)
             if rank == 0 { try emit(record) }
@@ -186,6 +215,32 @@ public final class TrainingWorker {
         try verifyReplicas(finalParameters)
         if rank == 0, let path = options.weightsPath { try session.saveWeights(finalParameters, layout: model.layout, to: path) }
         session.printDone(seconds: seconds, tokensPerSecond: tokensPerSecond, lastValidation: lastValidation)
+    }
+
+    /// Checkpoints the state after `step` (collective): every rank's shard of the moments
+    /// gathered to rank 0, which snapshots the parameters (identical on every rank) and hands it
+    /// all to the background writer. Returns rank 0's stall in milliseconds.
+    func checkpoint(step: Int, shares: [Int]) throws -> Double {
+        let since = MPIRuntime.wallTime()
+        let optimizer = try model.readOptimizerState()
+        let shard = shards[rank]
+        let mine = Array(optimizer.firstMoment[shard]) + Array(optimizer.secondMoment[shard])
+        let all = try world.allgatherv(mine, maxCountPerRank: 2 * (model.layout.count / size + 1))
+        guard rank == 0 else { return 0 }
+        var first = [Float](repeating: 0, count: model.layout.count)
+        var second = first
+        for r in 0..<size {
+            let range = shards[r]
+            guard all[r].count == 2 * range.count else {
+                throw CollectiveFailure(error: MedleyError(
+                    .corruption, "\(labels[r]) sent \(all[r].count) moment values for a shard of \(range.count) parameters"))
+            }
+            first.replaceSubrange(range, with: all[r][0..<range.count])
+            second.replaceSubrange(range, with: all[r][range.count...])
+        }
+        let tensors = try Checkpoint.tensors(
+            layout: model.layout, parameters: try model.readParameters(), firstMoment: first, secondMoment: second)
+        return session.submitCheckpoint(step: step, tensors: tensors, optimizerSteps: optimizer.steps, shares: shares, since: since)
     }
 
     /// The parameters of this replica (identical on every rank after each step).

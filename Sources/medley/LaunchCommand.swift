@@ -49,6 +49,9 @@ struct Launch: ParsableCommand {
     @Flag(help: "Show Open MPI's own messages too.")
     var verbose = false
 
+    @Option(help: "Continue a run: its run directory (its job.yaml unless JOB is given; its newest checkpoint that verifies), a checkpoints directory or one step-… checkpoint.")
+    var resume: String?
+
     func run() throws {
         guard (0...65535).contains(controlPort) else {
             throw MedleyError(.invalidArgument, "--control-port must be 0 to 65535, got \(controlPort)")
@@ -56,7 +59,14 @@ struct Launch: ParsableCommand {
         if let metricsPort, !(0...65535).contains(metricsPort) {
             throw MedleyError(.invalidArgument, "--metrics-port must be 0 (not served) to 65535, got \(metricsPort)")
         }
-        let spec = try JobSpec.load(path: job)
+        // --resume RUN_DIR: that run's spec and directory, unless given.
+        var jobPath = job
+        var runDirectory = runDir
+        if let resume, FileManager.default.fileExists(atPath: resume + "/job.yaml") {
+            if jobPath == nil { jobPath = resume + "/job.yaml" }
+            if runDirectory == nil { runDirectory = resume }
+        }
+        let spec = try JobSpec.load(path: jobPath)
         var supervise = spec.supervise
         if let heartbeatTimeout { supervise.heartbeatTimeout = heartbeatTimeout }
         if let metricsPort { supervise.metricsPort = metricsPort }
@@ -67,12 +77,12 @@ struct Launch: ParsableCommand {
             throw flag.map { MedleyError(error.code, $0 + error.message + ")") } ?? error
         }
         let launcher = TrainLauncher(
-            spec: spec, steps: steps, weightsPath: saveWeights, timeoutSeconds: timeout, verbose: verbose,
+            spec: spec, steps: steps, weightsPath: saveWeights, timeoutSeconds: timeout, verbose: verbose, resumePath: resume,
             automaticPlanner: {
                 try JobProfiles.load(spec: $0).plan(globalBatch: $0.model.globalBatch, options: Planner.Options(slack: $0.train.pipelineSlack))
             })
         let status = try JobLauncher(
-            launcher: launcher, runDirectory: runDir, controlPort: controlPort, supervise: supervise,
+            launcher: launcher, runDirectory: runDirectory, controlPort: controlPort, supervise: supervise,
             mode: LaunchConsole.mode(quiet: quiet)
         ).run(program: ChildProcess.currentExecutable) { text, isError in
             (isError ? FileHandle.standardError : FileHandle.standardOutput).write(Data(text.utf8))

@@ -44,6 +44,12 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Stop the job after this many seconds (mpirun --timeout).")
     var timeout = 6 * 3600
 
+    @Option(help: "Write checkpoints here (every train.checkpoint_every steps and after the last; see docs/checkpoints.md).")
+    var checkpointDir: String?
+
+    @Option(help: "Resume from a checkpoint: one step-… directory, a directory of them, or a run directory (its newest that verifies).")
+    var resume: String?
+
     @Flag(help: "Check the job (adapters, devices, memory, data) and print the ranks, without training.")
     var dryRun = false
 
@@ -61,7 +67,7 @@ struct Train: ParsableCommand {
         let spec = try JobSpec.load(path: job)
         let launcher = TrainLauncher(
             spec: spec, steps: steps, logPath: log, weightsPath: saveWeights, schedule: try SharesSchedule(parsing: shares),
-            timeoutSeconds: timeout, verbose: verbose, timelinePath: timeline,
+            timeoutSeconds: timeout, verbose: verbose, timelinePath: timeline, checkpointDirectory: checkpointDir, resumePath: resume,
             automaticPlanner: {
                 try JobProfiles.load(spec: $0).plan(globalBatch: $0.model.globalBatch, options: Planner.Options(slack: $0.train.pipelineSlack))
             })
@@ -112,11 +118,18 @@ struct Worker: ParsableCommand {
     @Option(help: "Unix time at which the launcher stops the job; no wait on another rank lasts past it.")
     var deadline: Double?
 
+    @Option(help: "Rank 0 writes checkpoints here.")
+    var checkpointDir: String?
+
+    @Option(help: "Resume from this checkpoint (or the newest that verifies in this directory).")
+    var resume: String?
+
     func run() throws {
         let status = try WorkerMain.run(jobPath: job) { spec in
             RankSession.Options(
                 spec: spec, steps: steps, logPath: log, schedule: try SharesSchedule(parsing: shares), printSteps: !quiet,
-                weightsPath: saveWeights, timelinePath: timeline, deadline: deadline)
+                weightsPath: saveWeights, timelinePath: timeline, deadline: deadline, checkpointDirectory: checkpointDir,
+                resumePath: resume)
         }
         if status != 0 { throw ExitCode(status) }
     }

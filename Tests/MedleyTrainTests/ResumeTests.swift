@@ -1,0 +1,122 @@
+import Foundation
+import MedleyCore
+import MedleyTestSupport
+import Testing
+
+@testable import MedleyTrain
+
+/// Checkpoints of a real data-parallel run under mpirun, and resuming from them.
+@Suite("checkpoint and resume under mpirun", .serialized)
+struct ResumeTests {
+    static let devices = "[reference, {adapter: sim, options: {vendor: Acme, name: acme-x1}}]"
+
+    struct Run {
+        var result: TestSupport.ProcessResult
+        var records: [StepRecord]
+        var weights: [Float]
+    }
+
+    /// `medley train` on `yaml` in `dir`, with a log, saved weights and `extra` arguments.
+    static func train(_ yaml: String, in dir: String, name: String, _ extra: [String]) throws -> Run {
+        let job = dir + "/\(name).yaml", log = dir + "/\(name).jsonl", weights = dir + "/\(name).bin"
+        try yaml.write(toFile: job, atomically: true, encoding: .utf8)
+        let result = try TestSupport.medley(
+            ["train", job, "--log", log, "--save-weights", weights, "--timeout", "240"] + extra, timeout: 300)
+        let records = (try? String(contentsOfFile: log, encoding: .utf8)).map { try? StepRecord.read(jsonLines: $0) } ?? nil
+        let data = (try? Data(contentsOf: URL(fileURLWithPath: weights))) ?? Data()
+        return Run(result: result, records: records ?? [], weights: data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) })
+    }
+
+    static func job(devices: String, shares: String, every: Int = 4) -> String {
+        """
+        name: test
+        model: {layers: 2, dim: 32, heads: 2, seq: 32, batch: 12}
+        train: {steps: 8, lr: 0.003, warmup_steps: 3, rebalance_every: 0, eval_every: 0, shares: \(shares), checkpoint_every: \(every)}
+        devices: \(devices)
+        """
+    }
+
+    @Test("resumed from step 4 on the same chips: the same records after it and bitwise-equal weights; on other chips: within 1e-3")
+    func resume() throws {
+        let dir = try TestSupport.temporaryDirectory("medley-resume")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let checkpoints = dir + "/checkpoints"
+        let whole = try Self.train(Self.job(devices: Self.devices, shares: "[8, 4]"), in: dir, name: "whole",
+                                   ["--checkpoint-dir", checkpoints])
+        try #require(whole.result.status == 0, "\(whole.result.output)")
+        #expect(CheckpointStore(directory: checkpoints).steps() == [8, 4])
+        let stall = try #require(whole.records.first { $0.step == 4 }?.checkpointMs)
+        #expect(stall >= 0 && whole.records.first { $0.step == 3 }?.checkpointMs == nil)
+        let saved = try CheckpointStore.load(checkpoints + "/" + CheckpointStore.name(step: 4))
+        #expect(saved.step == 4 && saved.shares == [8, 4] && saved.optimizerSteps == 4 && saved.totalSteps == 8)
+
+        // The interrupted run: only the step-4 checkpoint is left (as if it died at step 6).
+        try FileManager.default.removeItem(atPath: checkpoints + "/" + CheckpointStore.name(step: 8))
+        let resumed = try Self.train(Self.job(devices: Self.devices, shares: "[8, 4]"), in: dir, name: "resumed",
+                                     ["--resume", checkpoints])
+        try #require(resumed.result.status == 0, "\(resumed.result.output)")
+        #expect(resumed.result.stdout.contains("resuming from") && resumed.result.stdout.contains("step 4 done, 4 to go"))
+        #expect(resumed.records.map(\.step) == [5, 6, 7, 8])
+        for (a, b) in zip(whole.records.suffix(4), resumed.records) {
+            #expect(a.loss == b.loss && a.gradNorm == b.gradNorm && a.lr == b.lr, "step \(a.step): \(a.loss) vs \(b.loss)")
+        }
+        try #require(!whole.weights.isEmpty)
+        #expect(whole.weights.map(\.bitPattern) == resumed.weights.map(\.bitPattern), "resumed weights differ from the uninterrupted run's")
+
+        // Other chips, other shares, another shard of the moments: three ranks, one a cpu chip.
+        let other = try Self.train(
+            Self.job(devices: "[cpu, reference, {adapter: sim, options: {vendor: Borealis, speed: 0.5}}]", shares: "[5, 4, 3]"),
+            in: dir, name: "other", ["--resume", checkpoints + "/" + CheckpointStore.name(step: 4)])
+        try #require(other.result.status == 0, "\(other.result.output)")
+        #expect(other.records.map(\.step) == [5, 6, 7, 8])
+        var difference = 0.0, norm = 0.0
+        for (x, y) in zip(whole.weights, other.weights) {
+            difference += Double(x - y) * Double(x - y)
+            norm += Double(x) * Double(x)
+        }
+        #expect(other.weights.count == whole.weights.count && (difference / norm).squareRoot() <= 1e-3)
+    }
+
+    @Test("a damaged newest checkpoint is named and the one before it is used; bad --resume paths are one line before mpirun")
+    func damagedAndBad() throws {
+        let dir = try TestSupport.temporaryDirectory("medley-resume")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let checkpoints = dir + "/checkpoints"
+        let yaml = Self.job(devices: Self.devices, shares: "[8, 4]", every: 2)
+        let first = try Self.train(yaml, in: dir, name: "first", ["--checkpoint-dir", checkpoints, "--steps", "8"])
+        try #require(first.result.status == 0, "\(first.result.output)")
+        #expect(CheckpointStore(directory: checkpoints).steps() == [8, 6, 4], "checkpoint_keep 3")
+        // Resume needs a checkpoint before the end: drop 8, damage 6.
+        try FileManager.default.removeItem(atPath: checkpoints + "/" + CheckpointStore.name(step: 8))
+        let tensors = checkpoints + "/" + CheckpointStore.name(step: 6) + "/tensors.bin"
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: tensors)))
+        bytes[17] ^= 0x01
+        try Data(bytes).write(to: URL(fileURLWithPath: tensors))
+        let resumed = try Self.train(yaml, in: dir, name: "resumed", ["--resume", checkpoints])
+        try #require(resumed.result.status == 0, "\(resumed.result.output)")
+        #expect(resumed.result.stdout.contains("step-00000006 is unusable") && resumed.result.stdout.contains("CRC-32C"),
+                "\(resumed.result.stdout)")
+        #expect(resumed.records.map(\.step) == [5, 6, 7, 8])
+        #expect(resumed.weights.map(\.bitPattern) == first.weights.map(\.bitPattern))
+
+        try FileManager.default.createDirectory(atPath: dir + "/empty", withIntermediateDirectories: true)
+        for (arguments, expected) in [
+            (["--resume", dir + "/nowhere"], "is not a directory"),
+            (["--resume", dir + "/empty"], "no checkpoint in"),
+            (["--resume", checkpoints, "--steps", "4"], "nothing is left to train"),
+        ] {
+            let job = dir + "/bad.yaml"
+            try yaml.write(toFile: job, atomically: true, encoding: .utf8)
+            let result = try TestSupport.medley(["train", job, "--timeout", "60"] + arguments, timeout: 120)
+            #expect(result.status != 0, "\(arguments): \(result.output)")
+            let errors = result.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }
+            #expect(errors.count == 1 && errors[0].contains(expected), "\(arguments): \(result.output)")
+        }
+        // Another model: one line naming a tensor.
+        let bigger = yaml.replacingOccurrences(of: "layers: 2", with: "layers: 3")
+        let job = dir + "/bigger.yaml"
+        try bigger.write(toFile: job, atomically: true, encoding: .utf8)
+        let result = try TestSupport.medley(["train", job, "--resume", checkpoints, "--timeout", "60"], timeout: 120)
+        #expect(result.status != 0 && result.stderr.contains("written for another model"), "\(result.output)")
+    }
+}
