@@ -276,7 +276,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MedleyLaunchTests",
-            dependencies: ["MedleyLaunch", "MedleyControl", "MedleySupervisor", "MedleyCore", "MedleyTestSupport"],
+            dependencies: ["MedleyLaunch", "MedleyControl", "MedleySupervisor", "MedleyCore", "MedleyTrain", "MedleyTestSupport"],
             path: "Tests/MedleyLaunchTests"
         ),
         .testTarget(

@@ -54,12 +54,12 @@ public struct JobLauncher {
         try supervise.validate()
         let directory = resolvedRunDirectory()
         var launcher = self.launcher
-        // Checkpoints go in the run directory; a rerun in a run directory that has some continues from them.
-        if launcher.checkpointDirectory == nil { launcher.checkpointDirectory = directory + "/checkpoints" }
+        // Checkpoints go in the run directory (set once it is made); a rerun in a run directory
+        // that has some continues from them.
+        let checkpoints = launcher.checkpointDirectory ?? directory + "/checkpoints"
         var resumedHere = false
-        if launcher.resumePath == nil, let inner = launcher.checkpointDirectory,
-           !CheckpointStore(directory: inner).steps().isEmpty {
-            launcher.resumePath = inner
+        if launcher.resumePath == nil, !CheckpointStore(directory: checkpoints).steps().isEmpty {
+            launcher.resumePath = checkpoints
             resumedHere = true
         }
         let plan = try launcher.resolvePlan()
@@ -98,6 +98,7 @@ public struct JobLauncher {
         console.line("run directory \(directory); supervising \(ranks) rank\(ranks == 1 ? "" : "s") on \(controlHost):\(server.port)", isError: false)
 
         var job = launcher
+        job.checkpointDirectory = checkpoints
         // Ctrl-C or SIGTERM: every rank is asked to stop at the next step they all reach, so the
         // step records, the timeline and the weights are written; a rank that cannot (hung) is
         // killed with the rest after the grace.
@@ -133,6 +134,9 @@ public struct JobLauncher {
                        firstStepSeconds: display.firstStepSeconds, supervisorCPUSeconds: cpu)
         }
         for line in summary.lines { console.always(line) }
+        if exit == TrainLauncher.resumableExitStatus {
+            console.always("resumable: `medley launch --resume \(directory)` continues from its newest checkpoint")
+        }
         try JobSummary.write(summary, to: directory + "/summary.json")
         return exit
     }

@@ -95,6 +95,8 @@ public struct Supervisor: Sendable {
     private var lateBelow: Int = .min
     private var clock: Double
     private var firstFatal: SupervisorAlert?
+    /// Whether every rank was asked to stop.
+    private var stopRequested = false
     private var totalAlerts = 0
     private var stopped: SupervisorOutcome?
     private var lastRecordedStep: Int?
@@ -330,7 +332,7 @@ public struct Supervisor: Sendable {
 
     private mutating func stop(_ status: Int32, _ signal: Int32?, _ now: Double, _ out: inout [SupervisorDirective]) {
         let clean = status == 0 && signal == nil && firstFatal == nil
-        let reason: String
+        var reason: String
         if clean {
             let stepText = lastRecordedStep.map { "after step \($0)" } ?? "with no step recorded"
             reason = "mpirun exited 0 \(stepText); \(rankViews.count) rank\(rankViews.count == 1 ? "" : "s"), \(totalAlerts) alert\(totalAlerts == 1 ? "" : "s")"
@@ -339,13 +341,19 @@ public struct Supervisor: Sendable {
         } else {
             reason = "mpirun \(SupervisorText.exit(status, signal))\(SupervisorText.afterStep(lastRecordedStep))"
         }
-        let outcome = SupervisorOutcome(result: clean ? .finished : .failed, reason: reason, exitStatus: status, signal: signal,
+        var result: SupervisorOutcome.Result = clean ? .finished : .failed
+        if stopRequested && firstFatal == nil && signal == nil {
+            result = .stopped
+            reason = "stopped on request \(lastRecordedStep.map { "after step \($0)" } ?? "before any step")"
+        }
+        let outcome = SupervisorOutcome(result: result, reason: reason, exitStatus: status, signal: signal,
                                         lastStep: lastRecordedStep, alerts: alertHistory, alertCount: totalAlerts, at: now)
         stopped = outcome
         out.append(.stop(outcome))
     }
 
     private mutating func onCommand(_ command: ControlCommand, _ rank: Int?, _ out: inout [SupervisorDirective]) {
+        if command.kind == .stop && rank == nil { stopRequested = true }
         let targets = rank.map { [$0] } ?? Array(rankViews.indices)
         for r in targets where rankViews.indices.contains(r) && rankViews[r].hello != nil && !rankViews[r].hasExited {
             out.append(.command(rank: r, command))

@@ -153,6 +153,9 @@ public struct SupervisorOutcome: Sendable, Hashable, Codable {
         case finished
         /// Anything else.
         case failed
+        /// The ranks were asked to stop (a `stop` command to every rank, at Ctrl-C or SIGTERM)
+        /// and `mpirun` ended without a fatal alert: the job did not finish, and can resume.
+        case stopped
     }
 
     public var result: Result

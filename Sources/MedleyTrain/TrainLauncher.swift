@@ -50,6 +50,9 @@ public struct TrainLauncher {
     /// At Ctrl-C or SIGTERM: asks the ranks to stop at a step boundary (the supervisor's `stop`)
     /// and returns the seconds to wait for that before mpirun's group is signalled. Nil: signal at once.
     public var askToStop: ((Int32) -> Double)?
+    /// The exit status of a run stopped by a signal after every rank checkpointed: EX_TEMPFAIL
+    /// (75, "try again"), so a scheduler's wrapper can requeue it with `--resume`.
+    public static let resumableExitStatus: Int32 = 75
     /// Where the ranks write checkpoints, if anywhere.
     public var checkpointDirectory: String?
     /// A checkpoint to resume from (checked before mpirun starts).
@@ -277,7 +280,10 @@ public struct TrainLauncher {
         filter.finish()
         if let signal = outcome.interruptedBy {
             let name = [SIGINT: "SIGINT", SIGTERM: "SIGTERM", SIGHUP: "SIGHUP"][signal] ?? "signal \(signal)"
-            if outcome.status == 0 {
+            if outcome.status == 0 && checkpointDirectory != nil {
+                print("stopped by \(name): every rank stopped together at a step boundary and wrote a checkpoint; the job is resumable (--resume)", true)
+                return Self.resumableExitStatus
+            } else if outcome.status == 0 {
                 print("Error: stopped by \(name): every rank stopped together at a step boundary and wrote its records; the job did not finish", true)
             } else {
                 print("Error: stopped by \(name): mpirun and every rank were ended; the job did not finish", true)

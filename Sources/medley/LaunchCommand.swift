@@ -87,6 +87,6 @@ struct Launch: ParsableCommand {
         ).run(program: ChildProcess.currentExecutable) { text, isError in
             (isError ? FileHandle.standardError : FileHandle.standardOutput).write(Data(text.utf8))
         }
-        if status != 0 { throw ExitCode(status > 128 ? status : 1) }
+        if status != 0 { throw ExitCode(status > 128 || status == TrainLauncher.resumableExitStatus ? status : 1) }
     }
 }

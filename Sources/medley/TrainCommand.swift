@@ -80,7 +80,7 @@ struct Train: ParsableCommand {
         let status = try launcher.run(program: ChildProcess.currentExecutable) { line, isError in
             (isError ? FileHandle.standardError : FileHandle.standardOutput).write(Data((line + "\n").utf8))
         }
-        if status != 0 { throw ExitCode(status > 128 ? status : 1) }
+        if status != 0 { throw ExitCode(status > 128 || status == TrainLauncher.resumableExitStatus ? status : 1) }
     }
 }
 

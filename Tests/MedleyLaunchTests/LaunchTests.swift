@@ -1,6 +1,7 @@
 import Foundation
 import MedleyCore
 import MedleyTestSupport
+import MedleyTrain
 import Testing
 
 @testable import MedleyLaunch
@@ -137,8 +138,9 @@ struct LaunchTests {
         process.waitUntilExit()
         try handle.close()
         let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
-        #expect(process.terminationStatus == 128 + SIGTERM, "\(text)")
-        #expect(text.contains("stopped together at a step boundary"), "\(text)")
+        #expect(process.terminationStatus == 75, "resumable: \(text)")
+        #expect(text.contains("stopped together at a step boundary and wrote a checkpoint"), "\(text)")
+        #expect(text.contains("resumable: `medley launch --resume \(run)`"), "\(text)")
         #expect(Self.workers(marker: marker).isEmpty, "ranks left behind")
         // The last step record is the step they stopped after; the timeline was written at the end.
         let records = ((try? String(contentsOfFile: run + "/steps.jsonl", encoding: .utf8)) ?? "").split(separator: "\n")
@@ -147,7 +149,18 @@ struct LaunchTests {
         let rankLog = ((try? String(contentsOfFile: run + "/supervisor.log", encoding: .utf8)) ?? "")
         #expect(rankLog.contains("stopping after step \(step) of 100000"), "\(rankLog)")
         #expect(FileManager.default.fileExists(atPath: run + "/timeline.json"))
-        #expect(FileManager.default.fileExists(atPath: run + "/summary.json"))
+        let summary = (try? String(contentsOfFile: run + "/summary.json", encoding: .utf8)) ?? ""
+        #expect(summary.contains("stopped"), "\(summary)")
+        // The checkpoint of that step, and a resume in the same run directory that goes on from it.
+        #expect(CheckpointStore(directory: run + "/checkpoints").steps().first == step)
+        let resumed = try TestSupport.medley(
+            ["launch", "--resume", run, "--steps", String(step + 3), "--timeout", "120"],
+            environment: ["MEDLEY_SIM_OPTIONS": "speed=0.05"], timeout: 180)
+        #expect(resumed.status == 0, "\(resumed.output)")
+        #expect(resumed.output.contains("step \(step) done, 3 to go"), "\(resumed.output)")
+        let all = ((try? String(contentsOfFile: run + "/steps.jsonl", encoding: .utf8)) ?? "").split(separator: "\n")
+        let steps = all.compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["step"] as? Int }
+        #expect(steps == Array(1...(step + 3)), "each step once in steps.jsonl: \(steps)")
     }
 
     @Test("a sim chip that hangs inside a call (its heartbeats go on) is a silent alert within the timeout + 1 s")
