@@ -201,19 +201,37 @@ public final class PipelineWorker {
 
     /// Trains for `options.steps` steps (collective). Rank 0 prints and logs.
     public func run() throws {
-        try session.openLog()
         defer { session.closeLog() }
         if rank == 0 { printHeader() }
+        // Resuming: each stage takes its tensors from the checkpoint by name, both moments
+        // whole (each holder then updates only its own shard of each run).
+        var firstStep = 1
+        if let checkpoint = try session.resumeCheckpoint() {
+            let state: (parameters: [Float], firstMoment: [Float], secondMoment: [Float])
+            do {
+                state = try checkpoint.flat(for: model.layout)
+            } catch let error as MedleyError {
+                throw CollectiveFailure(error: error)
+            }
+            try model.writeParameters(state.parameters)
+            try model.writeOptimizerState(firstMoment: state.firstMoment, secondMoment: state.secondMoment, steps: checkpoint.optimizerSteps)
+            firstStep = checkpoint.step + 1
+        }
+        try session.openLog(resumingAfter: firstStep > 1 ? firstStep - 1 : nil)
         _ = try session.awaitEveryRank(step: 0, what: "start (building every stage)")
         timeline.start(enabled: options.timelinePath != nil)
         var lastValidation: Double?
         var tokensPerSecond: [Double] = []
         let start = MPIRuntime.wallTime()
-        for step in 1...options.steps {
+        defer { session.finishCheckpoints() }
+        for step in firstStep...options.steps {
             var record = try trainStep(step)
             if spec.train.evalEvery > 0 && (step % spec.train.evalEvery == 0 || step == options.steps) {
                 record.valLoss = try validationLoss(step: step)
                 lastValidation = record.valLoss
+            }
+            if session.checkpointsAfter(step: step) || (stopAgreed && options.checkpointDirectory != nil) {
+                record.checkpointMs = try checkpoint(step: step, shares: record.shares)
             }
             tokensPerSecond.append(record.tokensPerS)
             session.report(record)
@@ -467,6 +485,55 @@ public final class PipelineWorker {
             }
         }
         try session.agree(failure: odd, code: .mismatch)
+    }
+
+    /// Checkpoints the state after `step` (collective): every rank sends its stage's parameters
+    /// and the moments of the shards it updates (zero elsewhere: exactly one holder updates each
+    /// element), rank 0 puts them together under the whole model's layout and hands them to the
+    /// background writer. Returns rank 0's stall in milliseconds.
+    func checkpoint(step: Int, shares: [Int]) throws -> Double {
+        let since = MPIRuntime.wallTime()
+        let count = model.layout.count
+        let optimizer = try model.readOptimizerState()
+        var payload = try model.readParameters()
+        var first = [Float](repeating: 0, count: count)
+        var second = first
+        for run in runs {
+            let shard = run.myShard
+            first.replaceSubrange(shard, with: optimizer.firstMoment[shard])
+            second.replaceSubrange(shard, with: optimizer.secondMoment[shard])
+        }
+        payload += first
+        payload += second
+        let all = try world.allgatherv(payload)
+        guard rank == 0 else { return 0 }
+        let config = RankCapacity.modelConfig(spec.model, batch: plan.microbatchSize)
+        let whole = ParameterLayout(config: config)
+        var parameters = [Float](repeating: 0, count: whole.count)
+        var wholeFirst = parameters
+        var wholeSecond = parameters
+        for replica in plan.replicas {
+            for stage in replica.stages {
+                let layout = ParameterLayout(config: config, stage: stage.layers)
+                let values = all[stage.device]
+                guard values.count == 3 * layout.count else {
+                    throw CollectiveFailure(error: MedleyError(
+                        .corruption, "\(labels[stage.device]) sent \(values.count) checkpoint values for a stage of \(layout.count) parameters"))
+                }
+                for entry in layout.entries {
+                    let target = try whole.entry(entry.name).range
+                    parameters.replaceSubrange(target, with: values[entry.range])
+                    for (i, j) in zip(target, entry.range) {
+                        wholeFirst[i] += values[layout.count + j]
+                        wholeSecond[i] += values[2 * layout.count + j]
+                    }
+                }
+            }
+        }
+        let tensors = try Checkpoint.tensors(layout: whole, parameters: parameters, firstMoment: wholeFirst, secondMoment: wholeSecond)
+        let planJSON = (try? String(decoding: plan.jsonData(), as: UTF8.self)) ?? ""
+        return session.submitCheckpoint(step: step, tensors: tensors, optimizerSteps: optimizer.steps, shares: shares,
+                                        planJSON: planJSON, since: since)
     }
 
     /// Gathers every stage's parameters (collective) and, on rank 0, writes the whole model in

@@ -122,11 +122,6 @@ public struct TrainLauncher {
                     .invalidArgument,
                     "the checkpoint in \(found.path) is at step \(found.checkpoint.step), and this run has \(total) steps; nothing is left to train (raise --steps or train.steps)")
             }
-            if plan != nil {
-                throw MedleyError(
-                    .invalidArgument,
-                    "--resume works for data-parallel jobs (plan: data) in this build; a pipeline plan cannot resume yet")
-            }
         }
 
         if let plan {

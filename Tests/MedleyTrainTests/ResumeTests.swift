@@ -1,5 +1,6 @@
 import Foundation
 import MedleyCore
+import MedleyPlanner
 import MedleyTestSupport
 import Testing
 
@@ -75,6 +76,51 @@ struct ResumeTests {
             norm += Double(x) * Double(x)
         }
         #expect(other.weights.count == whole.weights.count && (difference / norm).squareRoot() <= 1e-3)
+    }
+
+    @Test("pipelines: resumed on the same plan bitwise equal; on other stage boundaries and as data parallel within 1e-3")
+    func pipelineResume() throws {
+        let dir = try TestSupport.temporaryDirectory("medley-resume")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let checkpoints = dir + "/checkpoints"
+        let devices = "[reference, {adapter: sim, options: {vendor: Acme}}, reference, {adapter: sim, options: {vendor: Borealis}}]"
+        let train = "steps: 8, eval_every: 0, checkpoint_every: 4"
+        // Two replicas of two stages (wte tied between each replica's ends: four holders).
+        let twoByTwo = Plan.manual(globalBatch: 12, microbatchSize: 2, replicas: [(7, [(0, 0..<2), (1, 2..<4)]), (5, [(2, 0..<3), (3, 3..<4)])])
+        let yaml = try PipelineJobTests.job(devices: devices, plan: twoByTwo, planPath: dir + "/a.json", train: train)
+        let whole = try Self.train(yaml, in: dir, name: "whole", ["--checkpoint-dir", checkpoints])
+        try #require(whole.result.status == 0, "\(whole.result.output)")
+        try #require(CheckpointStore(directory: checkpoints).steps() == [8, 4])
+        try FileManager.default.removeItem(atPath: checkpoints + "/" + CheckpointStore.name(step: 8))
+        let saved = try CheckpointStore.load(checkpoints + "/" + CheckpointStore.name(step: 4))
+        #expect(saved.planJSON.contains("replicas") && saved.tensors.allSatisfy { $0.secondMoment.contains { $0 != 0 } })
+
+        let same = try Self.train(yaml, in: dir, name: "same", ["--resume", checkpoints])
+        try #require(same.result.status == 0, "\(same.result.output)")
+        #expect(same.records.map(\.step) == [5, 6, 7, 8])
+        #expect(whole.records.suffix(4).map(\.loss) == same.records.map(\.loss))
+        #expect(!whole.weights.isEmpty && whole.weights.map(\.bitPattern) == same.weights.map(\.bitPattern), "same plan: weights differ")
+
+        func close(_ run: Run, _ what: String) {
+            var difference = 0.0, norm = 0.0
+            for (x, y) in zip(whole.weights, run.weights) {
+                difference += Double(x - y) * Double(x - y)
+                norm += Double(x) * Double(x)
+            }
+            #expect(run.weights.count == whole.weights.count && (difference / norm).squareRoot() <= 1e-3, "\(what)")
+            #expect(run.records.map(\.step) == [5, 6, 7, 8], "\(what)")
+        }
+        // One replica of three stages on three chips, microbatches of 3.
+        let three = Plan.manual(globalBatch: 12, microbatchSize: 3, replicas: [(12, [(0, 0..<1), (1, 1..<3), (2, 3..<4)])])
+        let threeYAML = try PipelineJobTests.job(devices: "[cpu, reference, {adapter: sim, options: {vendor: Acme}}]", plan: three,
+                                                 planPath: dir + "/b.json", train: train)
+        let staged = try Self.train(threeYAML, in: dir, name: "staged", ["--resume", checkpoints])
+        try #require(staged.result.status == 0, "\(staged.result.output)")
+        close(staged, "three stages")
+        // Data parallel on two chips.
+        let data = try Self.train(Self.job(devices: Self.devices, shares: "[6, 6]"), in: dir, name: "data", ["--resume", checkpoints])
+        try #require(data.result.status == 0, "\(data.result.output)")
+        close(data, "data parallel")
     }
 
     @Test("a damaged newest checkpoint is named and the one before it is used; bad --resume paths are one line before mpirun")
