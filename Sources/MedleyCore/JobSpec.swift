@@ -205,6 +205,9 @@ public struct JobSpec: Codable, Sendable, Equatable {
         public var checkpointEvery: Int
         /// Checkpoints kept: the newest this many; older ones are deleted once a newer one is whole.
         public var checkpointKeep: Int
+        /// Start from this checkpoint's parameters (fresh optimizer state, from step 1): a
+        /// `step-…` directory, a directory of them or a run directory; relative to the job file.
+        public var initFrom: String?
 
         /// The default ``pipelineSlack``.
         public static let defaultPipelineSlack = 1
@@ -224,7 +227,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
             warmupSteps: Int = 0, minLR: Double? = nil, weightDecay: Double = 0.1, gradClip: Double = 1.0,
             evalEvery: Int = 0, rebalanceEvery: Int = 10, seed: UInt64 = 1, evalBatches: Int = 4,
             stepTimeout: Double = 600, shares: [Int]? = nil, pipelineSlack: Int = Training.defaultPipelineSlack,
-            checkpointEvery: Int = 100, checkpointKeep: Int = 3
+            checkpointEvery: Int = 100, checkpointKeep: Int = 3, initFrom: String? = nil
         ) {
             self.steps = steps
             self.lr = lr
@@ -242,6 +245,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
             self.pipelineSlack = pipelineSlack
             self.checkpointEvery = checkpointEvery
             self.checkpointKeep = checkpointKeep
+            self.initFrom = initFrom
         }
 
         enum CodingKeys: String, CodingKey {
@@ -259,6 +263,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
             case pipelineSlack = "pipeline_slack"
             case checkpointEvery = "checkpoint_every"
             case checkpointKeep = "checkpoint_keep"
+            case initFrom = "init_from"
         }
     }
 
@@ -391,7 +396,7 @@ extension JobSpec {
     static let trainKeys = [
         "steps", "lr", "lr_schedule", "warmup_steps", "min_lr", "weight_decay", "grad_clip", "eval_every",
         "rebalance_every", "seed", "eval_batches", "step_timeout", "shares", "pipeline_slack", "checkpoint_every",
-        "checkpoint_keep",
+        "checkpoint_keep", "init_from",
     ]
     static let deviceKeys = ["adapter", "options", "count", "cpus"]
 
@@ -435,6 +440,9 @@ extension JobSpec {
             throw MedleyError(.io, "cannot read job spec \(path): \(error.localizedDescription)")
         }
         var spec = try parse(yaml: text, source: path)
+        if let initFrom = spec.train.initFrom, !initFrom.hasPrefix("/") {
+            spec.train.initFrom = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(initFrom).standardizedFileURL.path
+        }
         if ![dataParallelPlan, automaticPlan].contains(spec.plan) && !spec.plan.hasPrefix("/") {
             spec.plan = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(spec.plan).standardizedFileURL.path
         }
@@ -706,7 +714,9 @@ enum SpecReader {
                 stepTimeout: try s.double("step_timeout", t.stepTimeout)!, shares: try s.intList("shares"),
                 pipelineSlack: try s.int("pipeline_slack", t.pipelineSlack),
                 checkpointEvery: try s.int("checkpoint_every", t.checkpointEvery),
-                checkpointKeep: try s.int("checkpoint_keep", t.checkpointKeep))
+                checkpointKeep: try s.int("checkpoint_keep", t.checkpointKeep),
+                initFrom: try s.string("init_from", ""))
+            if train.initFrom?.isEmpty == true { train.initFrom = nil }
         }
 
         var devices: [JobSpec.Device] = []

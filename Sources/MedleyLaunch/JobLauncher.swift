@@ -57,6 +57,7 @@ public struct JobLauncher {
         // Checkpoints go in the run directory (set once it is made); a rerun in a run directory
         // that has some continues from them.
         let checkpoints = launcher.checkpointDirectory ?? directory + "/checkpoints"
+        launcher.checkpointsLater = true
         var resumedHere = false
         if launcher.resumePath == nil, !CheckpointStore(directory: checkpoints).steps().isEmpty {
             launcher.resumePath = checkpoints

@@ -217,8 +217,18 @@ public final class PipelineWorker {
             try model.writeOptimizerState(firstMoment: state.firstMoment, secondMoment: state.secondMoment, steps: checkpoint.optimizerSteps)
             firstStep = checkpoint.step + 1
         }
+        if firstStep == 1, let initial = try session.initialParameters(for: model.layout) { try model.writeParameters(initial) }
         try session.openLog(resumingAfter: firstStep > 1 ? firstStep - 1 : nil)
         _ = try session.awaitEveryRank(step: 0, what: "start (building every stage)")
+        if options.steps == 0 {
+            // A 0-step run writes the initial state: a checkpoint of step 0 and the whole model's weights.
+            if options.checkpointDirectory != nil { _ = try checkpoint(step: 0, shares: []) }
+            session.finishCheckpoints()
+            let values = try model.readParameters()
+            if let path = options.weightsPath { try saveWholeModel(values, to: path) }
+            session.printInitialState()
+            return
+        }
         timeline.start(enabled: options.timelinePath != nil)
         var lastValidation: Double?
         var tokensPerSecond: [Double] = []

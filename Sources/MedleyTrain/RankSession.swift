@@ -276,7 +276,7 @@ public final class RankSession {
     public func checkpointsAfter(step: Int) -> Bool {
         guard options.checkpointDirectory != nil else { return false }
         let every = spec.train.checkpointEvery
-        return step == options.steps || (every > 0 && step % every == 0)
+        return step == options.steps || (every > 0 && step > 0 && step % every == 0)
     }
 
     /// The checkpoint to resume from, when the run was asked to (collective: every rank reads
@@ -304,6 +304,38 @@ public final class RankSession {
             Console.line("resuming from \(found.path): step \(found.checkpoint.step) done, \(options.steps - found.checkpoint.step) to go")
         }
         return found.checkpoint
+    }
+
+    /// The parameters of `train.init_from`'s checkpoint for `layout` (collective: the ranks
+    /// check they read the same step), when the spec has one and the run does not resume.
+    public func initialParameters(for layout: ParameterLayout) throws -> [Float]? {
+        guard options.resumePath == nil, let path = spec.train.initFrom else { return nil }
+        let found: (checkpoint: Checkpoint, path: String, skipped: [String])
+        let flat: [Float]
+        do {
+            found = try CheckpointStore.resolve(path)
+            flat = try found.checkpoint.flat(for: layout).parameters
+        } catch let error as MedleyError {
+            throw CollectiveFailure(error: MedleyError(error.code, "train.init_from: " + error.message))
+        }
+        let steps = try world.allgather([UInt64(found.checkpoint.step)])
+        guard steps.allSatisfy({ $0 == steps[0] }) else {
+            throw CollectiveFailure(error: MedleyError(.mismatch, "train.init_from: the ranks found different checkpoints in \(path) (steps \(steps))"))
+        }
+        if rank == 0 {
+            for line in found.skipped { Console.line("warning: \(line)") }
+            Console.line("starting from the weights of \(found.path) (step \(found.checkpoint.step) of job \(found.checkpoint.job)); the optimizer starts afresh")
+        }
+        return flat
+    }
+
+    /// A 0-step run, after the initial state was checkpointed (or saved): rank 0 says where it went.
+    public func printInitialState() {
+        guard rank == 0 && options.printSteps else { return }
+        var line = "done: 0 steps; the initial state"
+        if let directory = options.checkpointDirectory { line += " is checkpoint \(CheckpointStore.name(step: 0)) in \(directory)" }
+        if let path = options.weightsPath { line += options.checkpointDirectory == nil ? " is in \(path)" : ", its weights in \(path)" }
+        Console.line(line)
     }
 
     /// Rank 0: the checkpoint of `step` from whole tensors; queued for writing. Returns the

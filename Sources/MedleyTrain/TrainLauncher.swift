@@ -55,6 +55,9 @@ public struct TrainLauncher {
     public static let resumableExitStatus: Int32 = 75
     /// Where the ranks write checkpoints, if anywhere.
     public var checkpointDirectory: String?
+    /// Whether a checkpoint directory will be set after the preflight (`medley launch` makes it
+    /// inside the run directory, which comes later): a 0-step run is then allowed.
+    public var checkpointsLater = false
     /// A checkpoint to resume from (checked before mpirun starts).
     public var resumePath: String?
 
@@ -101,7 +104,11 @@ public struct TrainLauncher {
     @discardableResult
     public func preflight(plan: Plan?) throws -> [RankPreview] {
         try spec.validate()
-        if let steps, steps < 1 { throw MedleyError(.invalidArgument, "--steps must be at least 1, got \(steps)") }
+        if let steps, steps < 0 || (steps == 0 && checkpointDirectory == nil && weightsPath == nil && !checkpointsLater) {
+            throw MedleyError(
+                .invalidArgument,
+                "--steps must be at least 1 (or 0 with --checkpoint-dir or --save-weights, to write the initial state), got \(steps)")
+        }
         guard timeoutSeconds > 0 else { throw MedleyError(.invalidArgument, "--timeout must be at least 1 second, got \(timeoutSeconds)") }
         try schedule.validate(steps: steps ?? spec.train.steps)
         // Every file the job writes, before any step runs: a job must not train for hours and
@@ -111,6 +118,14 @@ public struct TrainLauncher {
         }
         if let weightsPath { try OutputPaths.checkWritable(weightsPath + ".json", flag: "--save-weights") }
         if let checkpointDirectory { try OutputPaths.checkWritableDirectory(checkpointDirectory, flag: "--checkpoint-dir") }
+        if let initFrom = spec.train.initFrom, resumePath == nil {
+            do {
+                let found = try CheckpointStore.resolve(initFrom)
+                _ = try found.checkpoint.flat(for: ParameterLayout(config: RankCapacity.modelConfig(spec.model, batch: 1)))
+            } catch let error as MedleyError {
+                throw MedleyError(error.code, "train.init_from: " + error.message)
+            }
+        }
         if let resumePath {
             // Before any rank starts: a checkpoint that is not there, or is of another model, is one line now.
             let found = try CheckpointStore.resolve(resumePath)

@@ -171,7 +171,17 @@ public final class TrainingWorker {
                 }
             }
         }
+        if firstStep == 1, let initial = try session.initialParameters(for: model.layout) { try model.writeParameters(initial) }
         try session.openLog(resumingAfter: firstStep > 1 ? firstStep - 1 : nil)
+        if options.steps == 0 {
+            // A 0-step run writes the initial state: a checkpoint of step 0 and the weights.
+            if options.checkpointDirectory != nil { _ = try checkpoint(step: 0, shares: shares) }
+            session.finishCheckpoints()
+            let initial = try model.readParameters()
+            if rank == 0, let path = options.weightsPath { try session.saveWeights(initial, layout: model.layout, to: path) }
+            session.printInitialState()
+            return
+        }
         _ = try world.barrier(timeoutSeconds: spec.train.stepTimeout, what: "the start of step \(firstStep)")
         timeline.start(enabled: options.timelinePath != nil)
         let start = MPIRuntime.wallTime()

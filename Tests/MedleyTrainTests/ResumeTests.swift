@@ -123,6 +123,34 @@ struct ResumeTests {
         close(data, "data parallel")
     }
 
+    @Test("a 0-step run writes the initial state; init_from: it trains exactly as the run it came from")
+    func initFrom() throws {
+        let dir = try TestSupport.temporaryDirectory("medley-resume")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let yaml = Self.job(devices: Self.devices, shares: "[8, 4]")
+        let zero = try Self.train(yaml, in: dir, name: "zero", ["--steps", "0", "--checkpoint-dir", dir + "/initial"])
+        try #require(zero.result.status == 0, "\(zero.result.output)")
+        #expect(zero.result.stdout.contains("done: 0 steps; the initial state is checkpoint step-00000000"), "\(zero.result.stdout)")
+        #expect(zero.records.isEmpty && !zero.weights.isEmpty)
+        let initial = try CheckpointStore.load(dir + "/initial/" + CheckpointStore.name(step: 0))
+        #expect(initial.step == 0 && initial.optimizerSteps == 0)
+        #expect(initial.tensors.allSatisfy { $0.firstMoment.allSatisfy { $0 == 0 } })
+
+        let original = try Self.train(yaml, in: dir, name: "original", [])
+        try #require(original.result.status == 0, "\(original.result.output)")
+        // Another seed would start elsewhere; init_from (relative to the job file) replaces it.
+        let seeded = yaml.replacingOccurrences(of: "checkpoint_every: 4}", with: "checkpoint_every: 4, seed: 99, init_from: initial}")
+        let started = try Self.train(seeded, in: dir, name: "started", [])
+        try #require(started.result.status == 0, "\(started.result.output)")
+        #expect(started.result.stdout.contains("starting from the weights of"), "\(started.result.stdout)")
+        #expect(started.records.first?.loss == original.records.first?.loss, "step 1")
+        #expect(started.weights.map(\.bitPattern) == original.weights.map(\.bitPattern))
+        // A bad init_from is one line before mpirun.
+        let bad = yaml.replacingOccurrences(of: "checkpoint_every: 4}", with: "checkpoint_every: 4, init_from: nowhere}")
+        let failed = try Self.train(bad, in: dir, name: "bad", [])
+        #expect(failed.result.status != 0 && failed.result.stderr.contains("train.init_from:"), "\(failed.result.output)")
+    }
+
     @Test("a damaged newest checkpoint is named and the one before it is used; bad --resume paths are one line before mpirun")
     func damagedAndBad() throws {
         let dir = try TestSupport.temporaryDirectory("medley-resume")
