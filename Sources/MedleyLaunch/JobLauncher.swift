@@ -116,6 +116,19 @@ public struct JobLauncher {
         // Every rank's standard output and error, each in a file of its own (ranks/1/rank.N/).
         job.mpirunArguments += ["--output-filename", URL(fileURLWithPath: directory + "/ranks").standardizedFileURL.path]
 
+        // SIGUSR1 to medley launch: every rank checkpoints after the next step they all reach.
+        let previousUSR1 = signal(SIGUSR1, SIG_IGN)
+        let checkpointSignal = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: DispatchQueue(label: "medley.sigusr1"))
+        checkpointSignal.setEventHandler {
+            console.line("SIGUSR1: asking every rank for a checkpoint after the next step", isError: false)
+            shell.handle(.requestCommand(ControlCommand(kind: .checkpointNow, reason: "SIGUSR1 to medley launch"), rank: nil, at: shell.now))
+        }
+        checkpointSignal.resume()
+        defer {
+            checkpointSignal.cancel()
+            signal(SIGUSR1, previousUSR1)
+        }
+
         let display = DisplayTimer(console: console, shell: shell, job: launcher.spec.name, totalSteps: totalSteps, startedAt: launchedAt)
         display.start()
         defer { display.stop() }

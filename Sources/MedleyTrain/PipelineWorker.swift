@@ -79,6 +79,8 @@ public final class PipelineWorker {
     var timeline: Timeline
     /// Set at the first step any rank said the supervisor asked it to stop.
     var stopAgreed = false
+    /// Set at a step where any rank said the supervisor asked for a checkpoint.
+    var checkpointAgreed = false
 
     /// Opens this rank's device and builds its stage (collective: every rank calls it).
     public init(options: RankSession.Options, plan: Plan, communicator: Communicator) throws {
@@ -240,7 +242,7 @@ public final class PipelineWorker {
                 record.valLoss = try validationLoss(step: step)
                 lastValidation = record.valLoss
             }
-            if session.checkpointsAfter(step: step) || (stopAgreed && options.checkpointDirectory != nil) {
+            if session.checkpointsAfter(step: step) || ((stopAgreed || checkpointAgreed) && options.checkpointDirectory != nil) {
                 record.checkpointMs = try checkpoint(step: step, shares: record.shares)
             }
             tokensPerSecond.append(record.tokensPerS)
@@ -317,11 +319,12 @@ public final class PipelineWorker {
             clock.compute * 1000, clock.wait * 1000, (t2 - t1) * 1000, lastStage ? lossSum : 0,
             lastStage ? Double(role.samples) : 0, shardSquares, Double(role.samples), (t1 - t0) * 1000,
             // Whether the supervisor asked this rank to stop; all stop together.
-            RankControl.stopRequested(rank: rank) ? 1 : 0,
+            RankControl.stopRequested(rank: rank) ? 1 : 0, RankControl.checkpointRequested() ? 1 : 0,
         ]
         let all = try world.allgather(mine)
         let row = { (r: Int, k: Int) in all[r * mine.count + k] }
         stopAgreed = stopAgreed || (0..<size).contains { row($0, 8) > 0 }
+        checkpointAgreed = (0..<size).contains { row($0, 9) > 0 }
         var losses = 0.0, squares = 0.0
         for r in 0..<size {
             losses += row(r, 3)

@@ -25,10 +25,11 @@ public enum RankControl {
 
     /// Why the supervisor asked this rank to stop, once it has (latched).
     nonisolated(unsafe) private static var stopReason: String?
+    /// A `checkpoint now` arrived and was not acted on yet.
+    nonisolated(unsafe) private static var checkpointWanted = false
 
     /// Whether the supervisor has asked this rank to stop (at the next step boundary that
-    /// every rank agrees on: the workers share this flag in their per-step allgather). A
-    /// `checkpoint now` is noted in the rank's log: this build writes no mid-run checkpoint.
+    /// every rank agrees on: the workers share this flag in their per-step allgather).
     static func stopRequested(rank: Int) -> Bool {
         guard let client = current else { return false }
         for command in client.takeCommands() {
@@ -36,11 +37,20 @@ public enum RankControl {
             case .stop:
                 lock.withLock { stopReason = stopReason ?? command.reason }
             case .checkpointNow:
-                FileHandle.standardError.write(Data(
-                    "rank \(rank): the supervisor asked for a checkpoint (\(command.reason)); this build writes weights only at the end (--save-weights)\n".utf8))
+                lock.withLock { checkpointWanted = true }
             }
         }
         return lock.withLock { stopReason != nil }
+    }
+
+    /// Whether the supervisor asked for a checkpoint since the last call (read after
+    /// ``stopRequested(rank:)``, which takes the commands in). The workers share the flag in
+    /// their per-step allgather, so every rank checkpoints after the same step.
+    static func checkpointRequested() -> Bool {
+        lock.withLock {
+            defer { checkpointWanted = false }
+            return checkpointWanted
+        }
     }
 
     /// The supervisor's reason for the stop, if it asked for one.

@@ -51,6 +51,8 @@ public final class TrainingWorker {
     var timeline: Timeline
     /// Set at the first step any rank said the supervisor asked it to stop.
     var stopAgreed = false
+    /// Set at a step where any rank said the supervisor asked for a checkpoint.
+    var checkpointAgreed = false
 
     /// Opens this rank's device, loads the data and builds the model (collective: every rank calls it).
     public init(options: Options, communicator: Communicator) throws {
@@ -208,7 +210,7 @@ public final class TrainingWorker {
                 rebalancer = r
             }
             if step == firstStep && record.throughputs == nil { record.throughputs = warmup }
-            if session.checkpointsAfter(step: step) || (stopAgreed && options.checkpointDirectory != nil) {
+            if session.checkpointsAfter(step: step) || ((stopAgreed || checkpointAgreed) && options.checkpointDirectory != nil) {
                 record.checkpointMs = try checkpoint(step: step, shares: record.shares)
             }
             tokensPerSecond.append(record.tokensPerS)
@@ -301,11 +303,13 @@ public final class TrainingWorker {
 
         // Everyone learns everyone's numbers; the sums are taken in rank order on every rank.
         // The last number: whether the supervisor asked this rank to stop; all stop together.
+        // And whether it was asked for a checkpoint: all checkpoint after this step.
         let mine = [(t1 - t0) * 1000, Double(samples), loss * Double(samples), idle * 1000, (t3 - t2) * 1000, shardSquares,
-                    RankControl.stopRequested(rank: rank) ? 1 : 0]
+                    RankControl.stopRequested(rank: rank) ? 1 : 0, RankControl.checkpointRequested() ? 1 : 0]
         let all = try world.allgather(mine)
         let row = { (r: Int, k: Int) in all[r * mine.count + k] }
         stopAgreed = stopAgreed || (0..<size).contains { row($0, 6) > 0 }
+        checkpointAgreed = (0..<size).contains { row($0, 7) > 0 }
         var lossSum = 0.0, sampleSum = 0.0, squares = 0.0
         for r in 0..<size {
             lossSum += row(r, 2)

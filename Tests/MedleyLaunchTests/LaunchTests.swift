@@ -104,7 +104,7 @@ struct LaunchTests {
         #expect(process.terminationStatus != 0)
     }
 
-    @Test("SIGTERM mid-run: every rank stops together at a step boundary, records and timeline written, within 5 s")
+    @Test("SIGUSR1 mid-run checkpoints; SIGTERM: every rank stops together at a step boundary with a checkpoint, within 5 s, and --resume goes on")
     func stopOnSignal() throws {
         let yaml = Self.job.replacingOccurrences(of: "train: {steps: 4, eval_every: 2}", with: "train: {steps: 100000, eval_every: 0}")
         let (directory, job) = try Self.write(yaml)
@@ -131,6 +131,14 @@ struct LaunchTests {
             if !training { Thread.sleep(forTimeInterval: 0.1) }
         }
         try #require(training, "the job never trained: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")")
+        // SIGUSR1: a checkpoint now, off the every-100-steps schedule.
+        kill(process.processIdentifier, SIGUSR1)
+        var asked: [Int] = []
+        for _ in 0..<200 where asked.isEmpty {
+            asked = CheckpointStore(directory: run + "/checkpoints").steps()
+            if asked.isEmpty { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        #expect(asked.count == 1, "no checkpoint 10 s after SIGUSR1")
         kill(process.processIdentifier, SIGTERM)
         let stopAt = Date()
         while process.isRunning && Date().timeIntervalSince(stopAt) < 10 { Thread.sleep(forTimeInterval: 0.05) }
