@@ -1,0 +1,89 @@
+import MedleySupervisor
+import Testing
+
+/// The recovery policy on scripted sequences of attempts: no processes, no clock but the events'.
+@Suite("recovery policy")
+struct RecoveryPolicyTests {
+    typealias P = RecoveryPolicy
+
+    static func fault(_ rank: Int, _ kind: SupervisorAlert.Kind = .exited, _ message: String = "gone") -> P.RankFault {
+        P.RankFault(rank: rank, kind: kind, message: "rank \(rank): \(message)")
+    }
+
+    @Test("a finished or stopped attempt ends the run; nothing after it")
+    func finish() {
+        var p = P(primaries: 3, spares: 1)
+        #expect(p.handle(.finished(at: 5)) == [.finish])
+        #expect(p.isOver && p.handle(.failed(faults: [Self.fault(0)], reason: "x", at: 6)).isEmpty)
+        var q = P(primaries: 3, spares: 1)
+        #expect(q.handle(.stopped(at: 5)) == [.finish] && q.restarts == 0)
+    }
+
+    @Test("a dead chip is evicted and the spare takes its rank; the restart comes after the backoff")
+    func spareTakesOver() {
+        var p = P(configuration: .init(maxRestarts: 3, backoffSeconds: 1), primaries: 3, spares: 1)
+        let out = p.handle(.failed(faults: [Self.fault(1, .exited, "killed (SIGKILL)")], reason: "mpirun exit 1", at: 10))
+        #expect(out == [
+            .evict(.primary(1), reason: "rank 1: killed (SIGKILL)"), .replace(evicted: .primary(1), with: .spare(0)),
+            .restart(chips: [.primary(0), .spare(0), .primary(2)], number: 1, afterSeconds: 1),
+        ])
+        #expect(p.evictions.map(\.chip) == [.primary(1)] && p.spares.isEmpty)
+    }
+
+    @Test("two faults at once with one spare: the higher rank is replaced, the other shrinks the job")
+    func twoAtOnce() {
+        var p = P(primaries: 4, spares: 1)
+        let out = p.handle(.failed(faults: [Self.fault(0, .fault, "device lost"), Self.fault(2, .silent, "hung"), Self.fault(0, .exited)],
+                                   reason: "x", at: 3))
+        #expect(out == [
+            .evict(.primary(2), reason: "rank 2: hung"), .replace(evicted: .primary(2), with: .spare(0)),
+            .evict(.primary(0), reason: "rank 0: device lost"), .shrink(removed: .primary(0)),
+            .restart(chips: [.primary(1), .spare(0), .primary(3)], number: 1, afterSeconds: 1),
+        ])
+    }
+
+    @Test("stragglers are not evicted; a failure that names no rank restarts the same chips")
+    func notEvicted() {
+        var p = P(primaries: 2, spares: 1)
+        let out = p.handle(.failed(faults: [Self.fault(1, .straggler, "slow")], reason: "mpirun exited with status 1", at: 1))
+        #expect(out == [.restart(chips: [.primary(0), .primary(1)], number: 1, afterSeconds: 1)])
+        #expect(p.evictions.isEmpty && p.spares == [.spare(0)])
+    }
+
+    @Test("a spare that fails at start is evicted too, and the job shrinks once none is left")
+    func spareFailsAtStart() {
+        var p = P(primaries: 2, spares: 1)
+        _ = p.handle(.failed(faults: [Self.fault(0)], reason: "x", at: 1))
+        #expect(p.chips == [.spare(0), .primary(1)])
+        let out = p.handle(.failedAtStart(rank: 0, message: "adapter sim: no device", at: 2))
+        #expect(out == [
+            .evict(.spare(0), reason: "could not start: adapter sim: no device"), .shrink(removed: .spare(0)),
+            .restart(chips: [.primary(1)], number: 2, afterSeconds: 2),
+        ])
+    }
+
+    @Test("faults until max_restarts: the backoff doubles up to its cap, then one line gives up")
+    func maxRestarts() {
+        var p = P(configuration: .init(maxRestarts: 3, backoffSeconds: 4, maxBackoffSeconds: 10), primaries: 1, spares: 0)
+        var delays: [Double] = []
+        for t in 0..<3 {
+            let out = p.handle(.failed(faults: [], reason: "mpirun exited with status 1", at: Double(t)))
+            guard case let .restart(_, number, after)? = out.last else { Issue.record("no restart: \(out)"); return }
+            #expect(number == t + 1)
+            delays.append(after)
+        }
+        #expect(delays == [4, 8, 10])
+        let last = p.handle(.failed(faults: [], reason: "mpirun exited with status 1", at: 9))
+        guard case let .giveUp(reason)? = last.last else { Issue.record("\(last)"); return }
+        #expect(reason.contains("after 3 restarts") && reason.contains("max_restarts 3") && p.isOver)
+    }
+
+    @Test("shrinking below min_chips ends the run with a clear line")
+    func belowMinChips() {
+        var p = P(configuration: .init(minChips: 2), primaries: 2, spares: 0)
+        let out = p.handle(.failed(faults: [Self.fault(1)], reason: "x", at: 1))
+        #expect(out.prefix(2) == [.evict(.primary(1), reason: "rank 1: gone"), .shrink(removed: .primary(1))])
+        guard case let .giveUp(reason)? = out.last else { Issue.record("\(out)"); return }
+        #expect(reason.contains("only 1 chip is left, fewer than min_chips 2") && p.isOver)
+    }
+}
