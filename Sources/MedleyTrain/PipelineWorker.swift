@@ -209,15 +209,7 @@ public final class PipelineWorker {
         // whole (each holder then updates only its own shard of each run).
         var firstStep = 1
         if let checkpoint = try session.resumeCheckpoint() {
-            let state: (parameters: [Float], firstMoment: [Float], secondMoment: [Float])
-            do {
-                state = try checkpoint.flat(for: model.layout)
-            } catch let error as MedleyError {
-                throw CollectiveFailure(error: error)
-            }
-            try model.writeParameters(state.parameters)
-            try model.writeOptimizerState(firstMoment: state.firstMoment, secondMoment: state.secondMoment, steps: checkpoint.optimizerSteps)
-            firstStep = checkpoint.step + 1
+            firstStep = try session.restore(checkpoint, into: model)
         }
         if firstStep == 1, let initial = try session.initialParameters(for: model.layout) { try model.writeParameters(initial) }
         try session.openLog(resumingAfter: firstStep > 1 ? firstStep - 1 : nil)

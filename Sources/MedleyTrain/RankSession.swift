@@ -338,6 +338,21 @@ public final class RankSession {
         Console.line(line)
     }
 
+    /// Puts `checkpoint`'s state into `model` (a whole model or one stage: its tensors by name):
+    /// the parameters, both moments whole (each rank then updates only its own shards) and
+    /// AdamW's step count. Returns the step to train next.
+    public func restore(_ checkpoint: Checkpoint, into model: GPT) throws -> Int {
+        let state: (parameters: [Float], firstMoment: [Float], secondMoment: [Float])
+        do {
+            state = try checkpoint.flat(for: model.layout)
+        } catch let error as MedleyError {
+            throw CollectiveFailure(error: error)
+        }
+        try model.writeParameters(state.parameters)
+        try model.writeOptimizerState(firstMoment: state.firstMoment, secondMoment: state.secondMoment, steps: checkpoint.optimizerSteps)
+        return checkpoint.step + 1
+    }
+
     /// Rank 0: the checkpoint of `step` from whole tensors; queued for writing. Returns the
     /// milliseconds spent from `since` (the snapshot's start) until it was handed over.
     func submitCheckpoint(step: Int, tensors: [Checkpoint.Tensor], optimizerSteps: Int, shares: [Int], planJSON: String = "",

@@ -152,15 +152,7 @@ public final class TrainingWorker {
         // updates its own shard of the moments from here on), and its shares when they fit.
         var firstStep = 1
         if let checkpoint = try session.resumeCheckpoint() {
-            let state: (parameters: [Float], firstMoment: [Float], secondMoment: [Float])
-            do {
-                state = try checkpoint.flat(for: model.layout)
-            } catch let error as MedleyError {
-                throw CollectiveFailure(error: error)
-            }
-            try model.writeParameters(state.parameters)
-            try model.writeOptimizerState(firstMoment: state.firstMoment, secondMoment: state.secondMoment, steps: checkpoint.optimizerSteps)
-            firstStep = checkpoint.step + 1
+            firstStep = try session.restore(checkpoint, into: model)
             let pinned = try schedule.shares(atStep: firstStep)
             if let pinned {
                 shares = pinned

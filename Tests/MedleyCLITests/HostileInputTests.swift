@@ -51,7 +51,10 @@ struct HostileInputTests {
     func badFlags() throws {
         let spec = try Self.job("model: {layers: 1, dim: 16, heads: 2, seq: 16, batch: 2}\ntrain: {steps: 3, eval_every: 0}\ndevices: [{adapter: reference}]\n")
         let cases: [([String], String)] = [
-            (["--steps", "-5"], "--steps must be at least 1, got -5"),
+            (["--steps", "-5"], "--steps must be at least 1 (or 0 with --checkpoint-dir or --save-weights, to write the initial state), got -5"),
+            (["--steps", "0"], "--steps must be at least 1 (or 0 with --checkpoint-dir or --save-weights, to write the initial state), got 0"),
+            (["--resume", "/nonexistent/run"], "/nonexistent/run is not a directory; --resume takes a run directory"),
+            (["--checkpoint-dir", "/proc/medley-checkpoints"], "--checkpoint-dir /proc/medley-checkpoints"),
             (["--timeout", "-3"], "--timeout must be at least 1 second, got -3"),
             (["--shares", "9:2"], "step 9 is past the job's last step (3)"),
             (["--log", "/dev/null/steps.jsonl"], "--log /dev/null/steps.jsonl: /dev/null is not a directory"),
