@@ -26,6 +26,38 @@ public struct JobSpec: Codable, Sendable, Equatable {
     public var plan: String
     /// How `medley launch` watches the job (ignored by `medley train`).
     public var supervise: Supervise
+    /// Chips held in reserve: when `medley launch` evicts a faulty chip, the first unused spare
+    /// takes its rank (docs/launch.md, "Recovery").
+    public var spares: [Device] = []
+    /// How `medley launch` recovers from faults.
+    public var recovery: Recovery = Recovery()
+
+    /// When to restart after a fault and when to give up.
+    public struct Recovery: Codable, Sendable, Equatable {
+        /// Restarts allowed in the whole run; 0 = a fault ends the job.
+        public var maxRestarts: Int
+        /// The job ends rather than run on fewer chips than this.
+        public var minChips: Int
+        /// Seconds before the first restart; each later one waits twice as long (at most 30 s).
+        public var backoff: Double
+
+        public init(maxRestarts: Int = 3, minChips: Int = 1, backoff: Double = 1) {
+            self.maxRestarts = maxRestarts
+            self.minChips = minChips
+            self.backoff = backoff
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case backoff
+            case maxRestarts = "max_restarts"
+            case minChips = "min_chips"
+        }
+    }
+
+    /// Every spare's ranks' devices, in order (entries repeated `count` times), as ``rankDevices`` lists the job's.
+    public var spareDevices: [Device] {
+        spares.flatMap { device in (0..<max(device.count, 0)).map { _ in Device(adapter: device.adapter, options: device.options, cpus: device.cpus) } }
+    }
 
     /// `plan: data`.
     public static let dataParallelPlan = "data"
@@ -387,7 +419,8 @@ extension JobSpec {
 
 extension JobSpec {
     /// The keys each section accepts, in documentation order.
-    static let topKeys = ["name", "model", "data", "train", "devices", "plan", "supervise"]
+    static let topKeys = ["name", "model", "data", "train", "devices", "plan", "supervise", "spares", "recovery"]
+    static let recoveryKeys = ["max_restarts", "min_chips", "backoff"]
     static let superviseKeys = [
         "heartbeat_timeout", "straggler_factor", "straggler_steps", "hello_timeout", "alert_command", "alert_timeout", "metrics_port",
     ]
@@ -554,6 +587,19 @@ extension JobSpec {
             if let cpu = device.cpus.first(where: { $0 < 0 }) {
                 throw fail("devices[\(index)].cpus", "CPU numbers start at 0, got \(cpu)")
             }
+        }
+        for (index, device) in spares.enumerated() {
+            if device.adapter.trimmingCharacters(in: .whitespaces).isEmpty {
+                throw fail("spares[\(index)].adapter", "must name an adapter (e.g. cpu, sim) or the path of one")
+            }
+            if device.count < 1 { throw fail("spares[\(index)].count", "must be at least 1, got \(device.count); remove the entry instead") }
+        }
+        guard (0...100).contains(recovery.maxRestarts) else {
+            throw fail("recovery.max_restarts", "must be 0 (a fault ends the job) to 100, got \(recovery.maxRestarts); 3 is the default")
+        }
+        guard recovery.minChips >= 1 else { throw fail("recovery.min_chips", "must be at least 1, got \(recovery.minChips)") }
+        guard recovery.backoff.isFinite && recovery.backoff >= 0 && recovery.backoff <= 600 else {
+            throw fail("recovery.backoff", "must be 0 to 600 seconds, got \(recovery.backoff); 1 is the default")
         }
         if model.globalBatch < rankCount {
             throw fail(
@@ -740,9 +786,22 @@ enum SpecReader {
                 alertTimeout: try s.double("alert_timeout", u.alertTimeout)!,
                 metricsPort: try s.int("metrics_port", u.metricsPort))
         }
-        return JobSpec(
+        var spec = JobSpec(
             name: try top.string("name", "medley-job"), model: model, data: data, train: train, devices: devices,
             plan: try top.string("plan", JobSpec.dataParallelPlan), supervise: supervise)
+        if let node = top.value("spares") {
+            guard case .sequence(let list) = node else {
+                throw typeError("spares", "a list of devices (each `- adapter: NAME`), as devices:", node)
+            }
+            spec.spares = try list.enumerated().map { try device($0.element, path: "spares[\($0.offset)]") }
+        }
+        if let section = try top.value("recovery").map({ try Section($0, path: "recovery", known: JobSpec.recoveryKeys) }) {
+            let r = JobSpec.Recovery()
+            spec.recovery = JobSpec.Recovery(
+                maxRestarts: try section.int("max_restarts", r.maxRestarts), minChips: try section.int("min_chips", r.minChips),
+                backoff: try section.double("backoff", r.backoff)!)
+        }
+        return spec
     }
 
     static func device(_ node: Node, path: String) throws -> JobSpec.Device {

@@ -13,6 +13,9 @@ import MedleyTrain
 public struct JobLauncher {
     /// How long the ranks get to stop by themselves at Ctrl-C or SIGTERM before they are signalled.
     public static let stopGraceSeconds = 1.5
+    /// Fatal alerts this close to the first one are faults of their own; later ones are the
+    /// job being ended because of it.
+    public static let collateralWindow = 0.2
 
     /// The training launch (spec, steps, outputs, mpirun settings).
     public var launcher: TrainLauncher
@@ -74,6 +77,114 @@ public struct JobLauncher {
         let hook = supervise.alertCommand.map {
             AlertHook(command: $0, timeoutSeconds: supervise.alertTimeout) { problem in console.alert(problem) }
         }
+        // Faults: evict, take a spare or shrink, and restart from the newest checkpoint
+        // (data-parallel jobs; a plan's ranks are its own, so a planned job ends at a fault).
+        var policy = RecoveryPolicy(
+            configuration: .init(maxRestarts: launcher.spec.recovery.maxRestarts, minChips: launcher.spec.recovery.minChips,
+                                 backoffSeconds: launcher.spec.recovery.backoff),
+            primaries: launcher.spec.rankCount, spares: launcher.spec.spareDevices.count)
+        let original = launcher.spec
+        var current = launcher
+        var currentPlan = plan
+        var attempt = 0
+        while true {
+            let result = try runAttempt(
+                current, plan: currentPlan, program: program, directory: directory, checkpoints: checkpoints, console: console,
+                hook: hook, launchedAt: launchedAt, resumedHere: resumedHere && attempt == 0, restarts: attempt)
+            let stopped = result.exit == 0 || result.exit == TrainLauncher.resumableExitStatus || result.exit > 128
+            if stopped || currentPlan != nil {
+                return try finish(result, directory: directory, console: console, policy: policy)
+            }
+            let directives = policy.handle(.failed(faults: result.faults, reason: "mpirun exited with status \(result.exit)", at: Date().timeIntervalSince(launchedAt)))
+            var restart: (chips: [RecoveryPolicy.Chip], number: Int, after: Double)?
+            for directive in directives {
+                let (line, json) = Self.describe(directive, original: original)
+                console.alert(line)
+                Self.append(json, to: directory + "/alerts.jsonl")
+                if case let .restart(chips, number, after) = directive { restart = (chips, number, after) }
+            }
+            guard let restart else { return try finish(result, directory: directory, console: console, policy: policy) }
+            current.spec.devices = restart.chips.map { chip in
+                switch chip {
+                case .primary(let n):
+                    let d = original.rankDevices[n]
+                    return JobSpec.Device(adapter: d.adapter, options: d.options, cpus: d.cpus)
+                case .spare(let n): return original.spareDevices[n]
+                }
+            }
+            current.resumePath = CheckpointStore(directory: checkpoints).steps().isEmpty ? nil : checkpoints
+            do {
+                currentPlan = try current.resolvePlan()
+                try current.preflight(plan: currentPlan)
+            } catch {
+                console.alert("recovery: the restarted job cannot start: \(error); giving up")
+                return try finish(result, directory: directory, console: console, policy: policy)
+            }
+            try current.spec.yamlString().write(toFile: directory + "/job.yaml", atomically: true, encoding: .utf8)
+            Thread.sleep(forTimeInterval: restart.after)
+            attempt += 1
+        }
+    }
+
+    /// One attempt's end: its summary shown and written.
+    private func finish(_ result: Attempt, directory: String, console: LaunchConsole, policy: RecoveryPolicy? = nil) throws -> Int32 {
+        for line in result.summary.lines { console.always(line) }
+        if let policy, policy.restarts > 0 {
+            let evicted = policy.evictions.map { "\($0.chip)" }.joined(separator: ", ")
+            console.always("  recovered: \(policy.restarts) restart\(policy.restarts == 1 ? "" : "s"); evicted \(evicted.isEmpty ? "none" : evicted); the summary above is of the last attempt")
+        }
+        if result.exit == TrainLauncher.resumableExitStatus {
+            console.always("resumable: `medley launch --resume \(directory)` continues from its newest checkpoint")
+        }
+        try JobSummary.write(result.summary, to: directory + "/summary.json")
+        return result.exit
+    }
+
+    /// A recovery decision as one line on screen and one JSON line in alerts.jsonl.
+    static func describe(_ directive: RecoveryPolicy.Directive, original: JobSpec) -> (String, String) {
+        func name(_ chip: RecoveryPolicy.Chip) -> String {
+            switch chip {
+            case .primary(let n):
+                let d = original.rankDevices[n]
+                return "\(chip) (\(d.adapter)\(d.options["name"].map { " \($0)" } ?? ""))"
+            case .spare(let n):
+                let d = original.spareDevices[n]
+                return "\(chip) (\(d.adapter)\(d.options["name"].map { " \($0)" } ?? ""))"
+            }
+        }
+        let (kind, line): (String, String)
+        switch directive {
+        case let .evict(chip, reason): (kind, line) = ("evicted", "recovery: \(name(chip)) is evicted: \(reason)")
+        case let .replace(evicted, spare): (kind, line) = ("replaced", "recovery: \(name(spare)) takes the rank of \(name(evicted))")
+        case let .shrink(removed): (kind, line) = ("shrunk", "recovery: no spare left; the job goes on without \(name(removed))")
+        case let .restart(chips, number, after):
+            (kind, line) = ("restart", "recovery: restart \(number) on \(chips.count) chip\(chips.count == 1 ? "" : "s") in \(after) s, from the newest checkpoint")
+        case let .giveUp(reason): (kind, line) = ("gave_up", "recovery: giving up: \(reason)")
+        case .finish: (kind, line) = ("finished", "recovery: finished")
+        }
+        let object: [String: Any] = ["kind": kind, "message": line, "unix_millis": Int(Date().timeIntervalSince1970 * 1000)]
+        let json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        return (line, json)
+    }
+
+    /// What one attempt left: its exit, its summary and its fatal faults.
+    struct Attempt {
+        var exit: Int32
+        var summary: JobSummary
+        var faults: [RecoveryPolicy.RankFault]
+    }
+
+    /// Appends one line to a file (the attempt's own handle on alerts.jsonl is closed by then).
+    static func append(_ line: String, to path: String) {
+        guard let handle = FileHandle(forWritingAtPath: path) else { return }
+        handle.seekToEndOfFile()
+        handle.write(Data((line + "\n").utf8))
+        try? handle.close()
+    }
+
+    /// One `mpirun` of the job under a fresh supervisor, control channel and status server.
+    private func runAttempt(_ launcher: TrainLauncher, plan: Plan?, program: String, directory: String, checkpoints: String,
+                            console: LaunchConsole, hook: AlertHook?, launchedAt: Date, resumedHere: Bool, restarts: Int) throws -> Attempt {
         let ranks = plan.map { Set($0.usedDevices).count } ?? launcher.spec.rankCount
         let configuration = SupervisorConfiguration(
             ranks: ranks, heartbeatTimeout: supervise.heartbeatTimeout, stragglerFactor: supervise.stragglerFactor,
@@ -88,7 +199,7 @@ public struct JobLauncher {
         let jobName = launcher.spec.name, steps = totalSteps
         let statusServer = try (supervise.metricsPort == 0 ? nil : StatusServer(host: "0.0.0.0", port: supervise.metricsPort) {
             let elapsed = Date().timeIntervalSince(launchedAt)
-            return shell.withSupervisor { StatusSnapshot(supervisor: $0, job: jobName, totalSteps: steps, at: shell.now, elapsed: elapsed) }
+            return shell.withSupervisor { StatusSnapshot(supervisor: $0, job: jobName, totalSteps: steps, at: shell.now, elapsed: elapsed, restarts: restarts) }
         })
         defer { statusServer?.shutdown() }
         if let statusServer {
@@ -147,12 +258,17 @@ public struct JobLauncher {
             JobSummary(supervisor: $0, status: exit, seconds: Date().timeIntervalSince(started),
                        firstStepSeconds: display.firstStepSeconds, supervisorCPUSeconds: cpu)
         }
-        for line in summary.lines { console.always(line) }
-        if exit == TrainLauncher.resumableExitStatus {
-            console.always("resumable: `medley launch --resume \(directory)` continues from its newest checkpoint")
+        // The cause: the first fatal alert, and any within `collateralWindow` of it (faults at
+        // once). Ranks that end after it are mpirun ending the job, not faults of their own.
+        let fatal: [SupervisorAlert.Kind] = [.exited, .fault, .silent, .missingHello]
+        let faults = shell.withSupervisor { supervisor -> [RecoveryPolicy.RankFault] in
+            let candidates = supervisor.alerts.filter { $0.rank != nil && fatal.contains($0.kind) }
+            guard let first = candidates.map(\.at).min() else { return [] }
+            return candidates.filter { $0.at <= first + Self.collateralWindow }.map {
+                RecoveryPolicy.RankFault(rank: $0.rank!, kind: $0.kind, message: $0.message)
+            }
         }
-        try JobSummary.write(summary, to: directory + "/summary.json")
-        return exit
+        return Attempt(exit: exit, summary: summary, faults: faults)
     }
 
     /// Creates the run directory (and its parents); one line when it cannot.

@@ -41,9 +41,12 @@ public final class SupervisorShell: @unchecked Sendable {
         state = NIOLockedValueBox(Supervisor(configuration: configuration, startedAt: 0))
         self.output = output
         if let path = output.alertsPath {
-            guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
+            // Appended to: a restarted attempt, or a resumed run, keeps the earlier alerts.
+            if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+            guard let handle = FileHandle(forWritingAtPath: path) else {
                 throw MedleyError(.io, "cannot create \(path); pick a writable --run-dir")
             }
+            handle.seekToEndOfFile()
             alertsFile = handle
         } else {
             alertsFile = nil
