@@ -18,6 +18,8 @@ public struct MPIRun: Sendable {
         /// The signal this process received and passed on to mpirun's process group (see
         /// ``run(program:arguments:graceSeconds:forwardSignals:onOutput:)``), if any.
         public var interruptedBy: Int32? = nil
+        /// Whether the caller's `abortWhen` ended it.
+        public var aborted = false
     }
 
     /// Number of ranks (`-np`).
@@ -69,7 +71,7 @@ public struct MPIRun: Sendable {
     /// `onOutput` sees mpirun's merged output as it arrives (see `ChildProcess.run`).
     public func run(
         program: String, arguments: [String], graceSeconds: Double = 30, forwardSignals: Bool = false,
-        askToStop: ((Int32) -> Double)? = nil, onOutput: ((String) -> Void)? = nil
+        askToStop: ((Int32) -> Double)? = nil, abortWhen: (() -> Bool)? = nil, onOutput: ((String) -> Void)? = nil
     ) throws -> Outcome {
         let launcher = try Self.findLauncher()
         // Keep Open MPI quiet and local on CI boxes.
@@ -79,9 +81,9 @@ public struct MPIRun: Sendable {
             launcher, launcherArguments(program: program, arguments: arguments), environment: env,
             timeoutSeconds: Double(timeoutSeconds) + graceSeconds, mergeOutput: true, killGraceSeconds: 2,
             // Output is shown every 50 ms: fast enough to watch, few wake-ups of the launcher.
-            forwardSignals: forwardSignals, askToStop: askToStop, pollSeconds: 0.05, onOutput: onOutput)
+            forwardSignals: forwardSignals, askToStop: askToStop, pollSeconds: 0.05, abortWhen: abortWhen, onOutput: onOutput)
         return Outcome(status: child.status, output: child.stdout, killedAtDeadline: child.timedOut,
-                       seconds: child.seconds, interruptedBy: child.interruptedBy)
+                       seconds: child.seconds, interruptedBy: child.interruptedBy, aborted: child.aborted)
     }
 }
 

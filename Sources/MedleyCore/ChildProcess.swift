@@ -33,6 +33,8 @@ public enum ChildProcess {
         /// The signal (SIGINT, SIGTERM or SIGHUP) this process received while the child ran and
         /// passed on to it, when `forwardSignals` was on; nil otherwise.
         public var interruptedBy: Int32? = nil
+        /// Whether `abortWhen` ended the child.
+        public var aborted = false
         /// Standard output followed by standard error.
         public var output: String { stdout + stderr }
     }
@@ -48,11 +50,12 @@ public enum ChildProcess {
     /// `askToStop`, with `forwardSignals`, is called at the first signal caught: it asks the
     /// child to end by itself (the supervisor's `stop` to every rank) and returns how many
     /// seconds to give it before its group gets the signal; a second signal ends the wait.
+    /// `abortWhen`, polled with the output, ends the child's group when it returns true.
     public static func run(
         _ executable: String, _ arguments: [String], environment: [String: String] = [:],
         timeoutSeconds: Double, mergeOutput: Bool = false, killGraceSeconds: Double = 1,
         forwardSignals: Bool = false, input: Data? = nil, askToStop: ((Int32) -> Double)? = nil,
-        pollSeconds: Double = 0.02, onOutput: ((String) -> Void)? = nil
+        pollSeconds: Double = 0.02, abortWhen: (() -> Bool)? = nil, onOutput: ((String) -> Void)? = nil
     ) throws -> Outcome {
         let directory = URL(fileURLWithPath: NSTemporaryDirectory())
             .appendingPathComponent("medley-child-\(UUID().uuidString)")
@@ -97,6 +100,7 @@ public enum ChildProcess {
         }
         let deadline = start.addingTimeInterval(timeoutSeconds)
         var timedOut = false
+        var aborted = false
         let follower = onOutput.flatMap { _ in try? FileHandle(forReadingFrom: outURL) }
         var pending = Data()
         func follow(final: Bool) {
@@ -144,6 +148,17 @@ public enum ChildProcess {
                 for pid in family { kill(pid, SIGKILL) }
                 break
             }
+            if let abortWhen, abortWhen() {
+                // The caller ended it (a supervisor that judged the job lost): its group, as at a deadline.
+                aborted = true
+                let family = Self.descendants(of: group)
+                signalGroup(SIGTERM)
+                let killAt = Date().addingTimeInterval(killGraceSeconds)
+                while process.isRunning && Date() < killAt { Thread.sleep(forTimeInterval: 0.02) }
+                if process.isRunning { signalGroup(SIGKILL) }
+                for pid in family { kill(pid, SIGKILL) }
+                break
+            }
             if Date() > deadline {
                 timedOut = true
                 signalGroup(SIGTERM)
@@ -167,7 +182,7 @@ public enum ChildProcess {
         let stderr = mergeOutput ? "" : ((try? String(contentsOf: errURL, encoding: .utf8)) ?? "")
         return Outcome(
             status: process.terminationStatus, stdout: stdout, stderr: stderr, timedOut: timedOut,
-            seconds: Date().timeIntervalSince(start), interruptedBy: interruptedBy)
+            seconds: Date().timeIntervalSince(start), interruptedBy: interruptedBy, aborted: aborted)
     }
 }
 

@@ -90,7 +90,8 @@ public struct JobLauncher {
         while true {
             let result = try runAttempt(
                 current, plan: currentPlan, program: program, directory: directory, checkpoints: checkpoints, console: console,
-                hook: hook, launchedAt: launchedAt, resumedHere: resumedHere && attempt == 0, restarts: attempt)
+                hook: hook, launchedAt: launchedAt, resumedHere: resumedHere && attempt == 0, restarts: attempt,
+                recoverable: currentPlan == nil && !policy.isOver && policy.restarts < policy.configuration.maxRestarts)
             let stopped = result.exit == 0 || result.exit == TrainLauncher.resumableExitStatus || result.exit > 128
             if stopped || currentPlan != nil {
                 return try finish(result, directory: directory, console: console, policy: policy)
@@ -113,6 +114,10 @@ public struct JobLauncher {
                 }
             }
             current.resumePath = CheckpointStore(directory: checkpoints).steps().isEmpty ? nil : checkpoints
+            if current.resumePath == nil {
+                // A checkpoint still being written when mpirun ended the job is lost (never half-written).
+                console.alert("recovery: no whole checkpoint yet; the restart trains from step 1")
+            }
             do {
                 currentPlan = try current.resolvePlan()
                 try current.preflight(plan: currentPlan)
@@ -158,7 +163,7 @@ public struct JobLauncher {
         case let .replace(evicted, spare): (kind, line) = ("replaced", "recovery: \(name(spare)) takes the rank of \(name(evicted))")
         case let .shrink(removed): (kind, line) = ("shrunk", "recovery: no spare left; the job goes on without \(name(removed))")
         case let .restart(chips, number, after):
-            (kind, line) = ("restart", "recovery: restart \(number) on \(chips.count) chip\(chips.count == 1 ? "" : "s") in \(after) s, from the newest checkpoint")
+            (kind, line) = ("restart", "recovery: restart \(number) on \(chips.count) chip\(chips.count == 1 ? "" : "s") in \(after) s")
         case let .giveUp(reason): (kind, line) = ("gave_up", "recovery: giving up: \(reason)")
         case .finish: (kind, line) = ("finished", "recovery: finished")
         }
@@ -184,7 +189,8 @@ public struct JobLauncher {
 
     /// One `mpirun` of the job under a fresh supervisor, control channel and status server.
     private func runAttempt(_ launcher: TrainLauncher, plan: Plan?, program: String, directory: String, checkpoints: String,
-                            console: LaunchConsole, hook: AlertHook?, launchedAt: Date, resumedHere: Bool, restarts: Int) throws -> Attempt {
+                            console: LaunchConsole, hook: AlertHook?, launchedAt: Date, resumedHere: Bool, restarts: Int,
+                            recoverable: Bool) throws -> Attempt {
         let ranks = plan.map { Set($0.usedDevices).count } ?? launcher.spec.rankCount
         let configuration = SupervisorConfiguration(
             ranks: ranks, heartbeatTimeout: supervise.heartbeatTimeout, stragglerFactor: supervise.stragglerFactor,
@@ -211,6 +217,15 @@ public struct JobLauncher {
 
         var job = launcher
         job.checkpointDirectory = checkpoints
+        // A rank that hangs (silent: no progress for heartbeat_timeout) while the job can recover:
+        // end this attempt now rather than wait for the others' step timeout.
+        if recoverable {
+            job.abortReason = {
+                shell.withSupervisor { supervisor in
+                    supervisor.alerts.first { $0.kind == .silent && $0.rank != nil }.map { "\($0.message); restarting without it" }
+                }
+            }
+        }
         // Ctrl-C or SIGTERM: every rank is asked to stop at the next step they all reach, so the
         // step records, the timeline and the weights are written; a rank that cannot (hung) is
         // killed with the rest after the grace.
@@ -262,7 +277,21 @@ public struct JobLauncher {
         // once). Ranks that end after it are mpirun ending the job, not faults of their own.
         let fatal: [SupervisorAlert.Kind] = [.exited, .fault, .silent, .missingHello]
         let faults = shell.withSupervisor { supervisor -> [RecoveryPolicy.RankFault] in
-            let candidates = supervisor.alerts.filter { $0.rank != nil && fatal.contains($0.kind) }
+            var candidates = supervisor.alerts.filter { $0.rank != nil && fatal.contains($0.kind) }
+            // A failure every rank reports in the same words (a collective one, e.g. "rank 1
+            // computed a non-finite loss") is nobody's own: it restarts the same chips from the
+            // checkpoint (a roll-back) instead of evicting them all.
+            func text(_ alert: SupervisorAlert) -> Substring {
+                alert.message.range(of: "): ").map { alert.message[$0.upperBound...] } ?? Substring(alert.message)
+            }
+            var reporters: [Substring: Set<Int>] = [:]
+            for alert in candidates where alert.kind == .fault { reporters[text(alert), default: []].insert(alert.rank!) }
+            candidates.removeAll { $0.kind == .fault && (reporters[text($0)]?.count ?? 0) > 1 }
+            if candidates.allSatisfy({ $0.kind == .exited }) && !reporters.filter({ $0.value.count > 1 }).isEmpty { return [] }
+            // A rank's own words (a fault report, a hang) name the cause; the exits that follow
+            // are the job ending. Only without any are exits the cause.
+            let worded = candidates.filter { $0.kind != .exited }
+            if !worded.isEmpty { candidates = worded }
             guard let first = candidates.map(\.at).min() else { return [] }
             return candidates.filter { $0.at <= first + Self.collateralWindow }.map {
                 RecoveryPolicy.RankFault(rank: $0.rank!, kind: $0.kind, message: $0.message)

@@ -53,6 +53,9 @@ public struct TrainLauncher {
     /// The exit status of a run stopped by a signal after every rank checkpointed: EX_TEMPFAIL
     /// (75, "try again"), so a scheduler's wrapper can requeue it with `--resume`.
     public static let resumableExitStatus: Int32 = 75
+    /// Polled while the job runs: a reason to end it now (a supervisor that judged a rank lost),
+    /// or nil. The job's group is then ended and the launch returns 1 with one line naming it.
+    public var abortReason: (() -> String?)?
     /// Where the ranks write checkpoints, if anywhere.
     public var checkpointDirectory: String?
     /// Whether a checkpoint directory will be set after the preflight (`medley launch` makes it
@@ -286,8 +289,13 @@ public struct TrainLauncher {
         arguments += schedule.arguments
         let filter = LauncherOutputFilter(verbose: verbose, print: print)
         let outcome = try MPIRun(ranks: ranks, timeoutSeconds: timeoutSeconds, extraArguments: mpirunArguments, environment: environment)
-            .run(program: program, arguments: arguments, forwardSignals: true, askToStop: askToStop, onOutput: { filter.feed($0) })
+            .run(program: program, arguments: arguments, forwardSignals: true, askToStop: askToStop,
+                 abortWhen: abortReason.map { reason in { reason() != nil } }, onOutput: { filter.feed($0) })
         filter.finish()
+        if outcome.aborted {
+            print("Error: the job was ended: \(abortReason?() ?? "the supervisor ended it")", true)
+            return 1
+        }
         if let signal = outcome.interruptedBy {
             let name = [SIGINT: "SIGINT", SIGTERM: "SIGTERM", SIGHUP: "SIGHUP"][signal] ?? "signal \(signal)"
             if outcome.status == 0 && checkpointDirectory != nil {

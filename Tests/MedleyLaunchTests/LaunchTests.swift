@@ -171,8 +171,9 @@ struct LaunchTests {
         #expect(steps == Array(1...(step + 3)), "each step once in steps.jsonl: \(steps)")
     }
 
-    @Test("a chip that crashes mid-run is evicted, a spare takes its rank, and the job resumes and finishes every step")
-    func spareTakesOver() throws {
+    @Test("a chip that crashes, loses its device or hangs mid-run is evicted, a spare takes its rank, and the job finishes every step",
+          arguments: ["crash", "error", "hang"])
+    func spareTakesOver(_ fault: String) throws {
         let yaml = """
             name: recover-test
             model: {layers: 1, dim: 16, heads: 2, seq: 16, batch: 4}
@@ -180,7 +181,7 @@ struct LaunchTests {
             devices:
               - adapter: reference
               - adapter: sim
-                options: {vendor: Acme, name: flaky, fault: 'crash@step=3'}
+                options: {vendor: Acme, name: flaky, fault: '\(fault)@step=3'}
             spares:
               - adapter: sim
                 options: {vendor: Borealis, name: spare-1}
@@ -189,11 +190,11 @@ struct LaunchTests {
             """
         let (directory, job) = try Self.write(yaml)
         let run = directory + "/run"
-        let result = try TestSupport.medley(["launch", job, "--run-dir", run, "--timeout", "120"], timeout: 240)
+        let result = try TestSupport.medley(["launch", job, "--run-dir", run, "--timeout", "120", "--heartbeat-timeout", "2"], timeout: 240)
         #expect(result.status == 0, "\(result.output)")
         let alerts = ((try? String(contentsOfFile: run + "/alerts.jsonl", encoding: .utf8)) ?? "").split(separator: "\n")
         let kinds = alerts.compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["kind"] as? String }
-        #expect(kinds.contains("exited") || kinds.contains("fault"), "\(alerts)")
+        #expect(kinds.contains(fault == "hang" ? "silent" : fault == "error" ? "fault" : "exited"), "\(alerts)")
         #expect(kinds.contains("evicted") && kinds.contains("replaced") && kinds.contains("restart"), "\(alerts)")
         #expect(alerts.contains { $0.contains("spare 0 (sim spare-1) takes the rank of device 1 (sim flaky)") }, "\(alerts)")
         // The healthy chip, ended by mpirun because of the crash, is not evicted.
@@ -203,7 +204,30 @@ struct LaunchTests {
         let steps = records.compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["step"] as? Int }
         #expect(steps == [1, 2, 3, 4, 5, 6], "every step once: \(steps)")
         let spec = (try? String(contentsOfFile: run + "/job.yaml", encoding: .utf8)) ?? ""
-        #expect(spec.contains("spare-1") && spec.contains("reference") && !spec.contains("crash@step=3"), "the restarted job runs the spare: \(spec)")
+        #expect(spec.contains("spare-1") && spec.contains("reference") && !spec.contains("@step=3"), "the restarted job runs the spare: \(spec)")
+    }
+
+    @Test("a NaN every rank reports rolls back to the checkpoint on the same chips; when it comes back each time, max_restarts ends the run")
+    func nanRollsBack() throws {
+        let yaml = """
+            name: nan-test
+            model: {layers: 1, dim: 16, heads: 2, seq: 16, batch: 4}
+            train: {steps: 6, eval_every: 0, checkpoint_every: 2, rebalance_every: 0}
+            devices:
+              - adapter: reference
+              - adapter: sim
+                options: {vendor: Acme, name: flaky, fault: 'nan@step=3'}
+            spares: [sim]
+            recovery: {max_restarts: 1, backoff: 0}
+
+            """
+        let (directory, job) = try Self.write(yaml)
+        let run = directory + "/run"
+        let result = try TestSupport.medley(["launch", job, "--run-dir", run, "--timeout", "120"], timeout: 240)
+        #expect(result.status != 0)
+        #expect(result.output.contains("recovery: restart 1 on 2 chips"), "\(result.output)")
+        #expect(!result.output.contains("is evicted"), "nobody's own fault: \(result.output)")
+        #expect(result.output.contains("recovery: giving up:") && result.output.contains("max_restarts 1"), "\(result.output)")
     }
 
     @Test("a sim chip that hangs inside a call (its heartbeats go on) is a silent alert within the timeout + 1 s")
