@@ -105,14 +105,7 @@ public struct JobLauncher {
                 if case let .restart(chips, number, after) = directive { restart = (chips, number, after) }
             }
             guard let restart else { return try finish(result, directory: directory, console: console, policy: policy) }
-            current.spec.devices = restart.chips.map { chip in
-                switch chip {
-                case .primary(let n):
-                    let d = original.rankDevices[n]
-                    return JobSpec.Device(adapter: d.adapter, options: d.options, cpus: d.cpus)
-                case .spare(let n): return original.spareDevices[n]
-                }
-            }
+            current.spec.devices = restart.chips.map { Self.device(of: $0, in: original) }
             current.resumePath = CheckpointStore(directory: checkpoints).steps().isEmpty ? nil : checkpoints
             if current.resumePath == nil {
                 // A checkpoint still being written when mpirun ended the job is lost (never half-written).
@@ -145,17 +138,22 @@ public struct JobLauncher {
         return result.exit
     }
 
+    /// The spec's device (one rank's worth) that `chip` stands for.
+    static func device(of chip: RecoveryPolicy.Chip, in spec: JobSpec) -> JobSpec.Device {
+        switch chip {
+        case .primary(let n):
+            let d = spec.rankDevices[n]
+            return JobSpec.Device(adapter: d.adapter, options: d.options, cpus: d.cpus)
+        case .spare(let n):
+            return spec.spareDevices[n]
+        }
+    }
+
     /// A recovery decision as one line on screen and one JSON line in alerts.jsonl.
     static func describe(_ directive: RecoveryPolicy.Directive, original: JobSpec) -> (String, String) {
         func name(_ chip: RecoveryPolicy.Chip) -> String {
-            switch chip {
-            case .primary(let n):
-                let d = original.rankDevices[n]
-                return "\(chip) (\(d.adapter)\(d.options["name"].map { " \($0)" } ?? ""))"
-            case .spare(let n):
-                let d = original.spareDevices[n]
-                return "\(chip) (\(d.adapter)\(d.options["name"].map { " \($0)" } ?? ""))"
-            }
+            let d = device(of: chip, in: original)
+            return "\(chip) (\(d.adapter)\(d.options["name"].map { " \($0)" } ?? ""))"
         }
         let (kind, line): (String, String)
         switch directive {
