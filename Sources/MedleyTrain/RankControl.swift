@@ -59,6 +59,11 @@ public enum RankControl {
     /// The client, when this rank reports to a supervisor.
     static var current: ControlClient? { lock.withLock { client } }
 
+    /// A resumed rank starts after `step`: its fault reports and beats count from there.
+    static func resumed(after step: Int) {
+        lock.withLock { lastStep = step }
+    }
+
     /// After every step, on every rank: this rank's row of the record, and a fresh heartbeat state.
     static func report(_ record: StepRecord, rank: Int, deviceMemoryUsedBytes: UInt64) {
         guard let client = current, record.shares.indices.contains(rank) else { return }

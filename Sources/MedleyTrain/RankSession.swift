@@ -350,6 +350,8 @@ public final class RankSession {
         }
         try model.writeParameters(state.parameters)
         try model.writeOptimizerState(firstMoment: state.firstMoment, secondMoment: state.secondMoment, steps: checkpoint.optimizerSteps)
+        resumedAfter = checkpoint.step
+        RankControl.resumed(after: checkpoint.step)
         return checkpoint.step + 1
     }
 
@@ -417,8 +419,10 @@ public final class RankSession {
     /// The step training stopped at early because the supervisor asked (nil: it ran them all).
     public private(set) var stoppedAtStep: Int?
 
-    /// The steps trained: all of them, or up to the agreed stop.
+    /// The steps trained: all of them, or up to the agreed stop (counted from step 1).
     public var stepsRun: Int { stoppedAtStep ?? options.steps }
+    /// The checkpoint's step, when the run resumed from one.
+    public private(set) var resumedAfter: Int?
 
     /// Every rank, at the step they agreed to stop after; rank 0 says so.
     func printStop(step: Int, of total: Int) {
@@ -432,6 +436,10 @@ public final class RankSession {
         guard rank == 0 && options.printSteps else { return }
         let sorted = tokensPerSecond.sorted()
         var line = String(format: "done: %d steps in %.1f s, median %.0f tokens/s", stepsRun, seconds, sorted[sorted.count / 2])
+        if let resumedAfter {
+            line = String(format: "done: steps %d-%d (resumed after %d) in %.1f s, median %.0f tokens/s",
+                          resumedAfter + 1, stepsRun, resumedAfter, seconds, sorted[sorted.count / 2])
+        }
         if let lastValidation { line += String(format: ", validation loss %.4f", lastValidation) }
         if let path = options.logPath { line += "; step records in \(path)" }
         if let path = options.timelinePath { line += "; timeline in \(path)" }

@@ -57,6 +57,7 @@ struct ResumeTests {
                                      ["--resume", checkpoints])
         try #require(resumed.result.status == 0, "\(resumed.result.output)")
         #expect(resumed.result.stdout.contains("resuming from") && resumed.result.stdout.contains("step 4 done, 4 to go"))
+        #expect(resumed.result.stdout.contains("done: steps 5-8 (resumed after 4)"), "\(resumed.result.stdout)")
         #expect(resumed.records.map(\.step) == [5, 6, 7, 8])
         for (a, b) in zip(whole.records.suffix(4), resumed.records) {
             #expect(a.loss == b.loss && a.gradNorm == b.gradNorm && a.lr == b.lr, "step \(a.step): \(a.loss) vs \(b.loss)")
