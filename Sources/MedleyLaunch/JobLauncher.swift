@@ -77,8 +77,8 @@ public struct JobLauncher {
         let hook = supervise.alertCommand.map {
             AlertHook(command: $0, timeoutSeconds: supervise.alertTimeout) { problem in console.alert(problem) }
         }
-        // Faults: evict, take a spare or shrink, and restart from the newest checkpoint
-        // (data-parallel jobs; a plan's ranks are its own, so a planned job ends at a fault).
+        // Faults: evict, take a spare or shrink, re-plan for the chips left (a job that runs a
+        // plan), and restart from the newest checkpoint (plan-independent, so it loads onto any plan).
         var policy = RecoveryPolicy(
             configuration: .init(maxRestarts: launcher.spec.recovery.maxRestarts, minChips: launcher.spec.recovery.minChips,
                                  backoffSeconds: launcher.spec.recovery.backoff),
@@ -91,12 +91,20 @@ public struct JobLauncher {
             let result = try runAttempt(
                 current, plan: currentPlan, program: program, directory: directory, checkpoints: checkpoints, console: console,
                 hook: hook, launchedAt: launchedAt, resumedHere: resumedHere && attempt == 0, restarts: attempt,
-                recoverable: currentPlan == nil && !policy.isOver && policy.restarts < policy.configuration.maxRestarts)
+                recoverable: !policy.isOver && policy.restarts < policy.configuration.maxRestarts)
             let stopped = result.exit == 0 || result.exit == TrainLauncher.resumableExitStatus || result.exit > 128
-            if stopped || currentPlan != nil {
+            if stopped {
                 return try finish(result, directory: directory, console: console, policy: policy)
             }
-            let directives = policy.handle(.failed(faults: result.faults, reason: "mpirun exited with status \(result.exit)", at: Date().timeIntervalSince(launchedAt)))
+            // A plan's ranks are the devices it uses, renumbered: the policy counts the spec's devices.
+            let deviceOfRank = currentPlan.map { Array(Set($0.usedDevices)).sorted() } ?? Array(0..<current.spec.rankCount)
+            let faults = result.faults.compactMap { fault -> RecoveryPolicy.RankFault? in
+                guard deviceOfRank.indices.contains(fault.rank) else { return nil }
+                var mapped = fault
+                mapped.rank = deviceOfRank[fault.rank]
+                return mapped
+            }
+            let directives = policy.handle(.failed(faults: faults, reason: "mpirun exited with status \(result.exit)", at: Date().timeIntervalSince(launchedAt)))
             var restart: (chips: [RecoveryPolicy.Chip], number: Int, after: Double)?
             for directive in directives {
                 let (line, json) = Self.describe(directive, original: original)
@@ -111,6 +119,11 @@ public struct JobLauncher {
                 // A checkpoint still being written when mpirun ended the job is lost (never half-written).
                 console.alert("recovery: no whole checkpoint yet; the restart trains from step 1")
             }
+            if currentPlan != nil, current.spec.plan != JobSpec.automaticPlan {
+                // A plan file names the chips it was made for: the new inventory needs a new plan.
+                console.alert("recovery: the plan file \(current.spec.plan) was made for the old chips; planning anew (plan: auto) for the new ones")
+                current.spec.plan = JobSpec.automaticPlan
+            }
             do {
                 currentPlan = try current.resolvePlan()
                 try current.preflight(plan: currentPlan)
@@ -119,6 +132,10 @@ public struct JobLauncher {
                 return try finish(result, directory: directory, console: console, policy: policy)
             }
             try current.spec.yamlString().write(toFile: directory + "/job.yaml", atomically: true, encoding: .utf8)
+            if let currentPlan {
+                try currentPlan.jsonData().write(to: URL(fileURLWithPath: directory + "/plan.json"), options: .atomic)
+                console.line(currentPlan.table(), isError: false)
+            }
             Thread.sleep(forTimeInterval: restart.after)
             attempt += 1
         }

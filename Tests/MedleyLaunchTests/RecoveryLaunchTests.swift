@@ -1,0 +1,54 @@
+import Foundation
+import MedleyCore
+import MedleyTestSupport
+import Testing
+
+/// Recovery under `medley launch` beyond the data-parallel basics in ``LaunchTests``: jobs that
+/// run a plan, chips that slow down, a NaN batch skipped, mpirun killed by hand.
+@Suite("medley launch recovery", .serialized)
+struct RecoveryLaunchTests {
+    static func alerts(_ run: String) -> [[String: Any]] {
+        ((try? String(contentsOfFile: run + "/alerts.jsonl", encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+    }
+
+    static func steps(_ run: String) -> [[String: Any]] {
+        ((try? String(contentsOfFile: run + "/steps.jsonl", encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+    }
+
+    @Test("a job that runs a plan: the crashed chip is evicted, the planner plans anew for the spare, and every step is trained once")
+    func planJobRecovers() throws {
+        let yaml = """
+            name: plan-recover-test
+            plan: auto
+            model: {layers: 2, dim: 16, heads: 2, seq: 16, batch: 4}
+            train: {steps: 6, eval_every: 0, checkpoint_every: 2}
+            devices:
+              - adapter: reference
+              - adapter: sim
+                options: {vendor: Acme, name: flaky, fault: 'crash@step=3'}
+            spares:
+              - adapter: sim
+                options: {vendor: Borealis, name: spare-1}
+            recovery: {max_restarts: 2, backoff: 0}
+
+            """
+        let (directory, job) = try LaunchTests.write(yaml)
+        let run = directory + "/run"
+        let result = try TestSupport.medley(
+            ["launch", job, "--run-dir", run, "--timeout", "120", "--heartbeat-timeout", "3"],
+            environment: ["MEDLEY_CACHE_DIR": directory + "/cache"], timeout: 300)
+        #expect(result.status == 0, "\(result.output)")
+        let alerts = Self.alerts(run)
+        let kinds = alerts.compactMap { $0["kind"] as? String }
+        #expect(kinds.contains("exited") && kinds.contains("evicted") && kinds.contains("replaced"), "\(alerts)")
+        #expect(result.output.contains("spare 0 (sim spare-1) takes the rank of device 1 (sim flaky)"), "\(result.output)")
+        let steps = Self.steps(run).compactMap { $0["step"] as? Int }
+        #expect(steps == [1, 2, 3, 4, 5, 6], "every step once: \(steps)")
+        let plan = (try? String(contentsOfFile: run + "/plan.json", encoding: .utf8)) ?? ""
+        #expect(plan.contains("spare-1") && !plan.contains("flaky"), "plan.json is the new plan: \(plan.prefix(400))")
+    }
+}
