@@ -40,17 +40,36 @@ public struct JobSpec: Codable, Sendable, Equatable {
         public var minChips: Int
         /// Seconds before the first restart; each later one waits twice as long (at most 30 s).
         public var backoff: Double
+        /// Seconds a chip that slowed down (a `slowdown` alert) stays out once a spare took its
+        /// place; after that it may come back as a spare. 0: a chip that slows down is never
+        /// swapped out (the rebalancer gives it less work).
+        public var stragglerCooldown: Double
+        /// What a batch whose loss or gradient is not finite does: roll the job back to the
+        /// newest checkpoint (``nanRollback``), or skip that batch's update and go on
+        /// (``nanSkipBatch``; three in a row are a fault, which rolls back).
+        public var onNaN: String
 
-        public init(maxRestarts: Int = 3, minChips: Int = 1, backoff: Double = 1) {
+        /// `on_nan` values.
+        public static let nanRollback = "rollback"
+        public static let nanSkipBatch = "skip_batch"
+        /// Batches in a row that `skip_batch` skips before the NaN is treated as a fault.
+        public static let maxSkippedInARow = 3
+
+        public init(maxRestarts: Int = 3, minChips: Int = 1, backoff: Double = 1, stragglerCooldown: Double = 300,
+                    onNaN: String = Recovery.nanRollback) {
             self.maxRestarts = maxRestarts
             self.minChips = minChips
             self.backoff = backoff
+            self.stragglerCooldown = stragglerCooldown
+            self.onNaN = onNaN
         }
 
         enum CodingKeys: String, CodingKey {
             case backoff
             case maxRestarts = "max_restarts"
             case minChips = "min_chips"
+            case stragglerCooldown = "straggler_cooldown"
+            case onNaN = "on_nan"
         }
     }
 
@@ -88,6 +107,9 @@ public struct JobSpec: Codable, Sendable, Equatable {
         /// `stragglerSteps` steps in a row is reported as a straggler.
         public var stragglerFactor: Double
         public var stragglerSteps: Int
+        /// A rank whose compute per sequence passes this × its own at the start, for
+        /// `straggler_steps` steps in a row, has slowed down (a `slowdown` alert).
+        public var slowdownFactor: Double
         /// Seconds a rank may take from the start to its hello.
         public var helloTimeout: Double
         /// A shell command run (by `/bin/sh -c`) for every alert, with the alert as one line of JSON on
@@ -101,8 +123,9 @@ public struct JobSpec: Codable, Sendable, Equatable {
         /// The highest port number.
         public static let maxPort = 65535
 
-        public init(heartbeatTimeout: Double = 10, stragglerFactor: Double = 2, stragglerSteps: Int = 5,
+        public init(heartbeatTimeout: Double = 10, stragglerFactor: Double = 2, stragglerSteps: Int = 5, slowdownFactor: Double = 3,
                     helloTimeout: Double = 120, alertCommand: String? = nil, alertTimeout: Double = 10, metricsPort: Int = 0) {
+            self.slowdownFactor = slowdownFactor
             self.heartbeatTimeout = heartbeatTimeout
             self.stragglerFactor = stragglerFactor
             self.stragglerSteps = stragglerSteps
@@ -116,6 +139,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
             case heartbeatTimeout = "heartbeat_timeout"
             case stragglerFactor = "straggler_factor"
             case stragglerSteps = "straggler_steps"
+            case slowdownFactor = "slowdown_factor"
             case helloTimeout = "hello_timeout"
             case alertCommand = "alert_command"
             case alertTimeout = "alert_timeout"
@@ -132,6 +156,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
             }
             guard stragglerFactor.isFinite, stragglerFactor > 1 else { throw fail("straggler_factor", "a number above 1 (e.g. 2)", stragglerFactor) }
             guard stragglerSteps >= 1 else { throw fail("straggler_steps", "a whole number of at least 1 (e.g. 5)", stragglerSteps) }
+            guard slowdownFactor.isFinite, slowdownFactor > 1 else { throw fail("slowdown_factor", "a number above 1 (e.g. 3)", slowdownFactor) }
             guard helloTimeout.isFinite, helloTimeout > 0 else { throw fail("hello_timeout", "a number of seconds above 0 (e.g. 120)", helloTimeout) }
             if let alertCommand, alertCommand.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
                 throw fail("alert_command", "a shell command, or left out", "an empty command")
@@ -420,9 +445,10 @@ extension JobSpec {
 extension JobSpec {
     /// The keys each section accepts, in documentation order.
     static let topKeys = ["name", "model", "data", "train", "devices", "plan", "supervise", "spares", "recovery"]
-    static let recoveryKeys = ["max_restarts", "min_chips", "backoff"]
+    static let recoveryKeys = ["max_restarts", "min_chips", "backoff", "straggler_cooldown", "on_nan"]
     static let superviseKeys = [
-        "heartbeat_timeout", "straggler_factor", "straggler_steps", "hello_timeout", "alert_command", "alert_timeout", "metrics_port",
+        "heartbeat_timeout", "straggler_factor", "straggler_steps", "slowdown_factor", "hello_timeout", "alert_command", "alert_timeout",
+        "metrics_port",
     ]
     static let modelKeys = ["layers", "dim", "heads", "seq", "batch", "vocab"]
     static let dataKeys = ["path", "validation_fraction", "seed"]
@@ -600,6 +626,12 @@ extension JobSpec {
         guard recovery.minChips >= 1 else { throw fail("recovery.min_chips", "must be at least 1, got \(recovery.minChips)") }
         guard recovery.backoff.isFinite && recovery.backoff >= 0 && recovery.backoff <= 600 else {
             throw fail("recovery.backoff", "must be 0 to 600 seconds, got \(recovery.backoff); 1 is the default")
+        }
+        guard recovery.stragglerCooldown.isFinite && recovery.stragglerCooldown >= 0 && recovery.stragglerCooldown <= 86_400 else {
+            throw fail("recovery.straggler_cooldown", "must be 0 (never swap out a chip that slowed down) to 86400 seconds, got \(recovery.stragglerCooldown); 300 is the default")
+        }
+        guard [Recovery.nanRollback, Recovery.nanSkipBatch].contains(recovery.onNaN) else {
+            throw fail("recovery.on_nan", "must be rollback (to the newest checkpoint) or skip_batch (skip that batch's update), got \(recovery.onNaN)")
         }
         if model.globalBatch < rankCount {
             throw fail(
@@ -781,6 +813,7 @@ enum SpecReader {
                 heartbeatTimeout: try s.double("heartbeat_timeout", u.heartbeatTimeout)!,
                 stragglerFactor: try s.double("straggler_factor", u.stragglerFactor)!,
                 stragglerSteps: try s.int("straggler_steps", u.stragglerSteps),
+                slowdownFactor: try s.double("slowdown_factor", u.slowdownFactor)!,
                 helloTimeout: try s.double("hello_timeout", u.helloTimeout)!,
                 alertCommand: try s.value("alert_command").map { _ in try s.string("alert_command", "") },
                 alertTimeout: try s.double("alert_timeout", u.alertTimeout)!,
@@ -799,7 +832,9 @@ enum SpecReader {
             let r = JobSpec.Recovery()
             spec.recovery = JobSpec.Recovery(
                 maxRestarts: try section.int("max_restarts", r.maxRestarts), minChips: try section.int("min_chips", r.minChips),
-                backoff: try section.double("backoff", r.backoff)!)
+                backoff: try section.double("backoff", r.backoff)!,
+                stragglerCooldown: try section.double("straggler_cooldown", r.stragglerCooldown)!,
+                onNaN: try section.string("on_nan", r.onNaN))
         }
         return spec
     }

@@ -81,7 +81,8 @@ public struct JobLauncher {
         // plan), and restart from the newest checkpoint (plan-independent, so it loads onto any plan).
         var policy = RecoveryPolicy(
             configuration: .init(maxRestarts: launcher.spec.recovery.maxRestarts, minChips: launcher.spec.recovery.minChips,
-                                 backoffSeconds: launcher.spec.recovery.backoff),
+                                 backoffSeconds: launcher.spec.recovery.backoff,
+                                 stragglerCooldownSeconds: launcher.spec.recovery.stragglerCooldown),
             primaries: launcher.spec.rankCount, spares: launcher.spec.spareDevices.count)
         let original = launcher.spec
         var current = launcher
@@ -91,7 +92,8 @@ public struct JobLauncher {
             let result = try runAttempt(
                 current, plan: currentPlan, program: program, directory: directory, checkpoints: checkpoints, console: console,
                 hook: hook, launchedAt: launchedAt, resumedHere: resumedHere && attempt == 0, restarts: attempt,
-                recoverable: !policy.isOver && policy.restarts < policy.configuration.maxRestarts)
+                recoverable: !policy.isOver && policy.restarts < policy.configuration.maxRestarts,
+                swapsSlowChips: policy.configuration.stragglerCooldownSeconds > 0 && policy.hasSpare(at: Date().timeIntervalSince(launchedAt)))
             let stopped = result.exit == 0 || result.exit == TrainLauncher.resumableExitStatus || result.exit > 128
             if stopped {
                 return try finish(result, directory: directory, console: console, policy: policy)
@@ -113,6 +115,13 @@ public struct JobLauncher {
                 if case let .restart(chips, number, after) = directive { restart = (chips, number, after) }
             }
             guard let restart else { return try finish(result, directory: directory, console: console, policy: policy) }
+            if let newest = CheckpointStore(directory: checkpoints).newest()?.checkpoint.step, newest >= totalSteps {
+                // Ended after its last checkpoint (a fault as it finished): nothing is left to train.
+                console.alert("recovery: the checkpoint of step \(newest), the last, is whole: the training is complete")
+                var done = result
+                done.exit = 0
+                return try finish(done, directory: directory, console: console, policy: policy)
+            }
             current.spec.devices = restart.chips.map { Self.device(of: $0, in: original) }
             current.resumePath = CheckpointStore(directory: checkpoints).steps().isEmpty ? nil : checkpoints
             if current.resumePath == nil {
@@ -176,6 +185,7 @@ public struct JobLauncher {
         switch directive {
         case let .evict(chip, reason): (kind, line) = ("evicted", "recovery: \(name(chip)) is evicted: \(reason)")
         case let .replace(evicted, spare): (kind, line) = ("replaced", "recovery: \(name(spare)) takes the rank of \(name(evicted))")
+        case let .rejoin(chip): (kind, line) = ("rejoined", "recovery: \(name(chip))'s cooldown is over; it is a spare again")
         case let .shrink(removed): (kind, line) = ("shrunk", "recovery: no spare left; the job goes on without \(name(removed))")
         case let .restart(chips, number, after):
             (kind, line) = ("restart", "recovery: restart \(number) on \(chips.count) chip\(chips.count == 1 ? "" : "s") in \(after) s")
@@ -205,11 +215,11 @@ public struct JobLauncher {
     /// One `mpirun` of the job under a fresh supervisor, control channel and status server.
     private func runAttempt(_ launcher: TrainLauncher, plan: Plan?, program: String, directory: String, checkpoints: String,
                             console: LaunchConsole, hook: AlertHook?, launchedAt: Date, resumedHere: Bool, restarts: Int,
-                            recoverable: Bool) throws -> Attempt {
+                            recoverable: Bool, swapsSlowChips: Bool) throws -> Attempt {
         let ranks = plan.map { Set($0.usedDevices).count } ?? launcher.spec.rankCount
         let configuration = SupervisorConfiguration(
             ranks: ranks, heartbeatTimeout: supervise.heartbeatTimeout, stragglerFactor: supervise.stragglerFactor,
-            stragglerSteps: supervise.stragglerSteps, helloTimeout: supervise.helloTimeout)
+            stragglerSteps: supervise.stragglerSteps, helloTimeout: supervise.helloTimeout, slowdownFactor: supervise.slowdownFactor)
         let shell = try SupervisorShell(
             configuration: configuration,
             output: .init(alertLine: { console.alert($0) }, alertsPath: directory + "/alerts.jsonl", onAlert: { hook?.fire($0) }))
@@ -233,11 +243,20 @@ public struct JobLauncher {
         var job = launcher
         job.checkpointDirectory = checkpoints
         // A rank that hangs (silent: no progress for heartbeat_timeout) while the job can recover:
-        // end this attempt now rather than wait for the others' step timeout.
+        // end this attempt now rather than wait for the others' step timeout. A chip that slowed
+        // down, while a spare can take its place: end it to swap the chip out.
+        let swapping = LockedFlag()
         if recoverable {
             job.abortReason = {
                 shell.withSupervisor { supervisor in
-                    supervisor.alerts.first { $0.kind == .silent && $0.rank != nil }.map { "\($0.message); restarting without it" }
+                    if let hung = supervisor.alerts.first(where: { $0.kind == .silent && $0.rank != nil }) {
+                        return "\(hung.message); restarting without it"
+                    }
+                    // Not once the last step is in: the job is ending anyway.
+                    guard swapsSlowChips, (supervisor.lastRecordedStep ?? 0) < steps,
+                          let slow = Self.slowedDown(supervisor.alerts).first else { return nil }
+                    swapping.set()
+                    return "\(slow.message); restarting with a spare in its place"
                 }
             }
         }
@@ -292,6 +311,12 @@ public struct JobLauncher {
         // once). Ranks that end after it are mpirun ending the job, not faults of their own.
         let fatal: [SupervisorAlert.Kind] = [.exited, .fault, .silent, .missingHello]
         let faults = shell.withSupervisor { supervisor -> [RecoveryPolicy.RankFault] in
+            // Chips still slowed down at the end may be swapped for spares the failed ones leave.
+            let slowed = Self.slowedDown(supervisor.alerts).map {
+                RecoveryPolicy.RankFault(rank: $0.rank!, kind: $0.kind, message: $0.message)
+            }
+            // Ended here to swap a slowed chip: the ranks' exits are that ending.
+            if swapping.isSet { return slowed }
             var candidates = supervisor.alerts.filter { $0.rank != nil && fatal.contains($0.kind) }
             // A failure every rank reports in the same words (a collective one, e.g. "rank 1
             // computed a non-finite loss") is nobody's own: it restarts the same chips from the
@@ -302,17 +327,28 @@ public struct JobLauncher {
             var reporters: [Substring: Set<Int>] = [:]
             for alert in candidates where alert.kind == .fault { reporters[text(alert), default: []].insert(alert.rank!) }
             candidates.removeAll { $0.kind == .fault && (reporters[text($0)]?.count ?? 0) > 1 }
-            if candidates.allSatisfy({ $0.kind == .exited }) && !reporters.filter({ $0.value.count > 1 }).isEmpty { return [] }
+            if candidates.allSatisfy({ $0.kind == .exited }) && !reporters.filter({ $0.value.count > 1 }).isEmpty { return slowed }
             // A rank's own words (a fault report, a hang) name the cause; the exits that follow
             // are the job ending. Only without any are exits the cause.
             let worded = candidates.filter { $0.kind != .exited }
             if !worded.isEmpty { candidates = worded }
-            guard let first = candidates.map(\.at).min() else { return [] }
+            guard let first = candidates.map(\.at).min() else { return slowed }
             return candidates.filter { $0.at <= first + Self.collateralWindow }.map {
                 RecoveryPolicy.RankFault(rank: $0.rank!, kind: $0.kind, message: $0.message)
-            }
+            } + slowed
         }
         return Attempt(exit: exit, summary: summary, faults: faults)
+    }
+
+    /// The `slowdown` alerts of ranks still slowed down (no `recovered` for that rank after it).
+    static func slowedDown(_ alerts: [SupervisorAlert]) -> [SupervisorAlert] {
+        var open: [Int: SupervisorAlert] = [:]
+        for alert in alerts {
+            guard let rank = alert.rank else { continue }
+            if alert.kind == .slowdown { open[rank] = alert }
+            if alert.kind == .recovered { open[rank] = nil }
+        }
+        return open.values.sorted { $0.at < $1.at }
     }
 
     /// Creates the run directory (and its parents); one line when it cannot.
@@ -326,6 +362,14 @@ public struct JobLauncher {
             throw MedleyError(.io, "the run directory \(path) is not writable; pick a writable --run-dir")
         }
     }
+}
+
+/// A flag set once, read from any thread.
+final class LockedFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
 }
 
 /// Redraws the live display twice a second and notes when the first step was recorded.

@@ -81,7 +81,7 @@ public enum LaunchDisplay {
     static func status(_ view: RankView) -> String {
         switch view.status {
         case .waiting: "waiting"
-        case .alive: view.isStraggler ? "straggler" : "ok"
+        case .alive: view.isSlow ? "slow" : view.isStraggler ? "straggler" : "ok"
         case .silent: view.stalledSince != nil ? "stalled" : "silent"
         case .failed: "fault"
         case .exited(let status, let signal):

@@ -13,6 +13,10 @@
 ///   place (same rank), else the job shrinks by that chip. Stragglers are not evicted here: the
 ///   rebalancer gives them less work. A failure naming no rank (mpirun itself) restarts the
 ///   same chips;
+/// - a chip that slowed down (a `slowdown` alert; the launcher ends the attempt for it only when
+///   ``hasSpare(at:)``) is swapped for a spare and stays out for `stragglerCooldownSeconds`, after
+///   which it is a spare again (`.rejoin`); with no spare, or a cooldown of 0, it stays (the
+///   rebalancer copes);
 /// - a spare (or any chip) that fails as the next attempt starts is evicted the same way;
 /// - the restart comes after a backoff that doubles each time (`backoffSeconds`, capped at
 ///   `maxBackoffSeconds`); after `maxRestarts` restarts, or with fewer than `minChips` chips
@@ -27,8 +31,12 @@ public struct RecoveryPolicy: Sendable {
         public var backoffSeconds: Double
         /// The longest delay.
         public var maxBackoffSeconds: Double
+        /// How long a chip swapped out for slowing down stays out; 0: it is never swapped out.
+        public var stragglerCooldownSeconds: Double
 
-        public init(maxRestarts: Int = 3, minChips: Int = 1, backoffSeconds: Double = 1, maxBackoffSeconds: Double = 30) {
+        public init(maxRestarts: Int = 3, minChips: Int = 1, backoffSeconds: Double = 1, maxBackoffSeconds: Double = 30,
+                    stragglerCooldownSeconds: Double = 300) {
+            self.stragglerCooldownSeconds = stragglerCooldownSeconds
             self.maxRestarts = maxRestarts
             self.minChips = minChips
             self.backoffSeconds = backoffSeconds
@@ -74,8 +82,10 @@ public struct RecoveryPolicy: Sendable {
     }
 
     public enum Directive: Sendable, Equatable {
-        /// `chip` is out of the run, for `reason`.
+        /// `chip` is out of the run (or, when it slowed down, for its cooldown), for `reason`.
         case evict(Chip, reason: String)
+        /// `chip`'s cooldown is over: it is a spare again.
+        case rejoin(Chip)
         /// `spare` takes `evicted`'s place (same rank).
         case replace(evicted: Chip, with: Chip)
         /// No spare was left: the job goes on without `chip`.
@@ -93,6 +103,8 @@ public struct RecoveryPolicy: Sendable {
         public var chip: Chip
         public var reason: String
         public var at: Double
+        /// When a chip swapped out for slowing down may come back; nil: never.
+        public var until: Double?
     }
 
     public let configuration: Configuration
@@ -101,6 +113,8 @@ public struct RecoveryPolicy: Sendable {
     /// Spares not used yet, in order.
     public private(set) var spares: [Chip]
     public private(set) var evictions: [Eviction] = []
+    /// Chips out for a cooldown, with when it ends.
+    public private(set) var cooling: [(chip: Chip, until: Double)] = []
     public private(set) var restarts = 0
     /// Set once the run is over.
     public private(set) var isOver = false
@@ -119,25 +133,69 @@ public struct RecoveryPolicy: Sendable {
             return [.finish]
         case let .failed(faults, reason, at):
             var out: [Directive] = []
-            let fatal = faults.filter { $0.kind != .straggler && $0.kind != .recovered && chips.indices.contains($0.rank) }
+            rejoinCooled(at: at, into: &out)
+            let judged = faults.filter { chips.indices.contains($0.rank) }
+            let fatal = judged.filter { ![.straggler, .recovered, .slowdown].contains($0.kind) }
             var byRank: [Int: RankFault] = [:]
             for fault in fatal where byRank[fault.rank] == nil { byRank[fault.rank] = fault }
-            if byRank.isEmpty {
+            var slowed: [Int: RankFault] = [:]
+            for fault in judged where fault.kind == .slowdown && byRank[fault.rank] == nil && slowed[fault.rank] == nil {
+                slowed[fault.rank] = fault
+            }
+            // Highest rank first, so removing one does not move the ranks still to handle (a
+            // slowed chip is only ever replaced, never removed).
+            var swapped = 0
+            // Spares go to failed chips first; a slowed chip takes one only if some are left.
+            var forSlowed = max(0, spares.count - byRank.count)
+            for rank in Set(byRank.keys).union(slowed.keys).sorted(by: >) {
+                if let fault = byRank[rank] {
+                    evict(rank: rank, reason: fault.message, at: at, into: &out)
+                } else if let fault = slowed[rank], configuration.stragglerCooldownSeconds > 0, forSlowed > 0, !spares.isEmpty {
+                    forSlowed -= 1
+                    let chip = chips[rank], until = at + configuration.stragglerCooldownSeconds
+                    let reason = "\(fault.message); out for its cooldown of \(Self.seconds(configuration.stragglerCooldownSeconds)) s"
+                    evictions.append(Eviction(chip: chip, reason: reason, at: at, until: until))
+                    cooling.append((chip, until))
+                    out.append(.evict(chip, reason: reason))
+                    let spare = spares.removeFirst()
+                    chips[rank] = spare
+                    out.append(.replace(evicted: chip, with: spare))
+                    swapped += 1
+                }
+            }
+            let failed = byRank.count + swapped
+            if failed == 0 {
                 return restart(after: "the attempt failed (\(reason))", at: at, into: &out)
             }
-            // Highest rank first, so removing one does not move the ranks still to handle.
-            for rank in byRank.keys.sorted(by: >) {
-                evict(rank: rank, reason: byRank[rank]!.message, at: at, into: &out)
-            }
-            return restart(after: "\(byRank.count) chip\(byRank.count == 1 ? "" : "s") failed", at: at, into: &out)
+            return restart(after: "\(failed) chip\(failed == 1 ? "" : "s") failed", at: at, into: &out)
         case let .failedAtStart(rank, message, at):
             var out: [Directive] = []
+            rejoinCooled(at: at, into: &out)
             guard chips.indices.contains(rank) else {
                 return restart(after: "the attempt could not start (\(message))", at: at, into: &out)
             }
             evict(rank: rank, reason: "could not start: \(message)", at: at, into: &out)
             return restart(after: "a chip could not start", at: at, into: &out)
         }
+    }
+
+    /// Whether a spare could take a chip's place at `at` (one unused, or one whose cooldown is over).
+    public func hasSpare(at: Double) -> Bool {
+        !isOver && (!spares.isEmpty || cooling.contains { $0.until <= at })
+    }
+
+    /// Chips whose cooldown ended by `at` become spares again, after the unused ones.
+    private mutating func rejoinCooled(at: Double, into out: inout [Directive]) {
+        let back = cooling.filter { $0.until <= at }
+        cooling.removeAll { $0.until <= at }
+        for entry in back {
+            spares.append(entry.chip)
+            out.append(.rejoin(entry.chip))
+        }
+    }
+
+    static func seconds(_ value: Double) -> String {
+        value == value.rounded() ? String(Int(value)) : String(format: "%.1f", value)
     }
 
     private mutating func evict(rank: Int, reason: String, at: Double, into out: inout [Directive]) {

@@ -47,6 +47,13 @@ import MedleyCore
 ///   judged step resets the count. At `stragglerSteps` in a row, one `straggler` alert opens an
 ///   episode; the first judged step not above ends it with a `recovered` alert. A rank not judged
 ///   on a step (share 0, a non-finite time, no other rank to compare with) keeps its count.
+/// - **slowdowns**: each rank is also judged against itself, by compute ms per sequence (compute ms
+///   ÷ share; the shares move, the cost of a sequence should not). Its baseline is the median of
+///   its first ``slowdownBaselineSteps`` judged steps after the first recorded step (a warm-up).
+///   Above `slowdownFactor` × the baseline counts one step, anything else resets the count; at
+///   `stragglerSteps` in a row, one `slowdown` alert opens an episode (its chip slowed down: the
+///   recovery policy may swap it for a spare); the first step not above ends it with `recovered`.
+///   A rank whose process is replaced (a hello that takes it over) gets a new baseline.
 /// - **faults**: each fault report is a `fault` alert with the rank's words (made one line) and its
 ///   kind; the rank's status becomes `failed`.
 /// - **rank exits**: a rank exiting with a non-zero status or by a signal is an `exited` alert naming
@@ -99,7 +106,8 @@ public struct Supervisor: Sendable {
     private var stopRequested = false
     private var totalAlerts = 0
     private var stopped: SupervisorOutcome?
-    private var lastRecordedStep: Int?
+    /// The highest step recorded so far (nil before the first).
+    public private(set) var lastRecordedStep: Int?
     /// Impostors already reported (rank, host, pid), so that one reconnecting in a loop is one alert.
     private var impostorsSeen: Set<ImpostorKey> = []
     private struct ImpostorKey: Hashable, Sendable {
@@ -324,6 +332,7 @@ public struct Supervisor: Sendable {
         rankViews[r].silentSince = nil
         rankViews[r].stalledSince = nil
         rankViews[r].isStraggler = false
+        rankViews[r].isSlow = false
         guard status != 0 || signal != nil else { return }
         raise(.exited, rank: r, identity: rankViews[r].hello, step: rankViews[r].lastKnownStep, now,
               "\(SupervisorText.who(rankViews[r])): \(SupervisorText.exit(status, signal))\(SupervisorText.afterStep(rankViews[r].lastKnownStep))",
@@ -384,6 +393,51 @@ public struct Supervisor: Sendable {
         lastRecordedStep = step
         out.append(.record(record))
         judgeStragglers(record, now, &out)
+        judgeSlowdowns(record, now, &out)
+    }
+
+    /// Judged steps a rank's slowdown baseline is the median of.
+    public static let slowdownBaselineSteps = 5
+
+    private mutating func judgeSlowdowns(_ record: SupervisorStep, _ now: Double, _ out: inout [SupervisorDirective]) {
+        let needed = Swift.max(1, configuration.stragglerSteps)
+        for row in record.ranks where row.share > 0 && row.computeMs.isFinite && row.computeMs >= 0 {
+            let r = row.rank
+            guard rankViews.indices.contains(r), !rankViews[r].hasExited else { continue }
+            let perSequence = row.computeMs / Double(row.share)
+            guard let baseline = rankViews[r].baselineMsPerSequence else {
+                // The first recorded step of a process warms up; the next ones set the baseline.
+                if rankViews[r].judgedSlowdownSteps > 0 { rankViews[r].startMsPerSequence.append(perSequence) }
+                rankViews[r].judgedSlowdownSteps += 1
+                if rankViews[r].startMsPerSequence.count == Self.slowdownBaselineSteps {
+                    let sorted = rankViews[r].startMsPerSequence.sorted()
+                    rankViews[r].baselineMsPerSequence = sorted[sorted.count / 2]
+                }
+                continue
+            }
+            guard baseline > 0 else { continue }
+            let ratio = perSequence / baseline
+            if ratio > configuration.slowdownFactor {
+                rankViews[r].consecutiveSlowSteps += 1
+                if rankViews[r].consecutiveSlowSteps >= needed, !rankViews[r].isSlow {
+                    rankViews[r].isSlow = true
+                    raise(.slowdown, rank: r, identity: rankViews[r].hello, step: record.step, now,
+                          "\(SupervisorText.who(rankViews[r])): slowed down: \(SupervisorText.tenths(perSequence)) ms of compute per sequence "
+                              + "for \(rankViews[r].consecutiveSlowSteps) steps in a row, \(SupervisorText.tenths(ratio))× its own "
+                              + "\(SupervisorText.tenths(baseline)) ms at the start (slowdown_factor \(SupervisorText.seconds(configuration.slowdownFactor)))",
+                          &out)
+                }
+            } else {
+                rankViews[r].consecutiveSlowSteps = 0
+                if rankViews[r].isSlow {
+                    rankViews[r].isSlow = false
+                    raise(.recovered, rank: r, identity: rankViews[r].hello, step: record.step, now,
+                          "\(SupervisorText.who(rankViews[r])): back to speed at step \(record.step): "
+                              + "\(SupervisorText.tenths(perSequence)) ms per sequence, \(SupervisorText.tenths(ratio))× its own at the start",
+                          &out)
+                }
+            }
+        }
     }
 
     private mutating func judgeStragglers(_ record: SupervisorStep, _ now: Double, _ out: inout [SupervisorDirective]) {

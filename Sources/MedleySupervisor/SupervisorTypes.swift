@@ -57,12 +57,15 @@ public struct SupervisorAlert: Sendable, Hashable, Codable {
         /// A rank's compute time has exceeded `stragglerFactor` × the other ranks' median
         /// for `stragglerSteps` recorded steps in a row.
         case straggler
+        /// A rank's compute time per sequence has exceeded `slowdownFactor` × its own at the start
+        /// of the attempt for `stragglerSteps` recorded steps in a row: its chip slowed down.
+        case slowdown
         /// A rank did not say hello within `helloTimeout` of the start.
         case missingHello
         /// A hello that cannot be who it says: for a rank outside the job, or for a rank whose first
         /// process (another pid or host) is still alive.
         case impostor
-        /// The end of a `silent` or `straggler` episode, or a new process that took over a rank
+        /// The end of a `silent`, `straggler` or `slowdown` episode, or a new process that took over a rank
         /// that was silent or had exited.
         case recovered
     }
@@ -240,6 +243,15 @@ public struct RankView: Sendable, Hashable {
     /// whether a straggler episode is open (its alert raised).
     public var consecutiveStragglerSteps: Int = 0
     public var isStraggler: Bool = false
+    /// Its compute ms per sequence on its first judged steps (after the first recorded one, a
+    /// warm-up), their median once there are enough: what it is judged against for a slowdown.
+    public var startMsPerSequence: [Double] = []
+    public var judgedSlowdownSteps = 0
+    public var baselineMsPerSequence: Double?
+    /// Recorded steps in a row above `slowdownFactor` × the baseline, and whether a slowdown
+    /// episode is open.
+    public var consecutiveSlowSteps: Int = 0
+    public var isSlow: Bool = false
     /// Whether its missing hello was reported.
     public var missingHelloReported: Bool = false
 

@@ -51,4 +51,35 @@ struct RecoveryLaunchTests {
         let plan = (try? String(contentsOfFile: run + "/plan.json", encoding: .utf8)) ?? ""
         #expect(plan.contains("spare-1") && !plan.contains("flaky"), "plan.json is the new plan: \(plan.prefix(400))")
     }
+
+    @Test("a chip that slows down is swapped for a spare for its cooldown; the job finishes every step")
+    func slowChipSwapped() throws {
+        let yaml = """
+            name: slow-test
+            model: {layers: 1, dim: 16, heads: 2, seq: 16, batch: 4}
+            train: {steps: 30, eval_every: 0, checkpoint_every: 4, rebalance_every: 0, shares: [2, 2]}
+            devices:
+              - adapter: reference
+              - adapter: sim
+                options: {vendor: Acme, name: throttled, speed: 0.3, fault: 'slow:10@step=8'}
+            spares:
+              - adapter: sim
+                options: {vendor: Borealis, name: spare-1, speed: 0.3}
+            supervise: {straggler_steps: 2}
+            recovery: {max_restarts: 2, backoff: 0, straggler_cooldown: 600}
+
+            """
+        let (directory, job) = try LaunchTests.write(yaml)
+        let run = directory + "/run"
+        let result = try TestSupport.medley(["launch", job, "--run-dir", run, "--timeout", "120"], timeout: 300)
+        #expect(result.status == 0, "\(result.output)")
+        let alerts = Self.alerts(run)
+        let kinds = alerts.compactMap { $0["kind"] as? String }
+        #expect(kinds.contains("slowdown") && kinds.contains("evicted") && kinds.contains("replaced"), "\(alerts)")
+        #expect(result.output.contains("device 1 (sim throttled) is evicted") && result.output.contains("out for its cooldown of 600 s"),
+                "\(result.output)")
+        #expect(result.output.contains("spare 0 (sim spare-1) takes the rank of device 1 (sim throttled)"), "\(result.output)")
+        let steps = Self.steps(run).compactMap { $0["step"] as? Int }
+        #expect(steps == Array(1...30), "every step once: \(steps)")
+    }
 }

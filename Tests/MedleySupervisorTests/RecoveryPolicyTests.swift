@@ -86,4 +86,36 @@ struct RecoveryPolicyTests {
         guard case let .giveUp(reason)? = out.last else { Issue.record("\(out)"); return }
         #expect(reason.contains("only 1 chip is left, fewer than min_chips 2") && p.isOver)
     }
+
+    @Test("a chip that slowed down is swapped for a spare for its cooldown, then is a spare again; failed chips get the spares first")
+    func slowedChipCoolsDown() {
+        var p = P(configuration: .init(maxRestarts: 5, backoffSeconds: 0, stragglerCooldownSeconds: 100), primaries: 3, spares: 1)
+        let out = p.handle(.failed(faults: [Self.fault(2, .slowdown, "slowed down")], reason: "ended to swap it", at: 10))
+        #expect(out == [
+            .evict(.primary(2), reason: "rank 2: slowed down; out for its cooldown of 100 s"), .replace(evicted: .primary(2), with: .spare(0)),
+            .restart(chips: [.primary(0), .primary(1), .spare(0)], number: 1, afterSeconds: 0),
+        ])
+        #expect(p.evictions.last?.until == 110 && !p.hasSpare(at: 50) && p.hasSpare(at: 110))
+        // Before the cooldown ends a second slow chip has no spare: it stays (no eviction).
+        let again = p.handle(.failed(faults: [Self.fault(1, .slowdown, "slowed down")], reason: "x", at: 60))
+        #expect(again == [.restart(chips: [.primary(0), .primary(1), .spare(0)], number: 2, afterSeconds: 0)])
+        // After it, device 2 is a spare again, and takes the place of a crashed chip.
+        let later = p.handle(.failed(faults: [Self.fault(0, .exited, "killed")], reason: "x", at: 120))
+        #expect(later == [
+            .rejoin(.primary(2)), .evict(.primary(0), reason: "rank 0: killed"), .replace(evicted: .primary(0), with: .primary(2)),
+            .restart(chips: [.primary(2), .primary(1), .spare(0)], number: 3, afterSeconds: 0),
+        ])
+        // One spare, a crash and a slowdown at once: the crashed chip gets it; the slow one stays.
+        var q = P(configuration: .init(backoffSeconds: 0), primaries: 3, spares: 1)
+        let both = q.handle(.failed(faults: [Self.fault(2, .slowdown, "slow"), Self.fault(0, .exited, "killed")], reason: "x", at: 1))
+        #expect(both == [
+            .evict(.primary(0), reason: "rank 0: killed"), .replace(evicted: .primary(0), with: .spare(0)),
+            .restart(chips: [.spare(0), .primary(1), .primary(2)], number: 1, afterSeconds: 0),
+        ])
+        // A cooldown of 0: never swapped out.
+        var r = P(configuration: .init(backoffSeconds: 0, stragglerCooldownSeconds: 0), primaries: 2, spares: 1)
+        #expect(r.handle(.failed(faults: [Self.fault(1, .slowdown, "slow")], reason: "x", at: 1)) == [
+            .restart(chips: [.primary(0), .primary(1)], number: 1, afterSeconds: 0),
+        ])
+    }
 }

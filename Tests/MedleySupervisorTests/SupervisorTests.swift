@@ -475,3 +475,53 @@ struct VanishedProcessTests {
         #expect(vanished.first?.message.contains("ended without a word") == true, "\(vanished)")
     }
 }
+
+@Suite("supervisor: slowdowns")
+struct SlowdownTests {
+    /// Records steps `steps`, rank 1 computing `ms` per sequence on a share of `share`; the others 10 ms on 4.
+    static func steps(_ s: inout Script, _ steps: ClosedRange<Int>, ms: Double, share: Int = 4) -> [SupervisorDirective] {
+        var out: [SupervisorDirective] = []
+        for step in steps {
+            for r in 0..<3 {
+                let report = r == 1 ? Script.report(r, step, computeMs: ms * Double(share), share: share) : Script.report(r, step, computeMs: 40)
+                out += s.send(.stepReport(report, at: Double(step)))
+            }
+        }
+        return out
+    }
+
+    @Test("a rank judged against its own start: the first step warms up, the next five set the baseline, then stragglerSteps above slowdownFactor × it is one slowdown alert; back to speed is recovered")
+    func slowsDown() {
+        var s = Script(ranks: 3, stragglerSteps: 3)
+        // Step 1 (warm-up) is slow and does not count; steps 2–6 set 10 ms per sequence.
+        #expect(alerts(Self.steps(&s, 1...1, ms: 80)).isEmpty)
+        #expect(alerts(Self.steps(&s, 2...6, ms: 10)).isEmpty)
+        #expect(s.supervisor.ranks[1].baselineMsPerSequence == 10)
+        // The rebalancer moving shares does not change the cost of a sequence: no alert.
+        #expect(alerts(Self.steps(&s, 7...10, ms: 11, share: 1)).isEmpty)
+        // 2.9× is under the factor of 3.
+        #expect(alerts(Self.steps(&s, 11...14, ms: 29, share: 1)).isEmpty)
+        #expect(alerts(Self.steps(&s, 15...16, ms: 80, share: 1)).isEmpty)
+        let third = Self.steps(&s, 17...17, ms: 80, share: 1)
+        // A share of 1 computing 80 ms: also a straggler against the others' 40 ms? 80 > 2 × 40 is not; it is only slow.
+        #expect(alerts(third).map(\.kind) == [.slowdown])
+        #expect(alerts(third)[0].rank == 1)
+        #expect(alerts(third)[0].message == "rank 1 (sim acme-x1 on host1, pid 101): slowed down: 80.0 ms of compute per sequence for 3 steps in a row, 8.0× its own 10.0 ms at the start (slowdown_factor 3)")
+        #expect(s.supervisor.ranks[1].isSlow)
+        #expect(alerts(Self.steps(&s, 18...30, ms: 80, share: 1)).isEmpty, "one alert per episode")
+        let back = Self.steps(&s, 31...31, ms: 12, share: 1)
+        #expect(alerts(back).map(\.kind) == [.recovered])
+        #expect(!s.supervisor.ranks[1].isSlow)
+    }
+
+    @Test("a new process for the rank gets a new baseline; slowdown_factor is validated")
+    func newBaseline() throws {
+        var s = Script(ranks: 3, stragglerSteps: 1)
+        _ = Self.steps(&s, 1...6, ms: 10)
+        #expect(s.supervisor.ranks[1].baselineMsPerSequence == 10)
+        _ = s.send(.processExit(rank: 1, status: 1, signal: nil, at: 7))
+        _ = s.send(.hello(Script.hello(1, pid: 999), at: 8))
+        #expect(s.supervisor.ranks[1].baselineMsPerSequence == nil)
+        #expect(throws: MedleyError.self) { try SupervisorConfiguration(ranks: 1, slowdownFactor: 1).validate() }
+    }
+}
