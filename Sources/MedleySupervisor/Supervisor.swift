@@ -54,6 +54,8 @@ import MedleyCore
 ///   `stragglerSteps` in a row, one `slowdown` alert opens an episode (its chip slowed down: the
 ///   recovery policy may swap it for a spare); the first step not above ends it with `recovered`.
 ///   A rank whose process is replaced (a hello that takes it over) gets a new baseline.
+/// - **skipped batches**: a recorded step whose loss is not finite (the ranks skipped its batch:
+///   `recovery.on_nan: skip_batch`) is one `skipped` alert naming the step.
 /// - **faults**: each fault report is a `fault` alert with the rank's words (made one line) and its
 ///   kind; the rank's status becomes `failed`.
 /// - **rank exits**: a rank exiting with a non-zero status or by a signal is an `exited` alert naming
@@ -392,6 +394,10 @@ public struct Supervisor: Sendable {
         }
         lastRecordedStep = step
         out.append(.record(record))
+        if !record.loss.isFinite {
+            raise(.skipped, rank: nil, identity: nil, step: step, now,
+                  "step \(step): the loss is not finite (\(record.loss)); the ranks skipped its batch and went on (recovery.on_nan: skip_batch)", &out)
+        }
         judgeStragglers(record, now, &out)
         judgeSlowdowns(record, now, &out)
     }

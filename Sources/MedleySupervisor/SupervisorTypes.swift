@@ -60,6 +60,9 @@ public struct SupervisorAlert: Sendable, Hashable, Codable {
         /// A rank's compute time per sequence has exceeded `slowdownFactor` × its own at the start
         /// of the attempt for `stragglerSteps` recorded steps in a row: its chip slowed down.
         case slowdown
+        /// A step was recorded with a loss that is not finite: the ranks skipped its batch
+        /// (`recovery.on_nan: skip_batch`; without it they stop instead and report a fault).
+        case skipped
         /// A rank did not say hello within `helloTimeout` of the start.
         case missingHello
         /// A hello that cannot be who it says: for a rank outside the job, or for a rank whose first

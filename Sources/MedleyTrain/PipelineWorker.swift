@@ -322,12 +322,23 @@ public final class PipelineWorker {
             losses += row(r, 3)
             squares += row(r, 5)
         }
-        for r in 0..<size where !row(r, 3).isFinite {
-            throw CollectiveFailure(error: MedleyError(
-                .corruption, "step \(step): \(labels[r]) computed a non-finite loss; its device or adapter is producing bad numbers"))
+        let badLoss = (0..<size).first { !row($0, 3).isFinite }.map { labels[$0] }
+        let lr = session.schedule.rate(atStep: step - 1)
+        let tokens = spec.model.globalBatch * spec.model.seq
+        if let skipped = try session.skipReason(step: step, badLoss: badLoss, squares: squares) {
+            // recovery.on_nan: skip_batch: no update, the weights and moments as they were.
+            let seconds = MPIRuntime.wallTime() - t0
+            var record = StepRecord(
+                step: step, loss: losses / Double(tokens), valLoss: nil, lr: lr, gradNorm: squares.squareRoot(), clipScale: 0,
+                tokens: tokens, tokensPerS: Double(tokens) / seconds, stepMs: seconds * 1000,
+                shares: (0..<size).map { Int(row($0, 6)) }, computeMs: (0..<size).map { row($0, 0) },
+                idleMs: (0..<size).map { row($0, 1) }, exchangeMs: (0..<size).map { row($0, 2) },
+                updateMs: Array(repeating: 0, count: size), nextShares: nil, throughputs: nil,
+                predictedStepMs: plan.prediction.stepMs > 0 ? plan.prediction.stepMs : nil, pipelineMs: (0..<size).map { row($0, 7) })
+            record.skipped = skipped
+            return record
         }
         let (gradNorm, clip) = try session.clipScale(squares: squares, step: step)
-        let lr = session.schedule.rate(atStep: step - 1)
 
         // Update: AdamW on this rank's shard of every run, then each run's holders gather.
         for (i, run) in runs.enumerated() {
@@ -338,7 +349,6 @@ public final class PipelineWorker {
         timeline.span("update", category: "update", from: t2, to: t3)
         let updateMs = try world.allgather([(t3 - t2) * 1000])
         let seconds = t3 - t0
-        let tokens = spec.model.globalBatch * spec.model.seq
         let record = StepRecord(
             step: step, loss: losses / Double(tokens), valLoss: nil, lr: lr, gradNorm: gradNorm, clipScale: clip,
             tokens: tokens, tokensPerS: Double(tokens) / seconds, stepMs: seconds * 1000,

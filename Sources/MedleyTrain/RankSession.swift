@@ -243,6 +243,35 @@ public final class RankSession {
         }
     }
 
+    /// Batches skipped in a row (`recovery.on_nan: skip_batch`).
+    var skippedInARow = 0
+
+    /// Judges a step's numbers before the update (every rank alike, from the allgathered values):
+    /// nil when the loss (`badLoss` names the rank whose loss is not finite, if one is) and the
+    /// gradient norm are finite. Otherwise, with `recovery.on_nan: skip_batch` and fewer than
+    /// ``JobSpec/Recovery/maxSkippedInARow`` skipped in a row, the reason to skip this batch's
+    /// update; else throws the fault (which rolls the job back to its newest checkpoint).
+    public func skipReason(step: Int, badLoss: String?, squares: Double) throws -> String? {
+        let problem: String
+        if let badLoss {
+            problem = "step \(step): \(badLoss) computed a non-finite loss; its device or adapter is producing bad numbers"
+        } else if !squares.squareRoot().isFinite {
+            problem = "step \(step): the averaged gradient is not finite (norm \(squares.squareRoot())); stopping before it reaches the weights"
+        } else {
+            skippedInARow = 0
+            return nil
+        }
+        let limit = JobSpec.Recovery.maxSkippedInARow
+        guard spec.recovery.onNaN == JobSpec.Recovery.nanSkipBatch else { throw CollectiveFailure(error: MedleyError(.corruption, problem)) }
+        guard skippedInARow < limit else {
+            throw CollectiveFailure(error: MedleyError(
+                .corruption, "\(problem) (\(limit) batches in a row skipped already: recovery.on_nan skip_batch gives up on it)"))
+        }
+        skippedInARow += 1
+        if rank == 0 && options.printSteps { Console.line("  \(problem): its batch is skipped (recovery.on_nan: skip_batch)") }
+        return problem
+    }
+
     /// The global gradient norm from every rank's sum of squares, and the clip scale it calls
     /// for; a norm that is not finite stops the job before it reaches the weights.
     public func clipScale(squares: Double, step: Int) throws -> (gradNorm: Double, clip: Double) {

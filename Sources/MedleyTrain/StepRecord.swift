@@ -43,6 +43,9 @@ public struct StepRecord: Codable, Sendable, Equatable {
     /// On steps that checkpoint: milliseconds training stood still for it on rank 0 (the
     /// snapshot to host memory and the moments' gather; the file is written in the background).
     public var checkpointMs: Double?
+    /// On a step whose batch was skipped (`recovery.on_nan: skip_batch`): why. Its update was
+    /// not made; the weights and moments are those of the step before.
+    public var skipped: String?
 
     /// A record; see the properties.
     public init(
@@ -86,6 +89,7 @@ public struct StepRecord: Codable, Sendable, Equatable {
         case predictedStepMs = "predicted_step_ms"
         case pipelineMs = "pipeline_ms"
         case checkpointMs = "checkpoint_ms"
+        case skipped
     }
 
     /// The record as one line of JSON (no newline).
@@ -118,6 +122,7 @@ public struct StepRecord: Codable, Sendable, Equatable {
         line += "  shares " + shares.map(String.init).joined(separator: "/")
         if let predictedStepMs { line += String(format: " (plan %.1f)", predictedStepMs) }
         if let nextShares { line += "  -> " + nextShares.map(String.init).joined(separator: "/") + " from next step" }
+        if skipped != nil { line += "  (batch skipped: no update)" }
         return line
     }
 }

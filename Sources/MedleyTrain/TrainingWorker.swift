@@ -308,13 +308,22 @@ public final class TrainingWorker {
             sampleSum += row(r, 1)
             squares += row(r, 5)
         }
-        for r in 0..<size where row(r, 1) > 0 && !row(r, 2).isFinite {
-            throw CollectiveFailure(error: MedleyError(
-                .corruption,
-                "step \(step): \(labels[r]) computed a non-finite loss (\(row(r, 2))); its device or adapter is producing bad numbers"))
+        let badLoss = (0..<size).first { row($0, 1) > 0 && !row($0, 2).isFinite }.map { labels[$0] }
+        let lr = session.schedule.rate(atStep: step - 1)
+        let tokens = spec.model.globalBatch * spec.model.seq
+        if let skipped = try session.skipReason(step: step, badLoss: badLoss, squares: squares) {
+            // recovery.on_nan: skip_batch: no update, the weights and moments as they were.
+            let stepSeconds = MPIRuntime.wallTime() - t0
+            timeline.span("compute \(step)", category: "compute", from: t0, to: t1)
+            var record = StepRecord(
+                step: step, loss: lossSum / sampleSum, valLoss: nil, lr: lr, gradNorm: squares.squareRoot(), clipScale: 0,
+                tokens: tokens, tokensPerS: Double(tokens) / stepSeconds, stepMs: stepSeconds * 1000, shares: shares,
+                computeMs: (0..<size).map { row($0, 0) }, idleMs: (0..<size).map { row($0, 3) },
+                exchangeMs: (0..<size).map { row($0, 4) }, updateMs: Array(repeating: 0, count: size), nextShares: nil, throughputs: nil)
+            record.skipped = skipped
+            return record
         }
         let (gradNorm, clip) = try session.clipScale(squares: squares, step: step)
-        let lr = session.schedule.rate(atStep: step - 1)
 
         // Update: AdamW on this rank's shard only, then every rank gathers every shard.
         try session.update(model, lr: lr, clip: clip, range: shards[rank])
@@ -327,7 +336,6 @@ public final class TrainingWorker {
         timeline.span("update \(step)", category: "update", from: t3, to: t4)
         let updateMs = try world.allgather([(t4 - t3) * 1000])
         let stepSeconds = t4 - t0
-        let tokens = spec.model.globalBatch * spec.model.seq
         return StepRecord(
             step: step, loss: lossSum / sampleSum, valLoss: nil, lr: lr, gradNorm: gradNorm, clipScale: clip,
             tokens: tokens, tokensPerS: Double(tokens) / stepSeconds, stepMs: stepSeconds * 1000, shares: shares,

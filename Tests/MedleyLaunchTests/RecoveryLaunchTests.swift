@@ -82,4 +82,40 @@ struct RecoveryLaunchTests {
         let steps = Self.steps(run).compactMap { $0["step"] as? Int }
         #expect(steps == Array(1...30), "every step once: \(steps)")
     }
+
+    @Test("recovery.on_nan: skip_batch skips the batch of a NaN step and goes on; the fourth in a row is a fault that rolls back")
+    func nanSkipsBatch() throws {
+        func yaml(_ faults: String) -> String {
+            """
+            name: nan-skip-test
+            model: {layers: 1, dim: 16, heads: 2, seq: 16, batch: 4}
+            train: {steps: 8, eval_every: 0, checkpoint_every: 2, rebalance_every: 0}
+            devices:
+              - adapter: reference
+              - adapter: sim
+                options: {vendor: Acme, name: flaky, fault: '\(faults)'}
+            recovery: {max_restarts: 1, backoff: 0, on_nan: skip_batch}
+
+            """
+        }
+        let (directory, job) = try LaunchTests.write(yaml("nan@step=3"))
+        let run = directory + "/run"
+        let result = try TestSupport.medley(["launch", job, "--run-dir", run, "--timeout", "120"], timeout: 240)
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.contains("step 3: rank 1 (sim flaky) computed a non-finite loss"), "\(result.output)")
+        #expect(result.output.contains("its batch is skipped (recovery.on_nan: skip_batch)"), "\(result.output)")
+        let kinds = Self.alerts(run).compactMap { $0["kind"] as? String }
+        #expect(kinds == ["skipped"], "one alert, no restart: \(kinds)")
+        let records = Self.steps(run)
+        #expect(records.compactMap { $0["step"] as? Int } == Array(1...8))
+        #expect(records.filter { $0["skipped"] != nil }.compactMap { $0["step"] as? Int } == [3], "\(records)")
+
+        // NaN on four steps in a row: three are skipped, the fourth rolls back to the checkpoint.
+        let (again, job2) = try LaunchTests.write(yaml("nan@step=3;nan@step=4;nan@step=5;nan@step=6"))
+        let run2 = again + "/run"
+        let second = try TestSupport.medley(["launch", job2, "--run-dir", run2, "--timeout", "120"], timeout: 240)
+        #expect(second.output.contains("3 batches in a row skipped already"), "\(second.output)")
+        #expect(second.output.contains("recovery: restart 1 on 2 chips"), "\(second.output)")
+        #expect(!second.output.contains("is evicted"), "\(second.output)")
+    }
 }
