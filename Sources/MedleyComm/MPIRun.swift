@@ -20,6 +20,9 @@ public struct MPIRun: Sendable {
         public var interruptedBy: Int32? = nil
         /// Whether the caller's `abortWhen` ended it.
         public var aborted = false
+        /// The signal that killed mpirun when this process did not send it (its ranks were
+        /// killed after it); nil otherwise.
+        public var killedFromOutside: Int32? = nil
     }
 
     /// Number of ranks (`-np`).
@@ -83,7 +86,8 @@ public struct MPIRun: Sendable {
             // Output is shown every 50 ms: fast enough to watch, few wake-ups of the launcher.
             forwardSignals: forwardSignals, askToStop: askToStop, pollSeconds: 0.05, abortWhen: abortWhen, onOutput: onOutput)
         return Outcome(status: child.status, output: child.stdout, killedAtDeadline: child.timedOut,
-                       seconds: child.seconds, interruptedBy: child.interruptedBy, aborted: child.aborted)
+                       seconds: child.seconds, interruptedBy: child.interruptedBy, aborted: child.aborted,
+                       killedFromOutside: child.killedFromOutside)
     }
 }
 

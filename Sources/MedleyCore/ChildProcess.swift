@@ -35,6 +35,9 @@ public enum ChildProcess {
         public var interruptedBy: Int32? = nil
         /// Whether `abortWhen` ended the child.
         public var aborted = false
+        /// The signal that ended the child when this process did not send it (killed from
+        /// outside: `kill -9` on mpirun by hand); nil otherwise.
+        public var killedFromOutside: Int32? = nil
         /// Standard output followed by standard error.
         public var output: String { stdout + stderr }
     }
@@ -122,8 +125,21 @@ public enum ChildProcess {
             onOutput(String(decoding: pending.prefix(cut), as: UTF8.self))
             pending = Data(pending.dropFirst(cut))
         }
+        // What the child started (mpirun's ranks lead process groups of their own), noted every
+        // half second, so that if the child is killed from outside none of it outlives it.
+        var started: [pid_t: Data] = [:]
+        var notedAt = Date.distantPast
+        var signalled = false
         while process.isRunning {
             follow(final: false)
+            if Date().timeIntervalSince(notedAt) > 0.5 {
+                notedAt = Date()
+                var now: [pid_t: Data] = [:]
+                for pid in Self.descendants(of: group) {
+                    if let line = started[pid] ?? FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") { now[pid] = line }
+                }
+                if process.isRunning { started = now }
+            }
             if let caught = catcher?.caught, interruptedBy == nil {
                 interruptedBy = caught
                 // mpirun's ranks lead process groups of their own: note every descendant now,
@@ -138,6 +154,7 @@ public enum ChildProcess {
                     // It ended by itself: whatever is left of it is killed below, by its group.
                     if !process.isRunning { break }
                 }
+                signalled = true
                 signalGroup(caught)
                 let killAt = Date().addingTimeInterval(killGraceSeconds)
                 while process.isRunning && Date() < killAt {
@@ -151,6 +168,7 @@ public enum ChildProcess {
             if let abortWhen, abortWhen() {
                 // The caller ended it (a supervisor that judged the job lost): its group, as at a deadline.
                 aborted = true
+                signalled = true
                 let family = Self.descendants(of: group)
                 signalGroup(SIGTERM)
                 let killAt = Date().addingTimeInterval(killGraceSeconds)
@@ -161,6 +179,7 @@ public enum ChildProcess {
             }
             if Date() > deadline {
                 timedOut = true
+                signalled = true
                 signalGroup(SIGTERM)
                 let killAt = Date().addingTimeInterval(killGraceSeconds)
                 while process.isRunning && Date() < killAt { Thread.sleep(forTimeInterval: 0.02) }
@@ -170,6 +189,14 @@ public enum ChildProcess {
             Thread.sleep(forTimeInterval: pollSeconds)
         }
         process.waitUntilExit()
+        var killedFromOutside: Int32?
+        if process.terminationReason == .uncaughtSignal && !signalled {
+            killedFromOutside = process.terminationStatus
+            // Killed by someone else: what it started goes too (each still running the command it ran).
+            for (pid, line) in started where FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") == line {
+                kill(pid, SIGKILL)
+            }
+        }
         // Whatever the child left running in its group (ranks of a killed mpirun) goes too.
         if forwardSignals && getpgid(group) == group { kill(-group, SIGKILL) }
         // Past its deadline, nothing it started outlives it either.
@@ -182,7 +209,8 @@ public enum ChildProcess {
         let stderr = mergeOutput ? "" : ((try? String(contentsOf: errURL, encoding: .utf8)) ?? "")
         return Outcome(
             status: process.terminationStatus, stdout: stdout, stderr: stderr, timedOut: timedOut,
-            seconds: Date().timeIntervalSince(start), interruptedBy: interruptedBy, aborted: aborted)
+            seconds: Date().timeIntervalSince(start), interruptedBy: interruptedBy, aborted: aborted,
+            killedFromOutside: killedFromOutside)
     }
 }
 

@@ -157,7 +157,8 @@ public struct JobLauncher {
             let evicted = policy.evictions.map { "\($0.chip)" }.joined(separator: ", ")
             console.always("  recovered: \(policy.restarts) restart\(policy.restarts == 1 ? "" : "s"); evicted \(evicted.isEmpty ? "none" : evicted); the summary above is of the last attempt")
         }
-        if result.exit == TrainLauncher.resumableExitStatus {
+        if result.exit == TrainLauncher.resumableExitStatus
+            || (result.exit > 128 && !CheckpointStore(directory: directory + "/checkpoints").steps().isEmpty) {
             console.always("resumable: `medley launch --resume \(directory)` continues from its newest checkpoint")
         }
         try JobSummary.write(result.summary, to: directory + "/summary.json")

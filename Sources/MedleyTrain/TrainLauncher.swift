@@ -308,6 +308,12 @@ public struct TrainLauncher {
             }
             return 128 + signal
         }
+        if let signal = outcome.killedFromOutside {
+            let name = [SIGKILL: "SIGKILL", SIGTERM: "SIGTERM", SIGINT: "SIGINT", SIGHUP: "SIGHUP"][signal] ?? "signal \(signal)"
+            let resume = checkpointDirectory.map { "; the newest whole checkpoint in \($0) resumes it (--resume)" } ?? ""
+            print("Error: mpirun was killed by \(name) from outside; every rank it started was ended\(resume)", true)
+            return 128 + signal
+        }
         if outcome.status != 0 && !filter.sawError {
             if outcome.killedAtDeadline || outcome.output.contains("timeout") && outcome.output.contains("--timeout") {
                 print("Error: the job ran past --timeout \(timeoutSeconds) s and was stopped; raise --timeout for longer jobs", true)

@@ -118,4 +118,85 @@ struct RecoveryLaunchTests {
         #expect(second.output.contains("recovery: restart 1 on 2 chips"), "\(second.output)")
         #expect(!second.output.contains("is evicted"), "\(second.output)")
     }
+
+    /// The pid of the `mpirun` whose parent is `parent`, if one runs.
+    static func mpirun(childOf parent: pid_t) -> pid_t? {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).lazy.compactMap { entry -> pid_t? in
+            guard let pid = pid_t(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let close = stat.range(of: ") ", options: .backwards)
+            else { return nil }
+            let name = stat[stat.index(after: stat.firstIndex(of: "(")!)..<close.lowerBound]
+            let fields = stat[close.upperBound...].split(separator: " ")
+            return (name == "mpirun" || name == "orterun") && fields.count > 1 && pid_t(fields[1]) == parent ? pid : nil
+        }.first
+    }
+
+    @Test("mpirun killed by hand: medley launch ends, no rank is left running, and --resume continues from the newest checkpoint")
+    func mpirunKilledByHand() throws {
+        let yaml = """
+            name: kill-mpirun-test
+            model: {layers: 1, dim: 16, heads: 2, seq: 16, batch: 4}
+            train: {steps: 100000, eval_every: 0, checkpoint_every: 5}
+            devices:
+              - adapter: reference
+              - adapter: sim
+                options: {vendor: Acme, name: acme-x1, speed: 0.05}
+
+            """
+        let (directory, job) = try LaunchTests.write(yaml)
+        let run = directory + "/run"
+        let output = directory + "/out.txt"
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        let marker = try TestSupport.temporaryDirectory("medley-launch-tmp")
+        defer {
+            for worker in LaunchTests.workers(marker: marker) { kill(worker.pid, SIGKILL) }
+            try? FileManager.default.removeItem(atPath: marker)
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: TestSupport.medleyExecutable)
+        process.arguments = ["launch", job, "--run-dir", run, "--timeout", "120"]
+        process.environment = ProcessInfo.processInfo.environment.merging(["TMPDIR": marker]) { $1 }
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+
+        // Once two checkpoints are whole, kill mpirun (not medley launch) with SIGKILL.
+        var target: pid_t?
+        for _ in 0..<900 where target == nil && process.isRunning {
+            let whole = ((try? FileManager.default.contentsOfDirectory(atPath: run + "/checkpoints")) ?? []).filter { $0.hasPrefix("step-") }
+            if whole.count >= 2 { target = Self.mpirun(childOf: process.processIdentifier) }
+            if target == nil { Thread.sleep(forTimeInterval: 0.1) }
+        }
+        let pid = try #require(target, "no mpirun with checkpoints: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")")
+        kill(pid, SIGKILL)
+        let killedAt = Date()
+        while process.isRunning && Date().timeIntervalSince(killedAt) < 30 { Thread.sleep(forTimeInterval: 0.1) }
+        #expect(!process.isRunning, "medley launch still runs 30 s after its mpirun was killed")
+        // Every rank goes within 10 s of its mpirun.
+        var left = LaunchTests.workers(marker: marker)
+        while !left.isEmpty && Date().timeIntervalSince(killedAt) < 10 {
+            Thread.sleep(forTimeInterval: 0.1)
+            left = LaunchTests.workers(marker: marker)
+        }
+        #expect(left.isEmpty, "ranks left running after mpirun was killed: \(left)")
+        process.waitUntilExit()
+        try handle.close()
+        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        #expect(process.terminationStatus != 0, "\(text)")
+        #expect(text.contains("mpirun was killed by SIGKILL from outside; every rank it started was ended"), "\(text)")
+        #expect(text.contains("resumable: `medley launch --resume \(run)`"), "\(text)")
+        #expect(!text.contains("recovery: restart"), "killed by hand is not a fault to recover from: \(text)")
+
+        // --resume continues from the newest checkpoint that verifies.
+        let newest = try #require(((try? FileManager.default.contentsOfDirectory(atPath: run + "/checkpoints")) ?? [])
+            .filter { $0.hasPrefix("step-") }.compactMap { Int($0.dropFirst(5)) }.max())
+        let resumed = try TestSupport.medley(
+            ["launch", "--resume", run, "--steps", String(newest + 2), "--timeout", "120"], timeout: 240)
+        #expect(resumed.status == 0, "\(resumed.output)")
+        #expect(resumed.output.contains("has checkpoints") || resumed.output.contains("resum"), "\(resumed.output)")
+        let steps = Self.steps(run).compactMap { $0["step"] as? Int }
+        #expect(steps.suffix(2) == [newest + 1, newest + 2], "\(steps.suffix(4))")
+    }
 }
