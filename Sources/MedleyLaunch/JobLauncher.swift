@@ -84,6 +84,11 @@ public struct JobLauncher {
                                  backoffSeconds: launcher.spec.recovery.backoff,
                                  stragglerCooldownSeconds: launcher.spec.recovery.stragglerCooldown),
             primaries: launcher.spec.rankCount, spares: launcher.spec.spareDevices.count)
+        // The newest checkpoint also in shared memory (rank 0 writes it there first), so that a
+        // restart has it even when the job ended while its disk copy was being written.
+        let snapshot = Self.makeSnapshotDirectory(job: launcher.spec.name)
+        defer { if let snapshot { try? FileManager.default.removeItem(atPath: snapshot) } }
+        if let snapshot { launcher.environment[CheckpointStore.snapshotVariable] = snapshot }
         let original = launcher.spec
         var current = launcher
         var currentPlan = plan
@@ -115,7 +120,7 @@ public struct JobLauncher {
                 if case let .restart(chips, number, after) = directive { restart = (chips, number, after) }
             }
             guard let restart else { return try finish(result, directory: directory, console: console, policy: policy) }
-            if let newest = CheckpointStore(directory: checkpoints).newest()?.checkpoint.step, newest >= totalSteps {
+            if let newest = CheckpointStore.newer(disk: checkpoints, memory: snapshot)?.step, newest >= totalSteps {
                 // Ended after its last checkpoint (a fault as it finished): nothing is left to train.
                 console.alert("recovery: the checkpoint of step \(newest), the last, is whole: the training is complete")
                 var done = result
@@ -123,9 +128,11 @@ public struct JobLauncher {
                 return try finish(done, directory: directory, console: console, policy: policy)
             }
             current.spec.devices = restart.chips.map { Self.device(of: $0, in: original) }
-            current.resumePath = CheckpointStore(directory: checkpoints).steps().isEmpty ? nil : checkpoints
-            if current.resumePath == nil {
-                // A checkpoint still being written when mpirun ended the job is lost (never half-written).
+            let source = CheckpointStore.newer(disk: checkpoints, memory: snapshot)
+            current.resumePath = source?.path
+            if let source, source.fromMemory {
+                console.alert("recovery: resuming from the snapshot of step \(source.step) in memory (its disk copy was not whole when the job ended)")
+            } else if source == nil {
                 console.alert("recovery: no whole checkpoint yet; the restart trains from step 1")
             }
             if currentPlan != nil, current.spec.plan != JobSpec.automaticPlan {
@@ -350,6 +357,21 @@ public struct JobLauncher {
             if alert.kind == .recovered { open[rank] = nil }
         }
         return open.values.sorted { $0.at < $1.at }
+    }
+
+    /// A fresh directory in shared memory (/dev/shm) for rank 0's snapshots; nil where there is
+    /// none to write (the disk checkpoints alone are used then).
+    static func makeSnapshotDirectory(job: String) -> String? {
+        let root = "/dev/shm"
+        guard FileManager.default.isWritableFile(atPath: root) else { return nil }
+        let safe = String(job.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "_" }.prefix(40))
+        let path = "\(root)/medley-\(safe)-\(getpid())-\(UUID().uuidString.prefix(8))"
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+            return path
+        } catch {
+            return nil
+        }
     }
 
     /// Creates the run directory (and its parents); one line when it cannot.

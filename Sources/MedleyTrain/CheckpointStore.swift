@@ -27,6 +27,18 @@ public struct CheckpointStore: Sendable {
     }
 
     /// The directory name of the checkpoint of `step`.
+    /// The environment variable that names rank 0's snapshot store (set by `medley launch`).
+    public static let snapshotVariable = "MEDLEY_SNAPSHOT_DIR"
+
+    /// Of two stores, the one whose newest checkpoint that verifies is the later step (`disk` on
+    /// a tie, or when `memory` has none); nil when neither has one.
+    public static func newer(disk: String, memory: String?) -> (path: String, step: Int, fromMemory: Bool)? {
+        let onDisk = CheckpointStore(directory: disk).newest()?.checkpoint.step
+        let inMemory = memory.flatMap { CheckpointStore(directory: $0).newest()?.checkpoint.step }
+        if let inMemory, let memory, inMemory > (onDisk ?? -1) { return (memory, inMemory, true) }
+        return onDisk.map { (disk, $0, false) }
+    }
+
     public static func name(step: Int) -> String { prefix + String(format: "%08d", step) }
 
     /// The steps of the checkpoint directories here (whole or not), newest first.

@@ -7,8 +7,15 @@ import MedleyCore
 /// written waits for it (that wait is part of the stall the step record reports). A write
 /// that fails is one `warning:` line on standard error and training goes on; ``finish()``
 /// waits for the last write.
+///
+/// With a `snapshot` store (shared memory, e.g. under /dev/shm), each checkpoint goes there
+/// first (memory speed, the newest one only), then to `store` on disk: a job ended while the
+/// disk write was still going (another rank crashed right after the step) still leaves that
+/// step whole in memory, and a restart on this host reads it without waiting on the disk.
 public final class CheckpointWriter: @unchecked Sendable {
     public let store: CheckpointStore
+    /// Where each checkpoint is written first, if anywhere (keeps the newest only).
+    public let snapshot: CheckpointStore?
     private let condition = NSCondition()
     private var pending: Checkpoint?
     private var busy = false
@@ -19,8 +26,9 @@ public final class CheckpointWriter: @unchecked Sendable {
     /// The last failure, if any.
     public private(set) var lastError: String?
 
-    public init(store: CheckpointStore) {
+    public init(store: CheckpointStore, snapshot: CheckpointStore? = nil) {
         self.store = store
+        self.snapshot = snapshot
         let thread = Thread { [weak self] in self?.loop() }
         thread.name = "medley.checkpoint"
         self.thread = thread
@@ -57,6 +65,14 @@ public final class CheckpointWriter: @unchecked Sendable {
             busy = true
             condition.unlock()
             var failure: String?
+            if let snapshot {
+                do {
+                    try snapshot.write(next)
+                } catch {
+                    FileHandle.standardError.write(Data(
+                        "warning: the snapshot of step \(next.step) in \(snapshot.directory) was not written: \(error); the disk copy goes on\n".utf8))
+                }
+            }
             do {
                 try store.write(next)
             } catch {

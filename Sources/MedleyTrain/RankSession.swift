@@ -297,7 +297,9 @@ public final class RankSession {
     /// Rank 0's background writer, when the run has a checkpoint directory.
     public private(set) lazy var checkpointWriter: CheckpointWriter? = {
         guard rank == 0, let directory = options.checkpointDirectory else { return nil }
-        return CheckpointWriter(store: CheckpointStore(directory: directory, keep: spec.train.checkpointKeep))
+        let snapshot = ProcessInfo.processInfo.environment[CheckpointStore.snapshotVariable].flatMap { $0.isEmpty ? nil : $0 }
+        return CheckpointWriter(store: CheckpointStore(directory: directory, keep: spec.train.checkpointKeep),
+                                snapshot: snapshot.map { CheckpointStore(directory: $0, keep: 1) })
     }()
 
     /// Whether the run checkpoints after `step`: every `train.checkpoint_every` steps and after

@@ -113,4 +113,26 @@ struct CheckpointStoreTests {
         lying.entries[0].byteCount += 4
         #expect(throws: MedleyError.self) { try CheckpointManifest(serialized: lying.serialized()) }
     }
+
+    @Test("the writer puts each checkpoint in the snapshot store first (newest only), then on disk; a restart takes the later of the two")
+    func snapshotThenDisk() throws {
+        let root = try TestSupport.temporaryDirectory("medley-snapshot")
+        let disk = root + "/disk", memory = root + "/memory"
+        let writer = CheckpointWriter(store: CheckpointStore(directory: disk, keep: 3), snapshot: CheckpointStore(directory: memory, keep: 1))
+        for step in [2, 4] { writer.submit(try Self.checkpoint(step: step)) }
+        writer.finish()
+        #expect(CheckpointStore(directory: disk).steps() == [4, 2])
+        #expect(CheckpointStore(directory: memory).steps() == [4])
+        #expect(CheckpointStore.newer(disk: disk, memory: memory).map { [$0.path, "\($0.step)", "\($0.fromMemory)"] } == [disk, "4", "false"])
+        // Step 6 whole in memory, its disk copy never finished: the snapshot is the newer.
+        try CheckpointStore(directory: memory, keep: 1).write(try Self.checkpoint(step: 6))
+        #expect(CheckpointStore.newer(disk: disk, memory: memory).map { [$0.path, "\($0.step)", "\($0.fromMemory)"] } == [memory, "6", "true"])
+        // A damaged snapshot is passed over.
+        let tensors = memory + "/" + CheckpointStore.name(step: 6) + "/tensors.bin"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: tensors))
+        bytes[bytes.count / 2] ^= 0x40
+        try bytes.write(to: URL(fileURLWithPath: tensors))
+        #expect(CheckpointStore.newer(disk: disk, memory: memory)?.step == 4)
+        #expect(CheckpointStore.newer(disk: root + "/none", memory: nil) == nil)
+    }
 }
