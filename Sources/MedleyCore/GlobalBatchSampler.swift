@@ -8,6 +8,8 @@ public struct TokenBatch: Sendable, Equatable {
     public var tokens: [Int32]
     /// The byte that follows each token, laid out like `tokens`.
     public var targets: [Int32]
+    /// The examples the rows are, in order (indices into the sampler's part of the corpus).
+    public var examples: [Int] = []
 
     /// An empty batch of `sequenceLength`-token rows with room for `sequences` rows.
     public init(reserving sequences: Int, sequenceLength: Int) {
@@ -151,6 +153,7 @@ public struct GlobalBatchSampler: Sendable {
             split.appendExample(at: offset(index), tokens: &batch.tokens, targets: &batch.targets)
         }
         batch.sequences = indices.count
+        batch.examples = indices
         return batch
     }
 }

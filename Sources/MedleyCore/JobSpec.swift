@@ -265,6 +265,9 @@ public struct JobSpec: Codable, Sendable, Equatable {
         /// Start from this checkpoint's parameters (fresh optimizer state, from step 1): a
         /// `step-…` directory, a directory of them or a run directory; relative to the job file.
         public var initFrom: String?
+        /// Each step record lists the training examples every rank trained on (data-parallel
+        /// jobs): the sampler's record, to check that each example of an epoch is seen once.
+        public var logExamples: Bool = false
 
         /// The default ``pipelineSlack``.
         public static let defaultPipelineSlack = 1
@@ -321,6 +324,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
             case checkpointEvery = "checkpoint_every"
             case checkpointKeep = "checkpoint_keep"
             case initFrom = "init_from"
+            case logExamples = "log_examples"
         }
     }
 
@@ -455,7 +459,7 @@ extension JobSpec {
     static let trainKeys = [
         "steps", "lr", "lr_schedule", "warmup_steps", "min_lr", "weight_decay", "grad_clip", "eval_every",
         "rebalance_every", "seed", "eval_batches", "step_timeout", "shares", "pipeline_slack", "checkpoint_every",
-        "checkpoint_keep", "init_from",
+        "checkpoint_keep", "init_from", "log_examples",
     ]
     static let deviceKeys = ["adapter", "options", "count", "cpus"]
 
@@ -588,6 +592,9 @@ extension JobSpec {
         try atLeastZero("train.rebalance_every", train.rebalanceEvery, "0 = never")
         try positive("train.eval_batches", train.evalBatches)
         try atLeastZero("train.checkpoint_every", train.checkpointEvery, "0 = only after the last step")
+        if train.logExamples && plan != Self.dataParallelPlan {
+            throw fail("train.log_examples", "is recorded by data-parallel jobs (plan: data) only; a job that runs a plan does not record its examples yet, so leave it out")
+        }
         guard train.checkpointKeep >= 1 && train.checkpointKeep <= 1000 else {
             throw fail("train.checkpoint_keep", "must be 1 to 1000 checkpoints kept, got \(train.checkpointKeep); 3 is the default")
         }
@@ -745,6 +752,14 @@ enum SpecReader {
             guard case .scalar(let scalar) = node else { throw SpecReader.typeError(field(key), "a single value", node) }
             return scalar.string
         }
+
+        func bool(_ key: String, _ fallback: Bool) throws -> Bool {
+            guard let node = value(key) else { return fallback }
+            guard case .scalar(let scalar) = node, let bool = ["true": true, "false": false][scalar.string.lowercased()] else {
+                throw SpecReader.typeError(field(key), "true or false", node)
+            }
+            return bool
+        }
     }
 
     static func job(_ root: Node) throws -> JobSpec {
@@ -795,6 +810,7 @@ enum SpecReader {
                 checkpointKeep: try s.int("checkpoint_keep", t.checkpointKeep),
                 initFrom: try s.string("init_from", ""))
             if train.initFrom?.isEmpty == true { train.initFrom = nil }
+            train.logExamples = try s.bool("log_examples", t.logExamples)
         }
 
         var devices: [JobSpec.Device] = []

@@ -46,6 +46,8 @@ public struct StepRecord: Codable, Sendable, Equatable {
     /// On a step whose batch was skipped (`recovery.on_nan: skip_batch`): why. Its update was
     /// not made; the weights and moments are those of the step before.
     public var skipped: String?
+    /// With `train.log_examples`: the training examples each rank trained on, in rank order.
+    public var examples: [[Int]]?
 
     /// A record; see the properties.
     public init(
@@ -89,7 +91,7 @@ public struct StepRecord: Codable, Sendable, Equatable {
         case predictedStepMs = "predicted_step_ms"
         case pipelineMs = "pipeline_ms"
         case checkpointMs = "checkpoint_ms"
-        case skipped
+        case skipped, examples
     }
 
     /// The record as one line of JSON (no newline).

@@ -277,8 +277,10 @@ public final class TrainingWorker {
         let samples = shares[rank]
         try model.zeroGradients()
         var loss = 0.0
+        var examples: [Int] = []
         if samples > 0 {
             let slice = try session.sampler.slice(step: step - 1, shares: shares, rank: rank)
+            examples = slice.examples
             loss = Double(try model.forward(tokens: slice.tokens, targets: slice.targets, batch: samples))
             try model.backward()
             try device.synchronize()
@@ -308,6 +310,9 @@ public final class TrainingWorker {
             sampleSum += row(r, 1)
             squares += row(r, 5)
         }
+        // The sampler's record: what each rank trained on (one more collective, when asked for).
+        let consumed = try spec.train.logExamples
+            ? world.allgatherv(examples.map(Int64.init), maxCountPerRank: spec.model.globalBatch).map { $0.map(Int.init) } : nil
         let badLoss = (0..<size).first { row($0, 1) > 0 && !row($0, 2).isFinite }.map { labels[$0] }
         let lr = session.schedule.rate(atStep: step - 1)
         let tokens = spec.model.globalBatch * spec.model.seq
@@ -321,6 +326,7 @@ public final class TrainingWorker {
                 computeMs: (0..<size).map { row($0, 0) }, idleMs: (0..<size).map { row($0, 3) },
                 exchangeMs: (0..<size).map { row($0, 4) }, updateMs: Array(repeating: 0, count: size), nextShares: nil, throughputs: nil)
             record.skipped = skipped
+            record.examples = consumed
             return record
         }
         let (gradNorm, clip) = try session.clipScale(squares: squares, step: step)
@@ -336,11 +342,13 @@ public final class TrainingWorker {
         timeline.span("update \(step)", category: "update", from: t3, to: t4)
         let updateMs = try world.allgather([(t4 - t3) * 1000])
         let stepSeconds = t4 - t0
-        return StepRecord(
+        var record = StepRecord(
             step: step, loss: lossSum / sampleSum, valLoss: nil, lr: lr, gradNorm: gradNorm, clipScale: clip,
             tokens: tokens, tokensPerS: Double(tokens) / stepSeconds, stepMs: stepSeconds * 1000, shares: shares,
             computeMs: (0..<size).map { row($0, 0) }, idleMs: (0..<size).map { row($0, 3) },
             exchangeMs: (0..<size).map { row($0, 4) }, updateMs: updateMs, nextShares: nil, throughputs: nil)
+        record.examples = consumed
+        return record
     }
 
     /// Gathers every rank's updated shard into every replica.

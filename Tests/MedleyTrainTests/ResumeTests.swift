@@ -194,4 +194,57 @@ struct ResumeTests {
         let result = try TestSupport.medley(["train", job, "--resume", checkpoints, "--timeout", "60"], timeout: 120)
         #expect(result.status != 0 && result.stderr.contains("written for another model"), "\(result.output)")
     }
+
+    @Test("the sampler's record (train.log_examples): resumed on other chips, every example of every epoch is trained on exactly once")
+    func eachExampleOnce() throws {
+        let dir = try TestSupport.temporaryDirectory("medley-examples")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // A small corpus: about 30 examples of 33 bytes, so 10 steps of 12 cross several epochs.
+        var bytes: [UInt8] = []
+        for i in 0..<1100 {
+            let letter: Int = (i * 7 + i / 13) % 26
+            bytes.append(UInt8(97 + letter))
+        }
+        try Data(bytes).write(to: URL(fileURLWithPath: dir + "/corpus.txt"))
+        func job(_ devices: String, _ shares: String) -> String {
+            """
+            name: examples
+            model: {layers: 1, dim: 16, heads: 2, seq: 32, batch: 12}
+            data: {path: \(dir)/corpus.txt, validation_fraction: 0.1}
+            train: {steps: 10, rebalance_every: 0, eval_every: 0, shares: \(shares), checkpoint_every: 4, log_examples: true}
+            devices: \(devices)
+            """
+        }
+        let checkpoints = dir + "/checkpoints"
+        let whole = try Self.train(job(Self.devices, "[8, 4]"), in: dir, name: "whole", ["--checkpoint-dir", checkpoints])
+        try #require(whole.result.status == 0, "\(whole.result.output)")
+        try FileManager.default.removeItem(atPath: checkpoints + "/" + CheckpointStore.name(step: 8))
+        try FileManager.default.removeItem(atPath: checkpoints + "/" + CheckpointStore.name(step: 10))
+        let other = try Self.train(
+            job("[cpu, reference, {adapter: sim, options: {vendor: Borealis}}]", "[5, 4, 3]"), in: dir, name: "other",
+            ["--resume", checkpoints])
+        try #require(other.result.status == 0, "\(other.result.output)")
+
+        // Steps 1–4 of the first run, then 5–10 of the resumed one: what training saw.
+        let seen = whole.records.prefix(4) + other.records
+        #expect(seen.map(\.step) == Array(1...10))
+        let spec = try JobSpec.parse(yaml: job(Self.devices, "[8, 4]"))
+        let perEpoch = try RankSession.data(for: spec, steps: 10).0.examplesPerEpoch
+        #expect(perEpoch > 0 && perEpoch < 60, "the corpus is meant to be small: \(perEpoch) examples")
+        var positions: [Int: [Int]] = [:]  // epoch → examples trained on in it
+        for record in seen {
+            let rows = try #require(record.examples, "step \(record.step) has no examples")
+            #expect(rows.map(\.count) == record.shares, "step \(record.step): each rank's rows are its share")
+            for (row, example) in rows.joined().enumerated() {
+                positions[((record.step - 1) * 12 + row) / perEpoch, default: []].append(example)
+            }
+        }
+        for (epoch, examples) in positions {
+            #expect(Set(examples).count == examples.count, "epoch \(epoch): an example trained on twice: \(examples.sorted())")
+            #expect(examples.allSatisfy { (0..<perEpoch).contains($0) })
+            let complete = (epoch + 1) * perEpoch <= 120
+            if complete { #expect(examples.sorted() == Array(0..<perEpoch), "epoch \(epoch) misses examples") }
+        }
+        #expect(positions.count >= 3, "10 steps of 12 cover several epochs of \(perEpoch)")
+    }
 }
