@@ -99,7 +99,9 @@ public struct JobLauncher {
                 hook: hook, launchedAt: launchedAt, resumedHere: resumedHere && attempt == 0, restarts: attempt,
                 recoverable: !policy.isOver && policy.restarts < policy.configuration.maxRestarts,
                 swapsSlowChips: policy.configuration.stragglerCooldownSeconds > 0 && policy.hasSpare(at: Date().timeIntervalSince(launchedAt)))
-            let stopped = result.exit == 0 || result.exit == TrainLauncher.resumableExitStatus || result.exit > 128
+            // Finished, stopped on request (a signal to medley launch), or mpirun killed by hand:
+            // nothing to recover from. (mpirun's own status may be 128 + a rank's signal.)
+            let stopped = result.exit == 0 || result.exit == TrainLauncher.resumableExitStatus || result.interrupted
             if stopped {
                 return try finish(result, directory: directory, console: console, policy: policy)
             }
@@ -111,7 +113,14 @@ public struct JobLauncher {
                 mapped.rank = deviceOfRank[fault.rank]
                 return mapped
             }
-            let directives = policy.handle(.failed(faults: faults, reason: "mpirun exited with status \(result.exit)", at: Date().timeIntervalSince(launchedAt)))
+            let at = Date().timeIntervalSince(launchedAt)
+            var directives: [RecoveryPolicy.Directive]
+            if let nonFinite = result.nonFinite, !faults.contains(where: { $0.kind != .slowdown }) {
+                let rank = nonFinite.rank.flatMap { deviceOfRank.indices.contains($0) ? deviceOfRank[$0] : nil }
+                directives = policy.handle(.nonFinite(rank: rank, message: nonFinite.message, at: at))
+            } else {
+                directives = policy.handle(.failed(faults: faults, reason: "mpirun exited with status \(result.exit)", at: at))
+            }
             var restart: (chips: [RecoveryPolicy.Chip], number: Int, after: Double)?
             for directive in directives {
                 let (line, json) = Self.describe(directive, original: original)
@@ -165,7 +174,7 @@ public struct JobLauncher {
             console.always("  recovered: \(policy.restarts) restart\(policy.restarts == 1 ? "" : "s"); evicted \(evicted.isEmpty ? "none" : evicted); the summary above is of the last attempt")
         }
         if result.exit == TrainLauncher.resumableExitStatus
-            || (result.exit > 128 && !CheckpointStore(directory: directory + "/checkpoints").steps().isEmpty) {
+            || (result.interrupted && !CheckpointStore(directory: directory + "/checkpoints").steps().isEmpty) {
             console.always("resumable: `medley launch --resume \(directory)` continues from its newest checkpoint")
         }
         try JobSummary.write(result.summary, to: directory + "/summary.json")
@@ -209,7 +218,12 @@ public struct JobLauncher {
     struct Attempt {
         var exit: Int32
         var summary: JobSummary
+        /// A non-finite loss or gradient every rank reported alike: the rank that computed it
+        /// (nil: the averaged gradient) and the words.
+        var nonFinite: (rank: Int?, message: String)?
         var faults: [RecoveryPolicy.RankFault]
+        /// Ended by a signal to this process, or by mpirun being killed from outside.
+        var interrupted = false
     }
 
     /// Appends one line to a file (the attempt's own handle on alerts.jsonl is closed by then).
@@ -297,6 +311,8 @@ public struct JobLauncher {
             signal(SIGUSR1, previousUSR1)
         }
 
+        let ending = LockedFlag()
+        job.onOutcome = { outcome in if outcome.interruptedBy != nil || outcome.killedFromOutside != nil { ending.set() } }
         let display = DisplayTimer(console: console, shell: shell, job: launcher.spec.name, totalSteps: totalSteps, startedAt: launchedAt)
         display.start()
         defer { display.stop() }
@@ -318,6 +334,7 @@ public struct JobLauncher {
         // The cause: the first fatal alert, and any within `collateralWindow` of it (faults at
         // once). Ranks that end after it are mpirun ending the job, not faults of their own.
         let fatal: [SupervisorAlert.Kind] = [.exited, .fault, .silent, .missingHello]
+        var nonFinite: (rank: Int?, message: String)?
         let faults = shell.withSupervisor { supervisor -> [RecoveryPolicy.RankFault] in
             // Chips still slowed down at the end may be swapped for spares the failed ones leave.
             let slowed = Self.slowedDown(supervisor.alerts).map {
@@ -335,7 +352,13 @@ public struct JobLauncher {
             var reporters: [Substring: Set<Int>] = [:]
             for alert in candidates where alert.kind == .fault { reporters[text(alert), default: []].insert(alert.rank!) }
             candidates.removeAll { $0.kind == .fault && (reporters[text($0)]?.count ?? 0) > 1 }
-            if candidates.allSatisfy({ $0.kind == .exited }) && !reporters.filter({ $0.value.count > 1 }).isEmpty { return slowed }
+            let collective = reporters.filter { $0.value.count > 1 }.keys
+            if candidates.allSatisfy({ $0.kind == .exited }) && !collective.isEmpty {
+                if let text = collective.first(where: { $0.contains("non-finite") || $0.contains("not finite") }) {
+                    nonFinite = (Self.rankNamed(inNonFinite: String(text)), String(text))
+                }
+                return slowed
+            }
             // A rank's own words (a fault report, a hang) name the cause; the exits that follow
             // are the job ending. Only without any are exits the cause.
             let worded = candidates.filter { $0.kind != .exited }
@@ -345,7 +368,15 @@ public struct JobLauncher {
                 RecoveryPolicy.RankFault(rank: $0.rank!, kind: $0.kind, message: $0.message)
             } + slowed
         }
-        return Attempt(exit: exit, summary: summary, faults: faults)
+        return Attempt(exit: exit, summary: summary, nonFinite: nonFinite, faults: faults, interrupted: ending.isSet)
+    }
+
+    /// The rank in "step N: rank R (…) computed a non-finite loss …" (the workers' words), if named.
+    static func rankNamed(inNonFinite message: String) -> Int? {
+        guard let range = message.range(of: #"rank [0-9]+ \([^)]*\) computed a non-finite loss"#, options: .regularExpression) else {
+            return nil
+        }
+        return Int(message[range].dropFirst(5).prefix { $0.isNumber })
     }
 
     /// The `slowdown` alerts of ranks still slowed down (no `recovered` for that rank after it).

@@ -17,6 +17,9 @@
 ///   ``hasSpare(at:)``) is swapped for a spare and stays out for `stragglerCooldownSeconds`, after
 ///   which it is a spare again (`.rejoin`); with no spare, or a cooldown of 0, it stays (the
 ///   rebalancer copes);
+/// - a loss or gradient that is not finite, which every rank saw alike (`nonFinite`), rolls back on
+///   the same chips; when the attempt after that roll-back ends the same way on the same chip,
+///   that chip is evicted (a data-borne NaN is `recovery.on_nan: skip_batch`'s business);
 /// - a spare (or any chip) that fails as the next attempt starts is evicted the same way;
 /// - the restart comes after a backoff that doubles each time (`backoffSeconds`, capped at
 ///   `maxBackoffSeconds`); after `maxRestarts` restarts, or with fewer than `minChips` chips
@@ -79,6 +82,9 @@ public struct RecoveryPolicy: Sendable {
         case failed(faults: [RankFault], reason: String, at: Double)
         /// The next attempt could not start because of this rank's chip (its adapter or device).
         case failedAtStart(rank: Int, message: String, at: Double)
+        /// The attempt stopped at a loss or gradient that is not finite, which every rank saw
+        /// alike; `rank` computed it (nil: only the averaged gradient was).
+        case nonFinite(rank: Int?, message: String, at: Double)
     }
 
     public enum Directive: Sendable, Equatable {
@@ -118,6 +124,8 @@ public struct RecoveryPolicy: Sendable {
     public private(set) var restarts = 0
     /// Set once the run is over.
     public private(set) var isOver = false
+    /// The chip whose non-finite loss ended the last attempt, if that is how it ended.
+    private var lastNonFinite: Chip?
 
     public init(configuration: Configuration = Configuration(), primaries: Int, spares: Int) {
         self.configuration = configuration
@@ -127,7 +135,23 @@ public struct RecoveryPolicy: Sendable {
 
     public mutating func handle(_ event: Event) -> [Directive] {
         guard !isOver else { return [] }
+        let repeated = lastNonFinite
+        lastNonFinite = nil
         switch event {
+        case let .nonFinite(rank, message, at):
+            var out: [Directive] = []
+            rejoinCooled(at: at, into: &out)
+            guard let rank, chips.indices.contains(rank) else {
+                return restart(after: "a step was not finite (\(message)); rolling back", at: at, into: &out)
+            }
+            // Once may be the batch or a passing glitch: roll back on the same chips. The same
+            // chip again right after the roll-back is the chip.
+            if repeated == chips[rank] {
+                evict(rank: rank, reason: "\(message), again after a roll-back to the checkpoint", at: at, into: &out)
+                return restart(after: "a chip computed non-finite numbers twice", at: at, into: &out)
+            }
+            lastNonFinite = chips[rank]
+            return restart(after: "a step was not finite (\(message)); rolling back", at: at, into: &out)
         case .finished, .stopped:
             isOver = true
             return [.finish]

@@ -56,6 +56,9 @@ public struct TrainLauncher {
     /// Polled while the job runs: a reason to end it now (a supervisor that judged a rank lost),
     /// or nil. The job's group is then ended and the launch returns 1 with one line naming it.
     public var abortReason: (() -> String?)?
+    /// Told how mpirun ended, before the launch returns its status (a signal to this process, a
+    /// kill from outside, an abort: what the status alone cannot say).
+    public var onOutcome: ((MPIRun.Outcome) -> Void)?
     /// Where the ranks write checkpoints, if anywhere.
     public var checkpointDirectory: String?
     /// Whether a checkpoint directory will be set after the preflight (`medley launch` makes it
@@ -292,6 +295,7 @@ public struct TrainLauncher {
             .run(program: program, arguments: arguments, forwardSignals: true, askToStop: askToStop,
                  abortWhen: abortReason.map { reason in { reason() != nil } }, onOutput: { filter.feed($0) })
         filter.finish()
+        onOutcome?(outcome)
         if outcome.aborted {
             print("Error: the job was ended: \(abortReason?() ?? "the supervisor ended it")", true)
             return 1

@@ -1,6 +1,7 @@
 import Foundation
 import MedleyCore
 import MedleyTestSupport
+import MedleyTrain
 import Testing
 
 /// Recovery under `medley launch` beyond the data-parallel basics in ``LaunchTests``: jobs that
@@ -201,5 +202,63 @@ struct RecoveryLaunchTests {
         #expect(resumed.output.contains("has checkpoints") || resumed.output.contains("resum"), "\(resumed.output)")
         let steps = Self.steps(run).compactMap { $0["step"] as? Int }
         #expect(steps.suffix(2) == [newest + 1, newest + 2], "\(steps.suffix(4))")
+    }
+
+    @Test("a rank killed with SIGKILL from outside: its chip is evicted, the spare takes its rank, and the job finishes every step once")
+    func killedRankReplaced() throws {
+        let yaml = """
+            name: kill-rank-test
+            model: {layers: 1, dim: 16, heads: 2, seq: 16, batch: 4}
+            train: {steps: 40, eval_every: 0, checkpoint_every: 5, rebalance_every: 0, shares: [2, 2]}
+            devices:
+              - adapter: reference
+              - adapter: sim
+                options: {vendor: Acme, name: victim, speed: 0.05}
+            spares:
+              - adapter: sim
+                options: {vendor: Borealis, name: spare-1}
+            recovery: {max_restarts: 2, backoff: 0}
+
+            """
+        let (directory, job) = try LaunchTests.write(yaml)
+        let run = directory + "/run"
+        let output = directory + "/out.txt"
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        let marker = try TestSupport.temporaryDirectory("medley-launch-tmp")
+        defer {
+            for worker in LaunchTests.workers(marker: marker) { kill(worker.pid, SIGKILL) }
+            try? FileManager.default.removeItem(atPath: marker)
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: TestSupport.medleyExecutable)
+        process.arguments = ["launch", job, "--run-dir", run, "--timeout", "120"]
+        process.environment = ProcessInfo.processInfo.environment.merging(["TMPDIR": marker]) { $1 }
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        // Rank 1 once a checkpoint is whole.
+        var victim: pid_t?
+        for _ in 0..<900 where victim == nil && process.isRunning {
+            if !CheckpointStore(directory: run + "/checkpoints").steps().isEmpty {
+                victim = LaunchTests.workers(marker: marker).first { $0.rank == 1 }?.pid
+            }
+            if victim == nil { Thread.sleep(forTimeInterval: 0.1) }
+        }
+        let pid = try #require(victim, "no checkpoint: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")")
+        kill(pid, SIGKILL)
+        let started = Date()
+        while process.isRunning && Date().timeIntervalSince(started) < 120 { Thread.sleep(forTimeInterval: 0.1) }
+        process.waitUntilExit()
+        try handle.close()
+        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        #expect(process.terminationStatus == 0, "\(text)")
+        let kinds = Self.alerts(run).compactMap { $0["kind"] as? String }
+        #expect(kinds.contains("exited") && kinds.contains("evicted") && kinds.contains("replaced"), "\(kinds)")
+        #expect(text.contains("device 1 (sim victim) is evicted: rank 1 (sim victim on"), "\(text)")
+        #expect(!text.contains("device 0 (reference) is evicted"), "\(text)")
+        let steps = Self.steps(run).compactMap { $0["step"] as? Int }
+        #expect(steps == Array(1...40), "every step once: \(steps)")
     }
 }

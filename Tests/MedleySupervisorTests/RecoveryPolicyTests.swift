@@ -118,4 +118,25 @@ struct RecoveryPolicyTests {
             .restart(chips: [.primary(0), .primary(1)], number: 1, afterSeconds: 0),
         ])
     }
+
+    @Test("a NaN rolls back on the same chips; the same chip again right after is evicted; another chip, or one in between, starts over")
+    func nonFinite() {
+        var p = P(configuration: .init(maxRestarts: 5, backoffSeconds: 0), primaries: 2, spares: 1)
+        #expect(p.handle(.nonFinite(rank: 1, message: "step 3: rank 1 (sim) computed a non-finite loss", at: 1)) == [
+            .restart(chips: [.primary(0), .primary(1)], number: 1, afterSeconds: 0),
+        ])
+        #expect(p.handle(.nonFinite(rank: 1, message: "step 3: rank 1 (sim) computed a non-finite loss", at: 2)) == [
+            .evict(.primary(1), reason: "step 3: rank 1 (sim) computed a non-finite loss, again after a roll-back to the checkpoint"),
+            .replace(evicted: .primary(1), with: .spare(0)),
+            .restart(chips: [.primary(0), .spare(0)], number: 2, afterSeconds: 0),
+        ])
+        // The spare's first NaN is a roll-back again; a crash in between resets the count.
+        #expect(p.handle(.nonFinite(rank: 1, message: "x", at: 3)) == [.restart(chips: [.primary(0), .spare(0)], number: 3, afterSeconds: 0)])
+        _ = p.handle(.failed(faults: [], reason: "mpirun", at: 4))
+        #expect(p.handle(.nonFinite(rank: 1, message: "x", at: 5)) == [.restart(chips: [.primary(0), .spare(0)], number: 5, afterSeconds: 0)])
+        // Only the averaged gradient: nobody to blame.
+        var q = P(configuration: .init(backoffSeconds: 0), primaries: 2, spares: 1)
+        _ = q.handle(.nonFinite(rank: nil, message: "grad", at: 1))
+        #expect(q.handle(.nonFinite(rank: nil, message: "grad", at: 2)) == [.restart(chips: [.primary(0), .primary(1)], number: 2, afterSeconds: 0)])
+    }
 }
