@@ -44,6 +44,13 @@ public final class CheckpointWriter: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Waits until no checkpoint is queued or being written.
+    public func waitUntilIdle() {
+        condition.lock()
+        while busy || pending != nil { condition.wait() }
+        condition.unlock()
+    }
+
     /// Waits for every handed-over checkpoint to be written, then stops the thread.
     public func finish() {
         condition.lock()

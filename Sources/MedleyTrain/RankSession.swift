@@ -395,12 +395,27 @@ public final class RankSession {
             job: spec.name, step: step, totalSteps: options.steps, optimizerSteps: optimizerSteps, shares: shares,
             specYAML: (try? spec.yamlString()) ?? "", planJSON: planJSON, dataSeed: spec.data.seed,
             tokensSeen: UInt64(step * spec.model.globalBatch * spec.model.seq), tensors: tensors)
-        writer.submit(checkpoint)
+        // A checkpoint due while the previous one is still being written waits for it (part of
+        // the stall). It is handed to the writer once its step's record is in the log (``emit``):
+        // a job ended in between must not leave a checkpoint of a step the log lacks.
+        writer.waitUntilIdle()
+        heldCheckpoint = checkpoint
         return (MPIRuntime.wallTime() - since) * 1000
+    }
+
+    /// Rank 0's checkpoint waiting for its step's record to be written.
+    private var heldCheckpoint: Checkpoint?
+
+    /// Hands the held checkpoint, if any, to the writer.
+    func releaseCheckpoint() {
+        guard let checkpoint = heldCheckpoint else { return }
+        heldCheckpoint = nil
+        checkpointWriter?.submit(checkpoint)
     }
 
     /// Waits for the last checkpoint to be written (rank 0).
     public func finishCheckpoints() {
+        releaseCheckpoint()
         checkpointWriter?.finish()
     }
 
@@ -443,6 +458,7 @@ public final class RankSession {
     public func emit(_ record: StepRecord) throws {
         if options.printSteps { Console.line(record.consoleLine(totalSteps: options.steps)) }
         if let log { try log.write(contentsOf: Data((try record.jsonLine() + "\n").utf8)) }
+        if heldCheckpoint?.step == record.step { releaseCheckpoint() }
     }
 
     /// The closing line: steps, wall time, median tokens/s, the last validation loss and where

@@ -93,7 +93,7 @@ struct RecoveryLaunchTests {
             """
             name: nan-skip-test
             model: {layers: 1, dim: 16, heads: 2, seq: 16, batch: 4}
-            train: {steps: 8, eval_every: 0, checkpoint_every: 2, rebalance_every: 0}
+            train: {steps: 8, eval_every: 0, checkpoint_every: 2, rebalance_every: 0, shares: [2, 2]}
             devices:
               - adapter: reference
               - adapter: sim
@@ -109,7 +109,7 @@ struct RecoveryLaunchTests {
         #expect(result.output.contains("step 3: rank 1 (sim flaky) computed a non-finite loss"), "\(result.output)")
         #expect(result.output.contains("its batch is skipped (recovery.on_nan: skip_batch)"), "\(result.output)")
         let kinds = Self.alerts(run).compactMap { $0["kind"] as? String }
-        #expect(kinds == ["skipped"], "one alert, no restart: \(kinds)")
+        #expect(kinds.filter { $0 != "straggler" && $0 != "recovered" } == ["skipped"], "one skipped alert, no restart: \(kinds)")
         let records = Self.steps(run)
         #expect(records.compactMap { $0["step"] as? Int } == Array(1...8))
         #expect(records.filter { $0["skipped"] != nil }.compactMap { $0["step"] as? Int } == [3], "\(records)")
