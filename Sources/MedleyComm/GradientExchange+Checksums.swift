@@ -57,6 +57,7 @@ extension GradientExchange {
     }
 
     func verify(_ contributions: [ContributionSum]) throws {
+        checksumSuspects = nil
         let nb = layout.buckets.count
         var record: [UInt64] = []
         record.reserveCapacity(4 * nb)
@@ -72,6 +73,7 @@ extension GradientExchange {
             let differing = (1..<max(1, p)).filter { word($0, b, 0) != h0 }
             if let first = differing.first {
                 let who = differing.count == p - 1 && p > 2 ? "rank 0 (all \(p - 1) others agree with each other)" : "rank \(first)"
+                checksumSuspects = differing.count == p - 1 && p > 2 ? [0] : differing
                 throw MedleyError(.corruption, "bucket \(b): silent corruption: the reduced payload on \(who) differs (hash \(hex(word(first, b, 0))) vs \(hex(h0)) on rank 0)")
             }
             var expected = 0.0, magnitude = 0.0
@@ -79,9 +81,13 @@ extension GradientExchange {
                 expected += Double(bitPattern: word(r, b, 1))
                 magnitude += Double(bitPattern: word(r, b, 2))
             }
+            // A contribution that is not finite is a chip's bad numbers, not a corrupted payload:
+            // the caller's checks of the loss and the gradient norm name it.
+            if !(expected.isFinite && magnitude.isFinite) { continue }
             let got = Double(bitPattern: word(0, b, 3))
             let tolerance = 2.0 * Double(p + 2) * 0x1p-24 * magnitude + 1e-30
             if !(abs(got - expected) <= tolerance) {
+                checksumSuspects = []
                 throw MedleyError(.corruption, "bucket \(b): silent corruption: the reduced payload does not add up to the ranks' contributions (checksum \(got) vs \(expected), tolerance \(tolerance)); a contribution was corrupted before or during the reduction")
             }
         }

@@ -276,6 +276,11 @@ public struct JobLauncher {
         let fatal: [SupervisorAlert.Kind] = [.exited, .fault, .silent, .missingHello]
         let faults = shell.withSupervisor { supervisor -> [RecoveryPolicy.RankFault] in
             var candidates = supervisor.alerts.filter { $0.rank != nil && fatal.contains($0.kind) }
+            // Silent corruption: the ranks report one verdict of a collective check naming the
+            // chips to blame (docs/integrity.md); those are evicted, not the reporters.
+            if let v = candidates.firstIndex(where: { !($0.suspects ?? []).isEmpty }) {
+                return candidates[v].suspects!.map { RecoveryPolicy.RankFault(rank: $0, kind: .fault, message: candidates[v].message) }
+            }
             // A failure every rank reports in the same words (a collective one, e.g. "rank 1
             // computed a non-finite loss") is nobody's own: it restarts the same chips from the
             // checkpoint (a roll-back) instead of evicting them all.
