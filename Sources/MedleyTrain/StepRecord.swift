@@ -43,6 +43,10 @@ public struct StepRecord: Codable, Sendable, Equatable {
     /// On steps that checkpoint: milliseconds training stood still for it on rank 0 (the
     /// snapshot to host memory and the moments' gather; the file is written in the background).
     public var checkpointMs: Double?
+    /// On steps that ran the silent-corruption checks (docs/integrity.md): milliseconds they
+    /// took on rank 0 (the fingerprint, the probe batch on the chip and on the reference, and
+    /// their allgather).
+    public var integrityMs: Double?
 
     /// A record; see the properties.
     public init(
@@ -86,6 +90,7 @@ public struct StepRecord: Codable, Sendable, Equatable {
         case predictedStepMs = "predicted_step_ms"
         case pipelineMs = "pipeline_ms"
         case checkpointMs = "checkpoint_ms"
+        case integrityMs = "integrity_ms"
     }
 
     /// The record as one line of JSON (no newline).

@@ -210,7 +210,11 @@ public final class TrainingWorker {
             if step == firstStep && record.throughputs == nil { record.throughputs = warmup }
             let checkpointing = session.checkpointsAfter(step: step) || ((stopAgreed || checkpointAgreed) && options.checkpointDirectory != nil)
             let due = Integrity.due(step: step, integrity: spec.integrity, checkpoint: checkpointing)
-            if due.probe || due.fingerprint { try checkIntegrity(step: step, probe: due.probe, fingerprint: due.fingerprint) }
+            if due.probe || due.fingerprint {
+                let before = MPIRuntime.wallTime()
+                try checkIntegrity(step: step, probe: due.probe, fingerprint: due.fingerprint)
+                record.integrityMs = (MPIRuntime.wallTime() - before) * 1000
+            }
             if checkpointing {
                 record.checkpointMs = try checkpoint(step: step, shares: record.shares)
             }
