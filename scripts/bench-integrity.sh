@@ -53,10 +53,10 @@ off = result["off"]
 for v, r in result.items():
     r["step_ratio_vs_off"] = r["median_step_ms"] / off["median_step_ms"]
     r["total_ratio_vs_off"] = r["median_total_ms"] / off["median_total_ms"]
-# At the defaults (probe every 25 steps, fingerprint every 10, checksums every step): the
+# At the defaults (probe and fingerprint every 100 steps, checksums every step): the
 # per-check costs measured above, spread over their intervals, against the step time with none.
 est = (result["checksums"]["median_step_ms"] - off["median_step_ms"]
-       + result["fingerprint"]["median_integrity_ms"] / 10 + result["probe"]["median_integrity_ms"] / 25) / off["median_step_ms"]
+       + result["fingerprint"]["median_integrity_ms"] / 100 + result["probe"]["median_integrity_ms"] / 100) / off["median_step_ms"]
 result["defaults_estimated_overhead"] = est
 json.dump(result, open("benchmarks/integrity.json", "w"), indent=2, sort_keys=True)
 print(f"{'variant':12} {'step ms':>9} {'ratio':>7} {'exch ms':>8} {'checks':>6} {'check ms':>9} {'total ratio':>11}")

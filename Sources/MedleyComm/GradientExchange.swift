@@ -119,6 +119,8 @@ public final class GradientExchange {
     public internal(set) var checksumSuspects: [Int]?
 
     var buckets: [UnsafeMutableRawBufferPointer] = []
+    /// The checksum's weights r_j of the largest bucket's elements, made at the first checksum.
+    var checksumWeightTable: [Double] = []
     var scratch: UnsafeMutableBufferPointer<Float>
     var needsNegotiation = true
 

@@ -49,7 +49,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
         /// by the chip's precision (fp32 1e-3, fp16 2e-2, bf16 1e-1).
         public var probeTolerance: Double?
 
-        public init(checksums: Bool = true, fingerprintEvery: Int = 10, probeEvery: Int = 25, probeTolerance: Double? = nil) {
+        public init(checksums: Bool = true, fingerprintEvery: Int = 100, probeEvery: Int = 100, probeTolerance: Double? = nil) {
             self.checksums = checksums
             self.fingerprintEvery = fingerprintEvery
             self.probeEvery = probeEvery
@@ -631,10 +631,10 @@ extension JobSpec {
             throw fail("recovery.max_restarts", "must be 0 (a fault ends the job) to 100, got \(recovery.maxRestarts); 3 is the default")
         }
         guard (0...1_000_000).contains(integrity.fingerprintEvery) else {
-            throw fail("integrity.fingerprint_every", "must be 0 (only after the last step) to 1000000 steps, got \(integrity.fingerprintEvery); 10 is the default")
+            throw fail("integrity.fingerprint_every", "must be 0 (only after the last step) to 1000000 steps, got \(integrity.fingerprintEvery); 100 is the default")
         }
         guard (0...1_000_000).contains(integrity.probeEvery) else {
-            throw fail("integrity.probe_every", "must be 0 (never) to 1000000 steps, got \(integrity.probeEvery); 25 is the default")
+            throw fail("integrity.probe_every", "must be 0 (never) to 1000000 steps, got \(integrity.probeEvery); 100 is the default")
         }
         if let tolerance = integrity.probeTolerance, !(tolerance.isFinite && tolerance > 0 && tolerance <= 1) {
             throw fail("integrity.probe_tolerance", "must be a relative difference above 0 and at most 1, got \(tolerance); leave it out to go by each chip's precision")

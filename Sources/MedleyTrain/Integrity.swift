@@ -73,6 +73,23 @@ public enum Integrity {
         return (d > tolerance || d.isNaN, d)
     }
 
+    /// Whether every chip's answer is finite and within the sum of their two tolerances of every
+    /// other's: then no reference is needed to clear them (a defective chip disagrees with the
+    /// healthy ones; with one chip there is nothing to compare, and the reference always runs).
+    public static func agree(answers: [ProbeAnswer], tolerances: [Double]) -> Bool {
+        guard answers.count > 1 else { return false }
+        for i in answers.indices {
+            guard answers[i].loss.isFinite && answers[i].gradientNorm.isFinite else { return false }
+            for j in answers.indices where j > i {
+                let t = tolerances[i] + tolerances[j]
+                if outside(answers[i], reference: answers[j], tolerance: t).bad || outside(answers[j], reference: answers[i], tolerance: t).bad {
+                    return false
+                }
+            }
+        }
+        return true
+    }
+
     /// The ranks whose chips' answers are outside their tolerances of the reference's.
     public static func probeSuspects(answers: [ProbeAnswer], references: [ProbeAnswer], tolerances: [Double]) -> [Int] {
         answers.indices.filter { outside(answers[$0], reference: references[$0], tolerance: tolerances[$0]).bad }
@@ -89,22 +106,24 @@ public enum Integrity {
 }
 
 /// One rank's probe: a fixed sequence (the first of the first global batch) run forward and
-/// backward on the rank's chip with its current parameters, and on the reference adapter,
-/// loaded in this process, with the same parameters.
+/// backward on the rank's chip with its current parameters; on rank 0 also on the reference
+/// adapter, loaded in this process, with the same parameters, when the chips' answers need a judge.
 final class IntegrityProbe {
-    let library: AdapterLibrary
-    let device: Device
-    let model: GPT
+    /// The reference adapter's model (rank 0 only).
+    let model: GPT?
     let tokens: [Int32]
     let targets: [Int32]
     /// The chip's tolerance (``Integrity/tolerance(precision:)`` or `integrity.probe_tolerance`).
     let tolerance: Double
 
-    init(spec: JobSpec, rankDevice: JobSpec.RankDevice, sampler: GlobalBatchSampler) throws {
+    init(spec: JobSpec, rankDevice: JobSpec.RankDevice, sampler: GlobalBatchSampler, withReference: Bool) throws {
         do {
-            library = try AdapterLibrary.load("reference")
-            device = try library.openDevice(0, options: [])
-            model = try GPT(config: RankCapacity.modelConfig(spec.model, batch: 1), device: device, seed: spec.train.seed)
+            if withReference {
+                let device = try AdapterLibrary.load("reference").openDevice(0, options: [])
+                model = try GPT(config: RankCapacity.modelConfig(spec.model, batch: 1), device: device, seed: spec.train.seed)
+            } else {
+                model = nil
+            }
         } catch let error as MedleyError {
             throw MedleyError(error.code, "integrity probe: cannot open the reference adapter on the host (\(error.message)); set integrity.probe_every: 0 to train without probes")
         }
@@ -126,8 +145,9 @@ final class IntegrityProbe {
         return Integrity.ProbeAnswer(loss: loss, gradientNorm: squares.squareRoot())
     }
 
-    /// The reference adapter's answer with `parameters`.
+    /// The reference adapter's answer with `parameters` (rank 0).
     func reference(parameters: [Float]) throws -> Integrity.ProbeAnswer {
+        guard let model else { throw MedleyError(.internalError, "integrity probe: only rank 0 holds the reference model") }
         try model.writeParameters(parameters)
         return try answer(on: model)
     }

@@ -105,7 +105,8 @@ public final class TrainingWorker {
             communicator: communicator, layout: layout,
             options: .init(checksums: spec.integrity.checksums, maxStepSamples: spec.model.globalBatch))
         probe = spec.integrity.probeEvery > 0
-            ? try IntegrityProbe(spec: spec, rankDevice: session.rankDevice, sampler: session.sampler) : nil
+            ? try IntegrityProbe(spec: spec, rankDevice: session.rankDevice, sampler: session.sampler, withReference: communicator.rank == 0)
+            : nil
         // Buckets follow the parameter layout in order with no gaps, so bucket b is one
         // contiguous run of the flat gradient buffer: one device copy per bucket.
         var starts: [Int] = []
@@ -286,33 +287,40 @@ public final class TrainingWorker {
     /// every chip against the reference adapter. Throws naming the suspects when any fails.
     func checkIntegrity(step: Int, probe runProbe: Bool, fingerprint: Bool) throws {
         let parameters = try model.readParameters()
-        let fields = 6
+        let fields = 4
         var mine = [Double](repeating: 0, count: fields)
         mine[0] = Double(Integrity.fingerprint(parameters))
         let probing = runProbe && probe != nil
         if probing, let probe {
             let chip = try probe.answer(on: model)
-            let reference = try probe.reference(parameters: parameters)
             mine[1] = chip.loss
             mine[2] = chip.gradientNorm
-            mine[3] = reference.loss
-            mine[4] = reference.gradientNorm
-            mine[5] = probe.tolerance
+            mine[3] = probe.tolerance
         }
         let all = try world.allgather(mine)
         let row = { (r: Int, k: Int) in all[r * fields + k] }
         var suspects: [Int] = []
         var findings: [String] = []
-        if probing {
+        if probing, let probe {
             let answers = (0..<size).map { Integrity.ProbeAnswer(loss: row($0, 1), gradientNorm: row($0, 2)) }
-            let references = (0..<size).map { Integrity.ProbeAnswer(loss: row($0, 3), gradientNorm: row($0, 4)) }
-            let tolerances = (0..<size).map { row($0, 5) }
-            for r in Integrity.probeSuspects(answers: answers, references: references, tolerances: tolerances) {
-                let d = Integrity.outside(answers[r], reference: references[r], tolerance: tolerances[r]).difference
-                suspects.append(r)
-                findings.append(String(
-                    format: "on the probe batch %@ gives loss %g and gradient norm %g where the reference adapter gives %g and %g (relative difference %.3g, tolerance %g)",
-                    labels[r], answers[r].loss, answers[r].gradientNorm, references[r].loss, references[r].gradientNorm, d, tolerances[r]))
+            let tolerances = (0..<size).map { row($0, 3) }
+            // Chips that agree with one another need no judge; otherwise rank 0 asks the reference.
+            if !Integrity.agree(answers: answers, tolerances: tolerances) {
+                var judged = [0.0, 0.0]
+                if rank == 0 {
+                    let reference = try probe.reference(parameters: parameters)
+                    judged = [reference.loss, reference.gradientNorm]
+                }
+                let verdicts = try world.allgather(judged)
+                let reference = Integrity.ProbeAnswer(loss: verdicts[0], gradientNorm: verdicts[1])
+                let references = Array(repeating: reference, count: size)
+                for r in Integrity.probeSuspects(answers: answers, references: references, tolerances: tolerances) {
+                    let d = Integrity.outside(answers[r], reference: reference, tolerance: tolerances[r]).difference
+                    suspects.append(r)
+                    findings.append(String(
+                        format: "on the probe batch %@ gives loss %g and gradient norm %g where the reference adapter gives %g and %g (relative difference %.3g, tolerance %g)",
+                        labels[r], answers[r].loss, answers[r].gradientNorm, reference.loss, reference.gradientNorm, d, tolerances[r]))
+                }
             }
         }
         if fingerprint {

@@ -40,6 +40,17 @@ struct IntegrityLogicTests {
         #expect(suspects == [1])
     }
 
+    @Test("chips that agree within the sum of their tolerances need no reference; one chip, a disagreement or a non-finite answer does")
+    func agreement() {
+        let a = Integrity.ProbeAnswer(loss: 5.0, gradientNorm: 2.0)
+        #expect(Integrity.agree(answers: [a, .init(loss: 5.003, gradientNorm: 2.001)], tolerances: [1e-3, 1e-3]))
+        #expect(!Integrity.agree(answers: [a, .init(loss: 5.02, gradientNorm: 2.0)], tolerances: [1e-3, 1e-3]))
+        #expect(Integrity.agree(answers: [a, .init(loss: 5.3, gradientNorm: 2.1)], tolerances: [1e-3, 1e-1]))
+        #expect(!Integrity.agree(answers: [a, .init(loss: 5.0, gradientNorm: .nan)], tolerances: [1e-1, 1e-1]))
+        #expect(!Integrity.agree(answers: [a], tolerances: [1e-1]))
+        #expect(!Integrity.agree(answers: [a, a, .init(loss: 50, gradientNorm: 2)], tolerances: [1e-3, 1e-3, 1e-3]))
+    }
+
     @Test("the probe runs every probe_every steps and before every checkpoint; 0 turns each off")
     func due() {
         let i = JobSpec.Integrity(checksums: true, fingerprintEvery: 4, probeEvery: 3)
