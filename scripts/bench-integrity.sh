@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # Measures what the silent-corruption checks cost on the built-in job (docs/integrity.md):
 # the built-in job's YAML with an `integrity:` section per variant, run interleaved
-# (off, checksums, fingerprint every step, probe every step, the defaults) REPS times in the
+# (off, checksums every step, fingerprint every step, probe every step, the defaults) REPS times in the
 # same session, then benchmarks/integrity.py-style figures from the step records.
-# Usage: scripts/bench-integrity.sh [REPS]   (default 3); writes benchmarks/integrity.json
+# Usage: scripts/bench-integrity.sh [REPS] [STEPS]   (default 3 and 200); writes benchmarks/integrity.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-3}
+steps=${2:-200}
 bin=.build/release/medley
 [ -x "$bin" ] || swift build -c release --product medley
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$bin" train --print-default-job > "$work/base.yaml"
 declare -A variants=(
-  [off]="integrity: {checksums: false, fingerprint_every: 0, probe_every: 0}"
-  [checksums]="integrity: {checksums: true, fingerprint_every: 0, probe_every: 0}"
-  [fingerprint]="integrity: {checksums: false, fingerprint_every: 1, probe_every: 0}"
-  [probe]="integrity: {checksums: false, fingerprint_every: 0, probe_every: 1}"
+  [off]="integrity: {checksum_every: 0, fingerprint_every: 0, probe_every: 0}"
+  [checksums]="integrity: {checksum_every: 1, fingerprint_every: 0, probe_every: 0}"
+  [fingerprint]="integrity: {checksum_every: 0, fingerprint_every: 1, probe_every: 0}"
+  [probe]="integrity: {checksum_every: 0, fingerprint_every: 0, probe_every: 1}"
   [defaults]=""
 )
 order="off checksums fingerprint probe defaults"
@@ -24,7 +25,7 @@ echo "# machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: 
 for rep in $(seq 1 "$reps"); do
   for v in $order; do
     { cat "$work/base.yaml"; echo "${variants[$v]}"; } > "$work/$v.yaml"
-    "$bin" train "$work/$v.yaml" --log "$work/$v-$rep.jsonl" --timeout 600 > "$work/$v-$rep.out" 2>&1 \
+    "$bin" train "$work/$v.yaml" --steps "$steps" --log "$work/$v-$rep.jsonl" --timeout 600 > "$work/$v-$rep.out" 2>&1 \
       || { echo "bench-integrity: $v (rep $rep) failed:"; cat "$work/$v-$rep.out"; exit 1; }
     echo "rep $rep $v: $(tail -1 "$work/$v-$rep.out")"
   done
@@ -53,9 +54,9 @@ off = result["off"]
 for v, r in result.items():
     r["step_ratio_vs_off"] = r["median_step_ms"] / off["median_step_ms"]
     r["total_ratio_vs_off"] = r["median_total_ms"] / off["median_total_ms"]
-# At the defaults (probe and fingerprint every 100 steps, checksums every step): the
+# At the defaults (probe and fingerprint every 100 steps, checksums every 10): the
 # per-check costs measured above, spread over their intervals, against the step time with none.
-est = (result["checksums"]["median_step_ms"] - off["median_step_ms"]
+est = ((result["checksums"]["median_step_ms"] - off["median_step_ms"]) / 10
        + result["fingerprint"]["median_integrity_ms"] / 100 + result["probe"]["median_integrity_ms"] / 100) / off["median_step_ms"]
 result["defaults_estimated_overhead"] = est
 json.dump(result, open("benchmarks/integrity.json", "w"), indent=2, sort_keys=True)

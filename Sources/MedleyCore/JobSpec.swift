@@ -36,8 +36,8 @@ public struct JobSpec: Codable, Sendable, Equatable {
 
     /// Checks for chips that compute wrong numbers without an error (data-parallel jobs).
     public struct Integrity: Codable, Sendable, Equatable {
-        /// The gradient exchange's payload checksums, every step.
-        public var checksums: Bool
+        /// Steps between exchanges whose payloads are checksummed (1 = every step); 0 = never.
+        public var checksumEvery: Int
         /// Steps between comparisons of the replicas' parameter fingerprints (CRC-32C of every
         /// rank's parameters read back from its chip); 0 = only after the last step.
         public var fingerprintEvery: Int
@@ -49,15 +49,15 @@ public struct JobSpec: Codable, Sendable, Equatable {
         /// by the chip's precision (fp32 1e-3, fp16 2e-2, bf16 1e-1).
         public var probeTolerance: Double?
 
-        public init(checksums: Bool = true, fingerprintEvery: Int = 100, probeEvery: Int = 100, probeTolerance: Double? = nil) {
-            self.checksums = checksums
+        public init(checksumEvery: Int = 10, fingerprintEvery: Int = 100, probeEvery: Int = 100, probeTolerance: Double? = nil) {
+            self.checksumEvery = checksumEvery
             self.fingerprintEvery = fingerprintEvery
             self.probeEvery = probeEvery
             self.probeTolerance = probeTolerance
         }
 
         enum CodingKeys: String, CodingKey {
-            case checksums
+            case checksumEvery = "checksum_every"
             case fingerprintEvery = "fingerprint_every"
             case probeEvery = "probe_every"
             case probeTolerance = "probe_tolerance"
@@ -452,7 +452,7 @@ extension JobSpec {
 extension JobSpec {
     /// The keys each section accepts, in documentation order.
     static let topKeys = ["name", "model", "data", "train", "devices", "plan", "supervise", "spares", "recovery", "integrity"]
-    static let integrityKeys = ["checksums", "fingerprint_every", "probe_every", "probe_tolerance"]
+    static let integrityKeys = ["checksum_every", "fingerprint_every", "probe_every", "probe_tolerance"]
     static let recoveryKeys = ["max_restarts", "min_chips", "backoff"]
     static let superviseKeys = [
         "heartbeat_timeout", "straggler_factor", "straggler_steps", "hello_timeout", "alert_command", "alert_timeout", "metrics_port",
@@ -630,6 +630,9 @@ extension JobSpec {
         guard (0...100).contains(recovery.maxRestarts) else {
             throw fail("recovery.max_restarts", "must be 0 (a fault ends the job) to 100, got \(recovery.maxRestarts); 3 is the default")
         }
+        guard (0...1_000_000).contains(integrity.checksumEvery) else {
+            throw fail("integrity.checksum_every", "must be 0 (never) to 1000000 steps, got \(integrity.checksumEvery); 10 is the default")
+        }
         guard (0...1_000_000).contains(integrity.fingerprintEvery) else {
             throw fail("integrity.fingerprint_every", "must be 0 (only after the last step) to 1000000 steps, got \(integrity.fingerprintEvery); 100 is the default")
         }
@@ -721,14 +724,6 @@ enum SpecReader {
             guard let node = value(key) else { return fallback }
             guard case .scalar = node, let int = node.int else { throw SpecReader.typeError(field(key), "a whole number", node) }
             return int
-        }
-
-        func bool(_ key: String, _ fallback: Bool) throws -> Bool {
-            guard let node = value(key) else { return fallback }
-            guard case .scalar(let scalar) = node, let bool = ["true": true, "false": false][scalar.string.lowercased()] else {
-                throw SpecReader.typeError(field(key), "true or false", node)
-            }
-            return bool
         }
 
         func seed(_ key: String, _ fallback: UInt64) throws -> UInt64 {
@@ -848,7 +843,7 @@ enum SpecReader {
         if let section = try top.value("integrity").map({ try Section($0, path: "integrity", known: JobSpec.integrityKeys) }) {
             let i = JobSpec.Integrity()
             spec.integrity = JobSpec.Integrity(
-                checksums: try section.bool("checksums", i.checksums), fingerprintEvery: try section.int("fingerprint_every", i.fingerprintEvery),
+                checksumEvery: try section.int("checksum_every", i.checksumEvery), fingerprintEvery: try section.int("fingerprint_every", i.fingerprintEvery),
                 probeEvery: try section.int("probe_every", i.probeEvery), probeTolerance: try section.double("probe_tolerance", nil))
         }
         if let section = try top.value("recovery").map({ try Section($0, path: "recovery", known: JobSpec.recoveryKeys) }) {

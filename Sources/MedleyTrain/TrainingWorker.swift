@@ -103,7 +103,7 @@ public final class TrainingWorker {
         // A peer's sample count above the global batch is corrupt: the exchange refuses it by name.
         exchange = try GradientExchange(
             communicator: communicator, layout: layout,
-            options: .init(checksums: spec.integrity.checksums, maxStepSamples: spec.model.globalBatch))
+            options: .init(maxStepSamples: spec.model.globalBatch))
         probe = spec.integrity.probeEvery > 0
             ? try IntegrityProbe(spec: spec, rankDevice: session.rankDevice, sampler: session.sampler, withReference: communicator.rank == 0)
             : nil
@@ -375,6 +375,8 @@ public final class TrainingWorker {
 
         // Exchange: device → buckets, weighted average, own shard back to the device.
         let shardSquares: Double
+        let checksumEvery = spec.integrity.checksumEvery
+        exchange.options.checksums = checksumEvery > 0 && step % checksumEvery == 0
         do {
             shardSquares = try session.exchangeGradients(
                 exchange, step: step, sampleCount: samples, gradients: model.gradients, bucketStarts: bucketStarts,

@@ -75,7 +75,7 @@ struct IntegrityLaunchTests {
                 options: {vendor: Acme, name: half, precision: fp16}
               - adapter: sim
                 options: {vendor: Borealis, name: brain, precision: bf16, kernels: cpu}
-            integrity: {probe_every: 1, fingerprint_every: 1}
+            integrity: {probe_every: 1, fingerprint_every: 1, checksum_every: 1}
 
             """
         let (directory, job) = try Self.write(yaml)

@@ -53,28 +53,29 @@ struct IntegrityLogicTests {
 
     @Test("the probe runs every probe_every steps and before every checkpoint; 0 turns each off")
     func due() {
-        let i = JobSpec.Integrity(checksums: true, fingerprintEvery: 4, probeEvery: 3)
+        let i = JobSpec.Integrity(checksumEvery: 1, fingerprintEvery: 4, probeEvery: 3)
         #expect(Integrity.due(step: 3, integrity: i, checkpoint: false) == (true, false))
         #expect(Integrity.due(step: 4, integrity: i, checkpoint: false) == (false, true))
         #expect(Integrity.due(step: 5, integrity: i, checkpoint: false) == (false, false))
         #expect(Integrity.due(step: 5, integrity: i, checkpoint: true) == (true, true))
-        let off = JobSpec.Integrity(checksums: false, fingerprintEvery: 0, probeEvery: 0)
+        let off = JobSpec.Integrity(checksumEvery: 0, fingerprintEvery: 0, probeEvery: 0)
         #expect(Integrity.due(step: 6, integrity: off, checkpoint: true) == (false, false))
     }
 
     @Test("integrity: keys parse, round-trip, default on; bad values are one line naming the key")
     func spec() throws {
-        let job = try JobSpec.parse(yaml: "devices: [cpu]\nintegrity: {checksums: false, fingerprint_every: 5, probe_every: 0, probe_tolerance: 0.05}\n")
-        #expect(job.integrity == JobSpec.Integrity(checksums: false, fingerprintEvery: 5, probeEvery: 0, probeTolerance: 0.05))
+        let job = try JobSpec.parse(yaml: "devices: [cpu]\nintegrity: {checksum_every: 0, fingerprint_every: 5, probe_every: 0, probe_tolerance: 0.05}\n")
+        #expect(job.integrity == JobSpec.Integrity(checksumEvery: 0, fingerprintEvery: 5, probeEvery: 0, probeTolerance: 0.05))
         #expect(try JobSpec.parse(yaml: try job.yamlString()) == job)
         #expect(try JobSpec.parse(yaml: "devices: [cpu]").integrity == JobSpec.Integrity())
-        #expect(JobSpec.defaultJob.integrity.checksums && JobSpec.defaultJob.integrity.probeEvery > 0)
+        #expect(JobSpec.defaultJob.integrity.checksumEvery > 0 && JobSpec.defaultJob.integrity.probeEvery > 0)
         for (yaml, words) in [
             ("integrity: {probe_every: -1}", "integrity.probe_every: must be 0"),
             ("integrity: {fingerprint_every: -2}", "integrity.fingerprint_every: must be 0"),
             ("integrity: {probe_tolerance: 0}", "integrity.probe_tolerance: must be"),
             ("integrity: {probe_tolerance: 2}", "integrity.probe_tolerance: must be"),
-            ("integrity: {checksums: maybe}", "integrity.checksums"),
+            ("integrity: {checksum_every: maybe}", "integrity.checksum_every"),
+            ("integrity: {checksum_every: -1}", "integrity.checksum_every: must be 0"),
             ("integrity: {probe: 3}", "integrity.probe: unknown key"),
         ] {
             do {
@@ -99,7 +100,7 @@ struct IntegrityTests {
           - adapter: reference
           - adapter: sim
             options: \(chip)
-        integrity: {probe_every: \(probeEvery), fingerprint_every: 1}
+        integrity: {probe_every: \(probeEvery), fingerprint_every: 1, checksum_every: 1}
 
         """
     }
