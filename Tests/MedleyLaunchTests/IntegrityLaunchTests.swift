@@ -27,7 +27,7 @@ struct IntegrityLaunchTests {
         let yaml = """
             name: integrity-launch
             model: {layers: 1, dim: 16, heads: 2, seq: 16, batch: 4}
-            train: {steps: 6, eval_every: 0, checkpoint_every: 2, rebalance_every: 0}
+            train: {steps: 6, eval_every: 0, checkpoint_every: 2, rebalance_every: 0, shares: [2, 2]}
             devices:
               - adapter: reference
               - adapter: sim
