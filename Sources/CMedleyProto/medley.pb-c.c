@@ -2222,7 +2222,7 @@ const ProtobufCMessageDescriptor medley__v1__control_step_report__descriptor =
   (ProtobufCMessageInit) medley__v1__control_step_report__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor medley__v1__control_fault_report__field_descriptors[4] =
+static const ProtobufCFieldDescriptor medley__v1__control_fault_report__field_descriptors[5] =
 {
   {
     "rank",
@@ -2272,17 +2272,30 @@ static const ProtobufCFieldDescriptor medley__v1__control_fault_report__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "suspects",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Medley__V1__ControlFaultReport, n_suspects),
+    offsetof(Medley__V1__ControlFaultReport, suspects),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned medley__v1__control_fault_report__field_indices_by_name[] = {
   2,   /* field[2] = kind */
   3,   /* field[3] = message */
   0,   /* field[0] = rank */
   1,   /* field[1] = step */
+  4,   /* field[4] = suspects */
 };
 static const ProtobufCIntRange medley__v1__control_fault_report__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor medley__v1__control_fault_report__descriptor =
 {
@@ -2292,7 +2305,7 @@ const ProtobufCMessageDescriptor medley__v1__control_fault_report__descriptor =
   "Medley__V1__ControlFaultReport",
   "medley.v1",
   sizeof(Medley__V1__ControlFaultReport),
-  4,
+  5,
   medley__v1__control_fault_report__field_descriptors,
   medley__v1__control_fault_report__field_indices_by_name,
   1,  medley__v1__control_fault_report__number_ranges,
@@ -2591,7 +2604,7 @@ const ProtobufCEnumDescriptor medley__v1__control_health__descriptor =
   medley__v1__control_health__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue medley__v1__control_fault_kind__enum_values_by_number[6] =
+static const ProtobufCEnumValue medley__v1__control_fault_kind__enum_values_by_number[7] =
 {
   { "CONTROL_FAULT_KIND_UNSPECIFIED", "MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_UNSPECIFIED", 0 },
   { "CONTROL_FAULT_KIND_ADAPTER_ERROR", "MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_ADAPTER_ERROR", 1 },
@@ -2599,13 +2612,15 @@ static const ProtobufCEnumValue medley__v1__control_fault_kind__enum_values_by_n
   { "CONTROL_FAULT_KIND_OUT_OF_MEMORY", "MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_OUT_OF_MEMORY", 3 },
   { "CONTROL_FAULT_KIND_TIMEOUT", "MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_TIMEOUT", 4 },
   { "CONTROL_FAULT_KIND_OTHER", "MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_OTHER", 5 },
+  { "CONTROL_FAULT_KIND_CORRUPTION", "MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_CORRUPTION", 6 },
 };
 static const ProtobufCIntRange medley__v1__control_fault_kind__value_ranges[] = {
-{0, 0},{0, 6}
+{0, 0},{0, 7}
 };
-static const ProtobufCEnumValueIndex medley__v1__control_fault_kind__enum_values_by_name[6] =
+static const ProtobufCEnumValueIndex medley__v1__control_fault_kind__enum_values_by_name[7] =
 {
   { "CONTROL_FAULT_KIND_ADAPTER_ERROR", 1 },
+  { "CONTROL_FAULT_KIND_CORRUPTION", 6 },
   { "CONTROL_FAULT_KIND_NON_FINITE", 2 },
   { "CONTROL_FAULT_KIND_OTHER", 5 },
   { "CONTROL_FAULT_KIND_OUT_OF_MEMORY", 3 },
@@ -2619,9 +2634,9 @@ const ProtobufCEnumDescriptor medley__v1__control_fault_kind__descriptor =
   "ControlFaultKind",
   "Medley__V1__ControlFaultKind",
   "medley.v1",
-  6,
+  7,
   medley__v1__control_fault_kind__enum_values_by_number,
-  6,
+  7,
   medley__v1__control_fault_kind__enum_values_by_name,
   1,
   medley__v1__control_fault_kind__value_ranges,

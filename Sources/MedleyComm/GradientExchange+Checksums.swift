@@ -34,29 +34,65 @@ private func checksumWeight(_ j: Int) -> Double {
 // Cost when on: one sweep over the bucket before and one after, plus one allgather of
 // 4 words per bucket per rank.
 extension GradientExchange {
+    /// r_j for j in 0 ..< count (made once, then read).
+    func weightTable(count: Int) -> [Double] {
+        if checksumWeightTable.count < count {
+            let largest = max(count, layout.buckets.map { $0.payloadBytes / 4 }.max() ?? 0)
+            checksumWeightTable = (0..<largest).map(checksumWeight)
+        }
+        return checksumWeightTable
+    }
+
     func contributionSum(bucket b: Int, weight: Float) -> ContributionSum {
         let count = layout.buckets[b].payloadBytes / 4
         let x = buckets[b].baseAddress!.assumingMemoryBound(to: Float.self)
-        var s = 0.0, m = 0.0
-        for j in 0..<count {
-            let v = Double(x[j]) * checksumWeight(j)
-            s += v
-            m += abs(v)
+        let table = weightTable(count: count)
+        // Four independent sums: the rounding bound below holds for any order.
+        var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, m0 = 0.0, m1 = 0.0, m2 = 0.0, m3 = 0.0
+        table.withUnsafeBufferPointer { r in
+            var j = 0
+            while j + 4 <= count {
+                let v0 = Double(x[j]) * r[j], v1 = Double(x[j + 1]) * r[j + 1]
+                let v2 = Double(x[j + 2]) * r[j + 2], v3 = Double(x[j + 3]) * r[j + 3]
+                s0 += v0; s1 += v1; s2 += v2; s3 += v3
+                m0 += abs(v0); m1 += abs(v1); m2 += abs(v2); m3 += abs(v3)
+                j += 4
+            }
+            while j < count {
+                let v = Double(x[j]) * r[j]
+                s0 += v
+                m0 += abs(v)
+                j += 1
+            }
         }
         let w = Double(weight)
-        return ContributionSum(sum: s * w, magnitude: m * abs(w))
+        return ContributionSum(sum: ((s0 + s1) + (s2 + s3)) * w, magnitude: ((m0 + m1) + (m2 + m3)) * abs(w))
     }
 
     private func resultSums(bucket b: Int) -> (hash: UInt64, sum: Double) {
         let bytes = layout.buckets[b].payloadBytes
         let raw = UnsafeRawBufferPointer(start: buckets[b].baseAddress!, count: bytes)
         let y = raw.baseAddress!.assumingMemoryBound(to: Float.self)
-        var t = 0.0
-        for j in 0..<(bytes / 4) { t += Double(y[j]) * checksumWeight(j) }
-        return (Checksum.hash64(raw), t)
+        let count = bytes / 4
+        let table = weightTable(count: count)
+        var t0 = 0.0, t1 = 0.0, t2 = 0.0, t3 = 0.0
+        table.withUnsafeBufferPointer { r in
+            var j = 0
+            while j + 4 <= count {
+                t0 += Double(y[j]) * r[j]; t1 += Double(y[j + 1]) * r[j + 1]
+                t2 += Double(y[j + 2]) * r[j + 2]; t3 += Double(y[j + 3]) * r[j + 3]
+                j += 4
+            }
+            while j < count {
+                t0 += Double(y[j]) * r[j]
+                j += 1
+            }
+        }
+        return (Checksum.hash64(raw), (t0 + t1) + (t2 + t3))
     }
 
     func verify(_ contributions: [ContributionSum]) throws {
+        checksumSuspects = nil
         let nb = layout.buckets.count
         var record: [UInt64] = []
         record.reserveCapacity(4 * nb)
@@ -72,6 +108,7 @@ extension GradientExchange {
             let differing = (1..<max(1, p)).filter { word($0, b, 0) != h0 }
             if let first = differing.first {
                 let who = differing.count == p - 1 && p > 2 ? "rank 0 (all \(p - 1) others agree with each other)" : "rank \(first)"
+                checksumSuspects = differing.count == p - 1 && p > 2 ? [0] : differing
                 throw MedleyError(.corruption, "bucket \(b): silent corruption: the reduced payload on \(who) differs (hash \(hex(word(first, b, 0))) vs \(hex(h0)) on rank 0)")
             }
             var expected = 0.0, magnitude = 0.0
@@ -79,9 +116,13 @@ extension GradientExchange {
                 expected += Double(bitPattern: word(r, b, 1))
                 magnitude += Double(bitPattern: word(r, b, 2))
             }
+            // A contribution that is not finite is a chip's bad numbers, not a corrupted payload:
+            // the caller's checks of the loss and the gradient norm name it.
+            if !(expected.isFinite && magnitude.isFinite) { continue }
             let got = Double(bitPattern: word(0, b, 3))
             let tolerance = 2.0 * Double(p + 2) * 0x1p-24 * magnitude + 1e-30
             if !(abs(got - expected) <= tolerance) {
+                checksumSuspects = []
                 throw MedleyError(.corruption, "bucket \(b): silent corruption: the reduced payload does not add up to the ranks' contributions (checksum \(got) vs \(expected), tolerance \(tolerance)); a contribution was corrupted before or during the reduction")
             }
         }

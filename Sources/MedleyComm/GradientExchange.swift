@@ -112,8 +112,15 @@ public final class GradientExchange {
     public var options: Options
     /// Fault to inject on the next exchanges (tests only).
     public var faultInjection: FaultInjection?
+    /// After a checksum mismatch (the `corruption` error ``exchange(step:sampleCount:)`` throws,
+    /// the same on every rank): the ranks it names, empty when it cannot name one (the
+    /// conservation check sees only the sum of every rank's contribution); nil when the last
+    /// exchange's checksums held (or were off).
+    public internal(set) var checksumSuspects: [Int]?
 
     var buckets: [UnsafeMutableRawBufferPointer] = []
+    /// The checksum's weights r_j of the largest bucket's elements, made at the first checksum.
+    var checksumWeightTable: [Double] = []
     var scratch: UnsafeMutableBufferPointer<Float>
     var needsNegotiation = true
 

@@ -116,6 +116,8 @@ public enum ControlFaultKind: Int, Sendable, Hashable, Codable, CaseIterable {
     case timeout = 4
     /// Anything else.
     case other = 5
+    /// Silent data corruption found by Medley's integrity checks; ``ControlFaultReport/suspects`` names the chips.
+    case corruption = 6
 }
 
 /// A fault, with the words the rank has for it.
@@ -126,12 +128,16 @@ public struct ControlFaultReport: Sendable, Hashable, Codable {
     public var kind: ControlFaultKind
     /// One line: the adapter's error text, or Medley's.
     public var message: String
+    /// The ranks the report blames (a collective check's verdict, the same on every rank);
+    /// empty: the reporter itself, or nobody in particular.
+    public var suspects: [Int]
 
-    public init(rank: Int, step: Int, kind: ControlFaultKind, message: String) {
+    public init(rank: Int, step: Int, kind: ControlFaultKind, message: String, suspects: [Int] = []) {
         self.rank = rank
         self.step = step
         self.kind = kind
         self.message = message
+        self.suspects = suspects
     }
 }
 

@@ -24,6 +24,8 @@ public enum ControlWire {
     public static let maxRank = 1 << 20
     /// Bytes of the length prefix.
     public static let prefixBytes = 4
+    /// Most suspects one fault report names (``encode(_:token:)`` keeps the first ones).
+    public static let maxSuspects = 64
 
     /// 4-byte big-endian length, then a protobuf `ControlEnvelope` carrying `token` and the message.
     public static func encode(_ message: ControlMessage, token: [UInt8]) -> [UInt8] {
@@ -82,6 +84,13 @@ public enum ControlWire {
             m.pointee.step = wireCount(f.step)
             m.pointee.kind = Medley__V1__ControlFaultKind(rawValue: numericCast(f.kind.rawValue))
             m.pointee.message = arena.string(f.message)
+            let suspects = f.suspects.prefix(maxSuspects)
+            if !suspects.isEmpty {
+                let list = arena.allocate(UInt32.self, count: suspects.count)
+                for (i, r) in suspects.enumerated() { list[i] = wireRank(r) }
+                m.pointee.n_suspects = suspects.count
+                m.pointee.suspects = list
+            }
             env.pointee.body_case = MEDLEY__V1__CONTROL_ENVELOPE__BODY_FAULT_REPORT
             env.pointee.fault_report = m
         case .command(let c):
@@ -168,9 +177,11 @@ public enum ControlWire {
         case MEDLEY__V1__CONTROL_ENVELOPE__BODY_FAULT_REPORT:
             guard let m = env.pointee.fault_report else { throw Invalid() }
             guard let kind = ControlFaultKind(rawValue: Int(m.pointee.kind.rawValue)) else { throw Invalid() }
+            guard m.pointee.n_suspects <= maxSuspects else { throw Invalid() }
+            let suspects = try (0..<m.pointee.n_suspects).map { try rank(m.pointee.suspects[$0]) }
             return .faultReport(ControlFaultReport(
                 rank: try rank(m.pointee.rank), step: try count(m.pointee.step), kind: kind,
-                message: try string(m.pointee.message)))
+                message: try string(m.pointee.message), suspects: suspects))
         case MEDLEY__V1__CONTROL_ENVELOPE__BODY_COMMAND:
             guard let m = env.pointee.command else { throw Invalid() }
             guard let kind = ControlCommandKind(rawValue: Int(m.pointee.kind.rawValue)) else { throw Invalid() }

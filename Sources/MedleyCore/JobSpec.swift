@@ -31,6 +31,38 @@ public struct JobSpec: Codable, Sendable, Equatable {
     public var spares: [Device] = []
     /// How `medley launch` recovers from faults.
     public var recovery: Recovery = Recovery()
+    /// How training watches for silent data corruption (docs/integrity.md).
+    public var integrity: Integrity = Integrity()
+
+    /// Checks for chips that compute wrong numbers without an error (data-parallel jobs).
+    public struct Integrity: Codable, Sendable, Equatable {
+        /// Steps between exchanges whose payloads are checksummed (1 = every step); 0 = never.
+        public var checksumEvery: Int
+        /// Steps between comparisons of the replicas' parameter fingerprints (CRC-32C of every
+        /// rank's parameters read back from its chip); 0 = only after the last step.
+        public var fingerprintEvery: Int
+        /// Steps between probe batches (one fixed sequence forward and backward on every chip,
+        /// checked against the reference adapter on the host); 0 = never. A probe also runs
+        /// before each checkpoint, so no checkpoint is written from a chip that fails it.
+        public var probeEvery: Int
+        /// The relative difference a chip's probe answer may have from the reference's; nil:
+        /// by the chip's precision (fp32 1e-3, fp16 2e-2, bf16 1e-1).
+        public var probeTolerance: Double?
+
+        public init(checksumEvery: Int = 10, fingerprintEvery: Int = 100, probeEvery: Int = 100, probeTolerance: Double? = nil) {
+            self.checksumEvery = checksumEvery
+            self.fingerprintEvery = fingerprintEvery
+            self.probeEvery = probeEvery
+            self.probeTolerance = probeTolerance
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case checksumEvery = "checksum_every"
+            case fingerprintEvery = "fingerprint_every"
+            case probeEvery = "probe_every"
+            case probeTolerance = "probe_tolerance"
+        }
+    }
 
     /// When to restart after a fault and when to give up.
     public struct Recovery: Codable, Sendable, Equatable {
@@ -448,7 +480,8 @@ extension JobSpec {
 
 extension JobSpec {
     /// The keys each section accepts, in documentation order.
-    static let topKeys = ["name", "model", "data", "train", "devices", "plan", "supervise", "spares", "recovery"]
+    static let topKeys = ["name", "model", "data", "train", "devices", "plan", "supervise", "spares", "recovery", "integrity"]
+    static let integrityKeys = ["checksum_every", "fingerprint_every", "probe_every", "probe_tolerance"]
     static let recoveryKeys = ["max_restarts", "min_chips", "backoff", "straggler_cooldown", "on_nan"]
     static let superviseKeys = [
         "heartbeat_timeout", "straggler_factor", "straggler_steps", "slowdown_factor", "hello_timeout", "alert_command", "alert_timeout",
@@ -629,6 +662,18 @@ extension JobSpec {
         }
         guard (0...100).contains(recovery.maxRestarts) else {
             throw fail("recovery.max_restarts", "must be 0 (a fault ends the job) to 100, got \(recovery.maxRestarts); 3 is the default")
+        }
+        guard (0...1_000_000).contains(integrity.checksumEvery) else {
+            throw fail("integrity.checksum_every", "must be 0 (never) to 1000000 steps, got \(integrity.checksumEvery); 10 is the default")
+        }
+        guard (0...1_000_000).contains(integrity.fingerprintEvery) else {
+            throw fail("integrity.fingerprint_every", "must be 0 (only after the last step) to 1000000 steps, got \(integrity.fingerprintEvery); 100 is the default")
+        }
+        guard (0...1_000_000).contains(integrity.probeEvery) else {
+            throw fail("integrity.probe_every", "must be 0 (never) to 1000000 steps, got \(integrity.probeEvery); 100 is the default")
+        }
+        if let tolerance = integrity.probeTolerance, !(tolerance.isFinite && tolerance > 0 && tolerance <= 1) {
+            throw fail("integrity.probe_tolerance", "must be a relative difference above 0 and at most 1, got \(tolerance); leave it out to go by each chip's precision")
         }
         guard recovery.minChips >= 1 else { throw fail("recovery.min_chips", "must be at least 1, got \(recovery.minChips)") }
         guard recovery.backoff.isFinite && recovery.backoff >= 0 && recovery.backoff <= 600 else {
@@ -843,6 +888,12 @@ enum SpecReader {
                 throw typeError("spares", "a list of devices (each `- adapter: NAME`), as devices:", node)
             }
             spec.spares = try list.enumerated().map { try device($0.element, path: "spares[\($0.offset)]") }
+        }
+        if let section = try top.value("integrity").map({ try Section($0, path: "integrity", known: JobSpec.integrityKeys) }) {
+            let i = JobSpec.Integrity()
+            spec.integrity = JobSpec.Integrity(
+                checksumEvery: try section.int("checksum_every", i.checksumEvery), fingerprintEvery: try section.int("fingerprint_every", i.fingerprintEvery),
+                probeEvery: try section.int("probe_every", i.probeEvery), probeTolerance: try section.double("probe_tolerance", nil))
         }
         if let section = try top.value("recovery").map({ try Section($0, path: "recovery", known: JobSpec.recoveryKeys) }) {
             let r = JobSpec.Recovery()

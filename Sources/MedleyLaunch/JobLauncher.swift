@@ -343,6 +343,11 @@ public struct JobLauncher {
             // Ended here to swap a slowed chip: the ranks' exits are that ending.
             if swapping.isSet { return slowed }
             var candidates = supervisor.alerts.filter { $0.rank != nil && fatal.contains($0.kind) }
+            // Silent corruption: the ranks report one verdict of a collective check naming the
+            // chips to blame (docs/integrity.md); those are evicted, not the reporters.
+            if let v = candidates.firstIndex(where: { !($0.suspects ?? []).isEmpty }) {
+                return candidates[v].suspects!.map { RecoveryPolicy.RankFault(rank: $0, kind: .fault, message: candidates[v].message) }
+            }
             // A failure every rank reports in the same words (a collective one, e.g. "rank 1
             // computed a non-finite loss") is nobody's own: it restarts the same chips from the
             // checkpoint (a roll-back) instead of evicting them all.

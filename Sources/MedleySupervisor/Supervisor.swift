@@ -278,7 +278,7 @@ public struct Supervisor: Sendable {
         let words = SupervisorText.oneLine(fault.message)
         raise(.fault, rank: r, identity: rankViews[r].hello, step: fault.step, now,
               "\(SupervisorText.who(rankViews[r])): fault at step \(fault.step) (\(SupervisorText.kind(fault.kind))): \(words.isEmpty ? "no words given" : words)",
-              &out)
+              &out, suspects: fault.suspects.isEmpty ? nil : fault.suspects)
     }
 
     private mutating func onTick(_ now: Double, _ out: inout [SupervisorDirective]) {
@@ -522,11 +522,12 @@ public struct Supervisor: Sendable {
     }
 
     private mutating func raise(_ kind: SupervisorAlert.Kind, rank: Int?, identity: ControlHello?, step: Int?, _ now: Double,
-                                _ message: String, _ out: inout [SupervisorDirective]) {
-        let alert = SupervisorAlert(kind: kind, rank: rank, chip: identity.map { SupervisorText.oneLine($0.chip) },
+                                _ message: String, _ out: inout [SupervisorDirective], suspects: [Int]? = nil) {
+        var alert = SupervisorAlert(kind: kind, rank: rank, chip: identity.map { SupervisorText.oneLine($0.chip) },
                                     adapter: identity.map { SupervisorText.oneLine($0.adapter) },
                                     host: identity.map { SupervisorText.oneLine($0.host) }, step: step, at: now,
                                     message: SupervisorText.oneLine(message, limit: 1000))
+        alert.suspects = suspects
         if alert.isFatal, firstFatal == nil { firstFatal = alert }
         totalAlerts += 1
         alertHistory.append(alert)

@@ -55,6 +55,7 @@ enum SupervisorText {
         case .outOfMemory: "out of memory"
         case .timeout: "timeout"
         case .other: "other"
+        case .corruption: "silent corruption"
         }
     }
 

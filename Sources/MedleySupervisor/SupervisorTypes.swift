@@ -87,6 +87,9 @@ public struct SupervisorAlert: Sendable, Hashable, Codable {
     /// One line naming the rank, chip, adapter and host, what happened and what it means, e.g.
     /// `rank 2 (sim acme-x1 on host1, pid 123): no heartbeat for 10.2 s (heartbeat_timeout 10 s); it is hung or gone`.
     public var message: String
+    /// For a `fault` whose report blames other ranks (silent corruption found by a collective
+    /// check): the ranks it names; nil otherwise.
+    public var suspects: [Int]?
 
     public init(kind: Kind, rank: Int?, chip: String?, adapter: String?, host: String?, step: Int?, at: Double,
                 message: String) {

@@ -86,7 +86,8 @@ public enum RankControl {
         guard let client = current else { return }
         let (step, memory) = lock.withLock { (lastStep + 1, lastMemory) }
         let medley = (error as? CollectiveFailure)?.error ?? (error as? MedleyError)
-        let kind: ControlFaultKind
+        let suspects = (error as? CollectiveFailure)?.suspects ?? []
+        var kind: ControlFaultKind
         switch medley?.code {
         case .outOfMemory?: kind = .outOfMemory
         case .timeout?: kind = .timeout
@@ -94,9 +95,10 @@ public enum RankControl {
         case .corruption? where "\(error)".contains("non-finite") || "\(error)".contains("not finite"): kind = .nonFinite
         default: kind = .other
         }
+        if !suspects.isEmpty { kind = .corruption }
         let line = "\(error)".replacingOccurrences(of: "\n", with: " ")
         client.update(step: step, loss: nil, tokensPerSecond: nil, deviceMemoryUsedBytes: memory, health: .failing)
-        client.report(ControlFaultReport(rank: rank, step: step, kind: kind, message: String(line.prefix(900))))
+        client.report(ControlFaultReport(rank: rank, step: step, kind: kind, message: String(line.prefix(900)), suspects: suspects))
         client.stop(flushTimeoutSeconds: 1)
     }
 

@@ -10,6 +10,8 @@ import MedleyModel
 public struct CollectiveFailure: Error, CustomStringConvertible, Sendable {
     /// What went wrong.
     public var error: MedleyError
+    /// The ranks to blame, when a collective check named them (silent corruption); empty: none in particular.
+    public var suspects: [Int] = []
     /// The error's message.
     public var description: String { error.description }
 }

@@ -48,6 +48,10 @@ public struct StepRecord: Codable, Sendable, Equatable {
     public var skipped: String?
     /// With `train.log_examples`: the training examples each rank trained on, in rank order.
     public var examples: [[Int]]?
+    /// On steps that ran the silent-corruption checks (docs/integrity.md): milliseconds they
+    /// took on rank 0 (the fingerprint, the probe batch on the chip and on the reference, and
+    /// their allgather).
+    public var integrityMs: Double?
 
     /// A record; see the properties.
     public init(
@@ -92,6 +96,7 @@ public struct StepRecord: Codable, Sendable, Equatable {
         case pipelineMs = "pipeline_ms"
         case checkpointMs = "checkpoint_ms"
         case skipped, examples
+        case integrityMs = "integrity_ms"
     }
 
     /// The record as one line of JSON (no newline).

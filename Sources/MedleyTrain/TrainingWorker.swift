@@ -53,6 +53,8 @@ public final class TrainingWorker {
     var stopAgreed = false
     /// Set at a step where any rank said the supervisor asked for a checkpoint.
     var checkpointAgreed = false
+    /// The probe batch against the reference adapter (`integrity.probe_every` > 0).
+    let probe: IntegrityProbe?
 
     /// Opens this rank's device, loads the data and builds the model (collective: every rank calls it).
     public init(options: Options, communicator: Communicator) throws {
@@ -99,7 +101,12 @@ public final class TrainingWorker {
         let tensors = model.layout.entries.map { TensorMeta(name: $0.name, shape: $0.shape, dtype: .float32) }
         let layout = try BucketLayout(tensors: tensors, capBytes: RankSession.bucketCapBytes, jobID: spec.name)
         // A peer's sample count above the global batch is corrupt: the exchange refuses it by name.
-        exchange = try GradientExchange(communicator: communicator, layout: layout, options: .init(maxStepSamples: spec.model.globalBatch))
+        exchange = try GradientExchange(
+            communicator: communicator, layout: layout,
+            options: .init(maxStepSamples: spec.model.globalBatch))
+        probe = spec.integrity.probeEvery > 0
+            ? try IntegrityProbe(spec: spec, rankDevice: session.rankDevice, sampler: session.sampler, withReference: communicator.rank == 0)
+            : nil
         // Buckets follow the parameter layout in order with no gaps, so bucket b is one
         // contiguous run of the flat gradient buffer: one device copy per bucket.
         var starts: [Int] = []
@@ -202,7 +209,14 @@ public final class TrainingWorker {
                 rebalancer = r
             }
             if step == firstStep && record.throughputs == nil { record.throughputs = warmup }
-            if session.checkpointsAfter(step: step) || ((stopAgreed || checkpointAgreed) && options.checkpointDirectory != nil) {
+            let checkpointing = session.checkpointsAfter(step: step) || ((stopAgreed || checkpointAgreed) && options.checkpointDirectory != nil)
+            let due = Integrity.due(step: step, integrity: spec.integrity, checkpoint: checkpointing)
+            if due.probe || due.fingerprint {
+                let before = MPIRuntime.wallTime()
+                try checkIntegrity(step: step, probe: due.probe, fingerprint: due.fingerprint)
+                record.integrityMs = (MPIRuntime.wallTime() - before) * 1000
+            }
+            if checkpointing {
                 record.checkpointMs = try checkpoint(step: step, shares: record.shares)
             }
             tokensPerSecond.append(record.tokensPerS)
@@ -268,6 +282,78 @@ public final class TrainingWorker {
         }
     }
 
+    /// The silent-corruption checks after `step` (collective; docs/integrity.md): the replicas'
+    /// parameter fingerprints (read back from every chip) and, with `probe`, the probe batch on
+    /// every chip against the reference adapter. Throws naming the suspects when any fails.
+    func checkIntegrity(step: Int, probe runProbe: Bool, fingerprint: Bool) throws {
+        let parameters = try model.readParameters()
+        let fields = 4
+        var mine = [Double](repeating: 0, count: fields)
+        mine[0] = Double(Integrity.fingerprint(parameters))
+        let probing = runProbe && probe != nil
+        if probing, let probe {
+            let chip = try probe.answer(on: model)
+            mine[1] = chip.loss
+            mine[2] = chip.gradientNorm
+            mine[3] = probe.tolerance
+        }
+        let all = try world.allgather(mine)
+        let row = { (r: Int, k: Int) in all[r * fields + k] }
+        var suspects: [Int] = []
+        var findings: [String] = []
+        if probing, let probe {
+            let answers = (0..<size).map { Integrity.ProbeAnswer(loss: row($0, 1), gradientNorm: row($0, 2)) }
+            let tolerances = (0..<size).map { row($0, 3) }
+            // Chips that agree with one another need no judge; otherwise rank 0 asks the reference.
+            if !Integrity.agree(answers: answers, tolerances: tolerances) {
+                var judged = [0.0, 0.0]
+                if rank == 0 {
+                    let reference = try probe.reference(parameters: parameters)
+                    judged = [reference.loss, reference.gradientNorm]
+                }
+                let verdicts = try world.allgather(judged)
+                let reference = Integrity.ProbeAnswer(loss: verdicts[0], gradientNorm: verdicts[1])
+                let references = Array(repeating: reference, count: size)
+                for r in Integrity.probeSuspects(answers: answers, references: references, tolerances: tolerances) {
+                    let d = Integrity.outside(answers[r], reference: reference, tolerance: tolerances[r]).difference
+                    suspects.append(r)
+                    findings.append(String(
+                        format: "on the probe batch %@ gives loss %g and gradient norm %g where the reference adapter gives %g and %g (relative difference %.3g, tolerance %g)",
+                        labels[r], answers[r].loss, answers[r].gradientNorm, reference.loss, reference.gradientNorm, d, tolerances[r]))
+                }
+            }
+        }
+        if fingerprint {
+            let prints = (0..<size).map { UInt32(row($0, 0)) }
+            func hex(_ r: Int) -> String { "0x" + String(prints[r], radix: 16) }
+            switch Integrity.compare(fingerprints: prints) {
+            case .agree: break
+            case .outliers(let odd):
+                for r in odd where !suspects.contains(r) { suspects.append(r) }
+                findings.append("the parameters on \(odd.map { labels[$0] }.joined(separator: ", ")) differ from the other replicas' (CRC-32C \(odd.map(hex).joined(separator: ", ")) vs the majority's)")
+            case .split(let ranks):
+                if suspects.isEmpty && !probing && probe != nil {
+                    // No majority: the probe may say which chip is wrong.
+                    return try checkIntegrity(step: step, probe: true, fingerprint: true)
+                }
+                if suspects.isEmpty {
+                    suspects = ranks
+                    findings.append("the replicas' parameters differ (\(ranks.map { "\(labels[$0]) CRC-32C \(hex($0))" }.joined(separator: ", "))) with no majority and no probe that tells which is wrong; blaming all of them")
+                } else {
+                    findings.append("the replicas' parameters differ with no majority")
+                }
+            }
+        }
+        guard !suspects.isEmpty else { return }
+        suspects.sort()
+        let who = suspects.map { labels[$0] }.joined(separator: ", ")
+        throw CollectiveFailure(
+            error: MedleyError(
+                .corruption,
+                "step \(step): silent corruption: \(findings.joined(separator: "; ")); \(who) \(suspects.count == 1 ? "computes" : "compute") wrong numbers without an error"),
+            suspects: suspects)
+    }
+
     // MARK: One step
 
     /// Runs step `step` (1-based; global batch `step - 1`) with `shares`, returns its record.
@@ -290,9 +376,23 @@ public final class TrainingWorker {
         let t2 = MPIRuntime.wallTime()
 
         // Exchange: device → buckets, weighted average, own shard back to the device.
-        let shardSquares = try session.exchangeGradients(
-            exchange, step: step, sampleCount: samples, gradients: model.gradients, bucketStarts: bucketStarts,
-            shard: shards[rank])
+        let shardSquares: Double
+        let checksumEvery = spec.integrity.checksumEvery
+        exchange.options.checksums = checksumEvery > 0 && step % checksumEvery == 0
+        do {
+            shardSquares = try session.exchangeGradients(
+                exchange, step: step, sampleCount: samples, gradients: model.gradients, bucketStarts: bucketStarts,
+                shard: shards[rank])
+        } catch let error as MedleyError where error.code == .corruption && exchange.checksumSuspects != nil {
+            // The exchange's checksums failed: the same verdict on every rank.
+            let suspects = exchange.checksumSuspects ?? []
+            // Nobody named (the sum did not add up): the probe may say whose chip it is.
+            if suspects.isEmpty && probe != nil { try checkIntegrity(step: step, probe: true, fingerprint: false) }
+            let named = suspects.map { labels[$0] }.joined(separator: ", ")
+            throw CollectiveFailure(
+                error: MedleyError(.corruption, "step \(step): gradient exchange: \(error.message)\(named.isEmpty ? "" : "; blaming \(named)")"),
+                suspects: suspects)
+        }
         let t3 = MPIRuntime.wallTime()
 
         // Everyone learns everyone's numbers; the sums are taken in rank order on every rank.
@@ -316,6 +416,10 @@ public final class TrainingWorker {
         let badLoss = (0..<size).first { row($0, 1) > 0 && !row($0, 2).isFinite }.map { labels[$0] }
         let lr = session.schedule.rate(atStep: step - 1)
         let tokens = spec.model.globalBatch * spec.model.seq
+        if probe != nil && (badLoss != nil || !squares.squareRoot().isFinite) {
+            // A defective chip often shows first as a bad loss or gradient: the probe says whose chip it is.
+            try checkIntegrity(step: step, probe: true, fingerprint: false)
+        }
         if let skipped = try session.skipReason(step: step, badLoss: badLoss, squares: squares) {
             // recovery.on_nan: skip_batch: no update, the weights and moments as they were.
             let stepSeconds = MPIRuntime.wallTime() - t0

@@ -19,6 +19,7 @@ let sampleMessages: [ControlMessage] = [
                                   exchangeMs: 0, share: 0, validationLoss: nil)),
     .faultReport(ControlFaultReport(rank: 5, step: 33, kind: .outOfMemory, message: "sim: out of memory (needs 3 GiB)")),
     .faultReport(ControlFaultReport(rank: 0, step: 0, kind: .other, message: "")),
+    .faultReport(ControlFaultReport(rank: 0, step: 7, kind: .corruption, message: "probe", suspects: [1, 3])),
     .command(ControlCommand(kind: .checkpointNow, reason: "operator asked")),
     .command(ControlCommand(kind: .stop, reason: "rank 3 lost")),
 ] + ControlFaultKind.allCases.map { .faultReport(ControlFaultReport(rank: 1, step: 2, kind: $0, message: "k")) }

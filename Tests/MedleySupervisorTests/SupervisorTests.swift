@@ -358,6 +358,17 @@ struct EndTests {
         #expect(s.supervisor.ranks[1].status == .failed)
     }
 
+    @Test("a corruption report's suspects are carried in its alert; other faults carry none")
+    func corruptionSuspects() {
+        var s = Script(ranks: 2)
+        let out = s.send(.faultReport(ControlFaultReport(rank: 0, step: 6, kind: .corruption, message: "probe off", suspects: [1]), at: 5))
+        #expect(alerts(out).map(\.kind) == [.fault])
+        #expect(alerts(out)[0].suspects == [1] && alerts(out)[0].rank == 0)
+        #expect(alerts(out)[0].message.contains("(silent corruption): probe off"))
+        let other = s.send(.faultReport(ControlFaultReport(rank: 1, step: 6, kind: .other, message: "x"), at: 6))
+        #expect(alerts(other).first?.suspects == nil)
+    }
+
     @Test("a rank exiting non-zero or by a signal is an exited alert naming it; exit 0 is quiet")
     func exits() {
         var s = Script(ranks: 3)

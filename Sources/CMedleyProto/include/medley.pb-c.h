@@ -95,7 +95,12 @@ typedef enum _Medley__V1__ControlFaultKind {
   MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_NON_FINITE = 2,
   MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_OUT_OF_MEMORY = 3,
   MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_TIMEOUT = 4,
-  MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_OTHER = 5
+  MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_OTHER = 5,
+  /*
+   * Silent data corruption found by Medley's integrity checks (exchange checksums, the
+   * replicas' parameter fingerprint, the probe batch); `suspects` names the chips to blame.
+   */
+  MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_CORRUPTION = 6
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(MEDLEY__V1__CONTROL_FAULT_KIND)
 } Medley__V1__ControlFaultKind;
 typedef enum _Medley__V1__ControlCommandKind {
@@ -466,10 +471,16 @@ struct  Medley__V1__ControlFaultReport
   uint64_t step;
   Medley__V1__ControlFaultKind kind;
   char *message;
+  /*
+   * The ranks the reporter blames (every rank reports the same verdict of a collective check);
+   * empty: the reporter itself, or nobody in particular.
+   */
+  size_t n_suspects;
+  uint32_t *suspects;
 };
 #define MEDLEY__V1__CONTROL_FAULT_REPORT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&medley__v1__control_fault_report__descriptor) \
-    , 0, 0, MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string }
+    , 0, 0, MEDLEY__V1__CONTROL_FAULT_KIND__CONTROL_FAULT_KIND_UNSPECIFIED, (char *)protobuf_c_empty_string, 0,NULL }
 
 
 /*
