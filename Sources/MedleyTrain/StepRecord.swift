@@ -43,6 +43,9 @@ public struct StepRecord: Codable, Sendable, Equatable {
     /// On steps that checkpoint: milliseconds training stood still for it on rank 0 (the
     /// snapshot to host memory and the moments' gather; the file is written in the background).
     public var checkpointMs: Double?
+    /// When rank 0 wrote the record (the step's end), milliseconds since the Unix epoch: the wall
+    /// clock `medley bench recovery` lines faults, alerts and restarts up against.
+    public var unixMillis: Int64?
 
     /// A record; see the properties.
     public init(
@@ -86,6 +89,7 @@ public struct StepRecord: Codable, Sendable, Equatable {
         case predictedStepMs = "predicted_step_ms"
         case pipelineMs = "pipeline_ms"
         case checkpointMs = "checkpoint_ms"
+        case unixMillis = "unix_millis"
     }
 
     /// The record as one line of JSON (no newline).
