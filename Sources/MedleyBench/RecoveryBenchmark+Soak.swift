@@ -82,7 +82,7 @@ extension RecoveryBenchmark {
         public var backoffSeconds: Double
         public var checkpointEvery: Int
         public var job: String
-        /// A fault-free calibration run: its median seconds from one step record to the next.
+        /// A fault-free calibration run: its wall seconds per step (steps 11 to 150), which set the planned faults' steps.
         public var calibrationStepSeconds: Double
         public var planned: [PlannedFault]
         public var faults: [FaultFigures]
@@ -100,8 +100,11 @@ extension RecoveryBenchmark {
         public var recoverySeconds: Distribution
         public var newProgressSeconds: Distribution
         public var stepsRecomputed: Distribution
-        /// Per-fault cost: fault → first step beyond the last one done before it (detection,
-        /// restart, recomputation), mean over the faults that recovered.
+        /// Per-fault cost, mean over the faults that recovered: the wall time from the fault to
+        /// the first step beyond the last one done before it (detection, restart, recomputation),
+        /// or to the next fault if that came first, less the step time of steps kept that were
+        /// done in that window, plus the step time of the steps before the fault that were thrown
+        /// away (recomputed).
         public var perFaultCostSeconds: Double?
         /// useful ÷ (wall − Σ per-fault cost): the job's efficiency between faults.
         public var steadyEfficiency: Double?
@@ -117,15 +120,19 @@ extension RecoveryBenchmark {
         try soak.validate()
         // Calibration: the job's pace without faults.
         let calibration = try LaunchRun(
-            yaml: jobYAML(settings: settings, steps: 40, checkpointEvery: soak.checkpointEvery, rank1Fault: nil, spares: [], maxRestarts: 1),
+            yaml: jobYAML(settings: settings, steps: 150, checkpointEvery: soak.checkpointEvery, rank1Fault: nil, spares: [], maxRestarts: 1,
+                          simRank0: true),
             settings: settings, label: "calibration")
         defer { calibration.cleanUp() }
         let calibrated = try calibration.run(deadline: settings.timeoutSeconds) { _ in }
-        let gaps = zip(calibrated.kept.dropFirst(), calibrated.kept).map { $0.seconds - $1.seconds }.filter { $0 > 0 }.dropFirst(5)
-        guard calibrated.exitStatus == 0, let stepSeconds = Distribution(Array(gaps)).median else {
+        // The pace: wall time per step over the steps after the first 10 (checkpoints and the
+        // records' own cost included), which is what turns a time into a step.
+        let settled = calibrated.kept.dropFirst(10)
+        guard calibrated.exitStatus == 0, let firstSteady = settled.first, let lastSteady = settled.last, lastSteady.step > firstSteady.step else {
             throw MedleyError(.io, "the calibration job did not run (exit \(calibrated.exitStatus)); see a run kept with --keep-runs")
         }
-        progress(String(format: "calibration: %.1f ms from one step to the next", stepSeconds * 1000))
+        let stepSeconds = (lastSteady.seconds - firstSteady.seconds) / Double(lastSteady.step - firstSteady.step)
+        progress(String(format: "calibration: %.1f ms a step (wall, over steps 11 to 150)", stepSeconds * 1000))
 
         // The plan: exponential gaps of mean faultEvery, in steps at the calibrated pace; each at
         // least a checkpoint interval and two steps after the last, never right after a checkpoint step.
@@ -143,8 +150,9 @@ extension RecoveryBenchmark {
             let rank: Int? = { if case .signal = kind.injection { return rng.below(2) } else { return nil } }()
             planned.append(PlannedFault(kind: kind.name, step: step, rank: rank))
         }
-        // Sim faults ride on the chips: rank 1 carries the first; the spare that takes the evicted
-        // chip's rank carries the next, and so on (a signal's slot carries none); two spare spares.
+        // Every chip is the same sim (a spare runs at the pace the plan was made for). Sim faults
+        // ride on the chips: rank 1 carries the first; the spare that takes the evicted chip's rank
+        // carries the next, and so on (a signal's slot carries none); two spare spares.
         func simFault(_ index: Int) -> String? {
             guard index < planned.count, case .sim(let value) = (try? kind(named: planned[index].kind))?.injection else { return nil }
             return "\(value)@step=\(planned[index].step)"
@@ -152,7 +160,7 @@ extension RecoveryBenchmark {
         let spares = (0..<(planned.count + 2)).map { simFault($0 + 1) }
         let totalSteps = Swift.max(expectedSteps * 3 + 100, (planned.last?.step ?? 0) + 100)
         let yaml = jobYAML(settings: settings, steps: totalSteps, checkpointEvery: soak.checkpointEvery, rank1Fault: simFault(0),
-                           spares: spares, maxRestarts: Swift.min(100, planned.count + 2))
+                           spares: spares, maxRestarts: Swift.min(100, planned.count + 2), simRank0: true)
         progress("planned \(planned.count) faults over about \(expectedSteps) steps: "
                  + planned.prefix(12).map { "\($0.kind)@\($0.step)" }.joined(separator: ", ") + (planned.count > 12 ? ", …" : ""))
 
@@ -166,14 +174,21 @@ extension RecoveryBenchmark {
             if Date().timeIntervalSince(lastReport) > 30 {
                 lastReport = Date()
                 let restarts = run.alerts.filter { $0.kind == "restart" }.count
-                progress("… \(Int(Date().timeIntervalSince1970 - (run.records.first?.seconds ?? Date().timeIntervalSince1970))) s: step \(run.records.last?.step ?? 0), \(injected.count) faults, \(restarts) restarts")
+                progress("\(Int(Date().timeIntervalSince1970 - (run.records.first?.seconds ?? Date().timeIntervalSince1970))) s: step \(run.records.last?.step ?? 0), \(injected.count) faults, \(restarts) restarts")
             }
             guard next < planned.count else { return }
             if let last = injected.last {
-                // Armed again once a restart after the last fault has been decided.
+                // Armed again once a restart after the last fault has been decided, or, when none
+                // comes within heartbeat_timeout + 15 s (a sim fault whose chip had been evicted
+                // with another before its step never fires), from then on.
                 if armedAfter <= last.at {
-                    guard let restart = run.alerts.last(where: { $0.kind == "restart" && ($0.unixSeconds ?? 0) > last.at }) else { return }
-                    armedAfter = restart.unixSeconds ?? restart.seen
+                    if let restart = run.alerts.last(where: { $0.kind == "restart" && ($0.unixSeconds ?? 0) > last.at }) {
+                        armedAfter = restart.unixSeconds ?? restart.seen
+                    } else if Date().timeIntervalSince1970 - last.at > settings.heartbeatTimeout + 15 {
+                        armedAfter = Date().timeIntervalSince1970
+                    } else {
+                        return
+                    }
                 }
             }
             let fault = planned[next]
@@ -201,10 +216,25 @@ extension RecoveryBenchmark {
             }
             faults.append(figures)
         }
+        // A fault's cost: the wall time from it to new progress (or to the next fault, if that
+        // comes first), less the step time of the steps kept that were done in it (a rank that
+        // went on for a while after the fault, say), so overlapping faults are not counted twice.
+        // Plus the step time of the steps done before it that were thrown away (recomputed).
+        let keptSet = Set(observed.kept)
+        var costs: [Double] = []
+        for (i, fault) in injected.enumerated() {
+            guard let progress = faults[i].newProgressSeconds else { continue }
+            let end = Swift.min(fault.at + progress, i + 1 < injected.count ? injected[i + 1].at : .infinity)
+            let kept = observed.kept.filter { $0.seconds > fault.at && $0.seconds <= end }.map { $0.stepMs / 1000 }.reduce(0, +)
+            let previous = i > 0 ? injected[i - 1].at : 0
+            let discarded = observed.records.filter { !keptSet.contains($0) && $0.seconds > previous && $0.seconds <= fault.at }
+                .map { $0.stepMs / 1000 }.reduce(0, +)
+            costs.append(Swift.max(0, end - fault.at - kept + discarded))
+        }
         let recovered = faults.compactMap(\.newProgressSeconds)
-        let perFault = recovered.isEmpty ? nil : recovered.reduce(0, +) / Double(recovered.count)
+        let perFault = costs.isEmpty ? nil : costs.reduce(0, +) / Double(costs.count)
         let useful = observed.usefulSeconds, wall = observed.wallSeconds
-        let steady = perFault.map { _ in useful / Swift.max(1e-9, wall - recovered.reduce(0, +)) }
+        let steady = perFault.map { _ in useful / Swift.max(1e-9, wall - costs.reduce(0, +)) }
         let meanBackoff = Distribution(faults.compactMap(\.breakdown.backoff)).mean ?? 0
         func implication(_ interval: Double) -> Implication? {
             guard let perFault, let steady else { return nil }

@@ -100,7 +100,7 @@ public enum RecoveryBenchmark {
         /// `recovery.max_restarts` of the per-kind jobs.
         public var maxRestarts = 2
         /// The sim chips' speed (their step time sets the job's).
-        public var simSpeed = 0.02
+        public var simSpeed = 0.03
         /// Model of the job: `{layers, dim, heads, seq, batch}`.
         public var model = "{layers: 1, dim: 32, heads: 2, seq: 16, batch: 8}"
         /// Wall-clock limit of one launch, seconds (mpirun's --timeout, and this process's wait).
@@ -220,9 +220,10 @@ public enum RecoveryBenchmark {
 
     // MARK: Per-kind runs
 
-    /// The job's YAML: rank 0 on the reference adapter, rank 1 a sim chip with `fault` (if any), spares after.
+    /// The job's YAML: two sim chips of one speed (rank 0 on the reference adapter without
+    /// `simRank0`), rank 1 with `fault` (if any), sim spares after.
     static func jobYAML(settings: Settings, steps: Int, checkpointEvery: Int, rank1Fault: String?, spares: [String?],
-                        maxRestarts: Int) -> String {
+                        maxRestarts: Int, simRank0: Bool = true) -> String {
         func sim(_ name: String, _ vendor: String, _ fault: String?) -> String {
             "  - adapter: sim\n    options: {vendor: \(vendor), name: \(name), speed: \(settings.simSpeed)\(fault.map { ", fault: '\($0)'" } ?? "")}\n"
         }
@@ -231,9 +232,9 @@ public enum RecoveryBenchmark {
             model: \(settings.model)
             train: {steps: \(steps), eval_every: 0, checkpoint_every: \(checkpointEvery), rebalance_every: 0}
             devices:
-              - adapter: reference
 
             """
+        yaml += simRank0 ? sim("steady", "Acme", nil) : "  - adapter: reference\n"
         yaml += sim("victim", "Acme", rank1Fault)
         if !spares.isEmpty {
             yaml += "spares:\n"

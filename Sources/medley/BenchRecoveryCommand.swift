@@ -10,7 +10,7 @@ struct BenchRecovery: ParsableCommand {
         commandName: "recovery",
         abstract: "Inject each fault kind into a small job under medley launch: detection, recovery, lost work, effective training time; or a soak.",
         discussion: """
-            Each run is `medley launch` of a two-chip job (reference + a sim chip, one sim spare) in a \
+            Each run is `medley launch` of a job on two sim chips of one speed (--sim-speed) with sim spares in a \
             temporary run directory. Per kind (--kinds), the fault comes at --fault-step on rank 1: a \
             signal to its process from outside (sigkill) or the sim's fault option (crash, error, hang, \
             nan, slow, corrupt). Reported per kind: detection (fault → first alert), recovery (fault → \
@@ -26,34 +26,34 @@ struct BenchRecovery: ParsableCommand {
     @Option(help: "Fault kinds, comma-separated, or 'all' (sigkill, sigstop, crash, error, hang, nan, slow, corrupt).")
     var kinds = "all"
 
-    @Option(help: "Steps of each per-kind job.")
+    @Option(parsing: .unconditional, help: "Steps of each per-kind job.")
     var steps = 60
 
-    @Option(help: "The step the fault comes at (per-kind jobs).")
+    @Option(parsing: .unconditional, help: "The step the fault comes at (per-kind jobs).")
     var faultStep = 25
 
-    @Option(help: "train.checkpoint_every of the job (default 10; a soak: 20).")
+    @Option(parsing: .unconditional, help: "train.checkpoint_every of the job (default 10; a soak: 20).")
     var checkpointEvery: Int?
 
-    @Option(help: "supervise.heartbeat_timeout of the job, seconds.")
+    @Option(parsing: .unconditional, help: "supervise.heartbeat_timeout of the job, seconds.")
     var heartbeatTimeout = 2.0
 
-    @Option(help: "recovery.backoff of the job, seconds (doubling per restart, at most 30).")
+    @Option(parsing: .unconditional, help: "recovery.backoff of the job, seconds (doubling per restart, at most 30).")
     var backoff = 1.0
 
-    @Option(help: "recovery.max_restarts of the per-kind jobs.")
+    @Option(parsing: .unconditional, help: "recovery.max_restarts of the per-kind jobs.")
     var maxRestarts = 2
 
-    @Option(help: "Speed of the sim chips (sets the step time).")
-    var simSpeed = 0.02
+    @Option(parsing: .unconditional, help: "Speed of the sim chips (sets the step time).")
+    var simSpeed = 0.03
 
-    @Option(help: "Wall-clock limit of one per-kind launch, seconds.")
+    @Option(parsing: .unconditional, help: "Wall-clock limit of one per-kind launch, seconds.")
     var timeout = 240.0
 
-    @Option(help: "Soak: run one job this many minutes with repeated random faults.")
+    @Option(parsing: .unconditional, help: "Soak: run one job this many minutes with repeated random faults.")
     var minutes: Double?
 
-    @Option(help: "Soak: mean seconds between faults.")
+    @Option(parsing: .unconditional, help: "Soak: mean seconds between faults.")
     var faultEvery = 60.0
 
     @Option(help: "Soak: seed of the fault plan.")
