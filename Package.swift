@@ -251,7 +251,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MedleyBenchTests",
-            dependencies: ["MedleyBench", "MedleyCore", "MedleyTrain"],
+            dependencies: ["MedleyBench", "MedleyCore", "MedleyTrain", "MedleyTestSupport"],
             path: "Tests/MedleyBenchTests"
         ),
         .testTarget(

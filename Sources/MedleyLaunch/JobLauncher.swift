@@ -366,7 +366,14 @@ public struct JobLauncher {
             }
             // A rank's own words (a fault report, a hang) name the cause; the exits that follow
             // are the job ending. Only without any are exits the cause.
-            let worded = candidates.filter { $0.kind != .exited }
+            var worded = candidates.filter { $0.kind != .exited }
+            // A rank that went quiet altogether (no heartbeat: frozen or gone) is the cause of
+            // the ranks that still beat but make no progress: they wait on it in a collective.
+            let frozen = Set(worded.filter { $0.kind == .silent && supervisor.ranks.indices.contains($0.rank!)
+                && supervisor.ranks[$0.rank!].silentSince != nil }.map { $0.rank! })
+            if !frozen.isEmpty {
+                worded.removeAll { $0.kind == .silent && !frozen.contains($0.rank!) }
+            }
             if !worded.isEmpty { candidates = worded }
             guard let first = candidates.map(\.at).min() else { return slowed }
             return candidates.filter { $0.at <= first + Self.collateralWindow }.map {

@@ -22,7 +22,8 @@
 ///   that chip is evicted (a data-borne NaN is `recovery.on_nan: skip_batch`'s business);
 /// - a spare (or any chip) that fails as the next attempt starts is evicted the same way;
 /// - the restart comes after a backoff that doubles each time (`backoffSeconds`, capped at
-///   `maxBackoffSeconds`); after `maxRestarts` restarts, or with fewer than `minChips` chips
+///   `maxBackoffSeconds`), starting over when `backoffResetSeconds` or more passed between the
+///   previous restart and this failure (faults hours apart are not a crash loop); after `maxRestarts` restarts, or with fewer than `minChips` chips
 ///   left, `.giveUp` with one line saying why.
 public struct RecoveryPolicy: Sendable {
     public struct Configuration: Sendable, Equatable {
@@ -36,10 +37,14 @@ public struct RecoveryPolicy: Sendable {
         public var maxBackoffSeconds: Double
         /// How long a chip swapped out for slowing down stays out; 0: it is never swapped out.
         public var stragglerCooldownSeconds: Double
+        /// An attempt that ran this long before it failed starts the backoff over from
+        /// `backoffSeconds` (faults hours apart are not a crash loop).
+        public var backoffResetSeconds: Double
 
         public init(maxRestarts: Int = 3, minChips: Int = 1, backoffSeconds: Double = 1, maxBackoffSeconds: Double = 30,
-                    stragglerCooldownSeconds: Double = 300) {
+                    stragglerCooldownSeconds: Double = 300, backoffResetSeconds: Double = 300) {
             self.stragglerCooldownSeconds = stragglerCooldownSeconds
+            self.backoffResetSeconds = backoffResetSeconds
             self.maxRestarts = maxRestarts
             self.minChips = minChips
             self.backoffSeconds = backoffSeconds
@@ -126,6 +131,10 @@ public struct RecoveryPolicy: Sendable {
     public private(set) var isOver = false
     /// The chip whose non-finite loss ended the last attempt, if that is how it ended.
     private var lastNonFinite: Chip?
+    /// When the last restart was decided, and how many came in a row without a long attempt
+    /// between them (the backoff's exponent).
+    private var lastRestartAt: Double?
+    private var restartsInARow = 0
 
     public init(configuration: Configuration = Configuration(), primaries: Int, spares: Int) {
         self.configuration = configuration
@@ -247,7 +256,10 @@ public struct RecoveryPolicy: Sendable {
             out.append(.giveUp(reason: "\(what) after \(restarts) restart\(restarts == 1 ? "" : "s"), the most max_restarts \(configuration.maxRestarts) allows; the newest checkpoint is kept for --resume"))
             return out
         }
-        let delay = min(configuration.maxBackoffSeconds, configuration.backoffSeconds * Double(1 << min(restarts, 30)))
+        if let last = lastRestartAt, at - last >= configuration.backoffResetSeconds { restartsInARow = 0 }
+        let delay = min(configuration.maxBackoffSeconds, configuration.backoffSeconds * Double(1 << min(restartsInARow, 30)))
+        restartsInARow += 1
+        lastRestartAt = at
         restarts += 1
         out.append(.restart(chips: chips, number: restarts, afterSeconds: delay))
         return out

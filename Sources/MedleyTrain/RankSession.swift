@@ -459,7 +459,11 @@ public final class RankSession {
     /// Prints `record`'s line (when the options say so) and appends it to the log (when open).
     public func emit(_ record: StepRecord) throws {
         if options.printSteps { Console.line(record.consoleLine(totalSteps: options.steps)) }
-        if let log { try log.write(contentsOf: Data((try record.jsonLine() + "\n").utf8)) }
+        if let log {
+            var stamped = record
+            if stamped.unixMillis == nil { stamped.unixMillis = Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+            try log.write(contentsOf: Data((try stamped.jsonLine() + "\n").utf8))
+        }
         if heldCheckpoint?.step == record.step { releaseCheckpoint() }
     }
 

@@ -52,6 +52,9 @@ public struct StepRecord: Codable, Sendable, Equatable {
     /// took on rank 0 (the fingerprint, the probe batch on the chip and on the reference, and
     /// their allgather).
     public var integrityMs: Double?
+    /// When rank 0 wrote the record (the step's end), milliseconds since the Unix epoch: the wall
+    /// clock `medley bench recovery` lines faults, alerts and restarts up against.
+    public var unixMillis: Int64?
 
     /// A record; see the properties.
     public init(
@@ -97,6 +100,7 @@ public struct StepRecord: Codable, Sendable, Equatable {
         case checkpointMs = "checkpoint_ms"
         case skipped, examples
         case integrityMs = "integrity_ms"
+        case unixMillis = "unix_millis"
     }
 
     /// The record as one line of JSON (no newline).

@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Medley's building blocks.",
         subcommands: [BenchAllreduce.self, BenchMixed.self, BenchStraggler.self, BenchBubble.self, BenchPredict.self, BenchPlan.self, BenchHost.self,
-                      BenchSupervisor.self, BenchFakeWorkers.self, BenchLaunch.self])
+                      BenchSupervisor.self, BenchFakeWorkers.self, BenchLaunch.self, BenchRecovery.self])
 }
 
 /// `medley bench allreduce`: Medley's gradient exchange against a plain MPI_Allreduce.

@@ -139,4 +139,15 @@ struct RecoveryPolicyTests {
         _ = q.handle(.nonFinite(rank: nil, message: "grad", at: 1))
         #expect(q.handle(.nonFinite(rank: nil, message: "grad", at: 2)) == [.restart(chips: [.primary(0), .primary(1)], number: 2, afterSeconds: 0)])
     }
+
+    @Test("the backoff doubles in a crash loop and starts over after an attempt that ran backoffResetSeconds")
+    func backoffStartsOver() {
+        var p = P(configuration: .init(maxRestarts: 10, backoffSeconds: 1, backoffResetSeconds: 100), primaries: 1, spares: 0)
+        func delay(at: Double) -> Double? {
+            p.handle(.failed(faults: [], reason: "x", at: at)).compactMap { if case let .restart(_, _, after) = $0 { after } else { nil } }.first
+        }
+        #expect([delay(at: 1), delay(at: 3), delay(at: 8)] == [1, 2, 4])
+        #expect(delay(at: 200) == 1, "the attempt before ran 192 s")
+        #expect(delay(at: 202) == 2)
+    }
 }
