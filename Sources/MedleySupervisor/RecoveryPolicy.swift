@@ -42,7 +42,7 @@ public struct RecoveryPolicy: Sendable {
         public var backoffResetSeconds: Double
 
         public init(maxRestarts: Int = 3, minChips: Int = 1, backoffSeconds: Double = 1, maxBackoffSeconds: Double = 30,
-                    stragglerCooldownSeconds: Double = 300, backoffResetSeconds: Double = 300) {
+                    stragglerCooldownSeconds: Double = 300, backoffResetSeconds: Double = 60) {
             self.stragglerCooldownSeconds = stragglerCooldownSeconds
             self.backoffResetSeconds = backoffResetSeconds
             self.maxRestarts = maxRestarts
