@@ -61,8 +61,8 @@ public enum RecoveryBenchmark {
         FaultKind(name: "hang", injection: .sim("hang"), restarts: true, about: "the sim never returns from step_begin (heartbeats go on)"),
         FaultKind(name: "nan", injection: .sim("nan"), restarts: true, about: "the sim's next op writes NaN (the option stays in the spec: it comes back after the roll-back, and the chip is evicted then)"),
         FaultKind(name: "slow", injection: .sim("slow:4"), restarts: true, about: "the sim becomes 4x slower (a slowdown: swapped for a spare)"),
-        FaultKind(name: "defect", injection: .sim("defect"), restarts: true, about: "the sim flips one exponent bit of every op's first output from the step on (a defective chip: silent corruption)"),
-        FaultKind(name: "corrupt", injection: .sim("corrupt"), restarts: false, about: "the sim flips one exponent bit of one output, once (a one-shot upset: averaged into every replica, not detectable after the fact)"),
+        FaultKind(name: "corrupt", injection: .sim("corrupt"), restarts: true, about: "the sim flips one exponent bit of every op's first output from the step on (a defective chip: silent corruption)"),
+        FaultKind(name: "flip", injection: .sim("flip"), restarts: false, about: "the sim flips one exponent bit of one output, once (a one-shot upset: averaged into every replica, not detectable after the fact)"),
     ]
 
     /// The kind called `name`; one line naming the known ones when there is none.

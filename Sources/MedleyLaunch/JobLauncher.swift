@@ -114,6 +114,7 @@ public struct JobLauncher {
                 return mapped
             }
             let at = Date().timeIntervalSince(launchedAt)
+            if result.trainedSteps { _ = policy.handle(.progressed(at: at)) }
             var directives: [RecoveryPolicy.Directive]
             if let nonFinite = result.nonFinite, !faults.contains(where: { $0.kind != .slowdown }) {
                 let rank = nonFinite.rank.flatMap { deviceOfRank.indices.contains($0) ? deviceOfRank[$0] : nil }
@@ -224,6 +225,8 @@ public struct JobLauncher {
         var faults: [RecoveryPolicy.RankFault]
         /// Ended by a signal to this process, or by mpirun being killed from outside.
         var interrupted = false
+        /// Whether the attempt recorded any step (trained past the checkpoint it resumed from).
+        var trainedSteps = false
     }
 
     /// Appends one line to a file (the attempt's own handle on alerts.jsonl is closed by then).
@@ -380,7 +383,8 @@ public struct JobLauncher {
                 RecoveryPolicy.RankFault(rank: $0.rank!, kind: $0.kind, message: $0.message)
             } + slowed
         }
-        return Attempt(exit: exit, summary: summary, nonFinite: nonFinite, faults: faults, interrupted: ending.isSet)
+        return Attempt(exit: exit, summary: summary, nonFinite: nonFinite, faults: faults, interrupted: ending.isSet,
+                       trainedSteps: shell.withSupervisor { $0.lastRecordedStep != nil })
     }
 
     /// The rank in "step N: rank R (…) computed a non-finite loss …" (the workers' words), if named.

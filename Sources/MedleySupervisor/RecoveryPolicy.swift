@@ -22,8 +22,9 @@
 ///   that chip is evicted (a data-borne NaN is `recovery.on_nan: skip_batch`'s business);
 /// - a spare (or any chip) that fails as the next attempt starts is evicted the same way;
 /// - the restart comes after a backoff that doubles each time (`backoffSeconds`, capped at
-///   `maxBackoffSeconds`), starting over when `backoffResetSeconds` or more passed between the
-///   previous restart and this failure (faults hours apart are not a crash loop); after `maxRestarts` restarts, or with fewer than `minChips` chips
+///   `maxBackoffSeconds`), starting over when the failed attempt trained new steps (`progressed`)
+///   or `backoffResetSeconds` or more passed since the previous restart: a crash loop is
+///   restarts that fail before they train; after `maxRestarts` restarts, or with fewer than `minChips` chips
 ///   left, `.giveUp` with one line saying why.
 public struct RecoveryPolicy: Sendable {
     public struct Configuration: Sendable, Equatable {
@@ -90,6 +91,9 @@ public struct RecoveryPolicy: Sendable {
         /// The attempt stopped at a loss or gradient that is not finite, which every rank saw
         /// alike; `rank` computed it (nil: only the averaged gradient was).
         case nonFinite(rank: Int?, message: String, at: Double)
+        /// The attempt trained new steps before it ended (sent before its `failed`): it was no
+        /// crash loop, so the next restart's backoff starts over.
+        case progressed(at: Double)
     }
 
     public enum Directive: Sendable, Equatable {
@@ -144,9 +148,15 @@ public struct RecoveryPolicy: Sendable {
 
     public mutating func handle(_ event: Event) -> [Directive] {
         guard !isOver else { return [] }
+        if case .progressed = event {
+            restartsInARow = 0
+            return []
+        }
         let repeated = lastNonFinite
         lastNonFinite = nil
         switch event {
+        case .progressed:
+            return []
         case let .nonFinite(rank, message, at):
             var out: [Directive] = []
             rejoinCooled(at: at, into: &out)

@@ -316,7 +316,7 @@ public final class PipelineWorker {
         let all = try world.allgather(mine)
         let row = { (r: Int, k: Int) in all[r * mine.count + k] }
         stopAgreed = stopAgreed || (0..<size).contains { row($0, 8) > 0 }
-        checkpointAgreed = (0..<size).contains { row($0, 9) > 0 }
+        checkpointAgreed = session.agreesToCheckpoint(step: step, requested: (0..<size).contains { row($0, 9) > 0 })
         var losses = 0.0, squares = 0.0
         for r in 0..<size {
             losses += row(r, 3)

@@ -245,6 +245,19 @@ public final class RankSession {
         }
     }
 
+    /// The step after which the last `checkpoint now` was taken.
+    private var lastRequestedCheckpoint: Int?
+
+    /// Whether the ranks checkpoint after `step` for a `checkpoint now` (`requested`: some rank
+    /// had one, from the per-step allgather; every rank decides alike). The command reaches the
+    /// ranks at slightly different times, so one rank may see it a step after the others did:
+    /// a request the step after one was taken is that same request, not a second checkpoint.
+    func agreesToCheckpoint(step: Int, requested: Bool) -> Bool {
+        guard requested, lastRequestedCheckpoint != step - 1 else { return false }
+        lastRequestedCheckpoint = step
+        return true
+    }
+
     /// Batches skipped in a row (`recovery.on_nan: skip_batch`).
     var skippedInARow = 0
 

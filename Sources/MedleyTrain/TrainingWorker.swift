@@ -403,7 +403,7 @@ public final class TrainingWorker {
         let all = try world.allgather(mine)
         let row = { (r: Int, k: Int) in all[r * mine.count + k] }
         stopAgreed = stopAgreed || (0..<size).contains { row($0, 6) > 0 }
-        checkpointAgreed = (0..<size).contains { row($0, 7) > 0 }
+        checkpointAgreed = session.agreesToCheckpoint(step: step, requested: (0..<size).contains { row($0, 7) > 0 })
         var lossSum = 0.0, sampleSum = 0.0, squares = 0.0
         for r in 0..<size {
             lossSum += row(r, 2)

@@ -178,9 +178,9 @@ struct SimAdapterTests {
         #expect(try gelu(device, sample) == reference(sample))
     }
 
-    @Test("fault corrupt@op flips a bit in exactly one output element")
+    @Test("fault flip@op flips a bit in exactly one output element")
     func corruptFault() throws {
-        let device = try library.openDevice(0, options: [("fault", "corrupt@op=1")])
+        let device = try library.openDevice(0, options: [("fault", "flip@op=1")])
         let got = try gelu(device, sample)
         let exact = try reference(sample)
         #expect(zip(got, exact).filter { $0.bitPattern != $1.bitPattern }.count == 1)

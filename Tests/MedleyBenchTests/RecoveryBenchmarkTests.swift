@@ -104,7 +104,7 @@ struct RecoveryBenchmarkTests {
             (["--sim-speed", "2"], "--sim-speed must be 0.001 to 1"),
             (["--minutes", "0"], "--minutes must be more than 0"),
             (["--minutes", "1", "--fault-every", "1"], "--fault-every must be 5 to 86400 s"),
-            (["--minutes", "1", "--soak-kinds", "corrupt"], "--soak-kinds: corrupt does not end in a restart today"),
+            (["--minutes", "1", "--soak-kinds", "flip"], "--soak-kinds: flip does not end in a restart today"),
             (["--json", "/proc/medley/recovery.json"], "--json /proc/medley/recovery.json"),
         ]
         for (flags, expected) in cases {

@@ -21,7 +21,7 @@ struct IntegrityLaunchTests {
         lines(path).compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
     }
 
-    @Test("a defective chip (the sim's defect@step=3) is detected, evicted, a spare takes its rank, and the job finishes every step",
+    @Test("a defective chip (the sim's corrupt@step=3) is detected, evicted, a spare takes its rank, and the job finishes every step",
           arguments: [1, 4])
     func defectEvicted(_ probeEvery: Int) throws {
         let yaml = """
@@ -31,7 +31,7 @@ struct IntegrityLaunchTests {
             devices:
               - adapter: reference
               - adapter: sim
-                options: {vendor: Acme, name: defective, fault: 'defect@step=3'}
+                options: {vendor: Acme, name: defective, fault: 'corrupt@step=3'}
             spares:
               - adapter: sim
                 options: {vendor: Borealis, name: spare-1}
@@ -60,7 +60,7 @@ struct IntegrityLaunchTests {
         let steps = Self.objects(run + "/steps.jsonl").compactMap { $0["step"] as? Int }
         #expect(steps == [1, 2, 3, 4, 5, 6], "every step once: \(steps)")
         let spec = (try? String(contentsOfFile: run + "/job.yaml", encoding: .utf8)) ?? ""
-        #expect(spec.contains("spare-1") && !spec.contains("defect@step=3"), "the restarted job runs the spare: \(spec)")
+        #expect(spec.contains("spare-1") && !spec.contains("corrupt@step=3"), "the restarted job runs the spare: \(spec)")
     }
 
     @Test("no corruption: bf16 and fp16 sims with every check at every step raise no alert")

@@ -149,5 +149,9 @@ struct RecoveryPolicyTests {
         #expect([delay(at: 1), delay(at: 3), delay(at: 8)] == [1, 2, 4])
         #expect(delay(at: 200) == 1, "the attempt before ran 192 s")
         #expect(delay(at: 202) == 2)
+        // An attempt that trained new steps was no crash loop.
+        #expect(p.handle(.progressed(at: 210)).isEmpty)
+        #expect(delay(at: 211) == 1)
+        #expect(delay(at: 212) == 2)
     }
 }

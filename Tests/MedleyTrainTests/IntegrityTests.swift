@@ -116,7 +116,7 @@ struct IntegrityTests {
 
     @Test("a defective sim chip is caught at the step its defect starts, by the probe, and named in one line")
     func defectNamed() throws {
-        let result = try Self.train(Self.job("{vendor: Acme, name: defective, fault: 'defect@step=3'}"))
+        let result = try Self.train(Self.job("{vendor: Acme, name: defective, fault: 'corrupt@step=3'}"))
         #expect(result.status != 0)
         let line = result.stderr.split(separator: "\n").first { $0.contains("silent corruption") }.map(String.init) ?? ""
         #expect(line.contains("step 3: silent corruption: on the probe batch rank 1 (sim defective)"), "\(result.output)")
@@ -127,7 +127,7 @@ struct IntegrityTests {
     @Test("a defect whose loss stays finite is caught by the next periodic probe", arguments: [4])
     func defectLater(_ probeEvery: Int) throws {
         // The defect starts at step 2; a probe at every 4th step catches it by step 4 at the latest.
-        let result = try Self.train(Self.job("{vendor: Acme, name: defective, fault: 'defect@step=2'}", probeEvery: probeEvery))
+        let result = try Self.train(Self.job("{vendor: Acme, name: defective, fault: 'corrupt@step=2'}", probeEvery: probeEvery))
         #expect(result.status != 0)
         #expect(result.stderr.contains("silent corruption") && result.stderr.contains("rank 1 (sim defective) computes wrong numbers"),
                 "\(result.output)")

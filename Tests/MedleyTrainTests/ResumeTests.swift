@@ -224,13 +224,20 @@ struct ResumeTests {
             job("[cpu, reference, {adapter: sim, options: {vendor: Borealis}}]", "[5, 4, 3]"), in: dir, name: "other",
             ["--resume", checkpoints])
         try #require(other.result.status == 0, "\(other.result.output)")
-
-        // Steps 1–4 of the first run, then 5–10 of the resumed one: what training saw.
-        let seen = whole.records.prefix(4) + other.records
-        #expect(seen.map(\.step) == Array(1...10))
+        let same = try Self.train(job(Self.devices, "[8, 4]"), in: dir, name: "same", ["--resume", checkpoints])
+        try #require(same.result.status == 0, "\(same.result.output)")
+        // On the same chips the resumed steps train on the very examples the uninterrupted run did.
+        #expect(same.records.map(\.examples) == whole.records.suffix(6).map(\.examples))
         let spec = try JobSpec.parse(yaml: job(Self.devices, "[8, 4]"))
         let perEpoch = try RankSession.data(for: spec, steps: 10).0.examplesPerEpoch
         #expect(perEpoch > 0 && perEpoch < 60, "the corpus is meant to be small: \(perEpoch) examples")
+        try Self.expectEachExampleOnce(Array(whole.records.prefix(4) + same.records), perEpoch: perEpoch)
+        try Self.expectEachExampleOnce(Array(whole.records.prefix(4) + other.records), perEpoch: perEpoch)
+    }
+
+    /// Steps 1–10 of 12 examples each, as training saw them: each example of each epoch once.
+    static func expectEachExampleOnce(_ seen: [StepRecord], perEpoch: Int) throws {
+        #expect(seen.map(\.step) == Array(1...10))
         var positions: [Int: [Int]] = [:]  // epoch → examples trained on in it
         for record in seen {
             let rows = try #require(record.examples, "step \(record.step) has no examples")

@@ -17,7 +17,7 @@
  *                  UNCONTENDED HOST CORE running the chosen kernels: each
  *                  op_launch measures the CPU time its compute takes on the
  *                  calling thread (CLOCK_THREAD_CPUTIME_ID: kernel, precision
- *                  rounding and injected nan/corrupt); the op's cost c is the
+ *                  rounding and injected nan/flip/corrupt); the op's cost c is the
  *                  LEAST such time any launch of the same signature (op name,
  *                  every tensor's dtype and shape, every attribute) has taken
  *                  on this device, since CPU time also grows when other work
@@ -85,20 +85,20 @@
  *   nan      every element of the op's outputs becomes NaN.
  *   slow:F   speed is divided by F (F >= 1) from then on: a straggler. The
  *            speed left after every slow fault must stay >= 1e-6.
- *   corrupt  one exponent bit (bit 30) of one output element of the op is
- *            flipped: element (numel-1)/2 of the op's first output. A
- *            one-shot upset: a data-parallel job averages it into every
+ *   corrupt  a chip that computes wrong without an error: from its point on,
+ *            EVERY op's first output has one exponent bit (bit 30) of element
+ *            (numel-1)/2 flipped, and the device never reports an error. This
+ *            is what silent data corruption usually is in a fleet (a defective
+ *            chip), and what Medley's probe batch (docs/integrity.md) catches
+ *            and names.
+ *   flip     the same bit of the same element, in ONE op's output, once: a
+ *            one-shot upset. A data-parallel job averages it into every
  *            replica alike, so nothing afterwards can tell which chip did it
- *            (Medley's probes do not promise to catch it; docs/integrity.md).
- *   defect   a defective chip: from its point on, EVERY op is corrupted as
- *            corrupt corrupts one (bit 30 of element (numel-1)/2 of its first
- *            output), and the device never reports an error. This is what
- *            silent data corruption usually is in a fleet, and what Medley's
- *            probe batch (docs/integrity.md) catches and names.
+ *            (Medley does not promise to catch it; docs/integrity.md).
  * A crash, error, hang or slow fault at a step fires inside step_begin; a
- * nan or corrupt fault at a step applies to the first op launched after it,
- * a defect to that op and every later one.
- * A nan or corrupt fault whose launch is rejected (bad arguments) applies to
+ * nan or flip fault at a step applies to the first op launched after it,
+ * a corrupt fault to that op and every later one.
+ * A nan or flip fault whose launch is rejected (bad arguments) applies to
  * the next launch that runs.
  */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
@@ -154,8 +154,8 @@ typedef enum sim_fault_kind {
   SIM_FAULT_HANG,
   SIM_FAULT_NAN,
   SIM_FAULT_SLOW,
-  SIM_FAULT_CORRUPT,
-  SIM_FAULT_DEFECT
+  SIM_FAULT_FLIP,
+  SIM_FAULT_CORRUPT
 } sim_fault_kind;
 
 typedef struct sim_fault {
@@ -193,13 +193,13 @@ static void sim_config_defaults(sim_config *config) {
 
 static const char *const sim_fault_help =
     "expected KIND@op=N or KIND@step=N, several separated by ';' "
-    "(KIND: crash, error, hang, nan, slow:F with F >= 1, corrupt, defect)";
+    "(KIND: crash, error, hang, nan, slow:F with F >= 1, corrupt, flip)";
 
 /* Parses "KIND" or "slow:F" into a fault. Returns 0 on success. */
 static int sim_parse_fault_kind(const char *text, size_t length, sim_fault *fault) {
   static const struct { const char *name; sim_fault_kind kind; } kinds[] = {
       {"crash", SIM_FAULT_CRASH}, {"error", SIM_FAULT_ERROR}, {"hang", SIM_FAULT_HANG},
-      {"nan", SIM_FAULT_NAN},     {"corrupt", SIM_FAULT_CORRUPT}, {"defect", SIM_FAULT_DEFECT},
+      {"nan", SIM_FAULT_NAN},     {"corrupt", SIM_FAULT_CORRUPT}, {"flip", SIM_FAULT_FLIP},
   };
   for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
     if (strlen(kinds[i].name) == length && strncmp(text, kinds[i].name, length) == 0) {
@@ -661,8 +661,8 @@ struct medley_device {
   int lost;               /* an error fault fired */
   char lost_reason[64];
   int pending_nan;        /* a nan fault waits for the next op that runs */
-  int pending_corrupt;    /* a corrupt fault waits for the next op that runs */
-  int defective;          /* a defect fault fired: every op from now on is corrupted */
+  int pending_flip;       /* a flip fault waits for the next op that runs */
+  int defective;          /* a corrupt fault fired: every op from now on is corrupted */
 };
 
 /* A lost device fails every entry except device_close: the kit runs this after its handle check. */
@@ -771,8 +771,8 @@ static void sim_hang(const medley_device *device, const sim_fault *fault) {
 
 /*
  * Fires one fault. Returns an error when the call must fail (error fault).
- * crash and hang do not return; nan and corrupt are left pending for the
- * next op that runs; defect corrupts every op from the next one on; slow
+ * crash and hang do not return; nan and flip are left pending for the
+ * next op that runs; corrupt corrupts every op from the next one on; slow
  * changes the speed from now on.
  */
 static medley_error *sim_fire(medley_device *device, sim_fault *fault, const char *entry) {
@@ -781,8 +781,8 @@ static medley_error *sim_fire(medley_device *device, sim_fault *fault, const cha
     case SIM_FAULT_CRASH: sim_crash(device, fault); break;
     case SIM_FAULT_HANG: sim_hang(device, fault); break;
     case SIM_FAULT_NAN: device->pending_nan = 1; break;
-    case SIM_FAULT_CORRUPT: device->pending_corrupt = 1; break;
-    case SIM_FAULT_DEFECT: device->defective = 1; break;
+    case SIM_FAULT_FLIP: device->pending_flip = 1; break;
+    case SIM_FAULT_CORRUPT: device->defective = 1; break;
     case SIM_FAULT_SLOW: device->speed /= fault->factor; break;
     case SIM_FAULT_ERROR:
       device->lost = 1;
@@ -817,7 +817,7 @@ static medley_error *sim_step_begin(medley_device *device, int64_t step) {
 /* Ops                                                                       */
 /* ========================================================================= */
 
-/* What the "chip" does to the outputs after the kernel: precision, then nan/corrupt. */
+/* What the "chip" does to the outputs after the kernel: precision, then nan/flip/corrupt. */
 static void sim_post_process(medley_device *device, const mk_op_args *args, const medley_tensor *outputs,
                              size_t num_outputs) {
   for (size_t i = 0; i < num_outputs; i++) {
@@ -830,8 +830,8 @@ static void sim_post_process(medley_device *device, const mk_op_args *args, cons
       for (int64_t k = 0, n = mk_numel(&outputs[i]); k < n; k++) data[k] = NAN;
     }
   }
-  if (device->pending_corrupt || device->defective) {
-    device->pending_corrupt = 0;
+  if (device->pending_flip || device->defective) {
+    device->pending_flip = 0;
     unsigned char *element = (unsigned char *)args->out[0] + (size_t)((mk_numel(&outputs[0]) - 1) / 2) * 4;
     uint32_t bits;
     memcpy(&bits, element, sizeof bits);
@@ -860,7 +860,7 @@ static medley_error *sim_op_launch(medley_device *device, medley_stream *stream,
   double cpu_start = sim_thread_cpu_seconds();
   if (device->config.kernels == SIM_KERNELS_CPU) {
     error = cpu_run(&device->scratch, &args);
-    if (error != NULL) return error; /* a pending nan/corrupt waits for the next launch that runs */
+    if (error != NULL) return error; /* a pending nan/flip waits for the next launch that runs */
   } else {
     mrk_run(&args);
   }
