@@ -411,6 +411,7 @@ public struct JobLauncher {
     static func makeSnapshotDirectory(job: String) -> String? {
         let root = "/dev/shm"
         guard FileManager.default.isWritableFile(atPath: root) else { return nil }
+        removeStaleSnapshots(in: root)
         let safe = String(job.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "_" }.prefix(40))
         let path = "\(root)/medley-\(safe)-\(getpid())-\(UUID().uuidString.prefix(8))"
         do {
@@ -418,6 +419,16 @@ public struct JobLauncher {
             return path
         } catch {
             return nil
+        }
+    }
+
+    /// Removes the snapshot directories of launches that are gone (killed with SIGKILL, they
+    /// could not remove their own): `medley-<job>-<pid>-<id>` whose pid no longer runs.
+    static func removeStaleSnapshots(in root: String) {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] where name.hasPrefix("medley-") {
+            let parts = name.split(separator: "-")
+            guard parts.count >= 3, let pid = pid_t(parts[parts.count - 2]), pid > 0 else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { try? FileManager.default.removeItem(atPath: root + "/" + name) }
         }
     }
 

@@ -4,6 +4,8 @@ import MedleyTestSupport
 import MedleyTrain
 import Testing
 
+@testable import MedleyLaunch
+
 /// Recovery under `medley launch` beyond the data-parallel basics in ``LaunchTests``: jobs that
 /// run a plan, chips that slow down, a NaN batch skipped, mpirun killed by hand.
 @Suite("medley launch recovery", .serialized)
@@ -260,5 +262,17 @@ struct RecoveryLaunchTests {
         #expect(!text.contains("device 0 (reference) is evicted"), "\(text)")
         let steps = Self.steps(run).compactMap { $0["step"] as? Int }
         #expect(steps == Array(1...40), "every step once: \(steps)")
+    }
+
+    @Test("a snapshot directory left by a launch that is gone is removed; a live one is kept")
+    func staleSnapshots() throws {
+        let root = try TestSupport.temporaryDirectory("medley-shm")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        // pid 2^22 + 1 is above Linux's largest pid: never running.
+        let gone = root + "/medley-job-4194305-ABCD1234", alive = root + "/medley-job-\(getpid())-ABCD1234", other = root + "/other-1"
+        for path in [gone, alive, other] { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) }
+        JobLauncher.removeStaleSnapshots(in: root)
+        #expect(!FileManager.default.fileExists(atPath: gone))
+        #expect(FileManager.default.fileExists(atPath: alive) && FileManager.default.fileExists(atPath: other))
     }
 }
