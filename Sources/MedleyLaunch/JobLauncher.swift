@@ -130,7 +130,9 @@ public struct JobLauncher {
                 if case let .restart(chips, number, after) = directive { restart = (chips, number, after) }
             }
             guard let restart else { return try finish(result, directory: directory, console: console, policy: policy) }
-            if let newest = CheckpointStore.newer(disk: checkpoints, memory: snapshot)?.step, newest >= totalSteps {
+            // Both stores are read (and every tensor's checksum verified) once per restart.
+            let source = CheckpointStore.newer(disk: checkpoints, memory: snapshot)
+            if let newest = source?.step, newest >= totalSteps {
                 // Ended after its last checkpoint (a fault as it finished): nothing is left to train.
                 console.alert("recovery: the checkpoint of step \(newest), the last, is whole: the training is complete")
                 var done = result
@@ -138,7 +140,6 @@ public struct JobLauncher {
                 return try finish(done, directory: directory, console: console, policy: policy)
             }
             current.spec.devices = restart.chips.map { Self.device(of: $0, in: original) }
-            let source = CheckpointStore.newer(disk: checkpoints, memory: snapshot)
             current.resumePath = source?.path
             if let source, source.fromMemory {
                 console.alert("recovery: resuming from the snapshot of step \(source.step) in memory (its disk copy was not whole when the job ended)")

@@ -271,7 +271,7 @@ public final class RankSession {
         if let badLoss {
             problem = "step \(step): \(badLoss) computed a non-finite loss; its device or adapter is producing bad numbers"
         } else if !squares.squareRoot().isFinite {
-            problem = "step \(step): the averaged gradient is not finite (norm \(squares.squareRoot())); stopping before it reaches the weights"
+            problem = Self.nonFiniteGradient(step: step, norm: squares.squareRoot())
         } else {
             skippedInARow = 0
             return nil
@@ -293,10 +293,14 @@ public final class RankSession {
         let gradClip = spec.train.gradClip
         let gradNorm = squares.squareRoot()
         guard gradNorm.isFinite else {
-            throw CollectiveFailure(error: MedleyError(
-                .corruption, "step \(step): the averaged gradient is not finite (norm \(gradNorm)); stopping before it reaches the weights"))
+            throw CollectiveFailure(error: MedleyError(.corruption, Self.nonFiniteGradient(step: step, norm: gradNorm)))
         }
         return (gradNorm, gradClip > 0 && gradNorm > gradClip ? gradClip / gradNorm : 1)
+    }
+
+    /// The words for an averaged gradient whose norm is not finite.
+    static func nonFiniteGradient(step: Int, norm: Double) -> String {
+        "step \(step): the averaged gradient is not finite (norm \(norm)); stopping before it reaches the weights"
     }
 
     /// One AdamW step with the job's hyper-parameters on `range` of `model`.

@@ -6,6 +6,41 @@ import Testing
 
 @testable import MedleyLaunch
 
+/// `medley launch` of a spec in the background, its output in a file, its ranks found by a
+/// private TMPDIR (`marker`); ``cleanUp()`` kills whatever of it is left.
+final class BackgroundLaunch {
+    let run: String, output: String, marker: String
+    let process = Process()
+    let handle: FileHandle
+
+    init(_ yaml: String) throws {
+        let (directory, job) = try LaunchTests.write(yaml)
+        run = directory + "/run"
+        output = directory + "/out.txt"
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        marker = try TestSupport.temporaryDirectory("medley-launch-tmp")
+        process.executableURL = URL(fileURLWithPath: TestSupport.medleyExecutable)
+        process.arguments = ["launch", job, "--run-dir", run, "--timeout", "120"]
+        process.environment = ProcessInfo.processInfo.environment.merging(["TMPDIR": marker]) { $1 }
+        process.standardOutput = handle
+        process.standardError = handle
+        do {
+            try process.run()
+        } catch {
+            cleanUp()
+            throw error
+        }
+    }
+
+    /// Kills the launch if it still runs, then every rank of it, and removes the marker.
+    func cleanUp() {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        for worker in LaunchTests.workers(marker: marker) { kill(worker.pid, SIGKILL) }
+        try? FileManager.default.removeItem(atPath: marker)
+    }
+}
+
 /// Recovery under `medley launch` beyond the data-parallel basics in ``LaunchTests``: jobs that
 /// run a plan, chips that slow down, a NaN batch skipped, mpirun killed by hand.
 @Suite("medley launch recovery", .serialized)
@@ -149,24 +184,9 @@ struct RecoveryLaunchTests {
                 options: {vendor: Acme, name: acme-x1, speed: 0.05}
 
             """
-        let (directory, job) = try LaunchTests.write(yaml)
-        let run = directory + "/run"
-        let output = directory + "/out.txt"
-        _ = FileManager.default.createFile(atPath: output, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
-        let marker = try TestSupport.temporaryDirectory("medley-launch-tmp")
-        defer {
-            for worker in LaunchTests.workers(marker: marker) { kill(worker.pid, SIGKILL) }
-            try? FileManager.default.removeItem(atPath: marker)
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: TestSupport.medleyExecutable)
-        process.arguments = ["launch", job, "--run-dir", run, "--timeout", "120"]
-        process.environment = ProcessInfo.processInfo.environment.merging(["TMPDIR": marker]) { $1 }
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        let launch = try BackgroundLaunch(yaml)
+        defer { launch.cleanUp() }
+        let (run, output, marker, process, handle) = (launch.run, launch.output, launch.marker, launch.process, launch.handle)
 
         // Once two checkpoints are whole, kill mpirun (not medley launch) with SIGKILL.
         var target: pid_t?
@@ -222,24 +242,9 @@ struct RecoveryLaunchTests {
             recovery: {max_restarts: 2, backoff: 0}
 
             """
-        let (directory, job) = try LaunchTests.write(yaml)
-        let run = directory + "/run"
-        let output = directory + "/out.txt"
-        _ = FileManager.default.createFile(atPath: output, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
-        let marker = try TestSupport.temporaryDirectory("medley-launch-tmp")
-        defer {
-            for worker in LaunchTests.workers(marker: marker) { kill(worker.pid, SIGKILL) }
-            try? FileManager.default.removeItem(atPath: marker)
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: TestSupport.medleyExecutable)
-        process.arguments = ["launch", job, "--run-dir", run, "--timeout", "120"]
-        process.environment = ProcessInfo.processInfo.environment.merging(["TMPDIR": marker]) { $1 }
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        let launch = try BackgroundLaunch(yaml)
+        defer { launch.cleanUp() }
+        let (run, output, marker, process, handle) = (launch.run, launch.output, launch.marker, launch.process, launch.handle)
         // Rank 1 once a checkpoint is whole.
         var victim: pid_t?
         for _ in 0..<900 where victim == nil && process.isRunning {
