@@ -17,9 +17,13 @@ extension Adapter {
             abstract: "Run the conformance kit against an adapter (exit 0 only when every check passes).",
             discussion: """
                 Loads the adapter, checks its table, runs every opset op against the reference \
-                adapter on random inputs (odd sizes, non-zero offsets, guard bytes) with per-dtype \
-                tolerances, checks the reference's backward ops against finite differences, and \
-                checks that bad arguments come back as error objects.
+                adapter on random inputs (odd sizes, non-zero offsets, guard bytes), on attributes \
+                away from their usual values and on inputs chosen to expose precision bugs, with \
+                per-dtype tolerances; checks the reference's backward ops against finite \
+                differences, and that bad arguments come back as error objects. Each row prints as \
+                it finishes; a failure names the likely cause when it matches a known mistake. The \
+                check runs in a child process: an adapter that crashes or hangs fails the row of \
+                the op it was in, and the check goes on.
                 """)
 
         @Argument(help: "Adapter name (e.g. reference, cpu, sim) or path to its shared library.")
@@ -40,6 +44,18 @@ extension Adapter {
         @Option(help: "Seed of the random inputs.")
         var seed: UInt64 = 20_261_123
 
+        @Option(name: .customLong("op"), help: ArgumentHelp("Check only this op (repeatable); the other groups still run.", valueName: "name"))
+        var ops: [String] = []
+
+        @Option(help: "Seconds one op (or group) may take before it counts as hung.")
+        var unitTimeout: Double = 120
+
+        @Flag(help: "Run the check in this process (for a debugger): an adapter that crashes takes the check with it.")
+        var inProcess = false
+
+        @Option(help: .hidden)
+        var childFrom: Int?
+
         @Flag(help: "Print the report as JSON instead of a table.")
         var json = false
 
@@ -56,12 +72,39 @@ extension Adapter {
                 guard atol >= 0, atol.isFinite else { throw MedleyError(.invalidArgument, "--atol must be a non-negative number") }
                 limits.atol = atol
             }
+            guard unitTimeout > 0, unitTimeout.isFinite else {
+                throw MedleyError(.invalidArgument, "--unit-timeout must be a positive number of seconds")
+            }
+            let known = AdapterABI.opset.map(\.name)
+            if let unknown = ops.first(where: { !known.contains($0) }) {
+                throw MedleyError(
+                    .invalidArgument, "--op '\(unknown)' is not an op of opset v\(AdapterABI.opsetVersion) (one of \(known.joined(separator: ", ")))")
+            }
             let parsed = try parseOptions(options)
-            let report = ConformanceCheck(candidate: adapter, options: parsed, tolerance: limits, seed: seed).run()
+            let check = ConformanceCheck(
+                candidate: adapter, options: parsed, tolerance: limits, seed: seed, ops: ops.isEmpty ? nil : ops)
+            if let childFrom {
+                IsolatedCheck.runChild(check, from: childFrom)
+                return
+            }
+            let live = !json
+            // Rows go out unbuffered, as each finishes.
+            func write(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+            if live { write(ConformanceReport.header()) }
+            let show: (ConformanceReport.Row) -> Void = { row in
+                if live { write(ConformanceReport.line(row)) }
+            }
+            let report: ConformanceReport
+            if inProcess {
+                report = check.run(from: 0, onRows: { $0.forEach(show) })
+            } else {
+                report = IsolatedCheck(check: check, executable: ChildProcess.currentExecutable, unitTimeout: unitTimeout)
+                    .run(onRow: show)
+            }
             if json {
                 print(try report.json())
             } else {
-                print(report.table())
+                write(report.verdict())
             }
             if !report.passed {
                 throw ExitCode(1)

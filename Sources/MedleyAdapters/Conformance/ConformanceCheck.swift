@@ -24,8 +24,9 @@ public struct ConformanceCheck {
     /// Creates a check of `candidate`.
     public init(
         candidate: String, options: [(String, String)] = [], tolerance: Tolerance = .forDType(.f32),
-        searchPath: AdapterSearchPath = .default, seed: UInt64 = 20_261_123
+        searchPath: AdapterSearchPath = .default, seed: UInt64 = 20_261_123, ops: [String]? = nil
     ) {
+        self.ops = ops
         self.candidate = candidate
         self.options = options
         self.tolerance = tolerance
@@ -33,19 +34,96 @@ public struct ConformanceCheck {
         self.seed = seed
     }
 
+    /// Ops to check (nil: every op of the opset). The other groups always run.
+    public var ops: [String]?
+
+    /// One piece of the check, run in order; a crash inside one is reported against it.
+    public enum Unit: Sendable, Equatable, CustomStringConvertible {
+        /// Loading the adapter and the reference, opening the device (table and device rows).
+        case setup
+        case memory
+        case op(String)
+        case gradients
+        case errors
+
+        public var description: String {
+            switch self {
+            case .setup: "loading the adapter and opening its device"
+            case .memory: "the memory checks"
+            case .op(let name): "op \(name)"
+            case .gradients: "the gradient checks"
+            case .errors: "the error-path checks"
+            }
+        }
+
+        /// The report row a crash or a hang inside this unit becomes.
+        public var row: (group: String, item: String) {
+            switch self {
+            case .setup: ("device", "open")
+            case .memory: ("memory", "round trip")
+            case .op(let name): ("op", name)
+            case .gradients: ("gradient", "reference")
+            case .errors: ("error", "setup")
+            }
+        }
+    }
+
+    /// Every unit of this check, in the order `run` goes through them.
+    public var units: [Unit] {
+        [.setup, .memory] + (ops ?? AdapterABI.opset.map(\.name)).map { Unit.op($0) } + [.gradients, .errors]
+    }
+
     /// Runs every check and returns the report. Never throws: a problem is a failed row.
-    public func run() -> ConformanceReport {
+    public func run() -> ConformanceReport { run(from: 0) }
+
+    /// Runs the units from `start` on (the setup always runs; its rows are kept only when
+    /// `start` is 0). `onUnit` hears each unit's index as it begins and `onRows` the rows of
+    /// each unit as it ends, so a caller can show them as they come and tell which unit a
+    /// crash interrupted.
+    public func run(
+        from start: Int, onUnit: (Int) -> Void = { _ in }, onRows: ([ConformanceReport.Row]) -> Void = { _ in },
+        onLoaded: (_ adapter: String, _ path: String) -> Void = { _, _ in }
+    ) -> ConformanceReport {
         var report = ConformanceReport(
             adapter: candidate, path: "", options: Dictionary(options, uniquingKeysWith: { $1 }),
             tolerance: tolerance, rows: [])
+        let units = self.units
+        onUnit(0)
+        let opened = setUp(&report)
+        if !report.path.isEmpty { onLoaded(report.adapter, report.path) }
+        guard let (device, referenceDevice) = opened else {
+            onRows(report.rows)
+            return report
+        }
+        if start == 0 {
+            onRows(report.rows)
+        } else {
+            report.rows = []
+        }
+        for index in max(1, start)..<units.count {
+            onUnit(index)
+            let before = report.rows.count
+            switch units[index] {
+            case .setup: break
+            case .memory: checkMemory(device, &report)
+            case .op(let name): checkOp(name, device, reference: referenceDevice, &report)
+            case .gradients: checkGradients(referenceDevice, &report)
+            case .errors: checkErrors(device, &report)
+            }
+            onRows(Array(report.rows[before...]))
+        }
+        return report
+    }
 
+    /// Loads the candidate and the reference and opens both devices.
+    private func setUp(_ report: inout ConformanceReport) -> (Device, Device)? {
         // Table.
         let library: AdapterLibrary
         do {
             library = try AdapterLibrary.load(candidate, searchPath: searchPath)
         } catch {
             report.add("table", "load", .fail, "\(error)")
-            return report
+            return nil
         }
         report.adapter = library.info.name
         report.path = library.path
@@ -67,7 +145,7 @@ public struct ConformanceCheck {
             let count = try library.deviceCount()
             guard count >= 1 else {
                 report.add("device", "count", .fail, "device_count is 0: nothing to check")
-                return report
+                return nil
             }
             report.add("device", "count", .pass, "\(count)")
             device = try library.openDevice(0, options: options)
@@ -83,24 +161,17 @@ public struct ConformanceCheck {
                     : problems.joined(separator: "; "))
         } catch {
             report.add("device", "open", .fail, "\(error)")
-            return report
+            return nil
         }
 
         // Reference.
-        let referenceDevice: Device
         do {
             let reference = try AdapterLibrary.load("reference", searchPath: searchPath)
-            referenceDevice = try reference.openDevice(0)
+            return (device, try reference.openDevice(0))
         } catch {
             report.add("ops", "reference", .fail, "the reference adapter is needed as the oracle: \(error)")
-            return report
+            return nil
         }
-
-        checkMemory(device, &report)
-        checkOps(device, reference: referenceDevice, &report)
-        checkGradients(referenceDevice, &report)
-        checkErrors(device, &report)
-        return report
     }
 
     // MARK: Memory
@@ -138,48 +209,106 @@ public struct ConformanceCheck {
 
     // MARK: Ops
 
-    private func checkOps(_ device: Device, reference: Device, _ report: inout ConformanceReport) {
+    /// Checks one op on every case the builder makes for it; a failure names the case, the
+    /// worst element by its index in the tensor's shape, and the likely causes it matches.
+    private func checkOp(_ name: String, _ device: Device, reference: Device, _ report: inout ConformanceReport) {
         let referenceRunner = OpRunner(device: reference)
         let candidateRunner = OpRunner(device: device)
-        var offsets = SeededGenerator(seed: seed ^ 0x5eed)
-        var builder = OpCaseBuilder(rng: SeededGenerator(seed: seed)) { op, ins, outs, attrs in
+        // Seeded per op, so that a check resumed at any op builds the same cases.
+        let opSeed = seed ^ Self.nameSeed(name)
+        var offsets = SeededGenerator(seed: opSeed ^ 0x5eed)
+        var builder = OpCaseBuilder(rng: SeededGenerator(seed: opSeed)) { op, ins, outs, attrs in
             var local = SeededGenerator(seed: 1)
             return try referenceRunner.run(op, inputs: ins, outputs: outs, attributes: attrs, offsets: &local).outputs
         }
-        for op in AdapterABI.opset {
-            do {
-                guard try device.supports(op.name, dtype: .f32) else {
-                    report.add("op", op.name, .fail, "op_query says f32 is unsupported; opset v1 requires it")
-                    continue
+        do {
+            guard try device.supports(name, dtype: .f32) else {
+                report.add("op", name, .fail, "op_query says f32 is unsupported; opset v1 requires it")
+                return
+            }
+            let optional = try [DType.bf16, .f16].filter { try device.supports(name, dtype: $0) }
+            var worst: (ratio: Double, text: String) = (-1, "")
+            var failure: (text: String, causes: [String])?
+            var outcomes: [(OpCase, passed: Bool, ratio: Double)] = []
+            for c in try builder.cases(for: name) {
+                let expected = try referenceRunner.run(
+                    c.op, inputs: c.inputs, outputs: c.outputs, attributes: c.attributes, offsets: &offsets)
+                let got = try candidateRunner.run(
+                    c.op, inputs: c.inputs, outputs: c.outputs, attributes: c.attributes, offsets: &offsets,
+                    inputNames: c.inputNames, outputNames: c.outputNames)
+                if !got.violations.isEmpty {
+                    // Writes outside the tensors come first: the numbers may be right by luck.
+                    report.add("op", name, .fail, "\(c.label): " + got.violations.joined(separator: "; "))
+                    return
                 }
-                let optional = try [DType.bf16, .f16].filter { try device.supports(op.name, dtype: $0) }
-                var worst: (ratio: Double, text: String) = (-1, "")
-                var failure: String?
-                for c in try builder.cases(for: op.name) {
-                    let expected = try referenceRunner.run(
-                        c.op, inputs: c.inputs, outputs: c.outputs, attributes: c.attributes, offsets: &offsets)
-                    let got = try candidateRunner.run(
-                        c.op, inputs: c.inputs, outputs: c.outputs, attributes: c.attributes, offsets: &offsets)
-                    if let violation = got.violations.first {
-                        failure = "\(c.label): \(violation)"
-                        break
+                var casePassed = true
+                var caseRatio = 0.0
+                for (index, outputName) in c.outputNames.enumerated() {
+                    let d = compare(got.outputs[index].floats, expected.outputs[index].floats, tolerance: tolerance)
+                    caseRatio = max(caseRatio, d.ratio)
+                    let shape = c.outputs[index].shape
+                    if d.ratio > worst.ratio { worst = (d.ratio, "\(c.label): worst \(d.describe(outputName, shape: shape))") }
+                    if !d.passed {
+                        casePassed = false
+                        if failure == nil {
+                            var causes = Diagnosis.output(
+                                c, index: index, got: got.outputs[index], expected: expected.outputs[index],
+                                tolerance: tolerance)
+                            causes += try ignoredAttributes(
+                                c, got: got.outputs, expected: expected.outputs, candidate: candidateRunner,
+                                reference: referenceRunner, offsets: &offsets)
+                            failure = ("\(c.label): \(d.describe(outputName, shape: shape))", causes)
+                        }
                     }
-                    for (index, name) in c.outputNames.enumerated() {
-                        let d = compare(got.outputs[index].floats, expected.outputs[index].floats, tolerance: tolerance)
-                        if d.ratio > worst.ratio { worst = (d.ratio, "\(c.label): worst \(d.describe(name))") }
-                        if !d.passed && failure == nil { failure = "\(c.label): \(d.describe(name))" }
-                    }
                 }
-                let extras = optional.isEmpty ? "" : " [also \(optional.map(\.description).joined(separator: ","))]"
-                if let failure {
-                    report.add("op", op.name, .fail, failure)
-                } else {
-                    report.add("op", op.name, .pass, worst.text + extras)
-                }
-            } catch {
-                report.add("op", op.name, .fail, "\(error)")
+                outcomes.append((c, casePassed, caseRatio))
+            }
+            let extras = optional.isEmpty ? "" : " [also \(optional.map(\.description).joined(separator: ","))]"
+            if let failure {
+                let failed = outcomes.filter { !$0.passed }.count
+                let causes = failure.causes + Diagnosis.acrossCases(outcomes)
+                var text = failure.text
+                if outcomes.count > 1 { text += " [\(failed) of \(outcomes.count) cases fail]" }
+                if !causes.isEmpty { text += "; likely: " + causes.joined(separator: "; ") }
+                report.add("op", name, .fail, text)
+            } else {
+                report.add("op", name, .pass, worst.text + " [\(outcomes.count) cases]" + extras)
+            }
+        } catch {
+            report.add("op", name, .fail, "\(error)")
+        }
+    }
+
+    /// A stable 64-bit FNV-1a of an op's name, to seed its cases.
+    private static func nameSeed(_ name: String) -> UInt64 {
+        name.utf8.reduce(0xcbf2_9ce4_8422_2325 as UInt64) { ($0 ^ UInt64($1)) &* 0x0000_0100_0000_01b3 }
+    }
+
+    /// The attributes of a failed case that the candidate ignores: its output does not change
+    /// when the attribute does, while the reference's output does.
+    private func ignoredAttributes(
+        _ c: OpCase, got: [HostTensor], expected: [HostTensor], candidate: OpRunner, reference: OpRunner,
+        offsets: inout SeededGenerator
+    ) throws -> [String] {
+        var ignored: [String] = []
+        for (name, value) in c.attributes.sorted(by: { $0.key < $1.key }) {
+            guard let other = Diagnosis.perturbed(name, value) else { continue }
+            var attributes = c.attributes
+            attributes[name] = other
+            let mine = try candidate.run(c.op, inputs: c.inputs, outputs: c.outputs, attributes: attributes, offsets: &offsets)
+            let theirs = try reference.run(c.op, inputs: c.inputs, outputs: c.outputs, attributes: attributes, offsets: &offsets)
+            // The reference must move by more than the tolerance, the candidate by (almost) nothing.
+            let unchanged = zip(mine.outputs, got).allSatisfy { a, b in
+                compare(a.floats, b.floats, tolerance: tolerance).ratio <= 0.05
+            }
+            let referenceMoved = zip(theirs.outputs, expected).contains { a, b in
+                !compare(a.floats, b.floats, tolerance: tolerance).passed
+            }
+            if unchanged && referenceMoved {
+                ignored.append("ignores the '\(name)' attribute (its output stays the same when \(name) goes from \(fmt(value)) to \(fmt(other)))")
             }
         }
+        return ignored
     }
 
     // MARK: Gradients

@@ -35,19 +35,24 @@ public struct ConformanceReport: Codable, Sendable {
         rows.append(Row(group: group, item: item, status: status, detail: detail))
     }
 
-    /// The report as an aligned text table followed by a one-line verdict.
+    /// Column widths of the table: fixed, so that rows can be printed as they come.
+    static let groupWidth = 8, itemWidth = 24
+
+    private static func pad(_ s: String, _ n: Int) -> String { s + String(repeating: " ", count: max(0, n - s.count)) }
+
+    /// The table's heading line.
+    public static func header() -> String {
+        "\(pad("group", groupWidth))  \(pad("item", itemWidth))  result  detail"
+    }
+
+    /// One row of the table.
+    public static func line(_ row: Row) -> String {
+        "\(pad(row.group, groupWidth))  \(pad(row.item, itemWidth))  \(pad(row.status.rawValue.uppercased(), 6))  \(row.detail)"
+    }
+
+    /// The report as a text table followed by a one-line verdict.
     public func table() -> String {
-        let groupWidth = max(5, rows.map(\.group.count).max() ?? 0)
-        let itemWidth = max(4, rows.map(\.item.count).max() ?? 0)
-        func pad(_ s: String, _ n: Int) -> String { s + String(repeating: " ", count: max(0, n - s.count)) }
-        var lines = ["\(pad("group", groupWidth))  \(pad("item", itemWidth))  result  detail"]
-        for row in rows {
-            lines.append(
-                "\(pad(row.group, groupWidth))  \(pad(row.item, itemWidth))  \(pad(row.status.rawValue.uppercased(), 6))  \(row.detail)"
-            )
-        }
-        lines.append(verdict())
-        return lines.joined(separator: "\n")
+        ([Self.header()] + rows.map(Self.line) + [verdict()]).joined(separator: "\n")
     }
 
     /// One line: PASS with counts, or FAIL naming the first failure.

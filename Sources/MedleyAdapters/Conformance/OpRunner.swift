@@ -3,10 +3,11 @@ import MedleyCore
 /// Runs one op on a device from host tensors, with every tensor placed at an
 /// odd, non-zero offset inside its own buffer and guarded by a known byte
 /// pattern before and after, so out-of-bounds writes and writes to inputs are
-/// caught, not just wrong numbers.
+/// caught, not just wrong numbers. The trailing guard is a page, so an overrun of
+/// a padded tile lands in it (and is measured) rather than in someone else's memory.
 struct OpRunner {
     static let guardByte: UInt8 = 0xA5
-    static let trailingGuard = 64
+    static let trailingGuard = 4096
 
     let device: Device
 
@@ -38,19 +39,36 @@ struct OpRunner {
         }
     }
 
-    private func guardsIntact(_ view: TensorView) throws -> Bool {
-        guard let buffer = view.buffer else { return true }
+    /// How far writes strayed outside `view`: bytes before its start and past its end
+    /// (counted to the farthest changed guard byte), nil when both guards are intact.
+    private func strays(_ view: TensorView) throws -> (before: Int, after: Int)? {
+        guard let buffer = view.buffer else { return nil }
         let bytes: [UInt8] = try buffer.read(count: buffer.byteCount)
-        let before = bytes[0..<view.offset]
-        let after = bytes[(view.offset + view.byteCount)...]
-        return before.allSatisfy { $0 == Self.guardByte } && after.allSatisfy { $0 == Self.guardByte }
+        let end = view.offset + view.byteCount
+        let before = bytes[0..<view.offset].firstIndex { $0 != Self.guardByte }.map { view.offset - $0 } ?? 0
+        let after = bytes[end...].lastIndex { $0 != Self.guardByte }.map { $0 - end + 1 } ?? 0
+        return before == 0 && after == 0 ? nil : (before, after)
+    }
+
+    private static func strayText(_ stray: (before: Int, after: Int), _ what: String, _ op: String) -> String {
+        var parts: [String] = []
+        if stray.after > 0 {
+            parts.append(
+                "wrote \(stray.after) bytes past \(what) of \(op)"
+                    + (stray.after >= trailingGuard ? " (or more: the whole \(trailingGuard)-byte guard was changed)" : ""))
+        }
+        if stray.before > 0 { parts.append("wrote \(stray.before) bytes before the start of \(what) of \(op)") }
+        return parts.joined(separator: "; ")
     }
 
     /// Launches `op` and reads back every output.
     func run(
         _ op: String, inputs: [HostTensor], outputs: [HostTensor], attributes: [String: Double],
-        offsets: inout SeededGenerator
+        offsets: inout SeededGenerator, inputNames: [String] = [], outputNames: [String] = []
     ) throws -> Result {
+        func name(_ names: [String], _ kind: String, _ index: Int) -> String {
+            index < names.count ? "\(kind) \(index) (\(names[index]))" : "\(kind) \(index)"
+        }
         var keep: [DeviceBuffer] = []
         var inViews: [TensorView] = []
         var outViews: [TensorView] = []
@@ -69,12 +87,22 @@ struct OpRunner {
         var result = Result(outputs: [], violations: [])
         for (index, view) in outViews.enumerated() {
             result.outputs.append(try readBack(view, like: outputs[index]))
-            if try !guardsIntact(view) { result.violations.append("wrote outside output \(index)") }
+            if let stray = try strays(view) {
+                result.violations.append(Self.strayText(stray, name(outputNames, "output", index), op))
+            }
         }
         for (index, view) in inViews.enumerated() {
-            if try !guardsIntact(view) { result.violations.append("wrote outside input \(index)") }
-            if try readBack(view, like: inputs[index]) != inputs[index] {
-                result.violations.append("modified input \(index)")
+            if let stray = try strays(view) {
+                result.violations.append(Self.strayText(stray, name(inputNames, "input", index), op))
+            }
+            let back = try readBack(view, like: inputs[index])
+            if back != inputs[index] {
+                let changed = inputs[index].dtype == .i32
+                    ? back.ints.indices.first { back.ints[$0] != inputs[index].ints[$0] }
+                    : back.floats.indices.first { back.floats[$0].bitPattern != inputs[index].floats[$0].bitPattern }
+                let at = changed.map { " (first at \(indexText($0, inputs[index].shape)))" } ?? ""
+                result.violations.append(
+                    "modified \(name(inputNames, "input", index))\(at): inputs are read-only")
             }
         }
         withExtendedLifetime(keep) {}

@@ -38,9 +38,10 @@ struct Discrepancy {
 
     var passed: Bool { ratio <= 1 }
 
-    func describe(_ tensor: String) -> String {
+    /// "out[1, 3, 5] = …": the element by its index in the tensor's own shape.
+    func describe(_ tensor: String, shape: [Int]) -> String {
         let diff = abs(Double(got) - Double(expected))
-        return "\(tensor)[\(index)] = \(fmt(got)), reference \(fmt(expected)) "
+        return "\(tensor)\(indexText(index, shape)) = \(fmt(got)), reference \(fmt(expected)) "
             + "(|diff| \(fmt(diff)) \(passed ? "<=" : ">") tolerance \(fmt(allowed)))"
     }
 }
@@ -65,6 +66,18 @@ func compare(_ got: [Float], _ expected: [Float], tolerance: Tolerance) -> Discr
         }
     }
     return worst
+}
+
+/// A flat element index as an index in `shape`, e.g. "[1, 3, 5]" (the flat index for rank 0 or 1).
+func indexText(_ flat: Int, _ shape: [Int]) -> String {
+    guard shape.count > 1, shape.allSatisfy({ $0 > 0 }) else { return "[\(flat)]" }
+    var rest = flat
+    var index = [Int](repeating: 0, count: shape.count)
+    for d in stride(from: shape.count - 1, through: 0, by: -1) {
+        index[d] = rest % shape[d]
+        rest /= shape[d]
+    }
+    return "[" + index.map(String.init).joined(separator: ", ") + "]"
 }
 
 /// Formats a number compactly for reports.
