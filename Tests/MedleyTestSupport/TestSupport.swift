@@ -83,6 +83,17 @@ public enum TestSupport {
             into: directory)
     }
 
+    /// The sources of the device-memory template, in the order docs/adapters.md lists them.
+    public static let devmemAdapterSources = [
+        "adapters/template-devmem/devmem_adapter.c", "adapters/kit/medley_kit.c",
+        "adapters/kernels/medley_ref_kernels.c",
+    ]
+
+    /// The device-memory template (`libmedley-adapter-devmem.so`), built as docs/adapters.md says.
+    public static func devmemAdapter(into directory: String) throws -> String {
+        try buildSharedLibrary(named: "devmem", sources: devmemAdapterSources, into: directory)
+    }
+
     /// The sources of the minimal adapter template, in the order docs/adapters.md lists them.
     public static let minimalAdapterSources = [
         "adapters/template/minimal_adapter.c", "adapters/kit/medley_kit.c", "adapters/kernels/medley_ref_kernels.c",

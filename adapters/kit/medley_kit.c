@@ -1,5 +1,6 @@
 /*
- * medley_kit.c — shared plumbing of Medley's host-memory adapters.
+ * medley_kit.c — shared plumbing of Medley's adapters: the launch checker
+ * for any memory (mk_op_check), and the host-memory parts.
  * See medley_kit.h for what each function promises.
  */
 #define _GNU_SOURCE
@@ -465,7 +466,7 @@ static const char *mk_shape_text(const medley_tensor *t, char *out, size_t size)
 
 /* Context of one prepare call, so the checks below stay short. */
 typedef struct mk_prep {
-  const mk_memory *memory;
+  const mk_memory_ops *memory;
   const char *op;
   const medley_tensor *in;
   const medley_tensor *out;
@@ -475,6 +476,9 @@ typedef struct mk_prep {
   int32_t dtype;
 } mk_prep;
 
+static medley_error *mk_check_token_range(const char *op, const char *name, const int32_t *ids, int64_t count,
+                                          int64_t limit, int allow_negative);
+
 static const medley_tensor *mk_tensor(const mk_prep *p, int output, int index) {
   return output ? &p->out[index] : &p->in[index];
 }
@@ -483,9 +487,9 @@ static const char *mk_tensor_name(const mk_prep *p, int output, int index) {
   return output ? p->out_names[index] : p->in_names[index];
 }
 
-/* Checks rank, shape-sanity, dtype and bounds of one tensor; sets its pointer. */
+/* Checks rank, shape-sanity, dtype, bounds and alignment of one tensor; records its buffer, offset and size. */
 static medley_error *mk_check_tensor(const mk_prep *p, int output, int index, int32_t want_dtype,
-                                     void **pointer) {
+                                     mk_tensor_ref *ref) {
   const medley_tensor *t = mk_tensor(p, output, index);
   const char *name = mk_tensor_name(p, output, index);
   if (t->rank < 0 || t->rank > MEDLEY_MAX_RANK) {
@@ -515,13 +519,15 @@ static medley_error *mk_check_tensor(const mk_prep *p, int output, int index, in
   }
   char what[128];
   snprintf(what, sizeof what, "%s: %s", p->op, name);
-  medley_error *error = mk_buffer_check(p->memory, t->buffer, t->offset, bytes, what);
+  medley_error *error = mk_check_range(p->memory, t->buffer, t->offset, bytes, what);
   if (error != NULL) return error;
   if (t->offset % mk_dtype_size(t->dtype) != 0) {
     return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: %s offset %llu is not a multiple of the element size %zu",
                     p->op, name, (unsigned long long)t->offset, mk_dtype_size(t->dtype));
   }
-  *pointer = mk_buffer_data(t->buffer) + t->offset;
+  ref->buffer = t->buffer;
+  ref->offset = t->offset;
+  ref->bytes = bytes;
   return NULL;
 }
 
@@ -608,13 +614,56 @@ static medley_error *mk_read_attrs(const char *op, const medley_attr *attrs, siz
     if (mk_try_error_ != NULL) return mk_try_error_; \
   } while (0)
 
-static medley_error *mk_check_tokens(const char *op, const char *name, const int32_t *ids, int64_t count,
-                                     int64_t limit, int allow_negative) {
+static medley_error *mk_check_token_range(const char *op, const char *name, const int32_t *ids, int64_t count,
+                                          int64_t limit, int allow_negative) {
   for (int64_t i = 0; i < count; i++) {
     if (ids[i] >= limit || (ids[i] < 0 && !allow_negative)) {
       return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: %s[%lld] = %d is outside [0, %lld)", op, name,
                       (long long)i, (int)ids[i], (long long)limit);
     }
+  }
+  return NULL;
+}
+
+int mk_op_token_input(const mk_op_args *args) {
+  switch (args->op) {
+    case MK_OP_encoder_forward: return 0;
+    case MK_OP_encoder_backward: return 1;
+    case MK_OP_crossentropy_forward:
+    case MK_OP_crossentropy_backward: return 1;
+    default: return -1;
+  }
+}
+
+medley_error *mk_op_check_tokens(const mk_op_args *args, const int32_t *host_ids, uint64_t count) {
+  int k = mk_op_token_input(args);
+  if (k < 0) return NULL;
+  int is_encoder = args->op == MK_OP_encoder_forward || args->op == MK_OP_encoder_backward;
+  int64_t needed = is_encoder ? args->B * args->T : args->N;
+  const char *op = mk_op_name(args->op);
+  if (host_ids == NULL || count < (uint64_t)needed) {
+    return mk_error(MEDLEY_ERROR_INTERNAL, "%s: the token check got %llu ids, the launch has %lld", op,
+                    (unsigned long long)(host_ids == NULL ? 0 : count), (long long)needed);
+  }
+  /* encoder ids must lie in [0, V); a negative target of crossentropy is "ignore this row". */
+  return is_encoder ? mk_check_token_range(op, "tokens", host_ids, needed, args->V, 0)
+                    : mk_check_token_range(op, "targets", host_ids, needed, args->V, 1);
+}
+
+/* The bounds check every tensor and copy goes through: the callback says
+   whether the buffer is live (and how big it is); the range is checked here,
+   so that every adapter reports a bad view with the same words. */
+medley_error *mk_check_range(const mk_memory_ops *memory, const medley_buffer *buffer, uint64_t offset,
+                             uint64_t bytes, const char *what) {
+  if (buffer == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: buffer is NULL", what);
+  uint64_t size = 0;
+  medley_error *error = memory->buffer_bytes(memory->ctx, buffer, what, &size);
+  if (error != NULL) return error;
+  if (offset > size || bytes > size - offset) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT,
+                    "%s: bytes [%llu, %llu) lie outside the %llu-byte buffer", what,
+                    (unsigned long long)offset, (unsigned long long)offset + (unsigned long long)bytes,
+                    (unsigned long long)size);
   }
   return NULL;
 }
@@ -626,10 +675,12 @@ static const char *mk_range_text(int min, int max, char *out, size_t size) {
   return out;
 }
 
-medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const medley_tensor *inputs,
-                            size_t num_inputs, const medley_tensor *outputs, size_t num_outputs,
-                            const medley_attr *attrs, size_t num_attrs, uint32_t dtype_mask,
-                            mk_op_args *args) {
+medley_error *mk_op_check(const mk_memory_ops *memory, const char *op_name, const medley_tensor *inputs,
+                          size_t num_inputs, const medley_tensor *outputs, size_t num_outputs,
+                          const medley_attr *attrs, size_t num_attrs, uint32_t dtype_mask, mk_op_args *args) {
+  if (memory == NULL || memory->buffer_bytes == NULL) {
+    return mk_error(MEDLEY_ERROR_INTERNAL, "op_launch: mk_op_check needs a buffer_bytes callback");
+  }
   if (op_name == NULL) return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "op_launch: op name is NULL");
   mk_op_id op = mk_op_lookup(op_name);
   if (op == MK_OP_COUNT) {
@@ -651,6 +702,8 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
   }
   memset(args, 0, sizeof *args);
   args->op = op;
+  args->num_inputs = num_inputs;
+  args->num_outputs = num_outputs;
 
   /* Ranks and dimensions first: the shape rules below index shape[rank-1]. */
   for (size_t i = 0; i < num_inputs + num_outputs; i++) {
@@ -747,17 +800,15 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
       MK_TRY(mk_expect_shape(&p, fwd, 0, 3, act_shape));
       (void)act;
       if (fwd) {
-        MK_TRY(mk_check_tensor(&p, 0, 0, I, &args->in[0]));
-        MK_TRY(mk_check_tensor(&p, 0, 1, F, &args->in[1]));
-        MK_TRY(mk_check_tensor(&p, 0, 2, F, &args->in[2]));
-        MK_TRY(mk_check_tensor(&p, 1, 0, F, &args->out[0]));
-        MK_TRY(mk_check_tokens(op_name, "tokens", args->in[0], args->B * args->T, args->V, 0));
+        MK_TRY(mk_check_tensor(&p, 0, 0, I, &args->in_ref[0]));
+        MK_TRY(mk_check_tensor(&p, 0, 1, F, &args->in_ref[1]));
+        MK_TRY(mk_check_tensor(&p, 0, 2, F, &args->in_ref[2]));
+        MK_TRY(mk_check_tensor(&p, 1, 0, F, &args->out_ref[0]));
       } else {
-        MK_TRY(mk_check_tensor(&p, 0, 0, F, &args->in[0]));
-        MK_TRY(mk_check_tensor(&p, 0, 1, I, &args->in[1]));
-        MK_TRY(mk_check_tensor(&p, 1, 0, F, &args->out[0]));
-        MK_TRY(mk_check_tensor(&p, 1, 1, F, &args->out[1]));
-        MK_TRY(mk_check_tokens(op_name, "tokens", args->in[1], args->B * args->T, args->V, 0));
+        MK_TRY(mk_check_tensor(&p, 0, 0, F, &args->in_ref[0]));
+        MK_TRY(mk_check_tensor(&p, 0, 1, I, &args->in_ref[1]));
+        MK_TRY(mk_check_tensor(&p, 1, 0, F, &args->out_ref[0]));
+        MK_TRY(mk_check_tensor(&p, 1, 1, F, &args->out_ref[1]));
       }
       return NULL;
     }
@@ -776,8 +827,8 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
       MK_TRY(mk_expect_count(&p, 1, 0, args->N * args->C));
       MK_TRY(mk_expect_count(&p, 1, 1, args->N));
       MK_TRY(mk_expect_count(&p, 1, 2, args->N));
-      for (int i = 0; i < 3; i++) MK_TRY(mk_check_tensor(&p, 0, i, F, &args->in[i]));
-      for (int i = 0; i < 3; i++) MK_TRY(mk_check_tensor(&p, 1, i, F, &args->out[i]));
+      for (int i = 0; i < 3; i++) MK_TRY(mk_check_tensor(&p, 0, i, F, &args->in_ref[i]));
+      for (int i = 0; i < 3; i++) MK_TRY(mk_check_tensor(&p, 1, i, F, &args->out_ref[i]));
       return NULL;
     }
 
@@ -795,8 +846,8 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
       MK_TRY(mk_expect_count(&p, 1, 0, args->N * args->C));
       MK_TRY(mk_expect_shape(&p, 1, 1, 1, c));
       MK_TRY(mk_expect_shape(&p, 1, 2, 1, c));
-      for (int i = 0; i < 5; i++) MK_TRY(mk_check_tensor(&p, 0, i, F, &args->in[i]));
-      for (int i = 0; i < 3; i++) MK_TRY(mk_check_tensor(&p, 1, i, F, &args->out[i]));
+      for (int i = 0; i < 5; i++) MK_TRY(mk_check_tensor(&p, 0, i, F, &args->in_ref[i]));
+      for (int i = 0; i < 3; i++) MK_TRY(mk_check_tensor(&p, 1, i, F, &args->out_ref[i]));
       return NULL;
     }
 
@@ -815,8 +866,8 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
       int64_t rows = 0;
       MK_TRY(mk_expect_rows(&p, 1, 0, args->OC, &rows));
       MK_TRY(mk_expect_count(&p, 1, 0, args->N * args->OC));
-      for (size_t i = 0; i < num_inputs; i++) MK_TRY(mk_check_tensor(&p, 0, (int)i, F, &args->in[i]));
-      MK_TRY(mk_check_tensor(&p, 1, 0, F, &args->out[0]));
+      for (size_t i = 0; i < num_inputs; i++) MK_TRY(mk_check_tensor(&p, 0, (int)i, F, &args->in_ref[i]));
+      MK_TRY(mk_check_tensor(&p, 1, 0, F, &args->out_ref[0]));
       return NULL;
     }
 
@@ -838,8 +889,8 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
       args->has_bias = num_outputs == 3;
       int64_t oc[1] = {args->OC};
       if (args->has_bias) MK_TRY(mk_expect_shape(&p, 1, 2, 1, oc));
-      for (int i = 0; i < 3; i++) MK_TRY(mk_check_tensor(&p, 0, i, F, &args->in[i]));
-      for (size_t i = 0; i < num_outputs; i++) MK_TRY(mk_check_tensor(&p, 1, (int)i, F, &args->out[i]));
+      for (int i = 0; i < 3; i++) MK_TRY(mk_check_tensor(&p, 0, i, F, &args->in_ref[i]));
+      for (size_t i = 0; i < num_outputs; i++) MK_TRY(mk_check_tensor(&p, 1, (int)i, F, &args->out_ref[i]));
       return NULL;
     }
 
@@ -874,16 +925,16 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
       if (fwd) {
         MK_TRY(mk_expect_shape(&p, 1, 0, 3, btc));
         MK_TRY(mk_expect_shape(&p, 1, 1, 3, lse));
-        MK_TRY(mk_check_tensor(&p, 0, 0, F, &args->in[0]));
-        MK_TRY(mk_check_tensor(&p, 1, 0, F, &args->out[0]));
-        MK_TRY(mk_check_tensor(&p, 1, 1, F, &args->out[1]));
+        MK_TRY(mk_check_tensor(&p, 0, 0, F, &args->in_ref[0]));
+        MK_TRY(mk_check_tensor(&p, 1, 0, F, &args->out_ref[0]));
+        MK_TRY(mk_check_tensor(&p, 1, 1, F, &args->out_ref[1]));
       } else {
         MK_TRY(mk_expect_shape(&p, 0, 0, 3, btc));
         MK_TRY(mk_expect_shape(&p, 0, 2, 3, btc));
         MK_TRY(mk_expect_shape(&p, 0, 3, 3, lse));
         MK_TRY(mk_expect_shape(&p, 1, 0, 3, btc3));
-        for (int i = 0; i < 4; i++) MK_TRY(mk_check_tensor(&p, 0, i, F, &args->in[i]));
-        MK_TRY(mk_check_tensor(&p, 1, 0, F, &args->out[0]));
+        for (int i = 0; i < 4; i++) MK_TRY(mk_check_tensor(&p, 0, i, F, &args->in_ref[i]));
+        MK_TRY(mk_check_tensor(&p, 1, 0, F, &args->out_ref[0]));
       }
       return NULL;
     }
@@ -913,8 +964,8 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
       for (size_t i = 1; i < num_inputs; i++) MK_TRY(mk_expect_count(&p, 0, (int)i, args->n));
       if (op == MK_OP_sum_squares) MK_TRY(mk_expect_count(&p, 1, 0, 1));
       else for (size_t i = 0; i < num_outputs; i++) MK_TRY(mk_expect_count(&p, 1, (int)i, args->n));
-      for (size_t i = 0; i < num_inputs; i++) MK_TRY(mk_check_tensor(&p, 0, (int)i, F, &args->in[i]));
-      for (size_t i = 0; i < num_outputs; i++) MK_TRY(mk_check_tensor(&p, 1, (int)i, F, &args->out[i]));
+      for (size_t i = 0; i < num_inputs; i++) MK_TRY(mk_check_tensor(&p, 0, (int)i, F, &args->in_ref[i]));
+      for (size_t i = 0; i < num_outputs; i++) MK_TRY(mk_check_tensor(&p, 1, (int)i, F, &args->out_ref[i]));
       return NULL;
     }
 
@@ -931,19 +982,18 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
       if (fwd) {
         MK_TRY(mk_expect_count(&p, 1, 0, args->N));
         MK_TRY(mk_expect_count(&p, 1, 1, args->N));
-        MK_TRY(mk_check_tensor(&p, 0, 0, F, &args->in[0]));
-        MK_TRY(mk_check_tensor(&p, 0, 1, I, &args->in[1]));
-        MK_TRY(mk_check_tensor(&p, 1, 0, F, &args->out[0]));
-        MK_TRY(mk_check_tensor(&p, 1, 1, F, &args->out[1]));
+        MK_TRY(mk_check_tensor(&p, 0, 0, F, &args->in_ref[0]));
+        MK_TRY(mk_check_tensor(&p, 0, 1, I, &args->in_ref[1]));
+        MK_TRY(mk_check_tensor(&p, 1, 0, F, &args->out_ref[0]));
+        MK_TRY(mk_check_tensor(&p, 1, 1, F, &args->out_ref[1]));
       } else {
         MK_TRY(mk_expect_count(&p, 0, 2, args->N));
         MK_TRY(mk_expect_count(&p, 1, 0, args->N * args->V));
-        MK_TRY(mk_check_tensor(&p, 0, 0, F, &args->in[0]));
-        MK_TRY(mk_check_tensor(&p, 0, 1, I, &args->in[1]));
-        MK_TRY(mk_check_tensor(&p, 0, 2, F, &args->in[2]));
-        MK_TRY(mk_check_tensor(&p, 1, 0, F, &args->out[0]));
+        MK_TRY(mk_check_tensor(&p, 0, 0, F, &args->in_ref[0]));
+        MK_TRY(mk_check_tensor(&p, 0, 1, I, &args->in_ref[1]));
+        MK_TRY(mk_check_tensor(&p, 0, 2, F, &args->in_ref[2]));
+        MK_TRY(mk_check_tensor(&p, 1, 0, F, &args->out_ref[0]));
       }
-      MK_TRY(mk_check_tokens(op_name, "targets", args->in[1], args->N, args->V, 1));
       return NULL;
     }
 
@@ -968,8 +1018,8 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
       }
       args->n = mk_numel(&inputs[0]);
       for (int i = 0; i < 3; i++) MK_TRY(mk_expect_count(&p, 1, i, args->n));
-      MK_TRY(mk_check_tensor(&p, 0, 0, F, &args->in[0]));
-      for (int i = 0; i < 3; i++) MK_TRY(mk_check_tensor(&p, 1, i, F, &args->out[i]));
+      MK_TRY(mk_check_tensor(&p, 0, 0, F, &args->in_ref[0]));
+      for (int i = 0; i < 3; i++) MK_TRY(mk_check_tensor(&p, 1, i, F, &args->out_ref[i]));
       return NULL;
     }
 
@@ -977,6 +1027,38 @@ medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const 
       break;
   }
   return mk_error(MEDLEY_ERROR_INTERNAL, "%s: no shape rules for this op", op_name);
+}
+
+/* mk_op_check over the kit's host memory: a buffer is live when it is in the list. */
+static medley_error *mk_host_buffer_bytes(void *ctx, const medley_buffer *buffer, const char *what,
+                                          uint64_t *out_bytes) {
+  const mk_memory *memory = ctx;
+  if (!mk_buffer_is_live(memory, buffer)) {
+    return mk_error(MEDLEY_ERROR_INVALID_ARGUMENT, "%s: buffer %p is not a live buffer of this device",
+                    what, (const void *)buffer);
+  }
+  *out_bytes = buffer->bytes;
+  return NULL;
+}
+
+medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name, const medley_tensor *inputs,
+                            size_t num_inputs, const medley_tensor *outputs, size_t num_outputs,
+                            const medley_attr *attrs, size_t num_attrs, uint32_t dtype_mask,
+                            mk_op_args *args) {
+  const mk_memory_ops ops = {(void *)memory, mk_host_buffer_bytes};
+  MK_TRY(mk_op_check(&ops, op_name, inputs, num_inputs, outputs, num_outputs, attrs, num_attrs, dtype_mask,
+                     args));
+  /* Host memory: the kernel's pointers are the buffers' own bytes. */
+  for (size_t i = 0; i < args->num_inputs; i++) {
+    args->in[i] = mk_buffer_data(args->in_ref[i].buffer) + args->in_ref[i].offset;
+  }
+  for (size_t i = 0; i < args->num_outputs; i++) {
+    args->out[i] = mk_buffer_data(args->out_ref[i].buffer) + args->out_ref[i].offset;
+  }
+  /* The token ids can be read where they lie. */
+  int k = mk_op_token_input(args);
+  if (k >= 0) MK_TRY(mk_op_check_tokens(args, args->in[k], args->in_ref[k].bytes / sizeof(int32_t)));
+  return NULL;
 }
 
 /* ========================================================================= */

@@ -251,8 +251,10 @@ static void tpl_run_op(const mk_op_args *a) {
  * launch to mk_op_prepare, which does all the checking the ABI asks for
  * (unknown op -> UNSUPPORTED; counts, shapes, dtypes, bounds, attributes,
  * token ranges -> INVALID_ARGUMENT) and fills `args`. When your memory is
- * not host memory, keep mk_op_prepare's rules (adapters/kit/medley_kit.c)
- * as your model: they are the easiest way to get every error path right.
+ * not host memory, check launches with the kit's mk_op_check (the same
+ * checks, with buffer sizes through a callback and byte offsets instead of
+ * pointers) and mk_op_check_tokens on a host copy of the ids: see
+ * adapters/template-devmem/devmem_adapter.c.
  *
  * op_query is the kit's mk_host_op_query: an op of opset v1 with one of
  * TPL_FLOAT_DTYPES is supported; an unknown name is simply unsupported.

@@ -1,22 +1,30 @@
 /*
- * medley_kit.h — helpers for adapters whose device memory is host memory
- * (the reference, cpu and sim adapters, and the templates).
+ * medley_kit.h — helpers for writing a Medley adapter.
  *
- * The kit does the parts of the ABI that every such adapter would otherwise
- * write again: error objects, buffers with bounds and a capacity limit, the
- * copies, streams as checked tokens, device-handle checks, option parsing,
- * and — most of all — mk_op_prepare, which checks
- * an op launch against the opset v1 contract (counts, dtypes, shapes,
- * attributes, bounds, token ranges) and hands the kernel plain pointers and
- * dimensions. On top of those, the "host-memory devices" section gives whole
- * table entries (buffer_alloc ... stream_synchronize, op_query, step_begin)
- * for an adapter whose device struct begins with an mk_host_device.
+ * The kit does the parts of the ABI that every adapter would otherwise write
+ * again. Two kinds of adapter use it:
  *
- * A chip whose memory is not host memory uses only the parts that do not
- * touch buffers (errors, dtypes, options, mk_plugin_info, mk_describe,
- * mk_check_device, mk_op_query, mk_op_lookup) and takes mk_op_prepare's
- * rules (medley_kit.c) as the model for checking its own launches:
- * mk_op_prepare itself reads buffers through mk_memory.
+ * Any adapter, whatever its memory (a GPU's, an accelerator's, the host's):
+ *   errors (mk_error), dtypes, option parsing, mk_plugin_info, mk_describe,
+ *   mk_check_device, mk_op_lookup, mk_op_query, and — most of all —
+ *   mk_op_check, which checks an op launch against the opset v1 contract
+ *   (counts, dtypes, shapes, attributes, bounds, alignment) without touching
+ *   the buffers' bytes: it learns a buffer's size through a callback
+ *   (mk_memory_ops) and hands back each tensor as buffer + byte offset + byte
+ *   size (mk_op_args.in_ref / out_ref) for the adapter to turn into device
+ *   addresses. Token ids are checked separately by mk_op_check_tokens, on a
+ *   host copy the adapter makes with its own device-to-host copy.
+ *   adapters/template-devmem/devmem_adapter.c is the example to copy: its
+ *   memory is kept apart from host memory and reached only through copies.
+ *
+ * An adapter whose device memory is host memory (the reference, cpu and sim
+ *   adapters, and adapters/template): on top of the above, buffers with
+ *   bounds and a capacity limit (mk_memory), the copies, streams as checked
+ *   tokens, mk_op_prepare (mk_op_check over that memory, then plain pointers
+ *   in mk_op_args.in / out, then the token check in place), and the
+ *   "host-memory devices" section: whole table entries (buffer_alloc ...
+ *   stream_synchronize, op_query, step_begin) for an adapter whose device
+ *   struct begins with an mk_host_device.
  *
  * Everything here is hidden inside the adapter's shared library: only the
  * entry symbol is exported.
@@ -169,16 +177,29 @@ typedef enum mk_op_id {
 MK_API mk_op_id mk_op_lookup(const char *name);
 MK_API const char *mk_op_name(mk_op_id op);
 
+/** One tensor of a checked launch, as device memory: which buffer, where in it, how many bytes. */
+typedef struct mk_tensor_ref {
+  medley_buffer *buffer; /* the buffer handle the host passed (checked live by the callback) */
+  uint64_t offset;       /* bytes from the buffer's start; a multiple of the element size */
+  uint64_t bytes;        /* bytes the tensor covers (elements * element size); inside the buffer */
+} mk_tensor_ref;
+
 /**
- * A launch checked against opset v1: dimensions, scalar attributes, and
- * pointers (already offset) to each input and output in the order the opset
- * lists them. Which fields are set depends on the op:
+ * A launch checked against opset v1: dimensions, scalar attributes, and each
+ * input and output in the order the opset lists them. Which fields are set
+ * depends on the op:
  *
  *   encoder_*      B T C V maxT          layernorm_*    N C eps
  *   matmul_*       N C OC has_bias       attention_*    B T C NH
  *   gelu_*, residual_*, scale, sum_squares, adamw_update: n (elements)
  *   crossentropy_* N V scale             adamw_update   lr beta1 beta2 eps weight_decay step grad_scale
  *   scale          alpha
+ *
+ * in_ref / out_ref (buffer, byte offset, byte size) are set by mk_op_check for
+ * any memory; in / out (pointers, already offset) only by mk_op_prepare, for
+ * host memory. An adapter with its own memory may fill in / out itself with
+ * addresses its kernels take (the devmem template does) and leave them NULL
+ * otherwise.
  */
 typedef struct mk_op_args {
   mk_op_id op;
@@ -188,12 +209,73 @@ typedef struct mk_op_args {
   double eps, lr, beta1, beta2, weight_decay, step, grad_scale, scale, alpha;
   void *in[5];
   void *out[3];
+  size_t num_inputs, num_outputs; /* how many of in_ref / out_ref (and in / out) are set */
+  mk_tensor_ref in_ref[5];
+  mk_tensor_ref out_ref[3];
 } mk_op_args;
 
 /**
- * Checks a launch and fills `args`. `dtype_mask` holds the float dtypes the
- * adapter supports (MEDLEY_DTYPE_BIT). Errors name the op and what is wrong.
- * Unknown ops give UNSUPPORTED; everything else INVALID_ARGUMENT.
+ * How mk_op_check learns about a device's buffers without touching them.
+ * `buffer_bytes` is called for every tensor's buffer (never NULL: a NULL
+ * buffer is refused before): it returns an INVALID_ARGUMENT error when
+ * `buffer` is not a live buffer of the device (by convention "WHAT: buffer
+ * <handle> is not a live buffer of this device", WHAT being the string it is
+ * given, e.g. "gelu_forward: x"), else sets *out_bytes to the buffer's size
+ * and returns NULL. It must not dereference an unknown handle: look it up.
+ * `ctx` is handed back to it as it is (e.g. the device).
+ */
+typedef struct mk_memory_ops {
+  void *ctx;
+  medley_error *(*buffer_bytes)(void *ctx, const medley_buffer *buffer, const char *what,
+                                uint64_t *out_bytes);
+} mk_memory_ops;
+
+/**
+ * Checks that [offset, offset + bytes) of `buffer` is a live buffer's range:
+ * NULL is "WHAT: buffer is NULL", a handle the callback refuses is its error,
+ * a range outside is "WHAT: bytes [a, b) lie outside the N-byte buffer"; all
+ * INVALID_ARGUMENT. The check of a copy's or memset's range, for any memory.
+ */
+MK_API medley_error *mk_check_range(const mk_memory_ops *memory, const medley_buffer *buffer,
+                                    uint64_t offset, uint64_t bytes, const char *what);
+
+/**
+ * Checks a launch for any memory and fills `args` (in_ref / out_ref, the
+ * dimensions and attributes; in / out are left NULL). `dtype_mask` holds the
+ * float dtypes the adapter supports (MEDLEY_DTYPE_BIT). Errors name the op and
+ * what is wrong: unknown ops give UNSUPPORTED, as does a float dtype outside
+ * `dtype_mask`; everything else INVALID_ARGUMENT. It does NOT read token ids:
+ * for an op that has them (mk_op_token_input >= 0) the adapter copies that
+ * tensor to the host and calls mk_op_check_tokens before it runs the kernel.
+ */
+MK_API medley_error *mk_op_check(const mk_memory_ops *memory, const char *op_name,
+                                 const medley_tensor *inputs, size_t num_inputs,
+                                 const medley_tensor *outputs, size_t num_outputs,
+                                 const medley_attr *attrs, size_t num_attrs,
+                                 uint32_t dtype_mask, mk_op_args *args);
+
+/**
+ * The input of a checked launch that holds I32 ids whose range must be
+ * checked (encoder_* tokens, crossentropy_* targets), or -1 when it has none.
+ * args->in_ref[k] says where they lie and how many bytes to copy.
+ */
+MK_API int mk_op_token_input(const mk_op_args *args);
+
+/**
+ * Checks the ids of a checked launch, read from `host_ids` (`count` ids: a host
+ * copy of in_ref[mk_op_token_input(args)], or the ids in place for host
+ * memory): encoder tokens must lie in [0, V), crossentropy targets below V
+ * (a negative target is an ignored row). A token outside is INVALID_ARGUMENT
+ * ("encoder_forward: tokens[3] = 9 is outside [0, 4)"); fewer ids than the
+ * launch has is INTERNAL. NULL for an op without ids.
+ */
+MK_API medley_error *mk_op_check_tokens(const mk_op_args *args, const int32_t *host_ids, uint64_t count);
+
+/**
+ * For host memory: mk_op_check with the buffers of `memory`, then sets in / out
+ * to the buffers' bytes (already offset), then mk_op_check_tokens in place.
+ * What mk_host_launch_prepare, and so the reference, cpu and sim adapters and
+ * adapters/template, use.
  */
 MK_API medley_error *mk_op_prepare(const mk_memory *memory, const char *op_name,
                                    const medley_tensor *inputs, size_t num_inputs,
