@@ -1,6 +1,20 @@
 #include "CMedleyAdapter.h"
 
+#include <signal.h>
 #include <string.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
+
+int CMedleyAdapter_die_with_parent(void) {
+#if defined(__linux__)
+  prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  return getppid() == 1;
+#else
+  return 0;
+#endif
+}
 
 _Static_assert(sizeof(medley_tensor) == 8 + 8 + 4 + 4 + 8 * MEDLEY_MAX_RANK,
                "medley_tensor layout changed: the ABI is append-only");

@@ -37,5 +37,10 @@ const void *CMedleyAdapter_entry_pointer(const medley_adapter_api *api, size_t o
 size_t CMedleyAdapter_api_size(void);
 /** Calls an adapter's entry function (a medley_adapter_get_api_fn). */
 const medley_adapter_api *CMedleyAdapter_call_entry(void *symbol);
+/**
+ * Asks the kernel to SIGKILL this process when its parent ends (Linux; elsewhere
+ * nothing). Returns 1 when the parent is already gone. For the check's child process.
+ */
+int CMedleyAdapter_die_with_parent(void);
 
 #endif

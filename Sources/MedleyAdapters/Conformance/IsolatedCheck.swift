@@ -1,3 +1,4 @@
+import CMedleyAdapter
 import Foundation
 import MedleyCore
 
@@ -61,6 +62,8 @@ public struct IsolatedCheck {
 
     /// Runs the child protocol's side of a check: what `--child-from` does.
     public static func runChild(_ check: ConformanceCheck, from start: Int) {
+        // Ends with the parent: a hung adapter must not outlive a check that was killed.
+        if CMedleyAdapter_die_with_parent() != 0 { exit(1) }
         _ = check.run(
             from: start, onUnit: { emit(unit: $0) }, onRows: { if !$0.isEmpty { emit(rows: $0) } },
             onLoaded: { emit(adapter: $0, path: $1) })
