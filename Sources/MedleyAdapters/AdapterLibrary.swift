@@ -54,7 +54,8 @@ public final class AdapterLibrary: @unchecked Sendable {
     /// Loads an adapter by name (searched on `searchPath`) or by file path.
     ///
     /// A value containing `/` or ending in `.so`/`.dylib` is a path; anything
-    /// else is a name resolved to `libmedley-adapter-<name>.so`.
+    /// else is a name, resolved to `libmedley-adapter-<name>.so` or else to the one library on
+    /// the search path whose `plugin_info` name it is (``AdapterSearchPath/resolve(_:)``).
     public static func load(_ nameOrPath: String, searchPath: AdapterSearchPath = .default) throws -> AdapterLibrary {
         let path = try searchPath.resolve(nameOrPath)
         return try AdapterLibrary(path: path)

@@ -49,6 +49,10 @@ public struct AdapterSearchPath: Sendable, Hashable {
     }
 
     /// Resolves a name or a path to the library file to load.
+    ///
+    /// A name is found by its file name first (`libmedley-adapter-<name>.so` in each directory in
+    /// order), then by the `plugin_info` name the libraries on the path report; two libraries
+    /// reporting the name (and no file of that name) are an error naming both.
     public func resolve(_ nameOrPath: String) throws -> String {
         if Self.isPath(nameOrPath) {
             guard access(nameOrPath, F_OK) == 0 else {
@@ -68,11 +72,30 @@ public struct AdapterSearchPath: Sendable, Hashable {
             let candidate = directory + "/" + file
             if access(candidate, F_OK) == 0 { return candidate }
         }
+        // No file of that name: an adapter whose plugin_info name it is (a library named
+        // differently from its chip), loading every candidate on the path.
+        let matches = pluginNameMatches(nameOrPath)
+        if matches.count == 1 { return matches[0] }
+        if matches.count > 1 {
+            throw MedleyError(
+                .invalidArgument,
+                "adapter '\(nameOrPath)' is ambiguous: no \(file), and \(matches.count) libraries report the plugin name "
+                    + "'\(nameOrPath)': \(matches.joined(separator: ", ")); pass the path of the one you mean")
+        }
         let places = directories.isEmpty ? "(no directories)" : directories.joined(separator: ", ")
         throw MedleyError(
             .notFound,
-            "adapter '\(nameOrPath)' not found: no \(file) in \(places); "
+            "adapter '\(nameOrPath)' not found: no \(file) in \(places), and no adapter there reports that plugin name; "
                 + "set MEDLEY_ADAPTER_PATH or pass the library's path")
+    }
+
+    /// The libraries on the path (``discover()``) whose `plugin_info` name is `name`, by path;
+    /// ones that do not load are passed over.
+    public func pluginNameMatches(_ name: String) -> [String] {
+        discover().compactMap { found in
+            guard let library = try? AdapterLibrary(path: found.path), library.info.name == name else { return nil }
+            return found.path
+        }
     }
 
     /// Every adapter library found, by name, first match winning.

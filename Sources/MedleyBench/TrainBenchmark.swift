@@ -369,7 +369,7 @@ public enum TrainBenchmark {
             if setup.verbose || isError { FileHandle.standardError.write(Data(("  " + line + "\n").utf8)) }
         }
         guard status == 0 else {
-            throw MedleyError(.internalError, "the benchmark job \(spec.name) failed: \(errors.first ?? "exit status \(status)")")
+            throw MedleyError(.internalError, "the benchmark job \(spec.name) failed: \(errors.first { !$0.hasPrefix("warning:") } ?? "exit status \(status)")")
         }
         let records = try StepRecord.read(jsonLines: String(contentsOfFile: log, encoding: .utf8))
         guard records.count == steps else {

@@ -33,6 +33,14 @@ public struct JobSpec: Codable, Sendable, Equatable {
     public var recovery: Recovery = Recovery()
     /// How training watches for silent data corruption (docs/integrity.md).
     public var integrity: Integrity = Integrity()
+    /// Refuse to start when an adapter's current build has not passed `medley adapter check`
+    /// (false: start, with one warning line per such adapter). The reference adapter is exempt.
+    public var requireChecked: Bool = false
+
+    enum CodingKeys: String, CodingKey {
+        case name, model, data, train, devices, plan, supervise, spares, recovery, integrity
+        case requireChecked = "require_checked"
+    }
 
     /// Checks for chips that compute wrong numbers without an error (data-parallel jobs).
     public struct Integrity: Codable, Sendable, Equatable {
@@ -480,7 +488,9 @@ extension JobSpec {
 
 extension JobSpec {
     /// The keys each section accepts, in documentation order.
-    static let topKeys = ["name", "model", "data", "train", "devices", "plan", "supervise", "spares", "recovery", "integrity"]
+    static let topKeys = [
+        "name", "model", "data", "train", "devices", "plan", "supervise", "spares", "recovery", "integrity", "require_checked",
+    ]
     static let integrityKeys = ["checksum_every", "fingerprint_every", "probe_every", "probe_tolerance"]
     static let recoveryKeys = ["max_restarts", "min_chips", "backoff", "straggler_cooldown", "on_nan"]
     static let superviseKeys = [
@@ -889,6 +899,7 @@ enum SpecReader {
             }
             spec.spares = try list.enumerated().map { try device($0.element, path: "spares[\($0.offset)]") }
         }
+        spec.requireChecked = try top.bool("require_checked", false)
         if let section = try top.value("integrity").map({ try Section($0, path: "integrity", known: JobSpec.integrityKeys) }) {
             let i = JobSpec.Integrity()
             spec.integrity = JobSpec.Integrity(

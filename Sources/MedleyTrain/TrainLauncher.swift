@@ -66,6 +66,8 @@ public struct TrainLauncher {
     public var checkpointsLater = false
     /// A checkpoint to resume from (checked before mpirun starts).
     public var resumePath: String?
+    /// Where `medley adapter check` records are read (see ``uncheckedAdapterWarnings()``).
+    public var checkRecords = CheckRecordStore.default
 
     /// A launcher; see the properties.
     public init(spec: JobSpec, steps: Int? = nil, logPath: String? = nil, weightsPath: String? = nil,
@@ -196,6 +198,7 @@ public struct TrainLauncher {
             }
             previews.append(RankPreview(rank: rank.rank, label: label, capacity: capacity))
         }
+        try refuseUncheckedAdapters()
         if let plan {
             try checkMemory(plan: plan, previews: previews, memories: memories)
             try checkData()
@@ -256,6 +259,7 @@ public struct TrainLauncher {
     public func run(program: String, resolvedPlan: Plan?, print: @escaping (String, _ isError: Bool) -> Void) throws -> Int32 {
         let plan = resolvedPlan
         try preflight(plan: plan)
+        for line in uncheckedAdapterWarnings() { print(line, true) }
         let directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("medley-train-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }

@@ -187,9 +187,12 @@ public final class TrainingWorker {
         timeline.start(enabled: options.timelinePath != nil)
         let start = MPIRuntime.wallTime()
         defer { session.finishCheckpoints() }
+        // Speeds behind the measured shares (the warm-up's, then the rebalancer's), for the note
+        // on a rank left with no work.
+        var estimates = warmup
         for step in firstStep...options.steps {
             let pinnedNow = schedule.shares(atStep: step)
-            if let pinnedNow { shares = pinnedNow }
+            if let pinnedNow { shares = pinnedNow } else { noteIdleRanks(shares: shares, throughputs: estimates) }
             var record = try trainStep(step, shares: shares)
             if spec.train.evalEvery > 0 && (step % spec.train.evalEvery == 0 || step == options.steps) {
                 let before = MPIRuntime.wallTime()
@@ -205,6 +208,7 @@ public final class TrainingWorker {
                     record.nextShares = change.shares
                     record.throughputs = change.throughputs
                     shares = change.shares
+                    estimates = change.throughputs
                 }
                 rebalancer = r
             }
@@ -520,4 +524,39 @@ public final class TrainingWorker {
     }
 
     func emit(_ record: StepRecord) throws { try session.emit(record) }
+
+    /// Ranks already told about (``noteIdleRanks(shares:throughputs:)``).
+    var notedIdle = Set<Int>()
+
+    /// Rank 0 prints one line, once per job, for each rank the measured shares give no sequence:
+    /// it is too slow for this batch (its speed beside the fastest rank's, and what one sequence
+    /// on it would cost beside the whole step), and what to do about it.
+    func noteIdleRanks(shares: [Int], throughputs: [Double]) {
+        guard rank == 0, options.printSteps, throughputs.count == shares.count else { return }
+        for line in Self.idleRankNotes(shares: shares, throughputs: throughputs, labels: labels, skipping: notedIdle) {
+            Console.line(line.text)
+            notedIdle.insert(line.rank)
+        }
+    }
+
+    /// The note for every rank with share 0 not in `skipping`.
+    static func idleRankNotes(shares: [Int], throughputs: [Double], labels: [String], skipping: Set<Int> = [])
+        -> [(rank: Int, text: String)]
+    {
+        guard let fastest = throughputs.indices.max(by: { throughputs[$0] < throughputs[$1] }), throughputs[fastest] > 0 else { return [] }
+        let step = ShareAllocator.predictedStepTime(shares: shares, throughputs: throughputs)
+        let batch = shares.reduce(0, +)
+        return shares.indices.compactMap { r in
+            guard shares[r] == 0, !skipping.contains(r), throughputs[r] > 0, labels.indices.contains(r) else { return nil }
+            let relative = throughputs[r] / throughputs[fastest]
+            let cost = step > 0 ? (1 / throughputs[r]) / step : .infinity
+            func number(_ value: Double) -> String {
+                value >= 100 ? String(format: "%.0f", value) : String(format: "%.3g", value)
+            }
+            return (r, "note: \(labels[r]) gets 0 of the \(batch) sequences of each batch: it is too slow for this batch "
+                + "(measured at \(number(relative))× the speed of the fastest, \(labels[fastest]); one sequence on it would take "
+                + "\(number(cost))× the whole step), so it trains nothing; give it a share with --shares, or leave it out of the job "
+                + "(plan: auto already leaves out a chip that would not help)")
+        }
+    }
 }

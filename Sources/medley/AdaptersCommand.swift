@@ -20,6 +20,8 @@ struct Adapters: ParsableCommand {
         }
         var rows: [[String]] = [["name", "vendor", "version", "ABI", "opset", "devices", "path"]]
         var broken = 0
+        var loaded: [(fileName: String, pluginName: String, path: String)] = []
+        let fileNames = Set(found.map(\.name))
         for (name, path) in found {
             do {
                 let library = try AdapterLibrary(path: path)
@@ -31,6 +33,7 @@ struct Adapters: ParsableCommand {
                     devices.append("\(index): \(d.name) (\(d.vendor), \(ByteCount.describe(d.memoryBytes)))")
                     try device.close()
                 }
+                loaded.append((name, library.info.name, path))
                 rows.append([
                     library.info.name, library.info.vendor, library.info.version,
                     "\(library.abiMajor).\(library.abiMinor)", "\(library.opsetVersion)",
@@ -42,9 +45,35 @@ struct Adapters: ParsableCommand {
             }
         }
         print(formatTable(rows))
+        for entry in loaded {
+            let sharing = loaded.filter { $0.pluginName == entry.pluginName }.map(\.path)
+            if let note = Self.nameNote(
+                fileName: entry.fileName, pluginName: entry.pluginName, path: entry.path, fileNames: fileNames, sharing: sharing)
+            {
+                print(note)
+            }
+        }
         if broken > 0 {
             throw ExitCode(1)
         }
+    }
+}
+
+extension Adapters {
+    /// A line for a library whose file name and `plugin_info` name differ (nil when they agree):
+    /// which names find it (docs/adapters.md, "Names").
+    static func nameNote(fileName: String, pluginName: String, path: String, fileNames: Set<String>, sharing: [String]) -> String? {
+        guard fileName != pluginName else { return nil }
+        func base(_ path: String) -> String { path.split(separator: "/").last.map(String.init) ?? path }
+        let byPlugin: String
+        if fileNames.contains(pluginName) {
+            byPlugin = "not by its plugin name, which finds \(AdapterSearchPath.fileName(for: pluginName)) (file names come first)"
+        } else if sharing.count > 1 {
+            byPlugin = "not by its plugin name, which \(sharing.count) libraries report (\(sharing.map(base).joined(separator: ", ")))"
+        } else {
+            byPlugin = "or by its plugin name '\(pluginName)'"
+        }
+        return "note: \(base(path)) reports the plugin name '\(pluginName)', not '\(fileName)': it is found by its file name '\(fileName)', \(byPlugin)"
     }
 }
 

@@ -73,6 +73,7 @@ struct Train: ParsableCommand {
             })
         if dryRun {
             let ranks = try launcher.preflight()
+            for line in launcher.uncheckedAdapterWarnings() { FileHandle.standardError.write(Data((line + "\n").utf8)) }
             print("job \(spec.name): \(ranks.count) rank\(ranks.count == 1 ? "" : "s"), global batch \(spec.model.globalBatch) — ready to train")
             for rank in ranks { print("  \(rank.label): holds up to \(rank.capacity) sequences") }
             return

@@ -109,6 +109,17 @@ import Testing
         #expect(try JobSpec.parse(yaml: text) == job)
     }
 
+    @Test func requireCheckedIsReadCheckedAndRoundTrips() throws {
+        #expect(JobSpec.defaultJob.requireChecked == false)
+        let job = try JobSpec.parse(yaml: "require_checked: true\ndevices: [cpu]\n")
+        #expect(job.requireChecked)
+        #expect(try JobSpec.parse(yaml: try job.yamlString()) == job)
+        #expect(try job.yamlString().contains("require_checked: true"))
+        expectRejected("require_checked: yes", "require_checked: expected true or false, got 'yes'")
+        expectRejected("require_checked: [true]", "require_checked: expected true or false, got a list")
+        expectRejected("require_check: true", "require_check: unknown key", "did you mean require_checked?")
+    }
+
     @Test func superviseIsReadCheckedAndRoundTrips() throws {
         #expect(JobSpec.defaultJob.supervise == JobSpec.Supervise())
         let job = try JobSpec.parse(yaml: """
