@@ -9,6 +9,10 @@ packages=(
   libprotobuf-c-dev
   protobuf-c-compiler
   libopenblas-dev
+  ocl-icd-opencl-dev
+  opencl-c-headers
+  pocl-opencl-icd
+  clinfo
   fortunes
 )
 

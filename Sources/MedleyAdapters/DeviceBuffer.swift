@@ -73,6 +73,19 @@ public final class DeviceBuffer {
         try device.synchronize()
     }
 
+    /// Queues a copy of `destination.count` bytes starting at byte `offset` into `destination`
+    /// without waiting: the bytes are there once the device's stream is synchronized, and
+    /// `destination` must stay valid until then. Several queued reads then one
+    /// `Device.synchronize()` let a device with its own memory chain its transfers.
+    public func enqueueRead(into destination: UnsafeMutableRawBufferPointer, at offset: Int = 0) throws {
+        try device.requireOpen()
+        guard destination.count > 0 else { return }
+        try device.library.check(
+            device.library.api.pointee.copy_d2h!(
+                device.handle, nil, destination.baseAddress, handle, UInt64(offset), UInt64(destination.count)),
+            "copy_d2h(\(destination.count) bytes at \(offset))")
+    }
+
     /// Sets `bytes` bytes at `offset` to `value` (all of the buffer by default).
     public func fill(byte value: UInt8, offset: Int = 0, bytes: Int? = nil) throws {
         try device.requireOpen()

@@ -336,6 +336,7 @@ public final class PipelineWorker {
                 updateMs: Array(repeating: 0, count: size), nextShares: nil, throughputs: nil,
                 predictedStepMs: plan.prediction.stepMs > 0 ? plan.prediction.stepMs : nil, pipelineMs: (0..<size).map { row($0, 7) })
             record.skipped = skipped
+            _ = session.takeStagingSeconds()
             return record
         }
         let (gradNorm, clip) = try session.clipScale(squares: squares, step: step)
@@ -347,15 +348,17 @@ public final class PipelineWorker {
         }
         let t3 = MPIRuntime.wallTime()
         timeline.span("update", category: "update", from: t2, to: t3)
-        let updateMs = try world.allgather([(t3 - t2) * 1000])
+        let late = try world.allgather([(t3 - t2) * 1000, session.takeStagingSeconds() * 1000])
+        let updateMs = (0..<size).map { late[$0 * 2] }
         let seconds = t3 - t0
-        let record = StepRecord(
+        var record = StepRecord(
             step: step, loss: losses / Double(tokens), valLoss: nil, lr: lr, gradNorm: gradNorm, clipScale: clip,
             tokens: tokens, tokensPerS: Double(tokens) / seconds, stepMs: seconds * 1000,
             shares: (0..<size).map { Int(row($0, 6)) }, computeMs: (0..<size).map { row($0, 0) },
             idleMs: (0..<size).map { row($0, 1) }, exchangeMs: (0..<size).map { row($0, 2) }, updateMs: updateMs,
             nextShares: nil, throughputs: nil, predictedStepMs: plan.prediction.stepMs > 0 ? plan.prediction.stepMs : nil,
             pipelineMs: (0..<size).map { row($0, 7) })
+        record.stagingMs = (0..<size).map { late[$0 * 2 + 1] }
         return record
     }
 

@@ -198,14 +198,23 @@ public final class RankSession {
     /// Copies the gradients bucket by bucket from `gradients` (bucket b starts at float
     /// `bucketStarts[b]`), runs the weighted exchange, writes only `shard` of the averaged
     /// gradient back to the device and returns that shard's sum of squares.
+    ///
+    /// Staging: each bucket is copied once, device → the exchange's own MPI buffer, with every
+    /// bucket's copy queued before one synchronize (a device with its own memory chains them),
+    /// and only the shard goes back. The seconds spent copying add to ``stagingSeconds``.
     public func exchangeGradients(
         _ exchange: GradientExchange, step: Int, sampleCount: Int, gradients: DeviceBuffer, bucketStarts: [Int],
         shard: Range<Int>
     ) throws -> Double {
+        let s0 = MPIRuntime.wallTime()
         for b in 0..<exchange.layout.buckets.count {
-            try exchange.withBucket(b) { raw in try gradients.read(into: raw, at: bucketStarts[b] * 4) }
+            try exchange.withBucket(b) { raw in try gradients.enqueueRead(into: raw, at: bucketStarts[b] * 4) }
         }
+        try gradients.device.synchronize()
+        stagingSeconds += MPIRuntime.wallTime() - s0
         try exchange.exchange(step: UInt64(step), sampleCount: sampleCount)
+        let s1 = MPIRuntime.wallTime()
+        defer { stagingSeconds += MPIRuntime.wallTime() - s1 }
         var squares = 0.0
         for b in 0..<exchange.layout.buckets.count {
             let bucketRange = bucketStarts[b]..<(bucketStarts[b] + exchange.layout.buckets[b].payloadBytes / 4)
@@ -236,13 +245,27 @@ public final class RankSession {
     ) throws {
         let rank = communicator.rank
         let local = shards.map { ($0.lowerBound - base)..<($0.upperBound - base) }
+        let s0 = MPIRuntime.wallTime()
         try parameters.read(
             into: UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: host[local[rank]])), at: shards[rank].lowerBound * 4)
+        stagingSeconds += MPIRuntime.wallTime() - s0
         try communicator.allgather(inPlace: host, ranges: local)
+        let s1 = MPIRuntime.wallTime()
         for (r, range) in local.enumerated() where r != rank && !range.isEmpty {
             try parameters.write(
                 from: UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: host[range])), at: shards[r].lowerBound * 4)
         }
+        stagingSeconds += MPIRuntime.wallTime() - s1
+    }
+
+    /// Seconds this rank spent copying gradients and parameters between its device and host
+    /// memory for the exchange and the parameter gather, since the last ``takeStagingSeconds()``.
+    public private(set) var stagingSeconds = 0.0
+
+    /// The staging seconds so far, and starts counting again from zero.
+    public func takeStagingSeconds() -> Double {
+        defer { stagingSeconds = 0 }
+        return stagingSeconds
     }
 
     /// The step after which the last `checkpoint now` was taken.

@@ -31,6 +31,9 @@ public struct StepRecord: Codable, Sendable, Equatable {
     public var exchangeMs: [Double]
     /// Per rank: milliseconds of the optimizer step on its parameter shard and the parameter gather.
     public var updateMs: [Double]
+    /// Per rank: milliseconds of the exchange and the parameter gather spent copying between the
+    /// device and host memory (the staging copies; part of `exchangeMs` and `updateMs`).
+    public var stagingMs: [Double]?
     /// When the batch was re-divided after this step: the new shares, from the next step.
     public var nextShares: [Int]?
     /// Samples per second each rank was estimated at, on steps that re-divide (and the warm-up).
@@ -94,6 +97,7 @@ public struct StepRecord: Codable, Sendable, Equatable {
         case idleMs = "idle_ms"
         case exchangeMs = "exchange_ms"
         case updateMs = "update_ms"
+        case stagingMs = "staging_ms"
         case nextShares = "next_shares"
         case predictedStepMs = "predicted_step_ms"
         case pipelineMs = "pipeline_ms"

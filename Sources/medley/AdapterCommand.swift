@@ -87,6 +87,7 @@ extension Adapter {
                 IsolatedCheck.runChild(check, from: childFrom)
                 return
             }
+            try Adapter.preflight(adapter)
             let live = !json
             // Rows go out unbuffered, as each finishes.
             func write(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
@@ -111,6 +112,19 @@ extension Adapter {
             if !report.passed {
                 throw ExitCode(1)
             }
+        }
+    }
+
+    /// An adapter whose runtime finds no device here (device_count is UNAVAILABLE, e.g. no OpenCL
+    /// platform) has nothing to check: one line with its reason, before any row. Anything else
+    /// (a library that does not load, a count that fails otherwise) is the check's to report.
+    static func preflight(_ adapter: String) throws {
+        guard let library = try? AdapterLibrary.load(adapter, searchPath: .default) else { return }
+        do {
+            _ = try library.deviceCount()
+        } catch let error as MedleyError where error.adapterStatus == .unavailable {
+            throw MedleyError(
+                error.code, "adapter check: \(library.info.name) has no device to check on this machine: \(Adapters.reason(error))")
         }
     }
 

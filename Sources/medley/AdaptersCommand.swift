@@ -8,7 +8,8 @@ struct Adapters: ParsableCommand {
         abstract: "List the chip adapters found (name, vendor, version, ABI, devices).",
         discussion: """
             Adapters are looked up in MEDLEY_ADAPTER_PATH (colon-separated), then next to the \
-            medley executable. An adapter that fails to load is listed with the reason.
+            medley executable. An adapter that fails to load is listed with the reason; one that loads \
+            but whose runtime finds no device here (e.g. no OpenCL platform) is listed with "none here" and why.
             """)
 
     func run() throws {
@@ -25,7 +26,20 @@ struct Adapters: ParsableCommand {
         for (name, path) in found {
             do {
                 let library = try AdapterLibrary(path: path)
-                let count = try library.deviceCount()
+                let count: Int
+                do {
+                    count = try library.deviceCount()
+                } catch let error as MedleyError where error.adapterStatus == .unavailable {
+                    // The library loads but its runtime finds nothing here (e.g. no OpenCL platform):
+                    // listed, with the adapter's own reason, and not counted as broken.
+                    loaded.append((name, library.info.name, path))
+                    rows.append([
+                        library.info.name, library.info.vendor, library.info.version,
+                        "\(library.abiMajor).\(library.abiMinor)", "\(library.opsetVersion)",
+                        "none here: \(Self.reason(error))", path,
+                    ])
+                    continue
+                }
                 var devices: [String] = []
                 for index in 0..<count {
                     let device = try library.openDevice(index)
@@ -60,6 +74,13 @@ struct Adapters: ParsableCommand {
 }
 
 extension Adapters {
+    /// The adapter's own message, without the "adapter X: device_count: " context in front of it.
+    static func reason(_ error: MedleyError) -> String {
+        let text = error.message
+        if let range = text.range(of: "device_count: ") { return String(text[range.upperBound...]) }
+        return text
+    }
+
     /// A line for a library whose file name and `plugin_info` name differ (nil when they agree):
     /// which names find it (docs/adapters.md, "Names").
     static func nameNote(fileName: String, pluginName: String, path: String, fileNames: Set<String>, sharing: [String]) -> String? {
