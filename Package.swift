@@ -25,6 +25,7 @@ let package = Package(
         .library(name: "medley-adapter-reference", type: .dynamic, targets: ["MedleyAdapterReference"]),
         .library(name: "medley-adapter-sim", type: .dynamic, targets: ["MedleyAdapterSim"]),
         .library(name: "medley-adapter-cpu", type: .dynamic, targets: ["MedleyAdapterCPU"]),
+        .library(name: "medley-adapter-opencl", type: .dynamic, targets: ["MedleyAdapterOpenCL"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -80,6 +81,27 @@ let package = Package(
             path: "adapters/cpu",
             cSettings: adapterCSettings + [.unsafeFlags(["-O3", "-fno-math-errno"])],
             linkerSettings: [.linkedLibrary("openblas")]
+        ),
+
+        /// The OpenCL ICD loader and headers, found through pkg-config (Debian's ocl-icd-opencl-dev
+        /// and opencl-c-headers; scripts/setup.sh installs them with PoCL, a CPU OpenCL driver).
+        .systemLibrary(
+            name: "COpenCL",
+            path: "Sources/COpenCL",
+            pkgConfig: "OpenCL",
+            providers: [.apt(["ocl-icd-opencl-dev", "opencl-c-headers", "pocl-opencl-icd"])]
+        ),
+        /// The opencl adapter: opset v1 as OpenCL C kernels on any OpenCL device (PoCL on this host's
+        /// CPU, or a vendor's GPU), cl_mem buffers in device memory, one in-order queue per stream.
+        /// The kernel source (kernels/opencl_kernels.cl) is compiled in through opencl_kernels_source.h,
+        /// which kernels/generate.sh regenerates.
+        .target(
+            name: "MedleyAdapterOpenCL",
+            dependencies: ["MedleyAdapterKit", "COpenCL"],
+            path: "adapters/opencl",
+            exclude: ["kernels", "README.md"],
+            cSettings: adapterCSettings,
+            linkerSettings: [.linkedLibrary("OpenCL")]
         ),
 
         // MARK: Host

@@ -41,8 +41,14 @@ struct ConformanceDiagnosisTests {
         let path = try TestSupport.brokenAdapter(fixture.kind, into: try TestSupport.temporaryDirectory())
         var streamed: [ConformanceReport.Row] = []
         let report = Self.isolated(path).run { streamed.append($0) }
-        #expect(report.failures.map(\.item) == [fixture.item], "\(report.table())")
-        let detail = report.failures.first?.detail ?? ""
+        // Its own row fails, and no other, apart from finite differences on the adapter itself
+        // that disagree with the same op family's broken kernel.
+        let family = fixture.item.split(separator: "_").first.map(String.init) ?? fixture.item
+        #expect(report.failures.filter { $0.group != "gradient" }.map(\.item) == [fixture.item], "\(report.table())")
+        for row in report.failures where row.group == "gradient" {
+            #expect(row.item.contains(family) || row.item == "adapter", "\(fixture.kind): \(row.item): \(row.detail)")
+        }
+        let detail = report.failures.first { $0.group != "gradient" }?.detail ?? ""
         for phrase in fixture.says {
             #expect(detail.contains(phrase), "\(fixture.kind): \(detail)")
         }
@@ -68,8 +74,9 @@ struct ConformanceDiagnosisTests {
         #expect(result.status == 1)
         let lines = result.stdout.split(separator: "\n")
         #expect(lines.first?.hasPrefix("group") == true)
-        #expect(lines.filter { $0.contains("FAIL") }.count == 2)  // the row and the verdict
-        #expect(lines.last?.hasPrefix("adapter template: FAIL (1 of") == true)
+        // The row, the adapter's own gradient check (whose gelu_backward crashes too), and the verdict.
+        #expect(lines.filter { $0.contains("FAIL") }.count == 3, "\(result.stdout)")
+        #expect(lines.last?.hasPrefix("adapter template: FAIL (2 of") == true, "\(result.stdout)")
         #expect(!result.output.contains("Fatal error"))
         #expect(!result.output.contains(IsolatedCheck.linePrefix))
     }

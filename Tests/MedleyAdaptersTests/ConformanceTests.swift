@@ -18,6 +18,8 @@ struct ConformanceTests {
     func shippedAdaptersPass(_ name: String) {
         let report = ConformanceCheck(candidate: name, searchPath: TestSupport.buildSearchPath).run()
         #expect(report.passed, "\(report.table())")
+        // Finite differences on the adapter's own ops, beside the reference's.
+        #expect(report.rows.filter { $0.group == "gradient" && $0.item.hasPrefix(name + " ") && $0.status == .pass }.count == 7)
     }
 
     @Test("the adapter template, built as the guide says, passes every check")

@@ -134,7 +134,8 @@ struct SimAdapterTests {
             candidate: "sim", options: [("precision", "bf16")], searchPath: TestSupport.buildSearchPath
         ).run()
         #expect(!strict.passed)
-        #expect(strict.failures.allSatisfy { $0.group == "op" && $0.detail.contains("tolerance") })
+        // The op rows, and the finite differences on the sim's own ops (bf16 arithmetic is too coarse for them).
+        #expect(strict.failures.allSatisfy { ($0.group == "op" || $0.group == "gradient") && $0.detail.contains("tolerance") })
         let relaxed = ConformanceCheck(
             candidate: "sim", options: [("precision", "bf16")], tolerance: .forDType(.bf16),
             searchPath: TestSupport.buildSearchPath

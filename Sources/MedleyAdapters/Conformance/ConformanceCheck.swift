@@ -44,6 +44,8 @@ public struct ConformanceCheck {
         case memory
         case op(String)
         case gradients
+        /// The same finite-difference probes on the candidate's own backward ops.
+        case candidateGradients
         case errors
 
         public var description: String {
@@ -52,6 +54,7 @@ public struct ConformanceCheck {
             case .memory: "the memory checks"
             case .op(let name): "op \(name)"
             case .gradients: "the gradient checks"
+            case .candidateGradients: "the gradient checks on the adapter"
             case .errors: "the error-path checks"
             }
         }
@@ -63,6 +66,7 @@ public struct ConformanceCheck {
             case .memory: ("memory", "round trip")
             case .op(let name): ("op", name)
             case .gradients: ("gradient", "reference")
+            case .candidateGradients: ("gradient", "adapter")
             case .errors: ("error", "setup")
             }
         }
@@ -70,7 +74,7 @@ public struct ConformanceCheck {
 
     /// Every unit of this check, in the order `run` goes through them.
     public var units: [Unit] {
-        [.setup, .memory] + (ops ?? AdapterABI.opset.map(\.name)).map { Unit.op($0) } + [.gradients, .errors]
+        [.setup, .memory] + (ops ?? AdapterABI.opset.map(\.name)).map { Unit.op($0) } + [.gradients, .candidateGradients, .errors]
     }
 
     /// Runs every check and returns the report. Never throws: a problem is a failed row.
@@ -107,7 +111,19 @@ public struct ConformanceCheck {
             case .setup: break
             case .memory: checkMemory(device, &report)
             case .op(let name): checkOp(name, device, reference: referenceDevice, &report)
-            case .gradients: checkGradients(referenceDevice, &report)
+            case .gradients: checkGradients(referenceDevice, label: "reference", &report)
+            case .candidateGradients:
+                // The candidate's backward ops against finite differences of its own forward ops, at
+                // f32 (a reduced-precision profile compares with the reference instead; the op rows do).
+                if report.adapter != "reference" {
+                    if tolerance == .forDType(.f32) {
+                        checkGradients(device, label: report.adapter, &report)
+                    } else {
+                        report.add(
+                            "gradient", report.adapter, .skip,
+                            "finite differences need f32 arithmetic; the op rows compare the backward ops with the reference")
+                    }
+                }
             case .errors: checkErrors(device, &report)
             }
             onRows(Array(report.rows[before...]))
@@ -313,17 +329,19 @@ public struct ConformanceCheck {
 
     // MARK: Gradients
 
-    private func checkGradients(_ reference: Device, _ report: inout ConformanceReport) {
+    /// Each backward op's analytic gradient on `device` against central finite differences of
+    /// its forward op on the same device; rows are named "<label> <backward op>".
+    private func checkGradients(_ device: Device, label: String, _ report: inout ConformanceReport) {
         var rng = SeededGenerator(seed: seed ^ 0x6ead)
-        let runner = OpRunner(device: reference)
+        let runner = OpRunner(device: device)
         for probe in GradientProbe.all(rng: &rng) {
             do {
                 let outcome = try probe.run(on: runner, rng: &rng)
                 report.add(
-                    "gradient", "reference \(probe.backward)", outcome.worstRatio <= 1 ? .pass : .fail,
+                    "gradient", "\(label) \(probe.backward)", outcome.worstRatio <= 1 ? .pass : .fail,
                     "worst \(outcome.detail)")
             } catch {
-                report.add("gradient", "reference \(probe.backward)", .fail, "\(error)")
+                report.add("gradient", "\(label) \(probe.backward)", .fail, "\(error)")
             }
         }
     }
