@@ -36,6 +36,21 @@ struct OpenCLAdapterTests {
         #expect(own.count == 7, "the finite-difference rows on opencl: \(result.output)")
     }
 
+    @Test("the kernel source compiled in is the generated one: kernels/generate.sh reproduces it byte for byte")
+    func generatedSourceIsCurrent() throws {
+        let root = TestSupport.repositoryRoot + "/adapters/opencl"
+        let dir = try TestSupport.temporaryDirectory("medley-opencl-gen")
+        try FileManager.default.createDirectory(atPath: dir + "/kernels", withIntermediateDirectories: true)
+        for file in ["generate.sh", "opencl_kernels.cl"] {
+            try FileManager.default.copyItem(atPath: root + "/kernels/" + file, toPath: dir + "/kernels/" + file)
+        }
+        let result = try TestSupport.run("/bin/sh", [dir + "/kernels/generate.sh"])
+        #expect(result.status == 0, "\(result.output)")
+        let fresh = try Data(contentsOf: URL(fileURLWithPath: dir + "/opencl_kernels_source.h"))
+        let committed = try Data(contentsOf: URL(fileURLWithPath: root + "/opencl_kernels_source.h"))
+        #expect(fresh == committed, "run sh adapters/opencl/kernels/generate.sh after editing the kernels")
+    }
+
     @Test("device memory is apart from host memory: copies, offsets into a cl_mem, a d2d copy, a fill")
     func copiesAndOffsets() throws {
         let device = try AdapterLibrary(path: Self.library).openDevice(0)

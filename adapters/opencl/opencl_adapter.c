@@ -368,15 +368,18 @@ static uint64_t ocl_handle(uint32_t tag, uint32_t serial, uint32_t generation, u
 #define OCL_MAX_STREAMS 16                     /* slot 0 is the default stream (NULL) */
 #define OCL_MAX_PENDING 1024                   /* events kept per stream before a drain */
 #define OCL_STAGE_LIMIT (16u << 20)            /* copy_h2d stages up to this many bytes, then blocks */
+#define OCL_STAGE_HELD ((uint64_t)256 << 20)   /* staged bytes a stream holds before it waits */
 
 /* Every kernel of opencl_kernels.cl, looked up once at device_open. */
 #define OCL_KERNELS(X)                                                                   \
   X(gemm_nn) X(gemm_nt) X(gemm_tn) X(transpose) X(column_sums) X(encoder_forward)        \
   X(encoder_backward_wte) X(encoder_backward_wpe) X(layernorm_forward)                   \
   X(layernorm_backward_dx) X(layernorm_backward_dwb) X(attention_forward)                \
-  X(attention_backward_dq) X(attention_backward_dkv) X(gelu_forward) X(gelu_backward)    \
+  X(attention_backward_D) X(attention_backward_dq) X(attention_backward_dkv)             \
+  X(attention_forward_v) X(attention_backward_dq_v) X(attention_backward_dkv_v)          \
+  X(gelu_forward) X(gelu_backward)                                                       \
   X(residual_forward) X(residual_backward) X(scale_kernel) X(crossentropy_forward)       \
-  X(crossentropy_backward) X(adamw_update) X(sum_squares)
+  X(crossentropy_backward) X(adamw_update) X(sum_squares_partial) X(sum_squares_final)
 
 typedef enum ocl_kernel_id {
 #define OCL_KENUM_(name) OCL_K_##name,
@@ -405,7 +408,9 @@ typedef struct ocl_stream {
   /* Events of work queued since the last synchronize, checked there. */
   cl_event *events;
   const char **labels; /* static strings: what each event was */
+  void **staged;       /* copy_h2d's staged host bytes, freed once the event is done (else NULL) */
   size_t num_events, cap_events;
+  uint64_t staged_bytes; /* staged bytes still held */
   /* The sticky fault. */
   int faulted;
   int32_t fault_code;
@@ -430,6 +435,7 @@ struct medley_device {
   uint32_t compute_units;
   size_t max_wg;
   /* GEMM geometry, passed to the compiler as -D options. */
+  int is_cpu; /* a CPU device: inline exp, driver-sized element groups */
   int gemm_vector;
   int tsm, tsn, tsk, wptm, wptn, mr, nv;
   int ssq_wg;
@@ -537,9 +543,14 @@ static medley_error *ocl_fault_cl(ocl_stream *stream, cl_int status, const char 
   return ocl_fault(stream, ocl_status_code(status), "%s: %s failed: %s", what, call, ocl_err(status).text);
 }
 
-static void ocl_release_events(ocl_stream *stream) {
-  for (size_t i = 0; i < stream->num_events; i++) clReleaseEvent(stream->events[i]);
+/* Releases the kept events; their staged bytes are freed when `done` (the commands have finished). */
+static void ocl_release_events(ocl_stream *stream, int done) {
+  for (size_t i = 0; i < stream->num_events; i++) {
+    clReleaseEvent(stream->events[i]);
+    if (done) free(stream->staged[i]); /* else leaked: a lost device may still read them */
+  }
   stream->num_events = 0;
+  stream->staged_bytes = 0;
 }
 
 /*
@@ -550,7 +561,7 @@ static void ocl_release_events(ocl_stream *stream) {
 static medley_error *ocl_finish(ocl_stream *stream) {
   cl_int status = clFinish(stream->queue);
   if (status != CL_SUCCESS) {
-    ocl_release_events(stream);
+    ocl_release_events(stream, 0);
     return ocl_fault(stream, ocl_status_code(status) == MEDLEY_ERROR_INTERNAL ? MEDLEY_ERROR_DEVICE_LOST
                                                                                : ocl_status_code(status),
                      "stream_synchronize: clFinish failed: %s", ocl_err(status).text);
@@ -564,18 +575,28 @@ static medley_error *ocl_finish(ocl_stream *stream) {
                 stream->labels[i], ocl_err(exec).text);
     }
   }
-  ocl_release_events(stream);
+  ocl_release_events(stream, 1);
   return ocl_sticky(stream);
 }
 
-/* Keeps the event of a queued command for the next synchronize (takes ownership). */
-static medley_error *ocl_track(ocl_stream *stream, cl_event event, const char *label) {
-  if (event == NULL) return NULL;
-  if (stream->num_events == OCL_MAX_PENDING) {
+/* Keeps the event of a queued command (and its staged bytes, if any) for the next synchronize; takes ownership of both. */
+static medley_error *ocl_track_staged(ocl_stream *stream, cl_event event, const char *label, void *staged,
+                                      uint64_t staged_size) {
+  if (event == NULL) {
+    /* No event to wait on: wait for the whole queue before the bytes go. */
+    if (staged != NULL) {
+      clFinish(stream->queue);
+      free(staged);
+    }
+    return NULL;
+  }
+  if (stream->num_events == OCL_MAX_PENDING || stream->staged_bytes + staged_size > OCL_STAGE_HELD) {
     /* Like a full driver queue: wait for it before queueing more. */
     medley_error *error = ocl_finish(stream);
     if (error != NULL) {
+      clWaitForEvents(1, &event);
       clReleaseEvent(event);
+      free(staged);
       return error;
     }
   }
@@ -584,23 +605,32 @@ static medley_error *ocl_track(ocl_stream *stream, cl_event event, const char *l
     cl_event *events = realloc(stream->events, capacity * sizeof *events);
     if (events != NULL) stream->events = events;
     const char **labels = events != NULL ? realloc(stream->labels, capacity * sizeof *labels) : NULL;
-    if (labels == NULL) {
+    if (labels != NULL) stream->labels = labels;
+    void **stages = labels != NULL ? realloc(stream->staged, capacity * sizeof *stages) : NULL;
+    if (stages == NULL) {
       /* Cannot keep it: wait for it now instead. */
       cl_int exec = CL_COMPLETE;
       clWaitForEvents(1, &event);
       clGetEventInfo(event, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof exec, &exec, NULL);
       clReleaseEvent(event);
+      free(staged);
       if (exec < 0) return ocl_fault(stream, ocl_status_code(exec), "%s: the queued command failed: %s", label,
                                      ocl_err(exec).text);
       return NULL;
     }
-    stream->labels = labels;
+    stream->staged = stages;
     stream->cap_events = capacity;
   }
   stream->events[stream->num_events] = event;
   stream->labels[stream->num_events] = label;
+  stream->staged[stream->num_events] = staged;
   stream->num_events++;
+  stream->staged_bytes += staged_size;
   return NULL;
+}
+
+static medley_error *ocl_track(ocl_stream *stream, cl_event event, const char *label) {
+  return ocl_track_staged(stream, event, label, NULL, 0);
 }
 
 /* Device, then stream. The start of every entry that takes a stream. */
@@ -616,13 +646,15 @@ static void ocl_stream_release(ocl_stream *stream) {
     clFinish(stream->queue);
     clReleaseCommandQueue(stream->queue);
   }
-  ocl_release_events(stream);
+  ocl_release_events(stream, 1);
   free(stream->events);
   free(stream->labels);
+  free(stream->staged);
   if (stream->scratch != NULL) clReleaseMemObject(stream->scratch);
   stream->queue = NULL;
   stream->events = NULL;
   stream->labels = NULL;
+  stream->staged = NULL;
   stream->cap_events = 0;
   stream->scratch = NULL;
   stream->scratch_bytes = 0;
@@ -1000,9 +1032,9 @@ static medley_error *ocl_build(medley_device *device, const ocl_options *opt) {
   char options[2048];
   int n = snprintf(options, sizeof options,
                    "-cl-std=CL1.2 -DMEDLEY_GEMM_VECTOR=%d -DMEDLEY_TSM=%d -DMEDLEY_TSN=%d -DMEDLEY_TSK=%d "
-                   "-DMEDLEY_WPTM=%d -DMEDLEY_WPTN=%d -DMEDLEY_MR=%d -DMEDLEY_NV=%d -DMEDLEY_SSQ_WG=%d%s%s",
+                   "-DMEDLEY_WPTM=%d -DMEDLEY_WPTN=%d -DMEDLEY_MR=%d -DMEDLEY_NV=%d -DMEDLEY_SSQ_WG=%d%s%s%s",
                    device->gemm_vector, device->tsm, device->tsn, device->tsk, device->wptm, device->wptn, device->mr,
-                   device->nv, device->ssq_wg, opt->build_options != NULL ? " " : "",
+                   device->nv, device->ssq_wg, device->is_cpu ? " -DMEDLEY_CPU_DEVICE=1" : "", opt->build_options != NULL ? " " : "",
                    opt->build_options != NULL ? opt->build_options : "");
   if (n < 0 || (size_t)n >= sizeof options) {
     free(loaded);
@@ -1124,6 +1156,20 @@ static size_t ocl_pow2_floor(size_t v) {
   return p;
 }
 
+/* Local-memory GEMM tiles for work-groups of at most `wg` work-items: 16x16 items (64x64 tiles), else 8x8, 4x4, 1. */
+static void ocl_gemm_tiles(medley_device *device, size_t wg) {
+  device->tsk = 16;
+  device->wptm = device->wptn = 4;
+  if (wg >= 256) device->tsm = device->tsn = 64;
+  else if (wg >= 64) device->tsm = device->tsn = 32;
+  else if (wg >= 16) device->tsm = device->tsn = 16;
+  else device->tsm = device->tsn = device->wptm = device->wptn = 16; /* one work-item per tile */
+}
+
+static size_t ocl_gemm_group(const medley_device *device) {
+  return (size_t)(device->tsm / device->wptm) * (size_t)(device->tsn / device->wptn);
+}
+
 static medley_error *ocl_device_close(medley_device *device);
 
 static medley_error *ocl_device_open(int32_t index, const medley_option *options, size_t num_options,
@@ -1174,24 +1220,11 @@ static medley_error *ocl_device_open(int32_t index, const medley_option *options
   device->max_wg = max_wg;
 
   /* GEMM geometry: register vectors on CPU devices, local-memory tiles elsewhere. */
-  device->gemm_vector = opt.gemm >= 0 ? opt.gemm : (entry.type & CL_DEVICE_TYPE_CPU) != 0;
-  device->tsk = 16;
+  device->is_cpu = (entry.type & CL_DEVICE_TYPE_CPU) != 0;
+  device->gemm_vector = opt.gemm >= 0 ? opt.gemm : device->is_cpu;
   device->mr = 8;
   device->nv = 2;
-  if (max_wg >= 256) {
-    device->tsm = device->tsn = 64;
-    device->wptm = device->wptn = 4;
-  } else if (max_wg >= 64) {
-    device->tsm = device->tsn = 32;
-    device->wptm = device->wptn = 4;
-  } else if (max_wg >= 16) {
-    device->tsm = device->tsn = 16;
-    device->wptm = device->wptn = 4;
-  } else {
-    device->tsm = device->tsn = 16;
-    device->wptm = device->wptn = 16; /* one work-item per tile */
-    device->tsk = 16;
-  }
+  ocl_gemm_tiles(device, max_wg);
   device->ssq_wg = (int)ocl_pow2_floor(max_wg < 256 ? max_wg : 256);
 
   cl_int status = CL_SUCCESS;
@@ -1216,6 +1249,16 @@ static medley_error *ocl_device_open(int32_t index, const medley_option *options
     return error;
   }
   error = ocl_build(device, &opt);
+  /* A driver may run fewer work-items of the tiled GEMM than the device maximum (registers): smaller tiles then. */
+  for (int retry = 0; error == NULL && !device->gemm_vector && retry < 3; retry++) {
+    size_t wg = device->kernel_wg[OCL_K_gemm_nn];
+    if (device->kernel_wg[OCL_K_gemm_nt] < wg) wg = device->kernel_wg[OCL_K_gemm_nt];
+    if (device->kernel_wg[OCL_K_gemm_tn] < wg) wg = device->kernel_wg[OCL_K_gemm_tn];
+    if (wg >= ocl_gemm_group(device) || ocl_gemm_group(device) == 1) break;
+    ocl_release_program(device);
+    ocl_gemm_tiles(device, wg);
+    error = ocl_build(device, &opt);
+  }
   if (error != NULL) {
     mk_error_free(ocl_device_close(device));
     return error;
@@ -1335,12 +1378,6 @@ static medley_error *ocl_buffer_free(medley_device *device, medley_buffer *buffe
 /* Copies and fills                                                          */
 /* ========================================================================= */
 
-static void CL_CALLBACK ocl_free_staged(cl_event event, cl_int status, void *data) {
-  (void)event;
-  (void)status;
-  free(data);
-}
-
 static medley_error *ocl_copy_h2d(medley_device *device, medley_stream *stream, medley_buffer *dst,
                                   uint64_t dst_offset, const void *src, uint64_t bytes) {
   ocl_stream *queue = NULL;
@@ -1357,19 +1394,16 @@ static medley_error *ocl_copy_h2d(medley_device *device, medley_stream *stream, 
   cl_int status;
   void *staged = bytes <= OCL_STAGE_LIMIT ? malloc((size_t)bytes) : NULL;
   if (staged != NULL) {
-    /* The host may reuse `src` at once: queue the copy from a staged copy, freed when it completes. */
+    /* The host may reuse `src` at once: queue the copy from a staged copy, freed at the next
+       synchronize (once the copy has run). */
     memcpy(staged, src, (size_t)bytes);
     status = clEnqueueWriteBuffer(queue->queue, mem, CL_FALSE, (size_t)dst_offset, (size_t)bytes, staged, 0, NULL,
                                   &event);
-    if (status == CL_SUCCESS) status = clSetEventCallback(event, CL_COMPLETE, ocl_free_staged, staged);
     if (status != CL_SUCCESS) {
-      if (event != NULL) {
-        clWaitForEvents(1, &event);
-        clReleaseEvent(event);
-      }
       free(staged);
       return ocl_fault_cl(queue, status, "copy_h2d", "clEnqueueWriteBuffer");
     }
+    return ocl_track_staged(queue, event, "copy_h2d", staged, bytes);
   } else {
     status = clEnqueueWriteBuffer(queue->queue, mem, CL_TRUE, (size_t)dst_offset, (size_t)bytes, src, 0, NULL, &event);
     if (status != CL_SUCCESS) {
@@ -1585,12 +1619,23 @@ static medley_error *la_run(ocl_launch *l, cl_uint dims, const size_t *global, c
   return ocl_track(l->stream, event, l->op);
 }
 
-/* 1-D over n items, with the kernel's preferred group (at most 256). */
+/* 1-D over n items, in groups of `group` (at most the kernel's limit). */
 static medley_error *la_run1(ocl_launch *l, uint64_t n, size_t group) {
   size_t wg = l->device->kernel_wg[l->id];
   if (group > wg) group = ocl_pow2_floor(wg);
   size_t global = (size_t)n, local = group;
   return la_run(l, 1, &global, &local);
+}
+
+/* 1-D over n independent elements. A CPU runtime runs a group as a loop and
+   pays per group, so there the driver sizes the groups (the global size is
+   exact, no rounding); elsewhere groups of 256. */
+static medley_error *la_run_elems(ocl_launch *l, uint64_t n) {
+  if (l->device->is_cpu) {
+    size_t global = (size_t)n;
+    return la_run(l, 1, &global, NULL);
+  }
+  return la_run1(l, n, 256);
 }
 
 /* 2-D over x * y items, groups of up to `group` along x. */
@@ -1600,6 +1645,11 @@ static medley_error *la_run2(ocl_launch *l, uint64_t x, uint64_t y, size_t group
   while (group > 1 && group / 2 >= x) group /= 2; /* do not launch mostly idle groups on narrow rows */
   size_t global[2] = {(size_t)x, (size_t)y}, local[2] = {group, 1};
   return la_run(l, 2, global, local);
+}
+
+/* Work-items of a column kernel over `channels` (COL16 in the kernels: 16 channels each on CPU devices). */
+static uint64_t ocl_columns(const medley_device *device, int64_t channels) {
+  return device->is_cpu && channels % 16 == 0 ? (uint64_t)(channels / 16) : (uint64_t)channels;
 }
 
 /* A stream's scratch buffer of at least `bytes`. */
@@ -1683,7 +1733,7 @@ static medley_error *ocl_gemm(medley_device *device, ocl_stream *stream, const c
   la_i32(&l, accumulate);
   if (device->gemm_vector) {
     int cols = 16 * device->nv;
-    size_t global[2] = {(size_t)((N + cols - 1) / cols), (size_t)((M + device->mr - 1) / device->mr)};
+    size_t global[2] = {(size_t)((M + device->mr - 1) / device->mr), (size_t)((N + cols - 1) / cols)};
     return la_run(&l, 2, global, NULL);
   }
   size_t local[2] = {(size_t)(device->tsn / device->wptn), (size_t)(device->tsm / device->wptm)};
@@ -1713,7 +1763,7 @@ static medley_error *ocl_run(medley_device *device, ocl_stream *stream, const mk
       la_i32(&l, a->T);
       la_i32(&l, a->C);
       la_u64(&l, (uint64_t)(a->B * a->T));
-      return la_run2(&l, (uint64_t)a->C, (uint64_t)(a->B * a->T), 64);
+      return la_run2(&l, ocl_columns(device, a->C), (uint64_t)(a->B * a->T), 64);
 
     case MK_OP_encoder_backward:
       la_begin(&l, device, stream, op, OCL_K_encoder_backward_wte);
@@ -1722,7 +1772,7 @@ static medley_error *ocl_run(medley_device *device, ocl_stream *stream, const mk
       la_tensor(&l, &in[1]);
       la_i32(&l, a->C);
       la_u64(&l, (uint64_t)(a->B * a->T));
-      error = la_run1(&l, (uint64_t)a->C, 64);
+      error = la_run1(&l, ocl_columns(device, a->C), 64);
       if (error != NULL) return error;
       la_begin(&l, device, stream, op, OCL_K_encoder_backward_wpe);
       la_tensor(&l, &out[1]);
@@ -1730,7 +1780,7 @@ static medley_error *ocl_run(medley_device *device, ocl_stream *stream, const mk
       la_i32(&l, a->B);
       la_i32(&l, a->T);
       la_i32(&l, a->C);
-      return la_run2(&l, (uint64_t)a->C, (uint64_t)a->T, 64);
+      return la_run2(&l, ocl_columns(device, a->C), (uint64_t)a->T, 64);
 
     case MK_OP_layernorm_forward:
       la_begin(&l, device, stream, op, OCL_K_layernorm_forward);
@@ -1762,7 +1812,7 @@ static medley_error *ocl_run(medley_device *device, ocl_stream *stream, const mk
       la_tensor(&l, &in[4]); /* rstd */
       la_u64(&l, (uint64_t)a->N);
       la_i32(&l, a->C);
-      return la_run1(&l, (uint64_t)a->C, 64);
+      return la_run1(&l, ocl_columns(device, a->C), 64);
 
     case MK_OP_matmul_forward: {
       /* out[N,OC] = x[N,C] · W[OC,C]ᵀ + bias */
@@ -1790,25 +1840,51 @@ static medley_error *ocl_run(medley_device *device, ocl_stream *stream, const mk
       la_tensor(&l, &in[0]);
       la_u64(&l, (uint64_t)a->N);
       la_i32(&l, a->OC);
-      return la_run1(&l, (uint64_t)a->OC, 64);
+      return la_run1(&l, ocl_columns(device, a->OC), 64);
     }
 
     case MK_OP_attention_forward:
     case MK_OP_attention_backward: {
-      double scale = 1.0 / sqrt((double)(a->C / a->NH));
-      int fwd = a->op == MK_OP_attention_forward;
-      for (int pass = 0; pass < (fwd ? 1 : 2); pass++) {
-        ocl_kernel_id id = fwd ? OCL_K_attention_forward : pass == 0 ? OCL_K_attention_backward_dq
-                                                                     : OCL_K_attention_backward_dkv;
+      const int64_t hs = a->C / a->NH;
+      const double scale = 1.0 / sqrt((double)hs);
+      /* On CPU devices, head sizes 16, 32, ..., 128 take the float16 kernels (on a GPU their
+         private float16 arrays would spill registers; the scalar kernels suit it better). */
+      const int vec = device->is_cpu && hs % 16 == 0 && hs <= 16 * 8;
+      if (a->op == MK_OP_attention_forward) {
+        la_begin(&l, device, stream, op, vec ? OCL_K_attention_forward_v : OCL_K_attention_forward);
+        la_tensor(&l, &out[0]);
+        la_tensor(&l, &out[1]);
+        la_tensor(&l, &in[0]);
+        la_i32(&l, a->B);
+        la_i32(&l, a->T);
+        la_i32(&l, a->C);
+        la_i32(&l, a->NH);
+        la_f32(&l, scale);
+        return la_run2(&l, (uint64_t)a->T, (uint64_t)(a->B * a->NH), 32);
+      }
+      /* D[b,h,t] = dout[t] . out[t] into scratch, then dq, then dk and dv. */
+      cl_mem D = NULL;
+      error = ocl_scratch(device, stream, (size_t)(a->B * a->NH * a->T) * sizeof(float), op, &D);
+      if (error != NULL) return error;
+      la_begin(&l, device, stream, op, OCL_K_attention_backward_D);
+      la_scratch(&l, D);
+      la_tensor(&l, &in[0]);
+      la_tensor(&l, &in[2]);
+      la_i32(&l, a->B);
+      la_i32(&l, a->T);
+      la_i32(&l, a->C);
+      la_i32(&l, a->NH);
+      error = la_run2(&l, (uint64_t)a->T, (uint64_t)(a->B * a->NH), 64);
+      if (error != NULL) return error;
+      for (int pass = 0; pass < 2; pass++) {
+        ocl_kernel_id id = pass == 0 ? (vec ? OCL_K_attention_backward_dq_v : OCL_K_attention_backward_dq)
+                                     : (vec ? OCL_K_attention_backward_dkv_v : OCL_K_attention_backward_dkv);
         la_begin(&l, device, stream, op, id);
-        if (fwd) {
-          la_tensor(&l, &out[0]);
-          la_tensor(&l, &out[1]);
-          la_tensor(&l, &in[0]);
-        } else {
-          la_tensor(&l, &out[0]);
-          for (int i = 0; i < 4; i++) la_tensor(&l, &in[i]);
-        }
+        la_tensor(&l, &out[0]); /* dqkv */
+        la_tensor(&l, &in[0]);  /* dout */
+        la_tensor(&l, &in[1]);  /* qkv */
+        la_tensor(&l, &in[3]);  /* lse */
+        la_scratch(&l, D);
         la_i32(&l, a->B);
         la_i32(&l, a->T);
         la_i32(&l, a->C);
@@ -1825,7 +1901,7 @@ static medley_error *ocl_run(medley_device *device, ocl_stream *stream, const mk
       la_tensor(&l, &out[0]);
       la_tensor(&l, &in[0]);
       la_u64(&l, (uint64_t)a->n);
-      return la_run1(&l, (uint64_t)a->n, 256);
+      return la_run_elems(&l, (uint64_t)a->n);
 
     case MK_OP_gelu_backward:
       la_begin(&l, device, stream, op, OCL_K_gelu_backward);
@@ -1833,7 +1909,7 @@ static medley_error *ocl_run(medley_device *device, ocl_stream *stream, const mk
       la_tensor(&l, &in[0]);
       la_tensor(&l, &in[1]);
       la_u64(&l, (uint64_t)a->n);
-      return la_run1(&l, (uint64_t)a->n, 256);
+      return la_run_elems(&l, (uint64_t)a->n);
 
     case MK_OP_residual_forward:
       la_begin(&l, device, stream, op, OCL_K_residual_forward);
@@ -1841,7 +1917,7 @@ static medley_error *ocl_run(medley_device *device, ocl_stream *stream, const mk
       la_tensor(&l, &in[0]);
       la_tensor(&l, &in[1]);
       la_u64(&l, (uint64_t)a->n);
-      return la_run1(&l, (uint64_t)a->n, 256);
+      return la_run_elems(&l, (uint64_t)a->n);
 
     case MK_OP_residual_backward:
       la_begin(&l, device, stream, op, OCL_K_residual_backward);
@@ -1849,7 +1925,7 @@ static medley_error *ocl_run(medley_device *device, ocl_stream *stream, const mk
       la_tensor(&l, &out[1]);
       la_tensor(&l, &in[0]);
       la_u64(&l, (uint64_t)a->n);
-      return la_run1(&l, (uint64_t)a->n, 256);
+      return la_run_elems(&l, (uint64_t)a->n);
 
     case MK_OP_scale:
       la_begin(&l, device, stream, op, OCL_K_scale_kernel);
@@ -1857,7 +1933,7 @@ static medley_error *ocl_run(medley_device *device, ocl_stream *stream, const mk
       la_tensor(&l, &in[0]);
       la_u64(&l, (uint64_t)a->n);
       la_f32(&l, a->alpha);
-      return la_run1(&l, (uint64_t)a->n, 256);
+      return la_run_elems(&l, (uint64_t)a->n);
 
     case MK_OP_crossentropy_forward:
       la_begin(&l, device, stream, op, OCL_K_crossentropy_forward);
@@ -1878,7 +1954,7 @@ static medley_error *ocl_run(medley_device *device, ocl_stream *stream, const mk
       la_u64(&l, (uint64_t)a->N);
       la_i32(&l, a->V);
       la_f32(&l, a->scale);
-      return la_run2(&l, (uint64_t)a->V, (uint64_t)a->N, 256);
+      return la_run2(&l, ocl_columns(device, a->V), (uint64_t)a->N, 256);
 
     case MK_OP_adamw_update: {
       double c1 = 1.0 / (1.0 - pow(a->beta1, a->step));
@@ -1897,16 +1973,45 @@ static medley_error *ocl_run(medley_device *device, ocl_stream *stream, const mk
       la_f32(&l, c1);
       la_f32(&l, c2);
       la_f32(&l, a->grad_scale);
-      return la_run1(&l, (uint64_t)a->n, 256);
+      return la_run_elems(&l, (uint64_t)a->n);
     }
 
     case MK_OP_sum_squares: {
-      la_begin(&l, device, stream, op, OCL_K_sum_squares);
-      la_tensor(&l, &out[0]);
+      /* Pass 1: P partial sums (8 bytes each) into scratch; pass 2: one group adds them up. */
+      uint64_t P, chunk = 0;
+      size_t local1 = 0;
+      if (device->is_cpu) {
+        P = (uint64_t)(device->compute_units > 0 ? device->compute_units : 1) * 8;
+        chunk = ((uint64_t)a->n + P - 1) / P;
+        chunk = (chunk + 15) / 16 * 16;
+      } else {
+        local1 = 256;
+        if (local1 > device->kernel_wg[OCL_K_sum_squares_partial]) {
+          local1 = ocl_pow2_floor(device->kernel_wg[OCL_K_sum_squares_partial]);
+        }
+        P = (uint64_t)(device->compute_units > 0 ? device->compute_units : 1) * 2048;
+        if (P > 65536) P = 65536;
+        P = (P + local1 - 1) / local1 * local1;
+      }
+      cl_mem partial = NULL;
+      error = ocl_scratch(device, stream, (size_t)P * 8, op, &partial);
+      if (error != NULL) return error;
+      la_begin(&l, device, stream, op, OCL_K_sum_squares_partial);
+      la_scratch(&l, partial);
       la_tensor(&l, &in[0]);
       la_u64(&l, (uint64_t)a->n);
+      la_u64(&l, chunk);
+      size_t global1 = (size_t)P;
+      error = la_run(&l, 1, &global1, device->is_cpu ? NULL : &local1);
+      if (error != NULL) return error;
+      la_begin(&l, device, stream, op, OCL_K_sum_squares_final);
+      la_tensor(&l, &out[0]);
+      la_scratch(&l, partial);
+      la_u64(&l, P);
       size_t group = (size_t)device->ssq_wg;
-      if (group > device->kernel_wg[OCL_K_sum_squares]) group = ocl_pow2_floor(device->kernel_wg[OCL_K_sum_squares]);
+      if (group > device->kernel_wg[OCL_K_sum_squares_final]) {
+        group = ocl_pow2_floor(device->kernel_wg[OCL_K_sum_squares_final]);
+      }
       size_t global = group, local = group;
       return la_run(&l, 1, &global, &local);
     }
