@@ -213,8 +213,6 @@ public final class RankSession {
         try gradients.device.synchronize()
         stagingSeconds += MPIRuntime.wallTime() - s0
         try exchange.exchange(step: UInt64(step), sampleCount: sampleCount)
-        let s1 = MPIRuntime.wallTime()
-        defer { stagingSeconds += MPIRuntime.wallTime() - s1 }
         var squares = 0.0
         for b in 0..<exchange.layout.buckets.count {
             let bucketRange = bucketStarts[b]..<(bucketStarts[b] + exchange.layout.buckets[b].payloadBytes / 4)
@@ -227,9 +225,11 @@ public final class RankSession {
                     let g = Double(floats[i])
                     squares += g * g
                 }
+                let s1 = MPIRuntime.wallTime()
                 try gradients.write(
                     from: UnsafeRawBufferPointer(rebasing: raw[(local.lowerBound * 4)..<(local.upperBound * 4)]),
                     at: part.lowerBound * 4)
+                stagingSeconds += MPIRuntime.wallTime() - s1
             }
         }
         return squares

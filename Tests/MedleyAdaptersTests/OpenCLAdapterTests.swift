@@ -109,6 +109,26 @@ struct OpenCLAdapterTests {
         #expect(build.split(separator: "\n").count <= 4, "the build log is shortened: \(build)")
     }
 
+    @Test("medley train on an opencl chip too small for the model, or on a platform that is not there: one Error: line")
+    func trainRefuses() throws {
+        let dir = try TestSupport.temporaryDirectory("medley-opencl-train")
+        for (options, says) in [("{memory: 64KiB}", "has 64.0 KiB of memory but the model needs"),
+                                ("{platform: nvidia}", "no such platform; platforms here: 0 'Portable Computing Language'")] {
+            let job = dir + "/job.yaml"
+            try """
+                name: refused
+                model: {layers: 2, dim: 32, heads: 2, seq: 32, batch: 4}
+                train: {steps: 2}
+                devices: [{adapter: opencl, options: \(options)}]
+                """.write(toFile: job, atomically: true, encoding: .utf8)
+            let result = try TestSupport.medley(["train", job], environment: try Self.cache())
+            #expect(result.status != 0)
+            let errors = result.output.split(separator: "\n").filter { $0.hasPrefix("Error:") }
+            #expect(errors.count == 1 && errors[0].contains(says), "\(result.output)")
+            #expect(!result.output.contains("Fatal error"), "\(result.output)")
+        }
+    }
+
     @Test("the kernels are built once per device and cached on disk; a corrupt cache entry is rebuilt")
     func kernelCache() throws {
         let environment = try Self.cache()

@@ -5,6 +5,10 @@
  *   mpi-hello --loop S   allreduce repeatedly for S seconds (S<=0: forever),
  *                        printing a heartbeat line from rank 0 each second;
  *                        used by netns-cut tests to have traffic in flight.
+ *   mpi-hello --loop S --chatty
+ *                        as --loop, and every rank but 0 also prints a "chatty" line
+ *                        every 100 ms from a second thread, even while blocked in MPI,
+ *                        so the orted->mpirun (OOB) connection always has data in flight.
  */
 #include <mpi.h>
 #include <stdio.h>
@@ -12,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <time.h>
+#include <pthread.h>
 
 static double now(void) {
     struct timespec ts;
@@ -19,9 +24,22 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static int chatty_rank;
+static void *chatty(void *arg) {
+    (void)arg;
+    for (long i = 0;; i++) {
+        printf("chatty rank %d line %ld\n", chatty_rank, i);
+        fflush(stdout);
+        usleep(100000);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv) {
-    double loop_s = -1;
-    if (argc >= 3 && strcmp(argv[1], "--loop") == 0) loop_s = atof(argv[2]);
+    int loop = 0, loud = 0;
+    double loop_s = 0;
+    if (argc >= 3 && strcmp(argv[1], "--loop") == 0) { loop = 1; loop_s = atof(argv[2]); }
+    if (argc >= 4 && strcmp(argv[3], "--chatty") == 0) loud = 1;
 
     MPI_Init(&argc, &argv);
     int rank, size;
@@ -40,7 +58,12 @@ int main(int argc, char **argv) {
     fflush(stdout);
     int bad = sum != want;
 
-    if (loop_s >= 0 || (argc >= 3 && strcmp(argv[1], "--loop") == 0)) {
+    if (loop && loud && rank != 0) {
+        pthread_t t;
+        chatty_rank = rank;
+        pthread_create(&t, NULL, chatty, NULL);
+    }
+    if (loop) {
         /* 1 MiB buffers so a cut link leaves unacknowledged data in flight. */
         enum { N = 1 << 17 };
         double *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);

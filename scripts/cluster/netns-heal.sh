@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# netns-heal.sh [PREFIX] — undo netns-cut.sh (either mode): link up on both ends, root
+# netns-heal.sh [PREFIX] — undo netns-cut.sh (any mode): blackhole neighbour entries
+# removed (ARP re-resolves), link up on both ends, root
 # qdisc back to the --rate tbf given at `up` (or removed), then wait (<= 5 s) for carrier.
 # Idempotent. PREFIX defaults to medley.
 set -euo pipefail
@@ -17,6 +18,8 @@ state=/run/medley-netns/$prefix.env
 [ -e "$state" ] || die "prefix $prefix is not up (no $state)"
 # shellcheck disable=SC1090
 . "$state"
+ip -n "$NS_A" neigh del "$IP_B" dev "$IFNAME" 2>/dev/null || true   # blackhole mode
+ip -n "$NS_B" neigh del "$IP_A" dev "$IFNAME" 2>/dev/null || true
 for ns in "$NS_A" "$NS_B"; do
   ip -n "$ns" link set "$IFNAME" up || die "ip link up in $ns failed"
   if [ -n "${RATE:-}" ]; then

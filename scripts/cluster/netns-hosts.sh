@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # netns-hosts.sh — two fake "hosts" as Linux network namespaces joined by a veth pair.
 #
-#   netns-hosts.sh up     [--prefix P] [--rate RATE] [--octet N]
+#   netns-hosts.sh up     [--prefix P] [--rate RATE] [--octet N] [--tcp-retries2 N]
 #   netns-hosts.sh down   [--prefix P]
 #   netns-hosts.sh status [--prefix P]
 #   netns-hosts.sh check  [--prefix P] [--timeout S]   # TCP hostA -> hostB, exit 0 if it connects
+#   netns-hosts.sh exec   [--prefix P] A|B -- command...   # run inside P-hostA/B with hostname hostA/B
 #
 # up creates namespaces P-hostA and P-hostB (default P=medley), one veth pair whose
 # ends are both called "mdl0" (one in each namespace), addresses 10.77.N.1/24 (hostA)
 # and 10.77.N.2/24 (hostB), loopback up in each, and, with --rate (e.g. 1gbit, 100mbit),
 # a tbf bandwidth limit on both ends. N is 0 for the default prefix and otherwise
 # derived from a hash of P (1..254), or given with --octet; up refuses an N that
-# another live prefix already uses.
+# another live prefix already uses. --tcp-retries2 N sets net.ipv4.tcp_retries2 inside both
+# namespaces (per-namespace sysctl; default 15 = ~924 s before TCP gives up on unacked
+# data; 6 = ~25 s, 5 = ~12.6 s): the only bound on a cut link while data is in flight.
 #
 # Name resolution: up writes /etc/netns/P-hostX/hosts (a copy of /etc/hosts plus
 # "10.77.N.1 hostA P-hostA" and "10.77.N.2 hostB P-hostB"). `ip netns exec` bind-mounts
@@ -30,14 +33,18 @@ STATE_DIR=/run/medley-netns
 IFNAME=mdl0
 
 cmd="${1:-}"; [ $# -gt 0 ] && shift
-prefix=medley rate="" octet="" timeout=5
+prefix=medley rate="" octet="" timeout=5 retries2="" which=""
+exec_cmd=()
 while [ $# -gt 0 ]; do
   case "$1" in
+    --) shift; exec_cmd=("$@"); break ;;
+    A|B|hostA|hostB) which="${1#host}"; shift ;;
     --prefix) prefix="${2:?--prefix needs a value}"; shift 2 ;;
     --rate) rate="${2:?--rate needs a value}"; shift 2 ;;
     --octet) octet="${2:?--octet needs a value}"; shift 2 ;;
+    --tcp-retries2) retries2="${2:?--tcp-retries2 needs a value}"; shift 2 ;;
     --timeout) timeout="${2:?--timeout needs a value}"; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
 done
@@ -105,6 +112,7 @@ SUBNET=$subnet
 OCTET=$octet
 IFNAME=$IFNAME
 RATE=$rate
+TCP_RETRIES2=$retries2
 EOF
   # Any failure from here on (set -e) exits through this trap and tears down.
   trap 'rc=$?; if [ $rc -ne 0 ]; then echo "netns-hosts: error: up failed (exit $rc), tearing down $prefix" >&2; do_down; fi' EXIT
@@ -118,6 +126,9 @@ EOF
     ip -n "$ns" link set lo up
     ip -n "$ns" link set "$IFNAME" up
     apply_rate "$ns"
+    if [ -n "$retries2" ]; then
+      ip netns exec "$ns" sysctl -q -w net.ipv4.tcp_retries2="$retries2" || die "sysctl tcp_retries2 failed in $ns"
+    fi
     mkdir -p "/etc/netns/$ns"
     { grep -v -E '(^|[[:space:]])(hostA|hostB)([[:space:]]|$)' /etc/hosts 2>/dev/null || true
       echo "# medley netns-hosts ($prefix)"
@@ -133,7 +144,7 @@ EOF
   do_check 5 || die "TCP $nsA -> $ipB failed right after up"
   echo "hostA $ipA netns $nsA if $IFNAME"
   echo "hostB $ipB netns $nsB if $IFNAME"
-  echo "subnet $subnet rate ${rate:-unlimited}"
+  echo "subnet $subnet rate ${rate:-unlimited} tcp_retries2 $(ip netns exec "$nsA" cat /proc/sys/net/ipv4/tcp_retries2)"
   trap - EXIT
 }
 
@@ -186,6 +197,13 @@ case "$cmd" in
     [ -e "$state" ] || die "prefix $prefix is not up"
     if do_check "$timeout"; then echo "check: $nsA -> $ipB tcp ok"
     else echo "netns-hosts: error: check: $nsA -> $ipB tcp failed within ${timeout}s" >&2; exit 1; fi ;;
-  ""|-h|--help) sed -n '2,24p' "$0"; [ -n "$cmd" ] ;;
+  exec)
+    [ -n "$which" ] || die "exec needs A or B"
+    [ ${#exec_cmd[@]} -gt 0 ] || die "exec needs -- command..."
+    ns="$prefix-host$which"
+    ns_exists "$ns" || die "namespace $ns does not exist (up --prefix $prefix first)"
+    # own UTS namespace so the host name matches (Open MPI, logs); same mounts, same files
+    exec ip netns exec "$ns" unshare --uts /bin/sh -c 'hostname "$0" && exec "$@"' "host$which" "${exec_cmd[@]}" ;;
+  ""|-h|--help) sed -n '2,28p' "$0"; [ -n "$cmd" ] ;;
   *) die "unknown command '$cmd' (up|down|status|check)" ;;
 esac
