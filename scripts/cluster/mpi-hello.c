@@ -70,7 +70,11 @@ int main(int argc, char **argv) {
         for (int i = 0; i < N; i++) a[i] = rank;
         double t0 = now(), last = t0;
         long iters = 0;
-        while (loop_s <= 0 || now() - t0 < loop_s) {
+        for (;;) {
+            /* stop collectively: rank 0's clock decides, so no rank is left waiting */
+            int stop = rank == 0 && loop_s > 0 && now() - t0 >= loop_s;
+            MPI_Bcast(&stop, 1, MPI_INT, 0, MPI_COMM_WORLD);
+            if (stop) break;
             MPI_Allreduce(a, b, N, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
             iters++;
             if (rank == 0 && now() - last >= 1.0) {

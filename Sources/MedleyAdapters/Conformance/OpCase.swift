@@ -67,6 +67,10 @@ struct CaseSizes {
     static let all: [CaseSizes] = [
         CaseSizes(B: 3, T: 7, C: 24, NH: 3, V: 37, maxT: 9, OC: 20, elementwise: [7, 11, 13]),
         CaseSizes(B: 2, T: 5, C: 12, NH: 2, V: 19, maxT: 5, OC: 7, elementwise: [37]),
+        // Wide enough to reach the fast paths real kernels take past a size: full GEMM tiles
+        // with ragged edges (N = 66, C = 96, OC = 131), head size 32, rows of a multiple of 16
+        // channels, and element-wise lengths past a vector block.
+        CaseSizes(B: 2, T: 33, C: 96, NH: 3, V: 67, maxT: 40, OC: 131, elementwise: [67, 201]),
     ]
     /// A long sequence for attention: errors that grow with T show here.
     static let long = CaseSizes(B: 1, T: 64, C: 16, NH: 2, V: 19, maxT: 64, OC: 7, elementwise: [64])
