@@ -34,6 +34,19 @@ public struct MPIRun: Sendable {
     /// Environment variables to add for the ranks (forwarded with `-x`).
     public var environment: [String: String]
 
+    /// Where each rank runs, in rank order (nil = the host mpirun runs on); nil = every rank here.
+    /// With any host named, ranks talk over TCP between hosts (shared memory within one).
+    public var placement: [String?]? = nil
+    /// Interfaces (names or subnets) Open MPI may use between hosts, for MPI and its own control.
+    public var interfaces: [String] = []
+    /// The program that starts Open MPI's daemon on another host (ssh when nil).
+    public var rshAgent: String? = nil
+    /// Seconds of silence after which a TCP peer counts as gone (keepalive on Open MPI's sockets).
+    public var linkTimeoutSeconds: Double = 10
+
+    /// Whether the placement names another host: ranks then reach each other over TCP.
+    public var spansHosts: Bool { placement?.contains { $0 != nil } ?? false }
+
     /// Creates a launcher for `ranks` ranks that mpirun stops after `timeoutSeconds`.
     public init(ranks: Int, timeoutSeconds: Int = 60, extraArguments: [String] = [], environment: [String: String] = [:]) {
         self.ranks = ranks
@@ -60,13 +73,55 @@ public struct MPIRun: Sendable {
     public func launcherArguments(program: String, arguments: [String]) -> [String] {
         var args: [String] = []
         if Self.isRoot { args.append("--allow-run-as-root") }
-        args += ["--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,vader",
-                 "--timeout", String(timeoutSeconds), "-np", String(ranks)]
-        for key in environment.keys.sorted() { args += ["-x", "\(key)=\(environment[key]!)"] }
+        let exported = environment.keys.sorted().flatMap { ["-x", "\($0)=\(environment[$0]!)"] }
+        guard spansHosts, let placement else {
+            args += ["--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,vader",
+                     "--timeout", String(timeoutSeconds), "-np", String(ranks)]
+            args += exported
+            args += extraArguments
+            args.append(program)
+            args += arguments
+            return args
+        }
+        // Shared memory within a host, TCP between hosts, on the interfaces the job names; a
+        // peer that stops answering is dropped after the link timeout instead of being waited
+        // for forever (Open MPI's default on a cut link).
+        args += ["--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,vader,tcp",
+                 "--timeout", String(timeoutSeconds)]
+        if !interfaces.isEmpty {
+            let list = interfaces.joined(separator: ",")
+            args += ["--mca", "btl_tcp_if_include", list, "--mca", "oob_tcp_if_include", list]
+        }
+        if let rshAgent { args += ["--mca", "plm_rsh_agent", rshAgent] }
+        args += Self.keepaliveArguments(linkTimeout: linkTimeoutSeconds)
         args += extraArguments
-        args.append(program)
-        args += arguments
+        // One app context per run of consecutive ranks on one host, so rank r lands on the host
+        // that owns chip r. -x applies per context, so each carries the environment.
+        var start = 0
+        while start < placement.count {
+            var end = start + 1
+            while end < placement.count && placement[end] == placement[start] { end += 1 }
+            if start > 0 { args.append(":") }
+            args += ["-np", String(end - start)]
+            if let host = placement[start] { args += ["--host", "\(host):\(end - start)"] }
+            args += exported
+            args.append(program)
+            args += arguments
+            start = end
+        }
         return args
+    }
+
+    /// Open MPI's keepalive on its daemons' control connections (the `oob` TCP component; its
+    /// MPI transport has none), so that a host that stops answering fails the job after about
+    /// `linkTimeout` seconds (idle time, then probes one second apart) instead of hanging it.
+    static func keepaliveArguments(linkTimeout: Double) -> [String] {
+        let idle = max(1, Int(linkTimeout.rounded(.down)) / 2)
+        let probes = max(1, Int(linkTimeout.rounded(.down)) - idle)
+        return [
+            "--mca", "oob_tcp_keepalive_time", String(idle), "--mca", "oob_tcp_keepalive_intvl", "1",
+            "--mca", "oob_tcp_keepalive_probes", String(probes),
+        ]
     }
 
     /// Runs `program` under mpirun and waits, at most `timeoutSeconds` + `graceSeconds`

@@ -36,10 +36,39 @@ public struct JobSpec: Codable, Sendable, Equatable {
     /// Refuse to start when an adapter's current build has not passed `medley adapter check`
     /// (false: start, with one warning line per such adapter). The reference adapter is exempt.
     public var requireChecked: Bool = false
+    /// How ranks on different hosts reach each other (jobs whose devices name a `host`).
+    public var network: Network = Network()
 
     enum CodingKeys: String, CodingKey {
-        case name, model, data, train, devices, plan, supervise, spares, recovery, integrity
+        case name, model, data, train, devices, plan, supervise, spares, recovery, integrity, network
         case requireChecked = "require_checked"
+    }
+
+    /// Ranks on more than one host: the transport between them and how Open MPI starts them
+    /// (docs/cluster.md).
+    public struct Network: Codable, Sendable, Equatable {
+        /// Interfaces Open MPI may use between hosts, by name (`eth0`) or subnet (`10.1.0.0/16`),
+        /// for both MPI traffic (`btl_tcp_if_include`) and its own control (`oob_tcp_if_include`);
+        /// empty = Open MPI's choice.
+        public var interfaces: [String]
+        /// The program that starts Open MPI's daemon on another host (`plm_rsh_agent`, ssh by
+        /// default); a relative path is relative to the job file.
+        public var rshAgent: String?
+        /// Seconds after which a peer that stopped answering over TCP counts as gone (Open MPI's
+        /// TCP keepalive on its connections); also bounds a rank's wait on a cut link.
+        public var linkTimeout: Double
+
+        public init(interfaces: [String] = [], rshAgent: String? = nil, linkTimeout: Double = 10) {
+            self.interfaces = interfaces
+            self.rshAgent = rshAgent
+            self.linkTimeout = linkTimeout
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case interfaces
+            case rshAgent = "rsh_agent"
+            case linkTimeout = "link_timeout"
+        }
     }
 
     /// Checks for chips that compute wrong numbers without an error (data-parallel jobs).
@@ -115,7 +144,9 @@ public struct JobSpec: Codable, Sendable, Equatable {
 
     /// Every spare's ranks' devices, in order (entries repeated `count` times), as ``rankDevices`` lists the job's.
     public var spareDevices: [Device] {
-        spares.flatMap { device in (0..<max(device.count, 0)).map { _ in Device(adapter: device.adapter, options: device.options, cpus: device.cpus) } }
+        spares.flatMap { device in
+            (0..<max(device.count, 0)).map { _ in Device(adapter: device.adapter, options: device.options, cpus: device.cpus, host: device.host) }
+        }
     }
 
     /// `plan: data`.
@@ -378,13 +409,17 @@ public struct JobSpec: Codable, Sendable, Equatable {
         public var count: Int
         /// Host CPUs (0-based) the rank's process may run on; empty = wherever the OS puts it.
         public var cpus: [Int]
+        /// The host that owns the chip, as Open MPI reaches it (a name or address); nil = the
+        /// host `medley` runs on. Its ranks run there.
+        public var host: String?
 
         /// A device entry.
-        public init(adapter: String, options: [String: String] = [:], count: Int = 1, cpus: [Int] = []) {
+        public init(adapter: String, options: [String: String] = [:], count: Int = 1, cpus: [Int] = [], host: String? = nil) {
             self.adapter = adapter
             self.options = options
             self.count = count
             self.cpus = cpus
+            self.host = host
         }
     }
 
@@ -402,7 +437,15 @@ public struct JobSpec: Codable, Sendable, Equatable {
         public var options: [String: String]
         /// Host CPUs the rank may run on (empty = any).
         public var cpus: [Int]
+        /// The host the rank runs on (nil = the launching host).
+        public var host: String? = nil
     }
+
+    /// Whether any device names a host: the ranks are placed by host and talk over TCP.
+    public var isMultiHost: Bool { devices.contains { $0.host != nil } }
+
+    /// Each rank's host, in rank order (nil = the launching host).
+    public var rankHosts: [String?] { rankDevices.map(\.host) }
 
     /// Number of ranks: the sum of the devices' counts.
     public var rankCount: Int { devices.reduce(0) { $0 + $1.count } }
@@ -415,7 +458,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
                 ranks.append(
                     RankDevice(
                         rank: ranks.count, entry: entry, instance: instance, adapter: device.adapter,
-                        options: device.options, cpus: device.cpus))
+                        options: device.options, cpus: device.cpus, host: device.host))
             }
         }
         return ranks
@@ -489,8 +532,10 @@ extension JobSpec {
 extension JobSpec {
     /// The keys each section accepts, in documentation order.
     static let topKeys = [
-        "name", "model", "data", "train", "devices", "plan", "supervise", "spares", "recovery", "integrity", "require_checked",
+        "name", "model", "data", "train", "devices", "hosts", "network", "plan", "supervise", "spares", "recovery", "integrity",
+        "require_checked",
     ]
+    static let networkKeys = ["interfaces", "rsh_agent", "link_timeout"]
     static let integrityKeys = ["checksum_every", "fingerprint_every", "probe_every", "probe_tolerance"]
     static let recoveryKeys = ["max_restarts", "min_chips", "backoff", "straggler_cooldown", "on_nan"]
     static let superviseKeys = [
@@ -504,7 +549,7 @@ extension JobSpec {
         "rebalance_every", "seed", "eval_batches", "step_timeout", "shares", "pipeline_slack", "checkpoint_every",
         "checkpoint_keep", "init_from", "log_examples",
     ]
-    static let deviceKeys = ["adapter", "options", "count", "cpus"]
+    static let deviceKeys = ["adapter", "options", "count", "cpus", "host"]
 
     /// Reads and checks a job spec from YAML text.
     ///
@@ -551,6 +596,10 @@ extension JobSpec {
         }
         if ![dataParallelPlan, automaticPlan].contains(spec.plan) && !spec.plan.hasPrefix("/") {
             spec.plan = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(spec.plan).standardizedFileURL.path
+        }
+        // An agent given as a path (not a bare program name found on PATH, such as ssh).
+        if let agent = spec.network.rshAgent, agent.contains("/"), !agent.hasPrefix("/") {
+            spec.network.rshAgent = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(agent).standardizedFileURL.path
         }
         return spec
     }
@@ -663,6 +712,23 @@ extension JobSpec {
             if let cpu = device.cpus.first(where: { $0 < 0 }) {
                 throw fail("devices[\(index)].cpus", "CPU numbers start at 0, got \(cpu)")
             }
+        }
+        for (index, device) in (devices + spares).enumerated() {
+            guard let host = device.host else { continue }
+            let field = index < devices.count ? "devices[\(index)].host" : "spares[\(index - devices.count)].host"
+            let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: ".-_"))
+            if host.isEmpty || host.unicodeScalars.contains(where: { !allowed.contains($0) }) || host.hasPrefix("-") {
+                throw fail(field, "'\(host)' is not a host name or address; use the name or IPv4 address Open MPI reaches the host by (letters, digits, '.', '-', '_')")
+            }
+        }
+        if !(network.linkTimeout.isFinite && network.linkTimeout >= 1 && network.linkTimeout <= 3600) {
+            throw fail("network.link_timeout", "must be 1 to 3600 seconds, got \(network.linkTimeout); 10 is the default")
+        }
+        if let agent = network.rshAgent, agent.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw fail("network.rsh_agent", "must name a program (e.g. ssh, or the path of an agent); leave it out for ssh")
+        }
+        if let bad = network.interfaces.first(where: { $0.isEmpty || $0.contains(",") || $0.contains(" ") }) {
+            throw fail("network.interfaces", "'\(bad)' is not an interface name (eth0) or subnet (10.1.0.0/16)")
         }
         for (index, device) in spares.enumerated() {
             if device.adapter.trimmingCharacters(in: .whitespaces).isEmpty {
@@ -802,6 +868,17 @@ enum SpecReader {
             }
         }
 
+        /// A list of strings (`[a, b]` or a one-string shorthand `a`), or nil when absent.
+        func stringList(_ key: String) throws -> [String]? {
+            guard let node = value(key) else { return nil }
+            if case .scalar(let scalar) = node { return [scalar.string] }
+            guard case .sequence(let items) = node else { throw SpecReader.typeError(field(key), "a list of names", node) }
+            return try items.map { item in
+                guard case .scalar(let scalar) = item else { throw SpecReader.typeError(field(key), "a list of names", item) }
+                return scalar.string
+            }
+        }
+
         func string(_ key: String, _ fallback: String) throws -> String {
             guard let node = value(key) else { return fallback }
             guard case .scalar(let scalar) = node else { throw SpecReader.typeError(field(key), "a single value", node) }
@@ -890,6 +967,29 @@ enum SpecReader {
                 alertTimeout: try s.double("alert_timeout", u.alertTimeout)!,
                 metricsPort: try s.int("metrics_port", u.metricsPort))
         }
+        if let node = top.value("hosts") {
+            // `hosts: {hostA: [cpu, sim], hostB: [opencl]}`: each host's devices, in order.
+            guard top.value("devices") == nil else {
+                throw MedleyError(.invalidArgument, "hosts: and devices: are both given; list the devices under hosts:, or give each device a host: in devices:")
+            }
+            guard case .mapping(let mapping) = node else {
+                throw typeError("hosts", "a mapping of host names to lists of devices (e.g. `hosts: {node1: [cpu], node2: [opencl]}`)", node)
+            }
+            for (keyNode, listNode) in mapping {
+                let host = keyNode.string ?? ""
+                guard case .sequence(let list) = listNode else {
+                    throw typeError("hosts.\(host)", "a list of devices (each `- adapter: NAME`)", listNode)
+                }
+                for (index, item) in list.enumerated() {
+                    var d = try device(item, path: "hosts.\(host)[\(index)]")
+                    if let other = d.host, other != host {
+                        throw MedleyError(.invalidArgument, "hosts.\(host)[\(index)].host: says \(other) under host \(host); leave it out")
+                    }
+                    d.host = host
+                    devices.append(d)
+                }
+            }
+        }
         var spec = JobSpec(
             name: try top.string("name", "medley-job"), model: model, data: data, train: train, devices: devices,
             plan: try top.string("plan", JobSpec.dataParallelPlan), supervise: supervise)
@@ -900,6 +1000,13 @@ enum SpecReader {
             spec.spares = try list.enumerated().map { try device($0.element, path: "spares[\($0.offset)]") }
         }
         spec.requireChecked = try top.bool("require_checked", false)
+        if let section = try top.value("network").map({ try Section($0, path: "network", known: JobSpec.networkKeys) }) {
+            let n = JobSpec.Network()
+            spec.network = JobSpec.Network(
+                interfaces: try section.stringList("interfaces") ?? [],
+                rshAgent: try section.value("rsh_agent").map { _ in try section.string("rsh_agent", "") },
+                linkTimeout: try section.double("link_timeout", n.linkTimeout)!)
+        }
         if let section = try top.value("integrity").map({ try Section($0, path: "integrity", known: JobSpec.integrityKeys) }) {
             let i = JobSpec.Integrity()
             spec.integrity = JobSpec.Integrity(
@@ -942,8 +1049,10 @@ enum SpecReader {
                 options[key] = isNull(valueNode) ? "" : value.string
             }
         }
+        let host = try s.value("host").map { _ in try s.string("host", "") }
         return JobSpec.Device(
-            adapter: adapter.string, options: options, count: try s.int("count", 1), cpus: try s.intList("cpus") ?? [])
+            adapter: adapter.string, options: options, count: try s.int("count", 1), cpus: try s.intList("cpus") ?? [],
+            host: host)
     }
 
     /// A YAML syntax error on one line: where, what, and in what construct.

@@ -115,7 +115,9 @@ public final class RankSession {
         rankDevice = ranks[rank]
         try CPUAffinity.pin(to: rankDevice.cpus)
         (library, device) = try Self.open(rankDevice)
-        label = "rank \(rank) (\(library.info.name) \(device.description.name))"
+        // On a job across hosts, each rank says where it runs: faults and notes then name the host.
+        let place = spec.isMultiHost ? " on \(rankDevice.host ?? ProcessInfo.processInfo.hostName)" : ""
+        label = "rank \(rank) (\(library.info.name) \(device.description.name)\(place))"
         labels = try communicator.allgatherv(Array(label.utf8).map { Int8(bitPattern: $0) })
             .map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
         (sampler, schedule) = try Self.data(for: spec, steps: options.steps)

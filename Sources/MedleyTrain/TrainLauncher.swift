@@ -27,6 +27,9 @@ public struct TrainLauncher {
 
     /// The job.
     public var spec: JobSpec
+    /// A job across hosts: what each rank's host said about its chip (set by the launcher's own
+    /// host preflight; nil = ask the hosts when needed).
+    public var hostProbes: [HostPreflight.Probe]? = nil
     /// Steps to run instead of `train.steps`.
     public var steps: Int?
     /// Where the step records go (JSON Lines).
@@ -158,8 +161,27 @@ public struct TrainLauncher {
         var previews: [RankPreview] = []
         var memories: [UInt64] = []
         var libraries: [String: AdapterLibrary] = [:]
+        // A job across hosts: each chip as its own host saw it (HostPreflight), not opened here.
+        var probes = hostProbes
+        if spec.isMultiHost && probes == nil {
+            probes = try HostPreflight.run(job: spec, program: ChildProcess.currentExecutable)
+        }
+        if spec.isMultiHost, let probes, let first = HostPreflight.problems(probes, spec: spec).first {
+            throw MedleyError(.notFound, "preflight: \(first.line)")
+        }
         for rank in spec.rankDevices {
             let field = "devices[\(rank.entry)]"
+            if spec.isMultiHost, let probe = probes?[rank.rank] {
+                let label = "rank \(rank.rank) (\(probe.adapter ?? rank.adapter) \(probe.chip ?? "?") on \(rank.host ?? probe.hostname))"
+                let memoryBytes = probe.memoryBytes ?? 0
+                let capacity = RankCapacity.sequences(memoryBytes: memoryBytes, model: spec.model)
+                if plan == nil && capacity < 1 {
+                    throw MedleyError(.outOfMemory, "\(field): " + RankCapacity.tooSmall(label: label, memoryBytes: memoryBytes, model: spec.model))
+                }
+                previews.append(RankPreview(rank: rank.rank, label: label, capacity: capacity))
+                memories.append(memoryBytes)
+                continue
+            }
             try CPUAffinity.check(rank.cpus, field: field + ".cpus")
             let library: AdapterLibrary
             if let loaded = libraries[rank.adapter] {
@@ -223,6 +245,38 @@ public struct TrainLauncher {
         return previews
     }
 
+    /// A job across hosts: asks every rank's host about its chip (``HostPreflight``) and returns
+    /// this launcher with the answers, after naming each host that cannot take part in one line.
+    /// A data-parallel job without fixed shares trains without those chips; any other job (a
+    /// plan or fixed shares name every chip), or one left without chips, fails with one line.
+    func withHostsChecked(program: String, plan: Plan?, print: (String, _ isError: Bool) -> Void) throws -> TrainLauncher {
+        var launcher = self
+        let probes = try HostPreflight.run(job: spec, program: program)
+        launcher.hostProbes = probes
+        let problems = HostPreflight.problems(probes, spec: spec)
+        guard !problems.isEmpty else { return launcher }
+        let out = Set(problems.map(\.rank))
+        let droppable = plan == nil && spec.train.shares == nil && schedule.isEmpty && out.count < spec.rankCount
+        guard droppable else {
+            let more = problems.count > 1 ? " (and \(problems.count - 1) more)" : ""
+            let why = out.count == spec.rankCount
+                ? "no chip is left to train on" : "the job's plan or fixed shares name every chip"
+            throw MedleyError(.notFound, "preflight: \(problems[0].line)\(more); the job cannot start: \(why)")
+        }
+        for problem in problems { print("preflight: \(problem.line)", true) }
+        let kept = spec.rankDevices.filter { !out.contains($0.rank) }
+        launcher.spec.devices = kept.map {
+            JobSpec.Device(adapter: $0.adapter, options: $0.options, count: 1, cpus: $0.cpus, host: $0.host)
+        }
+        launcher.hostProbes = kept.enumerated().map { index, rank in
+            var probe = probes[rank.rank]
+            probe.rank = index
+            return probe
+        }
+        print("preflight: training on the other \(kept.count) of \(spec.rankCount) chips", true)
+        return launcher
+    }
+
     /// The corpus exists and is long enough for the split.
     func checkData() throws {
         let dataset = try ByteDataset(path: spec.data.path)
@@ -257,6 +311,10 @@ public struct TrainLauncher {
 
     /// ``run(program:print:)`` with the plan already resolved (``resolvePlan()``): nil runs data parallel.
     public func run(program: String, resolvedPlan: Plan?, print: @escaping (String, _ isError: Bool) -> Void) throws -> Int32 {
+        if spec.isMultiHost && hostProbes == nil {
+            return try withHostsChecked(program: program, plan: resolvedPlan, print: print)
+                .run(program: program, resolvedPlan: resolvedPlan, print: print)
+        }
         let plan = resolvedPlan
         try preflight(plan: plan)
         for line in uncheckedAdapterWarnings() { print(line, true) }
@@ -271,7 +329,9 @@ public struct TrainLauncher {
             let used = plan.usedDevices.sorted()
             if used.count < spec.rankCount {
                 let all = spec.rankDevices
-                job.devices = used.map { JobSpec.Device(adapter: all[$0].adapter, options: all[$0].options, count: 1, cpus: all[$0].cpus) }
+                job.devices = used.map {
+                    JobSpec.Device(adapter: all[$0].adapter, options: all[$0].options, count: 1, cpus: all[$0].cpus, host: all[$0].host)
+                }
                 plan = plan.renumbered(Dictionary(uniqueKeysWithValues: used.enumerated().map { ($1, $0) }))
                 for out in plan.leftOut { print("plan: device \(out.device) (\(out.chip)) is left out: \(out.reason)", false) }
             }
@@ -295,7 +355,14 @@ public struct TrainLauncher {
         arguments += ["--deadline", String(format: "%.3f", Date().timeIntervalSince1970 + Double(timeoutSeconds) - margin)]
         arguments += schedule.arguments
         let filter = LauncherOutputFilter(verbose: verbose, print: print)
-        let outcome = try MPIRun(ranks: ranks, timeoutSeconds: timeoutSeconds, extraArguments: mpirunArguments, environment: environment)
+        var mpirun = MPIRun(ranks: ranks, timeoutSeconds: timeoutSeconds, extraArguments: mpirunArguments, environment: environment)
+        if job.isMultiHost {
+            mpirun.placement = job.rankHosts
+            mpirun.interfaces = job.network.interfaces
+            mpirun.rshAgent = job.network.rshAgent
+            mpirun.linkTimeoutSeconds = job.network.linkTimeout
+        }
+        let outcome = try mpirun
             .run(program: program, arguments: arguments, forwardSignals: true, askToStop: askToStop,
                  abortWhen: abortReason.map { reason in { reason() != nil } }, onOutput: { filter.feed($0) })
         filter.finish()

@@ -1,4 +1,5 @@
 import ArgumentParser
+import MedleyCore
 
 /// The `medley` command: a thin shell over Medley's libraries.
 @main
@@ -6,6 +7,7 @@ struct Medley: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "medley",
         abstract: "Train one model on accelerators from different vendors at once.",
+        version: MedleyVersion.string,
         subcommands: [
             Adapters.self,
             Adapter.self,
@@ -17,6 +19,7 @@ struct Medley: ParsableCommand {
             ProfileJob.self,
             PlanJob.self,
             PingPongRanks.self,
+            PreflightRank.self,
         ]
     )
 }
