@@ -79,6 +79,72 @@ public final class ControlServer: @unchecked Sendable {
 
     /// Every IP address of this host's interfaces (loopback included), as SwiftNIO writes a
     /// peer's address: the hosts a single-host job's ranks connect from.
+    /// The IPv4 addresses of this host's interfaces, by interface name.
+    public static func interfaceAddresses() -> [(interface: String, address: String)] {
+        var result: [(String, String)] = []
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0, let first = list else { return result }
+        defer { freeifaddrs(list) }
+        var entry: UnsafeMutablePointer<ifaddrs>? = first
+        while let current = entry {
+            if let address = current.pointee.ifa_addr, Int32(address.pointee.sa_family) == AF_INET {
+                var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+                if getnameinfo(address, socklen_t(MemoryLayout<sockaddr_in>.size), &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST) == 0 {
+                    let name = String(cString: current.pointee.ifa_name)
+                    result.append((name, String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
+                }
+            }
+            entry = current.pointee.ifa_next
+        }
+        return result
+    }
+
+    /// The IPv4 addresses `host` resolves to (a name or an address); empty when it does not.
+    public static func resolve(_ host: String) -> Set<String> {
+        var hints = addrinfo()
+        hints.ai_family = AF_INET
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &list) == 0, let first = list else { return [] }
+        defer { freeaddrinfo(list) }
+        var result: Set<String> = []
+        var entry: UnsafeMutablePointer<addrinfo>? = first
+        while let current = entry {
+            if let address = current.pointee.ai_addr {
+                var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+                if getnameinfo(address, current.pointee.ai_addrlen, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST) == 0 {
+                    result.insert(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+                }
+            }
+            entry = current.pointee.ai_next
+        }
+        return result
+    }
+
+    /// Whether IPv4 `address` lies in `subnet` ("10.1.0.0/16").
+    static func address(_ address: String, isIn subnet: String) -> Bool {
+        let parts = subnet.split(separator: "/")
+        guard parts.count == 2, let bits = Int(parts[1]), (0...32).contains(bits) else { return false }
+        func value(_ text: Substring) -> UInt32? {
+            let octets = text.split(separator: ".").compactMap { UInt32($0) }
+            guard octets.count == 4, octets.allSatisfy({ $0 < 256 }) else { return nil }
+            return octets.reduce(0) { $0 << 8 | $1 }
+        }
+        guard let a = value(Substring(address)), let n = value(parts[0]) else { return false }
+        let mask: UInt32 = bits == 0 ? 0 : ~UInt32(0) << (32 - UInt32(bits))
+        return a & mask == n & mask
+    }
+
+    /// Where the control channel of a job across hosts is reached: this host's address on the
+    /// first of `interfaces` (a name or a subnet) that it has, else its host name.
+    public static func advertisedAddress(interfaces: [String]) -> String {
+        let mine = interfaceAddresses()
+        for wanted in interfaces {
+            if let hit = mine.first(where: { $0.interface == wanted || address($0.address, isIn: wanted) }) { return hit.address }
+        }
+        return ProcessInfo.processInfo.hostName
+    }
+
     public static func localAddresses() -> Set<String> {
         var result: Set<String> = ["127.0.0.1", "::1"]
         var list: UnsafeMutablePointer<ifaddrs>?

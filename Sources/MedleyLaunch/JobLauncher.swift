@@ -250,8 +250,19 @@ public struct JobLauncher {
             configuration: configuration,
             output: .init(alertLine: { console.alert($0) }, alertsPath: directory + "/alerts.jsonl", onAlert: { hook?.fire($0) }))
         let token = ControlToken.random()
-        // The ranks run on this host: a connection from any other is not one of them.
-        let server = try shell.start(host: controlHost, port: controlPort, token: token, allowedHosts: ControlServer.localAddresses())
+        // The ranks run on this host: a connection from any other is not one of them. A job across
+        // hosts: listen on every interface, tell the ranks this host's address on the job's network,
+        // and take connections from this host and the job's hosts only.
+        var listenHost = controlHost, advertisedHost = controlHost
+        var allowed = ControlServer.localAddresses()
+        if launcher.spec.isMultiHost {
+            listenHost = "0.0.0.0"
+            advertisedHost = ControlServer.advertisedAddress(interfaces: launcher.spec.network.interfaces)
+            for host in Set(launcher.spec.devices.compactMap(\.host) + launcher.spec.spares.compactMap(\.host)) {
+                allowed.formUnion(ControlServer.resolve(host))
+            }
+        }
+        let server = try shell.start(host: listenHost, port: controlPort, token: token, allowedHosts: allowed)
         defer { shell.shutdown() }
         let jobName = launcher.spec.name, steps = totalSteps
         let statusServer = try (supervise.metricsPort == 0 ? nil : StatusServer(host: "0.0.0.0", port: supervise.metricsPort) {
@@ -264,7 +275,7 @@ public struct JobLauncher {
             console.line("status page http://127.0.0.1:\(statusServer.port)/ (any interface), Prometheus metrics http://127.0.0.1:\(statusServer.port)/metrics", isError: false)
         }
         if resumedHere { console.line("\(directory) has checkpoints: this run continues from the newest that verifies", isError: false) }
-        console.line("run directory \(directory); supervising \(ranks) rank\(ranks == 1 ? "" : "s") on \(controlHost):\(server.port)", isError: false)
+        console.line("run directory \(directory); supervising \(ranks) rank\(ranks == 1 ? "" : "s") on \(advertisedHost):\(server.port)", isError: false)
 
         var job = launcher
         job.checkpointDirectory = checkpoints
@@ -295,7 +306,7 @@ public struct JobLauncher {
             shell.handle(.requestCommand(ControlCommand(kind: .stop, reason: "medley launch got \(name)"), rank: nil, at: shell.now))
             return Self.stopGraceSeconds
         }
-        job.environment[ControlEndpoint.addressVariable] = "\(controlHost):\(server.port)"
+        job.environment[ControlEndpoint.addressVariable] = "\(advertisedHost):\(server.port)"
         job.environment[ControlEndpoint.tokenVariable] = ControlToken.hex(token)
         if job.logPath == nil { job.logPath = directory + "/steps.jsonl" }
         if job.timelinePath == nil { job.timelinePath = directory + "/timeline.json" }
