@@ -13,6 +13,8 @@ packages=(
   opencl-c-headers
   pocl-opencl-icd
   clinfo
+  slurm-wlm
+  munge
   fortunes
 )
 

@@ -53,7 +53,7 @@ mpicc -O2 -o /tmp/medley-mpi-hello "$here/mpi-hello.c" || die "mpicc failed"
 # shellcheck disable=SC1090
 . "/run/medley-netns/$prefix.env"
 
-ip netns exec "$NS_A" mpirun --allow-run-as-root --oversubscribe \
+"$here/netns-hosts.sh" exec --prefix "$prefix" A -- mpirun --allow-run-as-root --oversubscribe \
   --mca plm_rsh_agent "$here/netns-rsh" --mca btl self,tcp \
   --mca btl_tcp_if_include "$SUBNET" --mca oob_tcp_if_include "$SUBNET" \
   --timeout $((max_wait + 60)) "${extra[@]}" \

@@ -3,7 +3,7 @@
 # and measure its timings.
 #
 #   test-slurm-preempt.sh [--dir D] [--port BASE] [--grace S] [--high-secs S]
-#                         [--release none|starttime|release] [--requeue-delay S] [--no-srun] [--keep]
+#                         [--release none|starttime] [--requeue-delay S] [--no-srun] [--keep]
 #
 # 1. slurm-cluster.sh up (timed to node idle).
 # 2. sbatch -p low: a batch script that traps SIGTERM (writes D/test/events) and runs
@@ -14,7 +14,6 @@
 #    end of GraceTime), scontrol show job low (JobState, Restarts, Reason, StartTime),
 #    high end -> low running again.
 #    --release starttime: `scontrol update jobid=LOW starttime=now` right after the requeue
-#    --release release:   `scontrol release LOW` (no-op unless held)
 #    --release none (default): do nothing, see how long Slurm holds a requeued job.
 # 5. slurm-cluster.sh down (unless --keep), also on failure. Prints "result:" lines.
 set -euo pipefail
@@ -35,7 +34,7 @@ while [ $# -gt 0 ]; do
     *) die "unknown argument $1" ;;
   esac
 done
-case "$release" in none|starttime|release) ;; *) die "bad --release $release" ;; esac
+case "$release" in none|starttime) ;; *) die "bad --release $release (none|starttime)" ;; esac
 
 cleanup() {
   local rc=$?
@@ -102,7 +101,6 @@ echo "--- scontrol show job $low after the requeue ---"
 scontrol show job "$low" | grep -oE '(JobState|Reason|Restarts|BatchFlag|Requeue|SubmitTime|StartTime|EligibleTime)=[^ ]*' | tr '\n' ' '; echo
 case "$release" in
   starttime) scontrol update jobid="$low" starttime=now && echo "did: scontrol update jobid=$low starttime=now" ;;
-  release) scontrol release "$low" && echo "did: scontrol release $low" || true ;;
 esac
 [ "$release" = none ] || { scontrol show job "$low" | grep -oE '(JobState|Reason|StartTime|EligibleTime)=[^ ]*' | tr '\n' ' '; echo; }
 
@@ -112,6 +110,11 @@ wait_until $((high_secs + 60)) "high job to end" bash -c "scontrol show job $hig
 t_hi_end=$(now_ms)
 wait_until 300 "low job to run again" grep -q '^start .* restart=1' "$ev"
 t_rerun=$(grep -m1 '^start .* restart=1' "$ev" | awk '{print $2}')
+if [ "$nosrun" = 0 ]; then
+  # the rerun's srun step must launch too (a stale pmix dir/socket breaks exactly this)
+  wait_until 20 "the rerun's srun step $low.0" bash -c "squeue -h -s -j $low -o %i | grep -qx '$low\.0'"
+  echo "rerun step $low.0 running"
+fi
 echo "--- scontrol show job $low after the rerun ---"
 scontrol show job "$low" | grep -oE '(JobState|Restarts|StartTime)=[^ ]*' | tr '\n' ' '; echo
 echo "--- events ---"; cat "$ev"
