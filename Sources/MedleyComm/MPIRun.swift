@@ -44,6 +44,12 @@ public struct MPIRun: Sendable {
     /// Seconds of silence after which a TCP peer counts as gone (keepalive on Open MPI's sockets).
     public var linkTimeoutSeconds: Double = 10
 
+    /// When set: mpirun is started through this `medley` executable's `exec-shielded`, with
+    /// SIGTERM blocked. Inside a Slurm job, Slurm sends SIGTERM to every process of the step at
+    /// once; mpirun would kill the ranks at once, so instead only the ranks and the launcher hear
+    /// it, and the ranks stop together at a step boundary (with a checkpoint) within the grace time.
+    public var shieldingExecutable: String? = nil
+
     /// Whether the placement names another host: ranks then reach each other over TCP.
     public var spansHosts: Bool { placement?.contains { $0 != nil } ?? false }
 
@@ -131,12 +137,20 @@ public struct MPIRun: Sendable {
         program: String, arguments: [String], graceSeconds: Double = 30, forwardSignals: Bool = false,
         askToStop: ((Int32) -> Double)? = nil, abortWhen: (() -> Bool)? = nil, onOutput: ((String) -> Void)? = nil
     ) throws -> Outcome {
-        let launcher = try Self.findLauncher()
-        // Keep Open MPI quiet and local on CI boxes.
+        var launcher = try Self.findLauncher()
+        var launcherArguments = launcherArguments(program: program, arguments: arguments)
+        if let shieldingExecutable {
+            launcherArguments = ["exec-shielded", launcher] + launcherArguments
+            launcher = shieldingExecutable
+        }
+        // Keep Open MPI quiet and local on CI boxes. hwloc's OpenCL component would load the
+        // OpenCL drivers (PoCL's threads) into mpirun, which then crashes at a SIGTERM: mpirun
+        // needs no GPU topology.
         var env: [String: String] = ["OMPI_MCA_rmaps_base_oversubscribe": "1"]
+        if ProcessInfo.processInfo.environment["HWLOC_COMPONENTS"] == nil { env["HWLOC_COMPONENTS"] = "-opencl" }
         if ProcessInfo.processInfo.environment["PMIX_MCA_gds"] == nil { env["PMIX_MCA_gds"] = "hash" }
         let child = try ChildProcess.run(
-            launcher, launcherArguments(program: program, arguments: arguments), environment: env,
+            launcher, launcherArguments, environment: env,
             timeoutSeconds: Double(timeoutSeconds) + graceSeconds, mergeOutput: true, killGraceSeconds: 2,
             // Output is shown every 50 ms: fast enough to watch, few wake-ups of the launcher.
             forwardSignals: forwardSignals, askToStop: askToStop, pollSeconds: 0.05, abortWhen: abortWhen, onOutput: onOutput)

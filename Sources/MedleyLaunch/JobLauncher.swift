@@ -445,7 +445,7 @@ public struct JobLauncher {
     }
 
     /// Creates the run directory (and its parents); one line when it cannot.
-    static func makeRunDirectory(_ path: String) throws {
+    public static func makeRunDirectory(_ path: String) throws {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {

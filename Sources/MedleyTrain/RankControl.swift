@@ -31,7 +31,10 @@ public enum RankControl {
     /// Whether the supervisor has asked this rank to stop (at the next step boundary that
     /// every rank agrees on: the workers share this flag in their per-step allgather).
     static func stopRequested(rank: Int) -> Bool {
-        guard let client = current else { return false }
+        if SlurmSignal.terminated != 0 {
+            lock.withLock { stopReason = stopReason ?? "SIGTERM from Slurm (preempted, cancelled or at its time limit)" }
+        }
+        guard let client = current else { return lock.withLock { stopReason != nil } }
         for command in client.takeCommands() {
             switch command.kind {
             case .stop:
@@ -108,5 +111,37 @@ public enum RankControl {
         let (step, memory) = lock.withLock { (lastStep, lastMemory) }
         client.update(step: step, loss: nil, tokensPerSecond: nil, deviceMemoryUsedBytes: memory, health: .finished)
         client.stop(flushTimeoutSeconds: 1)
+    }
+}
+
+/// Inside a Slurm job, Slurm signals every process of the step at once (SIGTERM at preemption,
+/// `scancel` or the time limit, then SIGKILL after the grace time). A rank then stops at the next
+/// step boundary that every rank agrees on, checkpoints and exits, like a `stop` from the
+/// supervisor; a second SIGTERM ends it at once.
+public enum SlurmSignal {
+    /// Set by the handler: the first SIGTERM has arrived.
+    nonisolated(unsafe) static var terminated: sig_atomic_t = 0
+
+    /// Whether this process runs inside a Slurm job.
+    public static var insideJob: Bool { ProcessInfo.processInfo.environment["SLURM_JOB_ID"] != nil }
+
+    /// Installs the handler when inside a Slurm job (nothing otherwise).
+    public static func install() {
+        guard insideJob else { return }
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { _ in
+            if SlurmSignal.terminated != 0 {
+                // The second one: as if there were no handler.
+                signal(SIGTERM, SIG_DFL)
+                raise(SIGTERM)
+            }
+            SlurmSignal.terminated = 1
+        }
+        sigemptyset(&action.sa_mask)
+        sigaction(SIGTERM, &action, nil)
     }
 }

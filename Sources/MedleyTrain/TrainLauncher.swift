@@ -356,6 +356,7 @@ public struct TrainLauncher {
         arguments += schedule.arguments
         let filter = LauncherOutputFilter(verbose: verbose, print: print)
         var mpirun = MPIRun(ranks: ranks, timeoutSeconds: timeoutSeconds, extraArguments: mpirunArguments, environment: environment)
+        if SlurmSignal.insideJob { mpirun.shieldingExecutable = program }
         if job.isMultiHost {
             mpirun.placement = job.rankHosts
             mpirun.interfaces = job.network.interfaces

@@ -20,6 +20,7 @@ public enum WorkerMain {
         let spec = try JobSpec.load(path: jobPath)
         let options = try makeOptions(spec)
         try MPIRuntime.initialize(requesting: .funneled)
+        SlurmSignal.install()
         let world = try Communicator.world()
         do {
             if spec.plan == JobSpec.dataParallelPlan {

@@ -52,6 +52,24 @@ struct Launch: ParsableCommand {
     @Option(help: "Continue a run: its run directory (its job.yaml unless JOB is given; its newest checkpoint that verifies), a checkpoints directory or one step-… checkpoint.")
     var resume: String?
 
+    @Flag(help: "Submit the job to Slurm (sbatch) as a requeueable batch job whose step runs medley launch, and follow it.")
+    var slurm = false
+
+    @Option(help: "With --slurm: the partition.")
+    var partition: String?
+
+    @Option(name: .customLong("time"), help: "With --slurm: the time limit (sbatch --time, e.g. 2:00:00).")
+    var timeLimit: String?
+
+    @Option(help: "With --slurm: CPUs for the job (its ranks share them; default one per rank).")
+    var slurmCpus: Int?
+
+    @Option(help: "With --slurm: one more sbatch argument (repeatable), e.g. --sbatch-arg=--qos=low.")
+    var sbatchArg: [String] = []
+
+    @Flag(help: "With --slurm: submit and print the job id, without following the job.")
+    var noFollow = false
+
     func run() throws {
         guard (0...65535).contains(controlPort) else {
             throw MedleyError(.invalidArgument, "--control-port must be 0 to 65535, got \(controlPort)")
@@ -67,6 +85,10 @@ struct Launch: ParsableCommand {
             if runDirectory == nil { runDirectory = resume }
         }
         let spec = try JobSpec.load(path: jobPath)
+        if slurm { return try submitToSlurm(spec: spec, jobPath: jobPath, runDirectory: runDirectory) }
+        if partition != nil || timeLimit != nil || slurmCpus != nil || !sbatchArg.isEmpty || noFollow {
+            throw MedleyError(.invalidArgument, "--partition, --time, --slurm-cpus, --sbatch-arg and --no-follow go with --slurm")
+        }
         var supervise = spec.supervise
         if let heartbeatTimeout { supervise.heartbeatTimeout = heartbeatTimeout }
         if let metricsPort { supervise.metricsPort = metricsPort }
@@ -90,3 +112,65 @@ struct Launch: ParsableCommand {
         if status != 0 { throw ExitCode(status > 128 || status == TrainLauncher.resumableExitStatus ? status : 1) }
     }
 }
+
+extension Launch {
+    /// `--slurm`: the run directory and a batch script in it, `sbatch`, then the job followed.
+    func submitToSlurm(spec: JobSpec, jobPath: String?, runDirectory: String?) throws {
+        if resume != nil { throw MedleyError(.invalidArgument, "--resume does not go with --slurm: give --run-dir of the run to continue") }
+        if let slurmCpus, slurmCpus < 1 { throw MedleyError(.invalidArgument, "--slurm-cpus must be at least 1, got \(slurmCpus)") }
+        func absolute(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
+        let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: TimeZone(identifier: "UTC")!, formatOptions: [.withYear, .withMonth, .withDay, .withTime])
+        let directory = absolute(runDirectory ?? "runs/\(spec.name)-slurm-\(stamp)")
+        try JobLauncher.makeRunDirectory(directory)
+        // The job as the batch job will read it, even if the file changes before it runs again.
+        let specPath = directory + "/slurm-job.yaml"
+        if let jobPath {
+            try? FileManager.default.removeItem(atPath: specPath)
+            try FileManager.default.copyItem(atPath: jobPath, toPath: specPath)
+        } else {
+            try spec.yamlString().write(toFile: specPath, atomically: true, encoding: .utf8)
+        }
+        var arguments = [specPath]
+        if let steps { arguments += ["--steps", String(steps)] }
+        if let heartbeatTimeout { arguments += ["--heartbeat-timeout", String(heartbeatTimeout)] }
+        if let metricsPort { arguments += ["--metrics-port", String(metricsPort)] }
+        if controlPort != 0 { arguments += ["--control-port", String(controlPort)] }
+        if let saveWeights { arguments += ["--save-weights", absolute(saveWeights)] }
+        if quiet { arguments.append("--quiet") }
+        if verbose { arguments.append("--verbose") }
+        arguments += ["--timeout", String(timeout)]
+        let job = SlurmJob(partition: partition, time: timeLimit, cpus: slurmCpus ?? spec.rankCount, extraArguments: sbatchArg)
+        let script = directory + "/slurm.sbatch"
+        try CacheDirectory.writeAtomically(
+            Data(job.script(medley: ChildProcess.currentExecutable, launchArguments: arguments, runDirectory: directory,
+                            jobName: "medley-\(spec.name)").utf8), to: script)
+        let id = try job.submit(scriptPath: script)
+        print("submitted Slurm job \(id)\(partition.map { " to partition \($0)" } ?? ""); run directory \(directory)")
+        if noFollow { return }
+        print("following it (Ctrl-C stops following; the job goes on)")
+        let interrupted = LockedInterrupt()
+        let status = try SlurmJob.follow(id, outputPath: directory + "/slurm-\(id).out", stop: { interrupted.caught }) { text, isError in
+            (isError ? FileHandle.standardError : FileHandle.standardOutput).write(Data(text.utf8))
+        }
+        if status != 0 { throw ExitCode(status) }
+    }
+}
+
+/// Whether a Ctrl-C arrived while following a Slurm job (the job itself is not touched).
+final class LockedInterrupt: @unchecked Sendable {
+    // @unchecked: the flag is written by the signal source's queue and read by the follower, under `lock`.
+    private let lock = NSLock()
+    private var value = false
+    private let source: DispatchSourceSignal
+
+    init() {
+        signal(SIGINT, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: SIGINT, queue: DispatchQueue(label: "medley.slurm-follow"))
+        source.setEventHandler { [weak self] in self?.set() }
+        source.resume()
+    }
+
+    private func set() { lock.withLock { value = true } }
+    var caught: Bool { lock.withLock { value } }
+}
+

@@ -20,6 +20,7 @@ struct Medley: ParsableCommand {
             PlanJob.self,
             PingPongRanks.self,
             PreflightRank.self,
+            ExecShielded.self,
         ]
     )
 }

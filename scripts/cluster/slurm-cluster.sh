@@ -208,7 +208,15 @@ EOF
 
 start_bg() {  # $1 = name, rest = command; records the PID
   local name="$1"; shift
-  setsid "$@" >>"$dir/log/$name.out" 2>&1 </dev/null &
+  # The daemon keeps none of the caller's descriptors above 2: a caller that waits for EOF on
+  # one (as Foundation's Process does to see its child end) would otherwise wait forever.
+  (
+    for fd in /proc/self/fd/*; do
+      fd="${fd##*/}"
+      [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null
+    done
+    exec setsid "$@" >>"$dir/log/$name.out" 2>&1 </dev/null
+  ) &
   echo $! >"$run/$name.pid"
 }
 
