@@ -31,6 +31,21 @@ public enum HostPreflight {
         /// ``HostPreflight/medleyVersion`` on that host.
         public var medley: String
 
+        public init(
+            rank: Int, hostname: String, error: String? = nil, adapter: String? = nil, adapterVersion: String? = nil,
+            abi: String? = nil, chip: String? = nil, memoryBytes: UInt64? = nil, medley: String
+        ) {
+            self.rank = rank
+            self.hostname = hostname
+            self.error = error
+            self.adapter = adapter
+            self.adapterVersion = adapterVersion
+            self.abi = abi
+            self.chip = chip
+            self.memoryBytes = memoryBytes
+            self.medley = medley
+        }
+
         enum CodingKeys: String, CodingKey {
             case rank, hostname, error, adapter, abi, chip, medley
             case adapterVersion = "adapter_version"
