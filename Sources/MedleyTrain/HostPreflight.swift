@@ -127,7 +127,7 @@ public enum HostPreflight {
     }
 
     /// The environment the probes need on every host (where adapters and caches are).
-    static func forwardedEnvironment() -> [String: String] {
+    public static func forwardedEnvironment() -> [String: String] {
         let env = ProcessInfo.processInfo.environment
         var forwarded: [String: String] = [:]
         for key in ["MEDLEY_ADAPTER_PATH", "MEDLEY_CACHE_DIR", "OCL_ICD_VENDORS"] { if let value = env[key] { forwarded[key] = value } }

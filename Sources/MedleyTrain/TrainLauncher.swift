@@ -358,6 +358,9 @@ public struct TrainLauncher {
         var mpirun = MPIRun(ranks: ranks, timeoutSeconds: timeoutSeconds, extraArguments: mpirunArguments, environment: environment)
         if SlurmSignal.insideJob { mpirun.shieldingExecutable = program }
         if job.isMultiHost {
+            // Ranks on other hosts start from a clean environment (ssh or the agent): what says
+            // where adapters and caches are goes with them.
+            mpirun.environment.merge(HostPreflight.forwardedEnvironment()) { current, _ in current }
             mpirun.placement = job.rankHosts
             mpirun.interfaces = job.network.interfaces
             mpirun.rshAgent = job.network.rshAgent

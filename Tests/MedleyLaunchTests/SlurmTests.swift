@@ -64,7 +64,7 @@ struct SlurmTests {
         try #require(trained >= 30, "the Slurm job never trained 30 steps")
         let cpus = ProcessInfo.processInfo.activeProcessorCount
         let high = try TestSupport.run(
-            "/usr/bin/sbatch", ["-p", "high", "--cpus-per-task=\(cpus)", "--wrap", "sleep 3"], environment: environment, timeout: 30)
+            "/usr/bin/sbatch", ["-p", "high", "--cpus-per-task=\(cpus)", "--output", dir + "/high-%j.out", "--wrap", "sleep 3"], environment: environment, timeout: 30)
         #expect(high.status == 0, "\(high.output)")
         while followed.get() == nil && Date() < deadline.addingTimeInterval(120) { Thread.sleep(forTimeInterval: 0.1) }
         let outcome = try #require(followed.get(), "medley launch --slurm did not finish")

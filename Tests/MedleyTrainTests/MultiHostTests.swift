@@ -42,8 +42,12 @@ struct MultiHostTests {
     @Test("a mixed job across two hosts over TCP learns what the same chips learn on one host")
     func acrossHostsEqualsOneHost() throws {
         let schedule = ["1:5,2,3,2", "9:0,6,6,0", "15:3,3,3,3"].flatMap { ["--shares", $0] }
-        let cache = ["MEDLEY_CACHE_DIR": try TestSupport.temporaryDirectory("medley-hosts-cache")]
-        let devices = ["cpu", "{adapter: sim, options: {vendor: Acme, speed: 0.5}}", "opencl", "reference"]
+        // hostB's last chip is found through MEDLEY_ADAPTER_PATH, which must reach its host.
+        let extra = try TestSupport.temporaryDirectory("medley-hosts-adapters")
+        try FileManager.default.copyItem(
+            atPath: TestSupport.productsDirectory + "/libmedley-adapter-reference.so", toPath: extra + "/libmedley-adapter-ref2.so")
+        let cache = ["MEDLEY_CACHE_DIR": try TestSupport.temporaryDirectory("medley-hosts-cache"), "MEDLEY_ADAPTER_PATH": extra]
+        let devices = ["cpu", "{adapter: sim, options: {vendor: Acme, speed: 0.5}}", "opencl", "ref2"]
         let oneHost = try TrainJobTests.train(
             TrainJobTests.job(devices: "[\(devices.joined(separator: ", "))]"), schedule, environment: cache)
         try #require(oneHost.result.status == 0, "\(oneHost.result.output)")
