@@ -163,7 +163,7 @@ public struct TrainLauncher {
         var libraries: [String: AdapterLibrary] = [:]
         // A job across hosts: each chip as its own host saw it (HostPreflight), not opened here.
         var probes = hostProbes
-        if spec.isMultiHost && probes == nil {
+        if spec.isMultiHost && probes?.count != spec.rankCount {
             probes = try HostPreflight.run(job: spec, program: ChildProcess.currentExecutable)
         }
         if spec.isMultiHost, let probes, let first = HostPreflight.problems(probes, spec: spec).first {
@@ -311,7 +311,7 @@ public struct TrainLauncher {
 
     /// ``run(program:print:)`` with the plan already resolved (``resolvePlan()``): nil runs data parallel.
     public func run(program: String, resolvedPlan: Plan?, print: @escaping (String, _ isError: Bool) -> Void) throws -> Int32 {
-        if spec.isMultiHost && hostProbes == nil {
+        if spec.isMultiHost && hostProbes?.count != spec.rankCount {
             return try withHostsChecked(program: program, plan: resolvedPlan, print: print)
                 .run(program: program, resolvedPlan: resolvedPlan, print: print)
         }
