@@ -15,6 +15,7 @@ packages=(
   clinfo
   slurm-wlm
   munge
+  iproute2
   fortunes
 )
 
