@@ -191,7 +191,12 @@ do_status() {
 
 case "$cmd" in
   up) do_up ;;
-  down) do_down; echo "netns-hosts: $prefix down" ;;
+  down)
+    do_down
+    # Ranks killed hard in the fake hosts leave Open MPI's shared-memory segments (named by
+    # the hostnames hostA/hostB) behind; once no setup of any prefix is up, none is in use.
+    if ! ls "$STATE_DIR"/*.env >/dev/null 2>&1; then rm -f /dev/shm/vader_segment.hostA.* /dev/shm/vader_segment.hostB.*; fi
+    echo "netns-hosts: $prefix down" ;;
   status) do_status ;;
   check)
     [ -e "$state" ] || die "prefix $prefix is not up"
