@@ -79,43 +79,43 @@ public struct MPIRun: Sendable {
     public func launcherArguments(program: String, arguments: [String]) -> [String] {
         var args: [String] = []
         if Self.isRoot { args.append("--allow-run-as-root") }
-        let exported = environment.keys.sorted().flatMap { ["-x", "\($0)=\(environment[$0]!)"] }
-        guard spansHosts, let placement else {
-            args += ["--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,vader",
-                     "--timeout", String(timeoutSeconds), "-np", String(ranks)]
-            args += exported
-            args += extraArguments
-            args.append(program)
-            args += arguments
-            return args
-        }
-        // Shared memory within a host, TCP between hosts, on the interfaces the job names; a
-        // peer that stops answering is dropped after the link timeout instead of being waited
-        // for forever (Open MPI's default on a cut link).
-        args += ["--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,vader,tcp",
+        // Shared memory within a host; across hosts also TCP, on the interfaces the job names,
+        // and a peer that stops answering is dropped after the link timeout instead of being
+        // waited for forever (Open MPI's default on a cut link).
+        args += ["--oversubscribe", "--bind-to", "none", "--mca", "btl", spansHosts ? "self,vader,tcp" : "self,vader",
                  "--timeout", String(timeoutSeconds)]
-        if !interfaces.isEmpty {
-            let list = interfaces.joined(separator: ",")
-            args += ["--mca", "btl_tcp_if_include", list, "--mca", "oob_tcp_if_include", list]
+        if spansHosts {
+            if !interfaces.isEmpty {
+                let list = interfaces.joined(separator: ",")
+                args += ["--mca", "btl_tcp_if_include", list, "--mca", "oob_tcp_if_include", list]
+            }
+            if let rshAgent { args += ["--mca", "plm_rsh_agent", rshAgent] }
+            args += Self.keepaliveArguments(linkTimeout: linkTimeoutSeconds)
         }
-        if let rshAgent { args += ["--mca", "plm_rsh_agent", rshAgent] }
-        args += Self.keepaliveArguments(linkTimeout: linkTimeoutSeconds)
         args += extraArguments
         // One app context per run of consecutive ranks on one host, so rank r lands on the host
-        // that owns chip r. -x applies per context, so each carries the environment.
-        var start = 0
-        while start < placement.count {
-            var end = start + 1
-            while end < placement.count && placement[end] == placement[start] { end += 1 }
-            if start > 0 { args.append(":") }
-            args += ["-np", String(end - start)]
-            if let host = placement[start] { args += ["--host", "\(host):\(end - start)"] }
+        // that owns chip r (all ranks here: one context). -x applies per context, so each carries
+        // the environment.
+        let exported = environment.keys.sorted().flatMap { ["-x", "\($0)=\(environment[$0]!)"] }
+        for (index, context) in contexts.enumerated() {
+            if index > 0 { args.append(":") }
+            args += ["-np", String(context.ranks)]
+            if let host = context.host { args += ["--host", "\(host):\(context.ranks)"] }
             args += exported
             args.append(program)
             args += arguments
-            start = end
         }
         return args
+    }
+
+    /// The placement as runs of consecutive ranks on one host (nil = here).
+    var contexts: [(ranks: Int, host: String?)] {
+        guard spansHosts, let placement else { return [(ranks, nil)] }
+        var runs: [(ranks: Int, host: String?)] = []
+        for host in placement {
+            if let last = runs.last, last.host == host { runs[runs.count - 1].ranks += 1 } else { runs.append((1, host)) }
+        }
+        return runs
     }
 
     /// Open MPI's keepalive on its daemons' control connections (the `oob` TCP component; its
