@@ -64,16 +64,12 @@ public enum HostPreflight {
             probe.error = "the job lists \(ranks.count) devices but this is rank \(rank)"
             return probe
         }
-        let device = ranks[rank]
         do {
-            let library = try AdapterLibrary.load(device.adapter)
+            // Opened exactly as the rank will open it.
+            let (library, opened) = try RankSession.open(ranks[rank])
             probe.adapter = library.info.name
             probe.adapterVersion = library.info.version
             probe.abi = "\(library.abiMajor).\(library.abiMinor)"
-            let count = try library.deviceCount()
-            guard count > 0 else { throw MedleyError(.notFound, "adapter \(library.info.name) reports no devices on this host") }
-            let opened = try library.openDevice(
-                device.instance % count, options: device.options.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
             probe.chip = opened.description.name
             probe.memoryBytes = opened.description.memoryBytes
             try opened.close()
@@ -102,13 +98,8 @@ public enum HostPreflight {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let jobFile = directory + "/job.yaml"
         try job.yamlString().write(toFile: jobFile, atomically: true, encoding: .utf8)
-        var mpirun = MPIRun(ranks: job.rankCount, timeoutSeconds: timeoutSeconds, environment: forwardedEnvironment())
-        if job.isMultiHost {
-            mpirun.placement = job.rankHosts
-            mpirun.interfaces = job.network.interfaces
-            mpirun.rshAgent = job.network.rshAgent
-            mpirun.linkTimeoutSeconds = job.network.linkTimeout
-        }
+        var mpirun = MPIRun(ranks: job.rankCount, timeoutSeconds: timeoutSeconds)
+        mpirun.place(job)
         let outcome = try mpirun.run(program: program, arguments: ["preflight-rank", "--job", jobFile], graceSeconds: 10)
         let decoder = JSONDecoder()
         var probes: [Int: Probe] = [:]
@@ -126,7 +117,8 @@ public enum HostPreflight {
         }
     }
 
-    /// The environment the probes need on every host (where adapters and caches are).
+    /// The environment ranks need on every host (where adapters and caches are): ranks there
+    /// start from a clean environment (ssh or the agent).
     public static func forwardedEnvironment() -> [String: String] {
         let env = ProcessInfo.processInfo.environment
         var forwarded: [String: String] = [:]
@@ -177,5 +169,19 @@ public enum HostPreflight {
             }
         }
         return problems.sorted { $0.rank < $1.rank }
+    }
+}
+
+extension MPIRun {
+    /// Places the ranks of a job across hosts (nothing for a job on this host): each on its
+    /// chip's host, over the job's network, with the environment that says where adapters and
+    /// caches are. The preflight and the training run use the same placement.
+    mutating func place(_ job: JobSpec) {
+        guard job.isMultiHost else { return }
+        environment.merge(HostPreflight.forwardedEnvironment()) { current, _ in current }
+        placement = job.rankHosts
+        interfaces = job.network.interfaces
+        rshAgent = job.network.rshAgent
+        linkTimeoutSeconds = job.network.linkTimeout
     }
 }

@@ -348,8 +348,7 @@ public final class PipelineWorker {
         }
         let t3 = MPIRuntime.wallTime()
         timeline.span("update", category: "update", from: t2, to: t3)
-        let late = try world.allgather([(t3 - t2) * 1000, session.takeStagingSeconds() * 1000])
-        let updateMs = (0..<size).map { late[$0 * 2] }
+        let (updateMs, stagingMs) = try session.gatherUpdateAndStaging(updateMs: (t3 - t2) * 1000)
         let seconds = t3 - t0
         var record = StepRecord(
             step: step, loss: losses / Double(tokens), valLoss: nil, lr: lr, gradNorm: gradNorm, clipScale: clip,
@@ -358,7 +357,7 @@ public final class PipelineWorker {
             idleMs: (0..<size).map { row($0, 1) }, exchangeMs: (0..<size).map { row($0, 2) }, updateMs: updateMs,
             nextShares: nil, throughputs: nil, predictedStepMs: plan.prediction.stepMs > 0 ? plan.prediction.stepMs : nil,
             pipelineMs: (0..<size).map { row($0, 7) })
-        record.stagingMs = (0..<size).map { late[$0 * 2 + 1] }
+        record.stagingMs = stagingMs
         return record
     }
 

@@ -116,8 +116,9 @@ public final class RankSession {
         try CPUAffinity.pin(to: rankDevice.cpus)
         (library, device) = try Self.open(rankDevice)
         // On a job across hosts, each rank says where it runs: faults and notes then name the host.
-        let place = spec.isMultiHost ? " on \(rankDevice.host ?? ProcessInfo.processInfo.hostName)" : ""
-        label = "rank \(rank) (\(library.info.name) \(device.description.name)\(place))"
+        label = Self.label(
+            rank: rank, adapter: library.info.name, chip: device.description.name,
+            host: spec.isMultiHost ? rankDevice.host ?? ProcessInfo.processInfo.hostName : nil)
         labels = try communicator.allgatherv(Array(label.utf8).map { Int8(bitPattern: $0) })
             .map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
         (sampler, schedule) = try Self.data(for: spec, steps: options.steps)
@@ -128,6 +129,12 @@ public final class RankSession {
     }
 
     /// Loads a rank's adapter and opens its device with the job's options.
+    /// How a rank is named in every line about it: "rank 2 (opencl <chip>)", with " on <host>" for
+    /// a job across hosts.
+    static func label(rank: Int, adapter: String, chip: String, host: String?) -> String {
+        "rank \(rank) (\(adapter) \(chip)\(host.map { " on \($0)" } ?? ""))"
+    }
+
     static func open(_ rankDevice: JobSpec.RankDevice) throws -> (AdapterLibrary, Device) {
         let library = try AdapterLibrary.load(rankDevice.adapter)
         let available = try library.deviceCount()
@@ -263,6 +270,13 @@ public final class RankSession {
     /// Seconds this rank spent copying gradients and parameters between its device and host
     /// memory for the exchange and the parameter gather, since the last ``takeStagingSeconds()``.
     public private(set) var stagingSeconds = 0.0
+
+    /// Every rank's milliseconds of this step's update and of its staging copies (collective: one
+    /// allgather after the update, which also ends the step's staging).
+    func gatherUpdateAndStaging(updateMs: Double) throws -> (update: [Double], staging: [Double]) {
+        let all = try world.allgather([updateMs, takeStagingSeconds() * 1000])
+        return ((0..<size).map { all[$0 * 2] }, (0..<size).map { all[$0 * 2 + 1] })
+    }
 
     /// The staging seconds so far, and starts counting again from zero.
     public func takeStagingSeconds() -> Double {

@@ -172,7 +172,8 @@ public struct TrainLauncher {
         for rank in spec.rankDevices {
             let field = "devices[\(rank.entry)]"
             if spec.isMultiHost, let probe = probes?[rank.rank] {
-                let label = "rank \(rank.rank) (\(probe.adapter ?? rank.adapter) \(probe.chip ?? "?") on \(rank.host ?? probe.hostname))"
+                let label = RankSession.label(
+                    rank: rank.rank, adapter: probe.adapter ?? rank.adapter, chip: probe.chip ?? "?", host: rank.host ?? probe.hostname)
                 let memoryBytes = probe.memoryBytes ?? 0
                 let capacity = RankCapacity.sequences(memoryBytes: memoryBytes, model: spec.model)
                 if plan == nil && capacity < 1 {
@@ -205,7 +206,7 @@ public struct TrainLauncher {
             } catch let error as MedleyError {
                 throw MedleyError(error.code, "\(field) (\(rank.adapter)): \(error.message)")
             }
-            let label = "rank \(rank.rank) (\(library.info.name) \(device.description.name))"
+            let label = RankSession.label(rank: rank.rank, adapter: library.info.name, chip: device.description.name, host: nil)
             let capacity = RankCapacity.sequences(memoryBytes: device.description.memoryBytes, model: spec.model)
             try device.close()
             if plan != nil {
@@ -357,15 +358,7 @@ public struct TrainLauncher {
         let filter = LauncherOutputFilter(verbose: verbose, print: print)
         var mpirun = MPIRun(ranks: ranks, timeoutSeconds: timeoutSeconds, extraArguments: mpirunArguments, environment: environment)
         if SlurmSignal.insideJob { mpirun.shieldingExecutable = program }
-        if job.isMultiHost {
-            // Ranks on other hosts start from a clean environment (ssh or the agent): what says
-            // where adapters and caches are goes with them.
-            mpirun.environment.merge(HostPreflight.forwardedEnvironment()) { current, _ in current }
-            mpirun.placement = job.rankHosts
-            mpirun.interfaces = job.network.interfaces
-            mpirun.rshAgent = job.network.rshAgent
-            mpirun.linkTimeoutSeconds = job.network.linkTimeout
-        }
+        mpirun.place(job)
         let outcome = try mpirun
             .run(program: program, arguments: arguments, forwardSignals: true, askToStop: askToStop,
                  abortWhen: abortReason.map { reason in { reason() != nil } }, onOutput: { filter.feed($0) })

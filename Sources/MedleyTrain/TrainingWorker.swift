@@ -449,15 +449,14 @@ public final class TrainingWorker {
         timeline.span("wait \(step)", category: "idle", from: t1, to: t2)
         timeline.span("exchange \(step)", category: "exchange", from: t2, to: t3)
         timeline.span("update \(step)", category: "update", from: t3, to: t4)
-        let late = try world.allgather([(t4 - t3) * 1000, session.takeStagingSeconds() * 1000])
-        let updateMs = (0..<size).map { late[$0 * 2] }
+        let (updateMs, stagingMs) = try session.gatherUpdateAndStaging(updateMs: (t4 - t3) * 1000)
         let stepSeconds = t4 - t0
         var record = StepRecord(
             step: step, loss: lossSum / sampleSum, valLoss: nil, lr: lr, gradNorm: gradNorm, clipScale: clip,
             tokens: tokens, tokensPerS: Double(tokens) / stepSeconds, stepMs: stepSeconds * 1000, shares: shares,
             computeMs: (0..<size).map { row($0, 0) }, idleMs: (0..<size).map { row($0, 3) },
             exchangeMs: (0..<size).map { row($0, 4) }, updateMs: updateMs, nextShares: nil, throughputs: nil)
-        record.stagingMs = (0..<size).map { late[$0 * 2 + 1] }
+        record.stagingMs = stagingMs
         record.examples = consumed
         return record
     }
