@@ -77,26 +77,38 @@ public final class ControlServer: @unchecked Sendable {
     /// Ranks connected now.
     public var connectedRanks: [Int] { connections.withLockedValue { $0.keys.sorted() } }
 
-    /// Every IP address of this host's interfaces (loopback included), as SwiftNIO writes a
-    /// peer's address: the hosts a single-host job's ranks connect from.
-    /// The IPv4 addresses of this host's interfaces, by interface name.
-    public static func interfaceAddresses() -> [(interface: String, address: String)] {
-        var result: [(String, String)] = []
+    /// The text of a socket address ("10.1.0.2", "fe80::1%eth0"), or nil.
+    private static func numericHost(_ address: UnsafePointer<sockaddr>, length: socklen_t) -> String? {
+        var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        guard getnameinfo(address, length, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST) == 0 else { return nil }
+        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Every IPv4 and IPv6 address of this host's interfaces, with the interface's name.
+    private static func addresses() -> [(interface: String, family: Int32, address: String)] {
+        var result: [(String, Int32, String)] = []
         var list: UnsafeMutablePointer<ifaddrs>?
         guard getifaddrs(&list) == 0, let first = list else { return result }
         defer { freeifaddrs(list) }
         var entry: UnsafeMutablePointer<ifaddrs>? = first
         while let current = entry {
-            if let address = current.pointee.ifa_addr, Int32(address.pointee.sa_family) == AF_INET {
-                var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-                if getnameinfo(address, socklen_t(MemoryLayout<sockaddr_in>.size), &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST) == 0 {
-                    let name = String(cString: current.pointee.ifa_name)
-                    result.append((name, String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
+            if let address = current.pointee.ifa_addr {
+                let family = Int32(address.pointee.sa_family)
+                if family == AF_INET || family == AF_INET6 {
+                    let length = socklen_t(family == AF_INET ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size)
+                    if let text = numericHost(address, length: length) {
+                        result.append((String(cString: current.pointee.ifa_name), family, text))
+                    }
                 }
             }
             entry = current.pointee.ifa_next
         }
         return result
+    }
+
+    /// The IPv4 addresses of this host's interfaces, by interface name.
+    public static func interfaceAddresses() -> [(interface: String, address: String)] {
+        addresses().filter { $0.family == AF_INET }.map { ($0.interface, $0.address) }
     }
 
     /// The IPv4 addresses `host` resolves to (a name or an address); empty when it does not.
@@ -110,11 +122,8 @@ public final class ControlServer: @unchecked Sendable {
         var result: Set<String> = []
         var entry: UnsafeMutablePointer<addrinfo>? = first
         while let current = entry {
-            if let address = current.pointee.ai_addr {
-                var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-                if getnameinfo(address, current.pointee.ai_addrlen, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST) == 0 {
-                    result.insert(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
-                }
+            if let address = current.pointee.ai_addr, let text = numericHost(address, length: current.pointee.ai_addrlen) {
+                result.insert(text)
             }
             entry = current.pointee.ai_next
         }
@@ -145,28 +154,11 @@ public final class ControlServer: @unchecked Sendable {
         return ProcessInfo.processInfo.hostName
     }
 
+    /// Every IP address of this host's interfaces (loopback included), as SwiftNIO writes a
+    /// peer's address: the hosts a single-host job's ranks connect from.
     public static func localAddresses() -> Set<String> {
-        var result: Set<String> = ["127.0.0.1", "::1"]
-        var list: UnsafeMutablePointer<ifaddrs>?
-        guard getifaddrs(&list) == 0, let first = list else { return result }
-        defer { freeifaddrs(list) }
-        var entry: UnsafeMutablePointer<ifaddrs>? = first
-        while let current = entry {
-            if let address = current.pointee.ifa_addr {
-                let family = Int32(address.pointee.sa_family)
-                if family == AF_INET || family == AF_INET6 {
-                    var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-                    let length = socklen_t(family == AF_INET ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size)
-                    if getnameinfo(address, length, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST) == 0 {
-                        // A scoped IPv6 address ("fe80::1%eth0"): SwiftNIO writes it without the scope.
-                        let name = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                        result.insert(String(name.split(separator: "%").first ?? Substring(name)))
-                    }
-                }
-            }
-            entry = current.pointee.ifa_next
-        }
-        return result
+        // A scoped IPv6 address ("fe80::1%eth0"): SwiftNIO writes it without the scope.
+        Set(["127.0.0.1", "::1"] + addresses().map { String($0.address.split(separator: "%").first ?? Substring($0.address)) })
     }
 
     /// Closes the listener and every connection.
