@@ -26,32 +26,25 @@ struct Adapters: ParsableCommand {
         for (name, path) in found {
             do {
                 let library = try AdapterLibrary(path: path)
-                let count: Int
+                let devices: String
                 do {
-                    count = try library.deviceCount()
-                } catch let error as MedleyError where error.adapterStatus == .unavailable {
+                    var listed: [String] = []
+                    for index in 0..<(try library.deviceCount()) {
+                        let device = try library.openDevice(index)
+                        let d = device.description
+                        listed.append("\(index): \(d.name) (\(d.vendor), \(ByteCount.describe(d.memoryBytes)))")
+                        try device.close()
+                    }
+                    devices = listed.isEmpty ? "none" : listed.joined(separator: "; ")
+                } catch let error as MedleyError where error.adapterStatus == .unavailable && error.message.contains("device_count: ") {
                     // The library loads but its runtime finds nothing here (e.g. no OpenCL platform):
                     // listed, with the adapter's own reason, and not counted as broken.
-                    loaded.append((name, library.info.name, path))
-                    rows.append([
-                        library.info.name, library.info.vendor, library.info.version,
-                        "\(library.abiMajor).\(library.abiMinor)", "\(library.opsetVersion)",
-                        "none here: \(Self.reason(error))", path,
-                    ])
-                    continue
-                }
-                var devices: [String] = []
-                for index in 0..<count {
-                    let device = try library.openDevice(index)
-                    let d = device.description
-                    devices.append("\(index): \(d.name) (\(d.vendor), \(ByteCount.describe(d.memoryBytes)))")
-                    try device.close()
+                    devices = "none here: \(Self.reason(error))"
                 }
                 loaded.append((name, library.info.name, path))
                 rows.append([
                     library.info.name, library.info.vendor, library.info.version,
-                    "\(library.abiMajor).\(library.abiMinor)", "\(library.opsetVersion)",
-                    devices.isEmpty ? "none" : devices.joined(separator: "; "), path,
+                    "\(library.abiMajor).\(library.abiMinor)", "\(library.opsetVersion)", devices, path,
                 ])
             } catch {
                 broken += 1
