@@ -458,11 +458,12 @@ public struct JobLauncher {
 }
 
 /// A flag set once, read from any thread.
-final class LockedFlag: @unchecked Sendable {
+public final class LockedFlag: @unchecked Sendable {
     private let lock = NSLock()
     private var value = false
-    func set() { lock.withLock { value = true } }
-    var isSet: Bool { lock.withLock { value } }
+    public init() {}
+    public func set() { lock.withLock { value = true } }
+    public var isSet: Bool { lock.withLock { value } }
 }
 
 /// Redraws the live display twice a second and notes when the first step was recorded.

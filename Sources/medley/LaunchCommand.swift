@@ -85,7 +85,7 @@ struct Launch: ParsableCommand {
             if runDirectory == nil { runDirectory = resume }
         }
         let spec = try JobSpec.load(path: jobPath)
-        if slurm { return try submitToSlurm(spec: spec, jobPath: jobPath, runDirectory: runDirectory) }
+        if slurm { return try submitToSlurm(spec: spec, runDirectory: runDirectory) }
         if partition != nil || timeLimit != nil || slurmCpus != nil || !sbatchArg.isEmpty || noFollow {
             throw MedleyError(.invalidArgument, "--partition, --time, --slurm-cpus, --sbatch-arg and --no-follow go with --slurm")
         }
@@ -115,21 +115,17 @@ struct Launch: ParsableCommand {
 
 extension Launch {
     /// `--slurm`: the run directory and a batch script in it, `sbatch`, then the job followed.
-    func submitToSlurm(spec: JobSpec, jobPath: String?, runDirectory: String?) throws {
+    func submitToSlurm(spec: JobSpec, runDirectory: String?) throws {
         if resume != nil { throw MedleyError(.invalidArgument, "--resume does not go with --slurm: give --run-dir of the run to continue") }
         if let slurmCpus, slurmCpus < 1 { throw MedleyError(.invalidArgument, "--slurm-cpus must be at least 1, got \(slurmCpus)") }
         func absolute(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
         let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: TimeZone(identifier: "UTC")!, formatOptions: [.withYear, .withMonth, .withDay, .withTime])
         let directory = absolute(runDirectory ?? "runs/\(spec.name)-slurm-\(stamp)")
         try JobLauncher.makeRunDirectory(directory)
-        // The job as the batch job will read it, even if the file changes before it runs again.
+        // The job as the batch job will read it, even if the file changes before it runs again:
+        // the spec as loaded, whose paths relative to the job file are already resolved.
         let specPath = directory + "/slurm-job.yaml"
-        if let jobPath {
-            try? FileManager.default.removeItem(atPath: specPath)
-            try FileManager.default.copyItem(atPath: jobPath, toPath: specPath)
-        } else {
-            try spec.yamlString().write(toFile: specPath, atomically: true, encoding: .utf8)
-        }
+        try spec.yamlString().write(toFile: specPath, atomically: true, encoding: .utf8)
         var arguments = [specPath]
         if let steps { arguments += ["--steps", String(steps)] }
         if let heartbeatTimeout { arguments += ["--heartbeat-timeout", String(heartbeatTimeout)] }
@@ -158,19 +154,16 @@ extension Launch {
 
 /// Whether a Ctrl-C arrived while following a Slurm job (the job itself is not touched).
 final class LockedInterrupt: @unchecked Sendable {
-    // @unchecked: the flag is written by the signal source's queue and read by the follower, under `lock`.
-    private let lock = NSLock()
-    private var value = false
+    // @unchecked: the flag is a LockedFlag; the source only keeps the handler alive.
+    private let flag = LockedFlag()
     private let source: DispatchSourceSignal
 
     init() {
         signal(SIGINT, SIG_IGN)
         source = DispatchSource.makeSignalSource(signal: SIGINT, queue: DispatchQueue(label: "medley.slurm-follow"))
-        source.setEventHandler { [weak self] in self?.set() }
+        source.setEventHandler { [flag] in flag.set() }
         source.resume()
     }
 
-    private func set() { lock.withLock { value = true } }
-    var caught: Bool { lock.withLock { value } }
+    var caught: Bool { flag.isSet }
 }
-
