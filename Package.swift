@@ -211,12 +211,12 @@ let package = Package(
             pkgConfig: "openblas"
         ),
         /// Every benchmark: adapter ops and model steps, the weighted allreduce, training jobs
-        /// (mixed, straggler, bubble, prediction), the host's neighbour effect, and the planner's scaling.
+        /// (mixed, straggler, bubble, prediction, hetero), the host's neighbour effect, and the planner's scaling.
         .target(
             name: "MedleyBench",
             dependencies: [
                 "COpenBLAS", "MedleyAdapters", "MedleyComm", "MedleyControl", "MedleyCore", "MedleyLaunch", "MedleyModel", "MedleyPlanner",
-                "MedleySupervisor", "MedleyTrain",
+                "MedleyProfile", "MedleySupervisor", "MedleyTrain",
             ],
             path: "Sources/MedleyBench"
         ),

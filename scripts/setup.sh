@@ -17,6 +17,7 @@ packages=(
   munge
   iproute2
   fortunes
+  python3-matplotlib
 )
 
 missing=()

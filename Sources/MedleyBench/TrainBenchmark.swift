@@ -169,48 +169,10 @@ public enum TrainBenchmark {
         var fixed = spec
         fixed.train.evalEvery = 0
         fixed.train.rebalanceEvery = 0
-        let ranks = spec.rankDevices
 
-        // Each device entry alone, with its ranks' shares of the mixed job as its whole batch.
-        struct Alone {
-            var group: GroupResult
-            var members: [Int]
-            var job: JobSpec
-            var schedule: SharesSchedule
-        }
-        var alone: [Alone] = []
-        var empty: [GroupResult] = []
-        for (entry, device) in spec.devices.enumerated() {
-            let members = ranks.filter { $0.entry == entry }.map(\.rank)
-            let groupShares = members.map { shares[$0] }
-            let batch = groupShares.reduce(0, +)
-            let description = ([device.adapter] + device.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
-                .joined(separator: " ")
-            let group = GroupResult(entry: entry, device: description, shares: groupShares, tokensPerS: 0, stepMs: 0)
-            guard batch >= device.count else {
-                progress("\(description): share \(batch) is below its \(device.count) rank(s); counted as 0 tokens/s alone")
-                empty.append(group)
-                continue
-            }
-            var job = fixed
-            job.name = "\(spec.name)-alone-\(entry)"
-            job.devices = [device]
-            job.model.globalBatch = batch
-            alone.append(Alone(group: group, members: members, job: job, schedule: SharesSchedule(pinning: groupShares)))
-        }
-        /// Fills in each group's figures from its records, and each member rank's compute time.
+        let (alone, empty) = aloneJobs(spec: spec, fixed: fixed, shares: shares, progress: progress)
         func measure(_ records: [[StepRecord]]) -> (groups: [GroupResult], compute: [Double]) {
-            var compute = [Double](repeating: 0, count: spec.rankCount)
-            var groups = empty
-            for (a, all) in zip(alone, records) {
-                let timed = Array(all.dropFirst(setup.skip))
-                for (i, rank) in a.members.enumerated() { compute[rank] = median(timed.map { $0.computeMs[i] }) }
-                var group = a.group
-                group.tokensPerS = median(timed.map(\.tokensPerS))
-                group.stepMs = median(timed.map(\.stepMs))
-                groups.append(group)
-            }
-            return (groups.sorted { $0.entry < $1.entry }, compute)
+            measureGroups(alone, empty: empty, records: records, rankCount: spec.rankCount, skip: setup.skip)
         }
 
         // Each round runs the groups one at a time first: with a shared sim cost file
@@ -353,6 +315,63 @@ public enum TrainBenchmark {
     }
 
     // MARK: Helpers
+
+    /// One device entry of a mixed job set up to train alone, with its ranks' shares of the
+    /// mixed job as its whole batch (so each chip does the same work as in the mixed job).
+    struct AloneJob {
+        var group: GroupResult
+        /// The mixed job's ranks this entry's ranks stand for, in order.
+        var members: [Int]
+        var job: JobSpec
+        var schedule: SharesSchedule
+    }
+
+    /// Every device entry of `spec` alone (built from `fixed`, the mixed job as it is timed), and
+    /// the entries whose shares are below their rank count (counted as 0 tokens/s alone).
+    static func aloneJobs(
+        spec: JobSpec, fixed: JobSpec, shares: [Int], progress: (String) -> Void
+    ) -> (runnable: [AloneJob], empty: [GroupResult]) {
+        var alone: [AloneJob] = []
+        var empty: [GroupResult] = []
+        for (entry, device) in spec.devices.enumerated() {
+            let members = spec.rankDevices.filter { $0.entry == entry }.map(\.rank)
+            let groupShares = members.map { shares[$0] }
+            let batch = groupShares.reduce(0, +)
+            let description = ([device.adapter] + device.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
+                .joined(separator: " ")
+            let group = GroupResult(entry: entry, device: description, shares: groupShares, tokensPerS: 0, stepMs: 0)
+            guard batch >= device.count else {
+                progress("\(description): share \(batch) is below its \(device.count) rank(s); counted as 0 tokens/s alone")
+                empty.append(group)
+                continue
+            }
+            var job = fixed
+            job.name = "\(spec.name)-alone-\(entry)"
+            job.devices = [device]
+            job.model.globalBatch = batch
+            alone.append(AloneJob(group: group, members: members, job: job, schedule: SharesSchedule(pinning: groupShares)))
+        }
+        return (alone, empty)
+    }
+
+    /// Each alone group's median tokens/s and step time from its runs' records (the steps after
+    /// `skip`), sorted by entry with the `empty` groups, and each mixed-job rank's median compute
+    /// milliseconds when its group ran alone.
+    static func measureGroups(
+        _ alone: [AloneJob], empty: [GroupResult], records: [[StepRecord]], rankCount: Int, skip: Int
+    ) -> (groups: [GroupResult], compute: [Double]) {
+        var compute = [Double](repeating: 0, count: rankCount)
+        var groups = empty
+        for (a, all) in zip(alone, records) {
+            let timed = Array(all.dropFirst(skip))
+            for (i, rank) in a.members.enumerated() { compute[rank] = median(timed.map { $0.computeMs[i] }) }
+            var group = a.group
+            group.tokensPerS = median(timed.map(\.tokensPerS))
+            group.stepMs = median(timed.map(\.stepMs))
+            groups.append(group)
+        }
+        return (groups.sorted { $0.entry < $1.entry }, compute)
+    }
 
     /// Runs `spec` for `steps` steps quietly and returns its step records.
     static func run(_ spec: JobSpec, steps: Int, schedule: SharesSchedule, setup: Setup) throws -> [StepRecord] {

@@ -8,7 +8,7 @@ import MedleyCore
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Medley's building blocks.",
-        subcommands: [BenchAllreduce.self, BenchMixed.self, BenchStraggler.self, BenchBubble.self, BenchPredict.self, BenchPlan.self, BenchHost.self,
+        subcommands: [BenchAllreduce.self, BenchHetero.self, BenchMixed.self, BenchStraggler.self, BenchBubble.self, BenchPredict.self, BenchPlan.self, BenchHost.self,
                       BenchSupervisor.self, BenchFakeWorkers.self, BenchLaunch.self, BenchRecovery.self])
 }
 
