@@ -11,7 +11,7 @@ import MedleyTrain
 ///
 /// For every mix (the job, and with the built-in job also a mix of simulated chips only):
 /// 1. **Shares.** The mixed job runs `calibrations` times with its rebalancer on; the shares it
-///    settles on each time are kept, and the most frequent division is pinned for every timed run.
+///    settles on each time are kept, and the division they agree on (``consensus(_:globalBatch:)``) is pinned for every timed run.
 /// 2. **Throughput rounds.** Each round runs every device entry alone (its shares of the mixed job
 ///    as its whole batch) one after another, then all of them alone at the same time (each its own
 ///    job on its own cores: the host as loaded as under the mixed job), then the mixed job.
@@ -109,7 +109,8 @@ public enum HeteroBenchmark {
     }
 
     /// The built-in job's devices on a bigger model and batch: one sequence is 1/8 of the slowest
-    /// chip's work, and a step is long enough that launching and exchanging are small in it.
+    /// chip's work (shares 64/32/16 at the rated speeds), and a step is long enough that launching and
+    /// exchanging are small in it.
     public static let defaultJobYAML = """
         # medley bench hetero's built-in job: a cpu chip on core 0, two sims (cpu kernels, rated at
         # 0.5 and 0.25 of one uncontended core) sharing core 1.
@@ -119,7 +120,7 @@ public enum HeteroBenchmark {
           dim: 128
           heads: 4
           seq: 64
-          batch: 56
+          batch: 112
         data:
           path: /usr/share/games/fortunes
           validation_fraction: 0.1
@@ -163,7 +164,7 @@ public enum HeteroBenchmark {
           dim: 128
           heads: 4
           seq: 64
-          batch: 56
+          batch: 112
         data:
           path: /usr/share/games/fortunes
           validation_fraction: 0.1
@@ -261,7 +262,7 @@ public enum HeteroBenchmark {
             settled.append(try TrainBenchmark.settledShares(records, globalBatch: spec.model.globalBatch))
             say("\(mix.name): calibration \(k) settled on \(text(settled.last!))")
         }
-        let shares = mostFrequent(settled)
+        let shares = consensus(settled, globalBatch: spec.model.globalBatch)
         var fixed = spec
         fixed.train.evalEvery = 0
         fixed.train.rebalanceEvery = 0
@@ -459,14 +460,25 @@ public enum HeteroBenchmark {
 
     static func text(_ shares: [Int]) -> String { shares.map(String.init).joined(separator: "/") }
 
-    /// The division seen most often (the earliest of equally frequent ones).
-    static func mostFrequent(_ divisions: [[Int]]) -> [Int] {
-        var best = divisions[0]
-        var bestCount = 0
-        for d in divisions {
-            let count = divisions.filter { $0 == d }.count
-            if count > bestCount { (best, bestCount) = (d, count) }
+    /// The division the calibrations agree on: one that more than half of them settled on, else
+    /// each rank's median share, with the rounding left over given to the ranks with the largest
+    /// shares (so the sum stays the global batch).
+    static func consensus(_ divisions: [[Int]], globalBatch: Int) -> [Int] {
+        if let majority = divisions.first(where: { d in divisions.filter { $0 == d }.count * 2 > divisions.count }) {
+            return majority
         }
-        return best
+        var shares = divisions[0].indices.map { r in Int(TrainBenchmark.median(divisions.map { Double($0[r]) }).rounded()) }
+        var left = globalBatch - shares.reduce(0, +)
+        let order = shares.indices.sorted { shares[$0] > shares[$1] }
+        var k = 0
+        while left != 0 {
+            let r = order[k % order.count]
+            if left > 0 || shares[r] > 0 {
+                shares[r] += left > 0 ? 1 : -1
+                left += left > 0 ? -1 : 1
+            }
+            k += 1
+        }
+        return shares
     }
 }

@@ -49,6 +49,11 @@ extension HeteroReport {
                  "**\(f(m.concurrentEfficiency, 4))** (\(f(m.concurrentEfficiencyMin, 4))–\(f(m.concurrentEfficiencyMax, 4)))",
                  "\(f(m.efficiency, 4)) (\(f(m.efficiencyMin, 4))–\(f(m.efficiencyMax, 4)))", pct(m.mixedMFU), "\(m.rounds.count)"])
         }
+        for m in mixes where m.concurrentEfficiency > 0 {
+            out.append("")
+            out.append("\(m.name): the host's share of the loss against the entries one at a time is 1 − E one at a time ÷ E all at once = "
+                       + pct(1 - m.efficiency / m.concurrentEfficiency) + ".")
+        }
         for m in mixes {
             out.append("")
             out.append("### \(m.name): `\(m.job)`")
