@@ -193,9 +193,7 @@ let package = Package(
         /// ranks (MPI ping-pong), measured and cached on disk; the planner's inputs for a job.
         .target(
             name: "MedleyProfile",
-            dependencies: [
-                "CMedleyProto", "COpenBLAS", "MedleyAdapters", "MedleyComm", "MedleyCore", "MedleyModel", "MedleyPlanner",
-            ],
+            dependencies: ["CMedleyProto", "MedleyAdapters", "MedleyComm", "MedleyCore", "MedleyModel", "MedleyPlanner"],
             path: "Sources/MedleyProfile"
         ),
         /// The training workers (one rank per chip) and the session they share, the mpirun launcher

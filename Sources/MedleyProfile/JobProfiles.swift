@@ -201,7 +201,7 @@ public struct JobProfiles: Sendable {
         /// The host probe, measured once per load.
         func hostSgemm() -> Double {
             if let hostGflops { return hostGflops }
-            let measured = ProfileProbe.measureHostSgemm()
+            let measured = ProfileProbe.measureHostSgemm(searchPath: options.searchPath)
             hostGflops = measured
             return measured
         }

@@ -122,8 +122,8 @@ extension DeviceProfileRecord: FramedMessage {
     }
 
     /// Decodes and validates a protobuf encoding: every timing a known kind, a microbatch ≥ 1 and
-    /// finite times ≥ 0; strings bounded and UTF-8; a probe, when present, with finite figures
-    /// above 0 and a microbatch ≥ 1.
+    /// finite times ≥ 0; strings bounded and UTF-8; a probe, when present, with a finite layer
+    /// time above 0, a finite host figure of 0 or more (0: not measured) and a microbatch ≥ 1.
     public init(serialized bytes: [UInt8]) throws {
         let p = bytes.withUnsafeBufferPointer { medley__v1__device_profile__unpack(nil, $0.count, $0.baseAddress) }
         guard let p else { throw MedleyError(.corruption, "bytes are not a valid DeviceProfile") }
@@ -156,12 +156,12 @@ extension DeviceProfileRecord: FramedMessage {
         var probe: ProfileProbe?
         if let q = p.pointee.probe {
             let gflops = q.pointee.host_sgemm_gflops, layer = q.pointee.layer_ms, microbatch = Int(q.pointee.microbatch)
-            guard gflops.isFinite, gflops > 0, layer.isFinite, layer > 0, microbatch >= 1,
+            guard gflops.isFinite, gflops >= 0, layer.isFinite, layer > 0, microbatch >= 1,
                 microbatch <= ProfileLimits.maxMicrobatch
             else {
                 throw MedleyError(
                     .corruption,
-                    "device profile: probe (\(gflops) GFLOP/s, \(layer) ms, microbatch \(microbatch)) is not finite figures above 0")
+                    "device profile: probe (\(gflops) GFLOP/s, \(layer) ms, microbatch \(microbatch)) is not a finite layer time above 0 and host figure of 0 or more")
             }
             probe = ProfileProbe(hostSgemmGflops: gflops, layerMs: layer, microbatch: microbatch)
         }

@@ -1,4 +1,3 @@
-import COpenBLAS
 import Foundation
 import MedleyAdapters
 import MedleyCore
@@ -11,12 +10,12 @@ import MedleyPlanner
 ///
 /// Two figures, each the median of a few short timed samples (well under 0.3 s together on
 /// the default job):
-/// - the host: GFLOP/s of one OpenBLAS `sgemm` of 256 × 256 × 256 on one thread (the core the
-///   coordinator, the cpu chip and the sim chips' real arithmetic run on);
+/// - the host: GFLOP/s of one 256 × 256 × 256 matmul on the `cpu` adapter with one OpenBLAS
+///   thread (the cores the coordinator, the cpu chip and the sim chips' real arithmetic run on);
 /// - the chip: milliseconds of one block layer forward and backward at one microbatch size
 ///   (``ProfileProbe/microbatch``, 1 sequence) on the chip itself.
 public struct ProfileProbe: Sendable, Hashable, Codable {
-    /// Host `sgemm` GFLOP/s (256³, one thread).
+    /// Host `sgemm` GFLOP/s (256³, one thread); 0 when it could not be measured.
     public var hostSgemmGflops: Double
     /// The chip's milliseconds for one block layer, forward plus backward.
     public var layerMs: Double
@@ -41,25 +40,33 @@ public struct ProfileProbe: Sendable, Hashable, Codable {
     /// The time after which no further sample of a figure is started once 3 are in.
     static let budgetSeconds = 0.1
 
-    /// The host figure: GFLOP/s of `sgemm` (256³) on one OpenBLAS thread, from the fastest of
-    /// the samples. The fastest, not the median: a slowdown that lasts (a throttled or shared
-    /// host) slows every sample, while what the other core happens to do for a few milliseconds
-    /// slows some; the median of this figure moved by ±20 % between runs a second apart on a
-    /// busy 2-core host. The thread count OpenBLAS had is restored afterwards (the cpu adapter
-    /// sets its own).
-    public static func measureHostSgemm() -> Double {
+    /// The host figure: GFLOP/s of one 256 × 256 × 256 `matmul_forward` on the `cpu` adapter with
+    /// `threads=1` (an OpenBLAS `sgemm` on one thread, through the adapter ABI, so no product
+    /// library links OpenBLAS), from the fastest of the samples. The fastest, not the median: a
+    /// slowdown that lasts (a throttled or shared host) slows every sample, while what the other
+    /// core happens to do for a few milliseconds slows some; the median of this figure moved by
+    /// ±20 % between runs a second apart on a busy 2-core host. 0 when the cpu adapter cannot be
+    /// loaded from `searchPath` (the check then compares the chip figure alone).
+    public static func measureHostSgemm(searchPath: AdapterSearchPath = .default) -> Double {
+        (try? hostSgemm(searchPath: searchPath)) ?? 0
+    }
+
+    static func hostSgemm(searchPath: AdapterSearchPath) throws -> Double {
         let n = sgemmSize
-        let a = (0..<(n * n)).map { Float(($0 % 17) - 8) * 0.01 }
-        let b = (0..<(n * n)).map { Float(($0 % 13) - 6) * 0.01 }
-        var c = [Float](repeating: 0, count: n * n)
-        let threads = openblas_get_num_threads()
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(max(1, threads)) }
-        let seconds = timedSamples {
+        let library = try AdapterLibrary.load("cpu", searchPath: searchPath)
+        let device = try library.openDevice(0, options: [("threads", "1")])
+        defer { try? device.close() }
+        let x = try device.upload((0..<(n * n)).map { Float(($0 % 17) - 8) * 0.01 })
+        let w = try device.upload((0..<(n * n)).map { Float(($0 % 13) - 6) * 0.01 })
+        let y = try device.allocate(bytes: n * n * 4)
+        let inputs = [
+            TensorView(buffer: x, dtype: .f32, shape: [1, n, n]), TensorView(buffer: w, dtype: .f32, shape: [n, n]),
+        ]
+        let outputs = [TensorView(buffer: y, dtype: .f32, shape: [1, n, n])]
+        let seconds = try timedSamples {
             let start = monotonicSeconds()
-            cblas_sgemm(
-                CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, a, Int32(n), b, Int32(n), 0,
-                &c, Int32(n))
+            try device.launch("matmul_forward", inputs: inputs, outputs: outputs)
+            try device.synchronize()
             return monotonicSeconds() - start
         }[0]
         return 2 * Double(n * n * n) / max(seconds, 1e-12) / 1e9
@@ -131,14 +138,13 @@ public struct ProbeCheck: Sendable, Hashable, Codable {
         self.now = now
         self.threshold = threshold
         self.remeasured = false
-        guard let stored, stored.layerMs > 0, stored.hostSgemmGflops > 0, now.layerMs > 0, now.hostSgemmGflops > 0,
-            stored.microbatch == now.microbatch
-        else {
+        guard let stored, stored.layerMs > 0, now.layerMs > 0, stored.microbatch == now.microbatch else {
             stale = true
             return
         }
         let layer = now.layerMs / stored.layerMs
-        let host = stored.hostSgemmGflops / now.hostSgemmGflops
+        // A host figure of 0 was not measured (no cpu adapter): the chip's figure decides alone.
+        let host = stored.hostSgemmGflops > 0 && now.hostSgemmGflops > 0 ? stored.hostSgemmGflops / now.hostSgemmGflops : 1
         layerRatio = layer
         hostRatio = host
         ratio = Self.distance(layer) >= Self.distance(host) ? layer : host

@@ -43,6 +43,10 @@ struct ProfileStalenessTests {
         let unknown = ProbeCheck(stored: nil, now: Self.probe, threshold: 0.15)
         #expect(unknown.stale && unknown.ratio == nil)
         #expect(unknown.summary.contains("no staleness probe"))
+        // No host figure on one side (no cpu adapter): the chip's figure decides alone.
+        let noHost = ProbeCheck(
+            stored: ProfileProbe(hostSgemmGflops: 0, layerMs: 2, microbatch: 1), now: Self.probe, threshold: 0.15)
+        #expect(!noHost.stale && noHost.hostRatio == 1)
         let otherSize = ProbeCheck(
             stored: ProfileProbe(hostSgemmGflops: 100, layerMs: 2, microbatch: 4), now: Self.probe, threshold: 0.15)
         #expect(otherSize.stale && otherSize.ratio == nil)
@@ -58,7 +62,7 @@ struct ProfileStalenessTests {
         let without = DeviceProfileRecord(profile: profile, cacheKey: "k", measuredUnixMillis: 5)
         #expect(try DeviceProfileRecord(framed: without.framed()).probe == nil)
         for bad in [
-            ProfileProbe(hostSgemmGflops: 0, layerMs: 1, microbatch: 1),
+            ProfileProbe(hostSgemmGflops: -1, layerMs: 1, microbatch: 1),
             ProfileProbe(hostSgemmGflops: 1, layerMs: .infinity, microbatch: 1),
             ProfileProbe(hostSgemmGflops: 1, layerMs: 1, microbatch: 0),
         ] {
@@ -108,9 +112,10 @@ struct ProfileStalenessTests {
         let keptCheck = try #require(kept.chips[0].staleness)
         #expect(kept.chips[0].cached && keptCheck.stale && !keptCheck.remeasured && keptCheck.stored == doctored)
         #expect(try #require(keptCheck.ratio) > 1, "the doctored probe is faster than the chip")
-        let stale = warnings.lines.filter { $0.contains("stale") }
+        // (The other chip's tiny layer may trip the 15 % on a busy host too; only the doctored one must.)
+        let stale = warnings.lines.filter { $0.contains("stale") && $0.contains(target.type.key) }
         #expect(stale.count == 1, "\(warnings.lines)")
-        #expect(stale.first?.contains(target.type.key) == true && stale.first?.contains("--refresh") == true)
+        #expect(stale.first?.contains("--refresh") == true && !(stale.first?.contains("\n") ?? true))
         #expect(try Self.stored(target.cacheFile).probe == doctored, "warn must not rewrite the file")
 
         // Re-measure (the default): measured again, the check says why, the file holds a new probe.
