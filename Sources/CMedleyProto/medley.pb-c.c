@@ -277,6 +277,51 @@ void   medley__v1__device_profile__free_unpacked
   assert(message->base.descriptor == &medley__v1__device_profile__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   medley__v1__profile_probe__init
+                     (Medley__V1__ProfileProbe         *message)
+{
+  static const Medley__V1__ProfileProbe init_value = MEDLEY__V1__PROFILE_PROBE__INIT;
+  *message = init_value;
+}
+size_t medley__v1__profile_probe__get_packed_size
+                     (const Medley__V1__ProfileProbe *message)
+{
+  assert(message->base.descriptor == &medley__v1__profile_probe__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t medley__v1__profile_probe__pack
+                     (const Medley__V1__ProfileProbe *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &medley__v1__profile_probe__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t medley__v1__profile_probe__pack_to_buffer
+                     (const Medley__V1__ProfileProbe *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &medley__v1__profile_probe__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Medley__V1__ProfileProbe *
+       medley__v1__profile_probe__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Medley__V1__ProfileProbe *)
+     protobuf_c_message_unpack (&medley__v1__profile_probe__descriptor,
+                                allocator, len, data);
+}
+void   medley__v1__profile_probe__free_unpacked
+                     (Medley__V1__ProfileProbe *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &medley__v1__profile_probe__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   medley__v1__network_profile__init
                      (Medley__V1__NetworkProfile         *message)
 {
@@ -1203,7 +1248,7 @@ const ProtobufCMessageDescriptor medley__v1__layer_timing__descriptor =
   (ProtobufCMessageInit) medley__v1__layer_timing__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor medley__v1__device_profile__field_descriptors[9] =
+static const ProtobufCFieldDescriptor medley__v1__device_profile__field_descriptors[10] =
 {
   {
     "chip",
@@ -1313,6 +1358,18 @@ static const ProtobufCFieldDescriptor medley__v1__device_profile__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "probe",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__DeviceProfile, probe),
+    &medley__v1__profile_probe__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned medley__v1__device_profile__field_indices_by_name[] = {
   1,   /* field[1] = adapter */
@@ -1322,13 +1379,14 @@ static const unsigned medley__v1__device_profile__field_indices_by_name[] = {
   4,   /* field[4] = memory_bytes */
   3,   /* field[3] = name */
   6,   /* field[6] = optimizer_ms_per_parameter_byte */
+  9,   /* field[9] = probe */
   5,   /* field[5] = timings */
   2,   /* field[2] = vendor */
 };
 static const ProtobufCIntRange medley__v1__device_profile__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor medley__v1__device_profile__descriptor =
 {
@@ -1338,11 +1396,75 @@ const ProtobufCMessageDescriptor medley__v1__device_profile__descriptor =
   "Medley__V1__DeviceProfile",
   "medley.v1",
   sizeof(Medley__V1__DeviceProfile),
-  9,
+  10,
   medley__v1__device_profile__field_descriptors,
   medley__v1__device_profile__field_indices_by_name,
   1,  medley__v1__device_profile__number_ranges,
   (ProtobufCMessageInit) medley__v1__device_profile__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor medley__v1__profile_probe__field_descriptors[3] =
+{
+  {
+    "host_sgemm_gflops",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ProfileProbe, host_sgemm_gflops),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "layer_ms",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ProfileProbe, layer_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "microbatch",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Medley__V1__ProfileProbe, microbatch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned medley__v1__profile_probe__field_indices_by_name[] = {
+  0,   /* field[0] = host_sgemm_gflops */
+  1,   /* field[1] = layer_ms */
+  2,   /* field[2] = microbatch */
+};
+static const ProtobufCIntRange medley__v1__profile_probe__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor medley__v1__profile_probe__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "medley.v1.ProfileProbe",
+  "ProfileProbe",
+  "Medley__V1__ProfileProbe",
+  "medley.v1",
+  sizeof(Medley__V1__ProfileProbe),
+  3,
+  medley__v1__profile_probe__field_descriptors,
+  medley__v1__profile_probe__field_indices_by_name,
+  1,  medley__v1__profile_probe__number_ranges,
+  (ProtobufCMessageInit) medley__v1__profile_probe__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor medley__v1__network_profile__field_descriptors[4] =

@@ -397,21 +397,39 @@ public enum TrainBenchmark {
         return records
     }
 
-    /// The division the calibrating run's measurements call for: each rank's median throughput
-    /// over the steps run with the shares it ended on (at least 3 of them; otherwise its last
-    /// shares stand), divided by ``ShareAllocator`` without the running job's hysteresis, which
-    /// keeps a division up to `minimumImprovement` slower than the best rather than flap.
+    /// The division the calibrating run's measurements call for: the shares it ended on, unless
+    /// re-dividing by each rank's median throughput over the steps run with them (at least 3;
+    /// otherwise the final shares stand) is significantly better, by the running job's own rule
+    /// (``Rebalancer/judge(before:after:noise:unchanged:step:configuration:)``): a predicted
+    /// drop above 2 % that survives every median moved 2 standard errors against it. Recomputing without that rule
+    /// made a shared host's noise move the shares from run to run (7/5/2, 9/3/2, 8/4/2).
     static func settledShares(_ records: [StepRecord], globalBatch: Int) throws -> [Int] {
         let last = records.last!
         let final = last.nextShares ?? last.shares
         let settled = records.reversed().prefix { $0.shares == final && $0.nextShares == nil }
         guard settled.count >= 3 else { return final }
+        var relativeErrors = [Double](repeating: 0, count: final.count)
         let throughputs = final.indices.map { r -> Double in
             let rates = settled.compactMap { $0.shares[r] > 0 && $0.computeMs[r] > 0 ? Double($0.shares[r]) * 1000 / $0.computeMs[r] : nil }
-            return rates.isEmpty ? 0 : median(rates)
+            guard !rates.isEmpty else { return 0 }
+            let typical = median(rates)
+            relativeErrors[r] = Rebalancer.standardErrorOfMedian(rates) / typical
+            return typical
         }
         guard let slowest = throughputs.filter({ $0 > 0 }).min() else { return final }
-        return try ShareAllocator.shares(globalBatch: globalBatch, throughputs: throughputs.map { $0 > 0 ? $0 : slowest })
+        let estimates = throughputs.map { $0 > 0 ? $0 : slowest }
+        let proposed = try ShareAllocator.shares(globalBatch: globalBatch, throughputs: estimates)
+        let before = ShareAllocator.predictedStepTime(shares: final, throughputs: estimates) * 1000
+        let after = ShareAllocator.predictedStepTime(shares: proposed, throughputs: estimates) * 1000
+        let configuration = Rebalancer.Configuration(globalBatch: globalBatch, every: 1)
+        let noise = Rebalancer.noise(
+            current: final, proposed: proposed, throughputs: estimates, relativeErrors: relativeErrors,
+            multiplier: configuration.noiseMultiplier)
+        let verdict = Rebalancer.judge(
+            before: before, after: after, noise: noise,
+            unchanged: proposed == final, step: last.step,
+            configuration: configuration)
+        return verdict.change ? proposed : final
     }
 
     /// Runs every job at the same time (each its own mpirun) and returns their records in order.

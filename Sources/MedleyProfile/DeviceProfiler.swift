@@ -58,12 +58,7 @@ public struct DeviceProfiler: Sendable {
 
     /// Opens one device of `chip` (device 0 of its adapter, with its options) and measures it.
     public func measure(_ chip: ChipType) throws -> DeviceProfile {
-        let library = try AdapterLibrary.load(chip.adapter, searchPath: searchPath)
-        let count = try library.deviceCount()
-        guard count > 0 else {
-            throw MedleyError(.notFound, "chip \(chip.key): adapter \(library.info.name) reports no devices on this host")
-        }
-        let device = try library.openDevice(0, options: chip.sortedOptions)
+        let device = try openDevice(chip)
         defer { try? device.close() }
         return try measure(device: device, chip: chip.key, adapter: chip.adapter)
     }

@@ -8,7 +8,7 @@ extension JobProfiles {
     /// memory, and the link's latency and bandwidth.
     public func table() -> String {
         var out: [String] = []
-        var chipRows = [["chip", "vendor", "device", "memory", "ranks", "AdamW ms/MiB", "profile"]]
+        var chipRows = [["chip", "vendor", "device", "memory", "ranks", "AdamW ms/MiB", "profile", "probe"]]
         for chip in chips {
             let p = chip.profile
             chipRows.append([
@@ -16,6 +16,7 @@ extension JobProfiles {
                 chip.type.ranks.map(String.init).joined(separator: ","),
                 Self.format(p.optimizerMsPerParameterByte * Double(1 << 20)),
                 chip.cached ? "cached" : "measured",
+                Self.verdict(chip),
             ])
         }
         out += TextTable.render(chipRows)
@@ -62,9 +63,38 @@ extension JobProfiles {
         return out.joined(separator: "\n")
     }
 
+    /// Each chip's staleness probe, stored and now, as `medley profile --check` prints it.
+    public func probeTable() -> String {
+        var rows = [["chip", "layer ms stored", "now", "sgemm GFLOP/s stored", "now", "ratio", "verdict"]]
+        for chip in chips {
+            let stored = chip.staleness.map { $0.stored } ?? chip.probe
+            let now = chip.staleness?.now
+            rows.append([
+                chip.type.key, stored.map { Self.format($0.layerMs) } ?? "-", now.map { Self.format($0.layerMs) } ?? "-",
+                stored.map { String(format: "%.1f", $0.hostSgemmGflops) } ?? "-",
+                now.map { String(format: "%.1f", $0.hostSgemmGflops) } ?? "-",
+                chip.staleness?.ratio.map { String(format: "%.2f×", $0) } ?? "-", Self.verdict(chip),
+            ])
+        }
+        let threshold = chips.compactMap(\.staleness).first.map { " (stale beyond ±\(Int(($0.threshold * 100).rounded())) %)" } ?? ""
+        return (["staleness probe: one block layer forward+backward at microbatch \(ProfileProbe.layerMicrobatch) on the chip, host sgemm \(ProfileProbe.sgemmSize)³ on one thread; ratio = slowdown now ÷ stored\(threshold)"]
+            + TextTable.render(rows, rightAligned: [1, 2, 3, 4, 5])).joined(separator: "\n")
+    }
+
+    /// A chip's probe in a word or three: "ok", "stale, re-measured", "stale, kept", "no probe,
+    /// re-measured", "new" (measured by this load), "not checked".
+    static func verdict(_ chip: Chip) -> String {
+        guard let check = chip.staleness else { return chip.cached ? "not checked" : "new" }
+        guard check.stale else { return "ok" }
+        let what = check.stored == nil ? "no probe" : "stale"
+        return what + (check.remeasured ? ", re-measured" : ", kept")
+    }
+
     /// The profiles as JSON, keys as the Swift types name them (so `chips[i].profile` decodes as a
     /// ``MedleyPlanner/DeviceProfile`` and `model` as a ``MedleyPlanner/ModelCost``): `chips` (key,
-    /// adapter, options, ranks, cached, cacheFile, measuredUnixMillis, profile), `network`
+    /// adapter, options, ranks, cached, cacheFile, measuredUnixMillis, profile, probe, staleness:
+    /// a ``ProbeCheck`` with stored, now, layerRatio, hostRatio, ratio, threshold, stale,
+    /// remeasured), `network`
     /// (latencySeconds, bytesPerSecond, cached, cacheFile, measuredUnixMillis), `model`,
     /// `microbatchSizes`, `cacheDirectory`.
     public func json() throws -> Data {
@@ -77,6 +107,8 @@ extension JobProfiles {
             var cacheFile: String
             var measuredUnixMillis: UInt64
             var profile: DeviceProfile
+            var probe: ProfileProbe?
+            var staleness: ProbeCheck?
         }
         struct NetworkJSON: Encodable {
             var latencySeconds: Double
@@ -96,7 +128,8 @@ extension JobProfiles {
             chips: chips.map {
                 ChipJSON(
                     key: $0.type.key, adapter: $0.type.adapter, options: $0.type.options, ranks: $0.type.ranks,
-                    cached: $0.cached, cacheFile: $0.cacheFile, measuredUnixMillis: $0.measuredUnixMillis, profile: $0.profile)
+                    cached: $0.cached, cacheFile: $0.cacheFile, measuredUnixMillis: $0.measuredUnixMillis, profile: $0.profile,
+                    probe: $0.probe, staleness: $0.staleness)
             },
             network: NetworkJSON(
                 latencySeconds: link.network.latencySeconds, bytesPerSecond: link.network.bytesPerSecond,

@@ -33,6 +33,23 @@ public struct JobProfiles: Sendable {
         public var cacheFile: String
         /// When it was measured, milliseconds since 1970.
         public var measuredUnixMillis: UInt64
+        /// The probe stored with the profile in use (``ProfileProbe``); nil for a record of an
+        /// older medley kept as it was.
+        public var probe: ProfileProbe? = nil
+        /// A cached profile's stored probe beside the one taken at this load: the ratio and
+        /// whether it was stale (and measured again). Nil when the profile was measured by this
+        /// call with no cached record before it, or with ``StalenessCheck/off``.
+        public var staleness: ProbeCheck? = nil
+    }
+
+    /// What a load does with a cached profile whose probe (``ProfileProbe``) no longer matches.
+    public enum StalenessCheck: String, Sendable, CaseIterable {
+        /// Probe every cached chip; measure a stale one again (the default).
+        case remeasure
+        /// Probe every cached chip; keep a stale one and warn in one line.
+        case warn
+        /// Do not probe: use cached profiles as they are.
+        case off
     }
 
     /// The link between ranks.
@@ -69,17 +86,30 @@ public struct JobProfiles: Sendable {
         public var searchPath: AdapterSearchPath
         /// Receives progress lines ("measuring …").
         public var progress: @Sendable (String) -> Void
-        /// Receives warnings (an unreadable cache file).
+        /// Receives warnings (an unreadable cache file, a stale profile kept).
         public var warn: @Sendable (String) -> Void
+        /// What to do with a cached profile whose probe differs from one taken now.
+        public var staleness: StalenessCheck
+        /// How far (relative) a probe figure may move before the profile counts as stale; above 0.
+        public var stalenessThreshold: Double
 
-        /// Options; the defaults measure 1 warm-up and 5 timed runs, and keep the cache.
+        /// The default ``stalenessThreshold``: 15 %, about 3× the probe's own spread between
+        /// repeats on a quiet host and above the ≤ 10 % it showed on a busy one (docs/planning.md),
+        /// and well below the 30–36 % slowdowns that made plans wrong.
+        public static let defaultStalenessThreshold = 0.15
+
+        /// Options; the defaults measure 1 warm-up and 5 timed runs, keep the cache, and measure
+        /// a cached chip again when its probe moved by more than 15 %.
         public init(
             refresh: Bool = false, cacheDirectory: String? = nil, microbatchSizes: [Int]? = nil, warmups: Int = 1,
             repetitions: Int = 5, pingPong: PingPong.Configuration = PingPong.Configuration(), timeoutSeconds: Int = 120,
             program: String = ChildProcess.currentExecutable, searchPath: AdapterSearchPath = .default,
             progress: @escaping @Sendable (String) -> Void = { _ in },
-            warn: @escaping @Sendable (String) -> Void = { _ in }
+            warn: @escaping @Sendable (String) -> Void = { _ in },
+            staleness: StalenessCheck = .remeasure, stalenessThreshold: Double = Options.defaultStalenessThreshold
         ) {
+            self.staleness = staleness
+            self.stalenessThreshold = stalenessThreshold
             self.refresh = refresh
             self.cacheDirectory = cacheDirectory
             self.microbatchSizes = microbatchSizes
@@ -144,8 +174,20 @@ public struct JobProfiles: Sendable {
 
     /// Loads every chip type's profile and the link's from the cache, measuring (and storing)
     /// what is missing, stale or corrupt, or everything with `options.refresh`.
+    ///
+    /// Every profile is stored with a ``ProfileProbe``. Unless `options.staleness` is `.off`, each
+    /// cached chip is probed again first (one device open, a fraction of a second) and compared
+    /// (``ProbeCheck``). One that looks stale (a figure moved by more than
+    /// `options.stalenessThreshold`) is probed once more, and each figure keeps whichever probe
+    /// is nearer the stored one, so a moment's noise does not cost a re-measurement. A stale one
+    /// (or a record without a probe) is measured again, or with `.warn` kept with a one-line warning.
     public static func load(spec: JobSpec, options: Options = Options()) throws -> JobProfiles {
         try spec.validate()
+        guard options.stalenessThreshold.isFinite, options.stalenessThreshold > 0 else {
+            throw MedleyError(
+                .invalidArgument,
+                "profile: the staleness threshold must be a fraction above 0 (0.15 = 15 %), got \(options.stalenessThreshold)")
+        }
         let sizes = Array(Set(options.microbatchSizes ?? defaultMicrobatchSizes(for: spec))).sorted()
         let profiler = try DeviceProfiler(
             model: spec.model, microbatchSizes: sizes, warmups: options.warmups, repetitions: options.repetitions,
@@ -154,6 +196,15 @@ public struct JobProfiles: Sendable {
         let directory = options.cacheDirectory ?? ProfileCache.defaultDirectory()
         let cache = ProfileCache(directory: directory, warn: options.warn)
         let host = ProcessInfo.processInfo.hostName
+
+        var hostGflops: Double?
+        /// The host probe, measured once per load.
+        func hostSgemm() -> Double {
+            if let hostGflops { return hostGflops }
+            let measured = ProfileProbe.measureHostSgemm(searchPath: options.searchPath)
+            hostGflops = measured
+            return measured
+        }
 
         let types = ChipType.of(spec)
         var chips: [Chip] = []
@@ -167,27 +218,53 @@ public struct JobProfiles: Sendable {
             }
             let key = chipKey(type, library: library, model: spec.model, sizes: sizes, host: host)
             let label = library.info.name
+            /// `body`, with a device error prefixed by the spec field and chip type.
+            func naming<T>(_ body: () throws -> T) throws -> T {
+                do { return try body() } catch let error as MedleyError {
+                    throw MedleyError(error.code, "\(field) (\(type.key)): \(error.message)", cause: error.cause)
+                }
+            }
+            var staleness: ProbeCheck?
             if !options.refresh,
                 let record = cache.load(DeviceProfileRecord.self, label: label, key: key, storedKey: \.cacheKey),
                 isComplete(record.profile)
             {
-                chips.append(
-                    Chip(
-                        type: type, profile: record.profile, cached: true, cacheFile: cache.path(label: label, key: key),
-                        measuredUnixMillis: record.measuredUnixMillis))
-                continue
+                let cached = Chip(
+                    type: type, profile: record.profile, cached: true, cacheFile: cache.path(label: label, key: key),
+                    measuredUnixMillis: record.measuredUnixMillis, probe: record.probe)
+                if options.staleness == .off {
+                    chips.append(cached)
+                    continue
+                }
+                var now = try naming { try profiler.probe(type, hostSgemmGflops: hostSgemm()) }
+                var check = ProbeCheck(stored: record.probe, now: now, threshold: options.stalenessThreshold)
+                if check.stale, let stored = record.probe {
+                    // A second probe confirms: a figure counts as moved only if both probes moved it.
+                    hostGflops = nil
+                    let again = try naming { try profiler.probe(type, hostSgemmGflops: hostSgemm()) }
+                    now = now.closer(to: stored, than: again)
+                    check = ProbeCheck(stored: record.probe, now: now, threshold: options.stalenessThreshold)
+                }
+                if !check.stale || options.staleness == .warn {
+                    if check.stale { options.warn(check.warning(chip: type.key)) }
+                    var chip = cached
+                    chip.staleness = check
+                    chips.append(chip)
+                    continue
+                }
+                options.progress("chip type \(index + 1) of \(types.count): \(type.key): the cached profile is stale: \(check.summary)")
+                check.remeasured = true
+                staleness = check
             }
             options.progress("measuring chip type \(index + 1) of \(types.count): \(type.key) …")
-            let profile: DeviceProfile
-            do {
-                profile = try profiler.measure(type)
-            } catch let error as MedleyError {
-                throw MedleyError(error.code, "\(field) (\(type.key)): \(error.message)", cause: error.cause)
-            }
-            let record = DeviceProfileRecord(profile: profile, cacheKey: key, measuredUnixMillis: unixMillis())
+            let host = hostSgemm()
+            let (profile, probe) = try naming { try profiler.measureWithProbe(type, hostSgemmGflops: host) }
+            let record = DeviceProfileRecord(profile: profile, cacheKey: key, measuredUnixMillis: unixMillis(), probe: probe)
             let file = try cache.store(record, label: label, key: key)
             chips.append(
-                Chip(type: type, profile: profile, cached: false, cacheFile: file, measuredUnixMillis: record.measuredUnixMillis))
+                Chip(
+                    type: type, profile: profile, cached: false, cacheFile: file, measuredUnixMillis: record.measuredUnixMillis,
+                    probe: probe, staleness: staleness))
         }
 
         let linkKey = networkKey(options.pingPong, host: host)

@@ -13,12 +13,16 @@ public struct DeviceProfileRecord: Sendable, Hashable {
     public var cacheKey: String
     /// When it was measured, milliseconds since 1970.
     public var measuredUnixMillis: UInt64
+    /// The quick probe taken right after the profile (``ProfileProbe``); nil in a record written
+    /// by a medley before probes, which makes the cached profile stale-unknown.
+    public var probe: ProfileProbe?
 
     /// A record; see the properties.
-    public init(profile: DeviceProfile, cacheKey: String, measuredUnixMillis: UInt64) {
+    public init(profile: DeviceProfile, cacheKey: String, measuredUnixMillis: UInt64, probe: ProfileProbe? = nil) {
         self.profile = profile
         self.cacheKey = cacheKey
         self.measuredUnixMillis = measuredUnixMillis
+        self.probe = probe
     }
 }
 
@@ -104,13 +108,22 @@ extension DeviceProfileRecord: FramedMessage {
         m.pointee.optimizer_ms_per_parameter_byte = profile.optimizerMsPerParameterByte
         m.pointee.cache_key = arena.string(cacheKey)
         m.pointee.measured_unix_millis = measuredUnixMillis
+        if let probe {
+            let q = arena.allocate(Medley__V1__ProfileProbe.self, count: 1)
+            medley__v1__profile_probe__init(q)
+            q.pointee.host_sgemm_gflops = probe.hostSgemmGflops
+            q.pointee.layer_ms = probe.layerMs
+            q.pointee.microbatch = UInt32(clamping: probe.microbatch)
+            m.pointee.probe = q
+        }
         return withExtendedLifetime(arena) {
             packBytes(medley__v1__device_profile__get_packed_size(m)) { medley__v1__device_profile__pack(m, $0) }
         }
     }
 
     /// Decodes and validates a protobuf encoding: every timing a known kind, a microbatch ≥ 1 and
-    /// finite times ≥ 0; strings bounded and UTF-8.
+    /// finite times ≥ 0; strings bounded and UTF-8; a probe, when present, with a finite layer
+    /// time above 0, a finite host figure of 0 or more (0: not measured) and a microbatch ≥ 1.
     public init(serialized bytes: [UInt8]) throws {
         let p = bytes.withUnsafeBufferPointer { medley__v1__device_profile__unpack(nil, $0.count, $0.baseAddress) }
         guard let p else { throw MedleyError(.corruption, "bytes are not a valid DeviceProfile") }
@@ -140,10 +153,22 @@ extension DeviceProfileRecord: FramedMessage {
             timings: timings,
             optimizerMsPerParameterByte: try checkedMilliseconds(
                 p.pointee.optimizer_ms_per_parameter_byte, what: "optimizer ms per parameter byte"))
+        var probe: ProfileProbe?
+        if let q = p.pointee.probe {
+            let gflops = q.pointee.host_sgemm_gflops, layer = q.pointee.layer_ms, microbatch = Int(q.pointee.microbatch)
+            guard gflops.isFinite, gflops >= 0, layer.isFinite, layer > 0, microbatch >= 1,
+                microbatch <= ProfileLimits.maxMicrobatch
+            else {
+                throw MedleyError(
+                    .corruption,
+                    "device profile: probe (\(gflops) GFLOP/s, \(layer) ms, microbatch \(microbatch)) is not a finite layer time above 0 and host figure of 0 or more")
+            }
+            probe = ProfileProbe(hostSgemmGflops: gflops, layerMs: layer, microbatch: microbatch)
+        }
         self.init(
             profile: profile,
             cacheKey: try validatedString(p.pointee.cache_key, what: "cache key", maxBytes: ProfileLimits.maxKeyBytes),
-            measuredUnixMillis: p.pointee.measured_unix_millis)
+            measuredUnixMillis: p.pointee.measured_unix_millis, probe: probe)
     }
 }
 

@@ -38,6 +38,9 @@ public struct StepRecord: Codable, Sendable, Equatable {
     public var nextShares: [Int]?
     /// Samples per second each rank was estimated at, on steps that re-divide (and the warm-up).
     public var throughputs: [Double]?
+    /// On steps that close a re-measure window (`train.rebalance_every`): why the shares
+    /// changed or stayed (the predicted drop, its noise, the payback; `Rebalancer.Decision`).
+    public var rebalance: String?
     /// The plan's predicted step time, when the job runs a plan that has one.
     public var predictedStepMs: Double?
     /// Pipeline plans, per rank: milliseconds from the step's start to the end of its last
@@ -87,7 +90,7 @@ public struct StepRecord: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case step, loss, lr, tokens, shares, throughputs
+        case step, loss, lr, tokens, shares, throughputs, rebalance
         case valLoss = "val_loss"
         case gradNorm = "grad_norm"
         case clipScale = "clip_scale"

@@ -27,8 +27,8 @@ public final class TrainingWorker {
     /// How the worker was asked to run (shared with ``PipelineWorker``).
     public typealias Options = RankSession.Options
 
-    /// Timed warm-up iterations per rank (after one untimed one).
-    static let warmupIterations = 2
+    /// Timed warm-up iterations per rank (after one untimed one); their median sets the speed.
+    static let warmupIterations = 5
     /// What this rank owns: chip, communicator, data, log.
     let session: RankSession
     let options: Options
@@ -149,7 +149,8 @@ public final class TrainingWorker {
             ? nil
             : try Rebalancer(
                 configuration: Rebalancer.Configuration(
-                    globalBatch: batch, every: spec.train.rebalanceEvery, caps: capacities.map { Optional($0) }, labels: labels),
+                    globalBatch: batch, every: spec.train.rebalanceEvery, caps: capacities.map { Optional($0) }, labels: labels,
+                    totalSteps: options.steps),
                 shares: shares, throughputs: warmup)
         if rank == 0 { printHeader(warmup: warmup, shares: shares) }
 
@@ -204,12 +205,14 @@ public final class TrainingWorker {
                 let measurements = zip(record.computeMs, record.shares).map {
                     Rebalancer.StepMeasurement(computeMilliseconds: $0, samples: $1)
                 }
+                let decided = r.lastDecision
                 if case .reshard(let change) = try r.record(step: step, measurements: measurements) {
                     record.nextShares = change.shares
                     record.throughputs = change.throughputs
                     shares = change.shares
                     estimates = change.throughputs
                 }
+                if r.lastDecision != decided { record.rebalance = r.lastDecision?.reason }
                 rebalancer = r
             }
             if step == firstStep && record.throughputs == nil { record.throughputs = warmup }
@@ -478,18 +481,22 @@ public final class TrainingWorker {
         let first = session.sampler.globalBatch(step: 0)
         let count = samples * spec.model.seq
         let tokens = Array(first.tokens.prefix(count)), targets = Array(first.targets.prefix(count))
-        var best = Double.infinity
+        // The median of the timed runs, not the fastest: a sim chip runs some launches fast on time
+        // it overslept before, and on a shared host the fastest run is a lucky one (a warm-up
+        // rated a 0.5 chip at 0.8 by its best of two).
+        var times: [Double] = []
         for iteration in 0...Self.warmupIterations {
             try model.zeroGradients()
             let t0 = MPIRuntime.wallTime()
             _ = try model.forward(tokens: tokens, targets: targets, batch: samples)
             try model.backward()
             try device.synchronize()
-            if iteration > 0 { best = min(best, MPIRuntime.wallTime() - t0) }
+            if iteration > 0 { times.append(MPIRuntime.wallTime() - t0) }
         }
         try model.zeroGradients()
         _ = try session.awaitEveryRank(step: 0, what: "warm-up (measuring every rank's speed)")
-        return try world.allgather([Double(samples) / max(best, 1e-9)])
+        let typical = Rebalancer.median(times)
+        return try world.allgather([Double(samples) / max(typical, 1e-9)])
     }
 
     /// Mean validation loss over `train.eval_batches` global validation batches.

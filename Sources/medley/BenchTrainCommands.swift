@@ -237,10 +237,12 @@ struct BenchPredict: ParsableCommand {
 
     func run() throws {
         let spec = try common.spec()
-        var options = JobProfiles.Options()
+        var options = JobProfiles.Options.atLaunch
         options.refresh = refresh
-        let plan = try JobProfiles.load(spec: spec, options: options).plan(
+        let profiles = try JobProfiles.load(spec: spec, options: options)
+        let plan = try profiles.plan(
             globalBatch: spec.model.globalBatch, options: Planner.Options(slack: spec.train.pipelineSlack))
+        print(profiles.probeTable())
         print(plan.table())
         let setup = try common.setup(steps: steps)
         var results: [TrainBenchmark.PredictionResult] = []

@@ -101,7 +101,7 @@ struct Launch: ParsableCommand {
         let launcher = TrainLauncher(
             spec: spec, steps: steps, weightsPath: saveWeights, timeoutSeconds: timeout, verbose: verbose, resumePath: resume,
             automaticPlanner: {
-                try JobProfiles.load(spec: $0).plan(globalBatch: $0.model.globalBatch, options: Planner.Options(slack: $0.train.pipelineSlack))
+                try JobProfiles.load(spec: $0, options: .atLaunch).plan(globalBatch: $0.model.globalBatch, options: Planner.Options(slack: $0.train.pipelineSlack))
             })
         let status = try JobLauncher(
             launcher: launcher, runDirectory: runDirectory, controlPort: controlPort, supervise: supervise,

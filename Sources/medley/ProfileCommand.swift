@@ -27,6 +27,18 @@ struct ProfileOptions: ParsableArguments {
     @Option(help: "mpirun --timeout of the ping-pong, in seconds.")
     var timeout = 120
 
+    @Flag(help: "Keep a cached profile whose quick probe no longer matches (warn in one line) instead of measuring it again.")
+    var keepStale = false
+
+    @Flag(help: "Use cached profiles without probing whether the chip or host still runs at the measured speed.")
+    var noStalenessCheck = false
+
+    @Option(help: "How far a probe figure may move before a cached profile counts as stale (0.15 = 15 %).")
+    var stalenessThreshold = JobProfiles.Options.defaultStalenessThreshold
+
+    /// What to do with a stale cached profile, from the flags.
+    var staleness: JobProfiles.StalenessCheck { noStalenessCheck ? .off : keepStale ? .warn : .remeasure }
+
     /// The job spec.
     func spec() throws -> JobSpec { try JobSpec.load(path: job) }
 
@@ -45,12 +57,30 @@ struct ProfileOptions: ParsableArguments {
         guard timeout >= 1 else { throw MedleyError(.invalidArgument, "--timeout must be at least 1 second, got \(timeout)") }
         guard repetitions >= 1 else { throw MedleyError(.invalidArgument, "--repetitions must be at least 1, got \(repetitions)") }
         guard warmups >= 0 else { throw MedleyError(.invalidArgument, "--warmups must be 0 or more, got \(warmups)") }
+        guard stalenessThreshold.isFinite, stalenessThreshold > 0 else {
+            throw MedleyError(
+                .invalidArgument, "--staleness-threshold must be a fraction above 0 (0.15 = 15 %), got \(stalenessThreshold)")
+        }
+        guard !(keepStale && noStalenessCheck) else {
+            throw MedleyError(.invalidArgument, "--keep-stale and --no-staleness-check contradict each other; give one")
+        }
         let options = JobProfiles.Options(
             refresh: refresh, cacheDirectory: cache.map { URL(fileURLWithPath: $0).standardizedFileURL.path },
             microbatchSizes: sizes, warmups: warmups, repetitions: repetitions, timeoutSeconds: timeout,
             progress: progress,
-            warn: { FileHandle.standardError.write(Data(($0 + "\n").utf8)) })
+            warn: { FileHandle.standardError.write(Data(($0 + "\n").utf8)) },
+            staleness: staleness, stalenessThreshold: stalenessThreshold)
         return try JobProfiles.load(spec: spec, options: options)
+    }
+}
+
+extension JobProfiles.Options {
+    /// The options `plan: auto` loads profiles with in `medley train` and `medley launch`, and
+    /// `medley bench prediction`: the defaults (a stale cached profile is measured again, as a
+    /// missing one is, without progress lines), with warnings (an unreadable cache file) on
+    /// standard error.
+    static var atLaunch: JobProfiles.Options {
+        JobProfiles.Options(warn: { FileHandle.standardError.write(Data(($0 + "\n").utf8)) })
     }
 }
 
@@ -70,7 +100,11 @@ struct ProfileJob: ParsableCommand {
             real device at each microbatch size, AdamW per parameter byte, and reads the device's \
             memory; then an MPI ping-pong between 2 ranks under mpirun gives the link's latency and \
             bandwidth. Profiles are cached on disk (keyed by adapter, options and model) and reused; \
-            --refresh measures again. See docs/planning.md.
+            --refresh measures again. Each profile is stored with a quick probe (host sgemm and one \
+            block layer); a cached profile is probed again when reused and measured again when a \
+            figure moved by more than --staleness-threshold (--keep-stale: warn instead). --check \
+            only compares: it prints each chip's stored and current probe and exits 1 when one is \
+            stale. See docs/planning.md.
             """)
 
     @OptionGroup var profile: ProfileOptions
@@ -78,8 +112,29 @@ struct ProfileJob: ParsableCommand {
     @Flag(help: "Print the profiles as JSON.")
     var json = false
 
+    @Flag(help: "Compare each cached profile's probe with one taken now, print both, and exit 1 when one is stale (a stale profile is kept).")
+    var check = false
+
     func run() throws {
         let spec = try profile.spec()
+        if check {
+            guard !profile.noStalenessCheck else {
+                throw MedleyError(.invalidArgument, "--check compares probes; it cannot be combined with --no-staleness-check")
+            }
+            guard !profile.refresh else {
+                throw MedleyError(.invalidArgument, "--check compares the cached profiles; it cannot be combined with --refresh")
+            }
+            var options = profile
+            options.keepStale = true
+            let profiles = try options.load(spec, progress: progressPrinter(json: json))
+            if json {
+                FileHandle.standardOutput.write(try profiles.json() + Data("\n".utf8))
+            } else {
+                print(profiles.probeTable())
+            }
+            if profiles.chips.contains(where: { $0.staleness?.stale == true }) { throw ExitCode(1) }
+            return
+        }
         let profiles = try profile.load(spec, progress: progressPrinter(json: json))
         if json {
             FileHandle.standardOutput.write(try profiles.json() + Data("\n".utf8))

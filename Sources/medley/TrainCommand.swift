@@ -69,7 +69,7 @@ struct Train: ParsableCommand {
             spec: spec, steps: steps, logPath: log, weightsPath: saveWeights, schedule: try SharesSchedule(parsing: shares),
             timeoutSeconds: timeout, verbose: verbose, timelinePath: timeline, checkpointDirectory: checkpointDir, resumePath: resume,
             automaticPlanner: {
-                try JobProfiles.load(spec: $0).plan(globalBatch: $0.model.globalBatch, options: Planner.Options(slack: $0.train.pipelineSlack))
+                try JobProfiles.load(spec: $0, options: .atLaunch).plan(globalBatch: $0.model.globalBatch, options: Planner.Options(slack: $0.train.pipelineSlack))
             })
         if dryRun {
             let ranks = try launcher.preflight()

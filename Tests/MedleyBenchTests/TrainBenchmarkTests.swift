@@ -7,7 +7,7 @@ import Testing
 
 @Suite("training benchmarks: settled shares, sim costs")
 struct TrainBenchmarkTests {
-    @Test("the efficiency benchmark divides by the settled shares' measured speeds, without the job's hysteresis")
+    @Test("the efficiency benchmark keeps the calibrated shares unless their measured speeds call for a significantly better division")
     func settledShares() throws {
         func record(_ step: Int, shares: [Int], compute: [Double], next: [Int]? = nil) -> StepRecord {
             StepRecord(
@@ -25,6 +25,21 @@ struct TrainBenchmarkTests {
         // A re-division on the last step: the new shares were never measured, so they stand.
         records[5].nextShares = [30, 9, 5]
         #expect(try TrainBenchmark.settledShares(records, globalBatch: 44) == [30, 9, 5])
+
+        // The same 3 % on a noisy host (each rank's compute ±10 % from step to step): within the
+        // medians' noise, so the calibrated shares stand.
+        var noisy = [records[0]]
+        let wobble: [[Double]] = [[1.1, 0.9, 1.0], [0.9, 1.1, 0.92], [1.0, 1.0, 1.1], [1.08, 0.92, 0.9], [0.92, 1.08, 1.06]]
+        for (i, factors) in wobble.enumerated() {
+            noisy.append(record(i + 2, shares: [33, 8, 3], compute: zip([383.0, 360, 276], factors).map { $0 * $1 }))
+        }
+        #expect(try TrainBenchmark.settledShares(noisy, globalBatch: 44) == [33, 8, 3])
+        // A real difference beats the noise: the middle rank twice as slow.
+        var slowed = [records[0]]
+        for (i, factors) in wobble.enumerated() {
+            slowed.append(record(i + 2, shares: [33, 8, 3], compute: zip([383.0, 720, 276], factors).map { $0 * $1 }))
+        }
+        #expect(try TrainBenchmark.settledShares(slowed, globalBatch: 44)[1] < 8)
     }
 
     @Test("a benchmark with a sim cost file appends costs= to the ranks' MEDLEY_SIM_OPTIONS")

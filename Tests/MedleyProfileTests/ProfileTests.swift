@@ -26,13 +26,18 @@ struct ProfileTests {
           - reference
         """
 
-    /// Fast measurement options for tests: no warm-up beyond the one that sizes samples, one sample.
-    static func options(cache: String, refresh: Bool = false, warn: WarningLog? = nil) -> JobProfiles.Options {
+    /// Fast measurement options for tests: no warm-up beyond the one that sizes samples, one
+    /// sample. The staleness probe is off unless asked for: these tests are about the cache, and
+    /// a tiny layer's time is too noisy to promise a probe match (ProfileStalenessTests set it).
+    static func options(
+        cache: String, refresh: Bool = false, warn: WarningLog? = nil, staleness: JobProfiles.StalenessCheck = .off,
+        threshold: Double = JobProfiles.Options.defaultStalenessThreshold, progress: WarningLog? = nil
+    ) -> JobProfiles.Options {
         JobProfiles.Options(
             refresh: refresh, cacheDirectory: cache, microbatchSizes: [1, 2], warmups: 0, repetitions: 1,
             pingPong: PingPong.Configuration(sizes: [8, 1 << 16, 1 << 20], warmups: 1, repetitions: 5),
             timeoutSeconds: 60, program: TestSupport.medleyExecutable, searchPath: TestSupport.buildSearchPath,
-            warn: { warn?.append($0) })
+            progress: { progress?.append($0) }, warn: { warn?.append($0) }, staleness: staleness, stalenessThreshold: threshold)
     }
 
     static func modificationDate(_ path: String) throws -> Date {

@@ -21,6 +21,7 @@ typedef struct Medley__V1__BucketLayoutHeader Medley__V1__BucketLayoutHeader;
 typedef struct Medley__V1__ActivationHeader Medley__V1__ActivationHeader;
 typedef struct Medley__V1__LayerTiming Medley__V1__LayerTiming;
 typedef struct Medley__V1__DeviceProfile Medley__V1__DeviceProfile;
+typedef struct Medley__V1__ProfileProbe Medley__V1__ProfileProbe;
 typedef struct Medley__V1__NetworkProfile Medley__V1__NetworkProfile;
 typedef struct Medley__V1__Heartbeat Medley__V1__Heartbeat;
 typedef struct Medley__V1__CheckpointEntry Medley__V1__CheckpointEntry;
@@ -262,10 +263,39 @@ struct  Medley__V1__DeviceProfile
    */
   char *cache_key;
   uint64_t measured_unix_millis;
+  /*
+   * taken right after the profile; absent in records of older medley
+   */
+  Medley__V1__ProfileProbe *probe;
 };
 #define MEDLEY__V1__DEVICE_PROFILE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&medley__v1__device_profile__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0,NULL, 0, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0,NULL, 0, (char *)protobuf_c_empty_string, 0, NULL }
+
+
+/*
+ * A quick measurement stored with a chip profile and repeated when the cached profile is reused,
+ * so a host or chip that has changed speed since is caught (docs/planning.md, "Stale profiles").
+ */
+struct  Medley__V1__ProfileProbe
+{
+  ProtobufCMessage base;
+  /*
+   * host OpenBLAS sgemm, 256 x 256 x 256, one thread
+   */
+  double host_sgemm_gflops;
+  /*
+   * the chip: one block layer forward + backward
+   */
+  double layer_ms;
+  /*
+   * sequences in that layer's microbatch
+   */
+  uint32_t microbatch;
+};
+#define MEDLEY__V1__PROFILE_PROBE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&medley__v1__profile_probe__descriptor) \
+    , 0, 0, 0 }
 
 
 /*
@@ -642,6 +672,25 @@ Medley__V1__DeviceProfile *
 void   medley__v1__device_profile__free_unpacked
                      (Medley__V1__DeviceProfile *message,
                       ProtobufCAllocator *allocator);
+/* Medley__V1__ProfileProbe methods */
+void   medley__v1__profile_probe__init
+                     (Medley__V1__ProfileProbe         *message);
+size_t medley__v1__profile_probe__get_packed_size
+                     (const Medley__V1__ProfileProbe   *message);
+size_t medley__v1__profile_probe__pack
+                     (const Medley__V1__ProfileProbe   *message,
+                      uint8_t             *out);
+size_t medley__v1__profile_probe__pack_to_buffer
+                     (const Medley__V1__ProfileProbe   *message,
+                      ProtobufCBuffer     *buffer);
+Medley__V1__ProfileProbe *
+       medley__v1__profile_probe__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   medley__v1__profile_probe__free_unpacked
+                     (Medley__V1__ProfileProbe *message,
+                      ProtobufCAllocator *allocator);
 /* Medley__V1__NetworkProfile methods */
 void   medley__v1__network_profile__init
                      (Medley__V1__NetworkProfile         *message);
@@ -852,6 +901,9 @@ typedef void (*Medley__V1__LayerTiming_Closure)
 typedef void (*Medley__V1__DeviceProfile_Closure)
                  (const Medley__V1__DeviceProfile *message,
                   void *closure_data);
+typedef void (*Medley__V1__ProfileProbe_Closure)
+                 (const Medley__V1__ProfileProbe *message,
+                  void *closure_data);
 typedef void (*Medley__V1__NetworkProfile_Closure)
                  (const Medley__V1__NetworkProfile *message,
                   void *closure_data);
@@ -900,6 +952,7 @@ extern const ProtobufCMessageDescriptor medley__v1__bucket_layout_header__descri
 extern const ProtobufCMessageDescriptor medley__v1__activation_header__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__layer_timing__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__device_profile__descriptor;
+extern const ProtobufCMessageDescriptor medley__v1__profile_probe__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__network_profile__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__heartbeat__descriptor;
 extern const ProtobufCMessageDescriptor medley__v1__checkpoint_entry__descriptor;
