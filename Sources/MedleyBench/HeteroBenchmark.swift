@@ -397,6 +397,10 @@ public enum HeteroBenchmark {
         let p = plan.prediction
         let ratio = p.stepMs > 0 ? measured / p.stepMs : 0
         var flags: [String] = []
+        for chip in profiles.chips where chip.staleness?.stale == true {
+            flags.append("prediction: the cached profile of \(chip.type.key) was stale (its probe moved past the threshold)"
+                         + (chip.staleness?.remeasured == true ? " and was measured again" : "; it was kept"))
+        }
         if abs(ratio - 1) > 0.10 {
             flags.append(String(format: "prediction: the measured step (%.1f ms) is %.2fx the planner's %.1f ms, outside 10 %%", measured, ratio, p.stepMs))
         }
@@ -404,7 +408,11 @@ public enum HeteroBenchmark {
             schedule: plan.schedule, predictedStepMs: p.stepMs, predictedComputeMs: p.computeMs, predictedExchangeMs: p.exchangeMs,
             predictedOptimizerMs: p.optimizerMs, predictedBubbleFraction: p.bubbleFraction, measuredStepMs: measured,
             measuredComputeMs: TrainBenchmark.median(timed.map { $0.computeMs.max() ?? 0 }), ratio: ratio,
-            profiles: profiles.chips.map { HeteroReport.ProfileUse(chip: $0.type.key, cached: $0.cached, measuredUnixMillis: $0.measuredUnixMillis) },
+            profiles: profiles.chips.map {
+                HeteroReport.ProfileUse(
+                    chip: $0.type.key, cached: $0.cached, measuredUnixMillis: $0.measuredUnixMillis, layerRatio: $0.staleness?.layerRatio,
+                    hostRatio: $0.staleness?.hostRatio, stale: $0.staleness?.stale, remeasured: $0.staleness?.remeasured)
+            },
             flags: flags)
     }
 

@@ -107,7 +107,14 @@ extension HeteroReport {
             out.append("## Prediction")
             out.append("")
             out.append("The planner's plan for the first mix (`\(p.schedule)`) on the job's profiles ("
-                       + p.profiles.map { "\($0.chip): \($0.cached ? "cached" : "measured now")" }.joined(separator: "; ")
+                       + p.profiles.map { use -> String in
+                           var text = "\(use.chip): " + (use.cached ? "cached" : "measured now")
+                           if let layer = use.layerRatio {
+                               text += ", staleness probe: layer now ÷ stored " + f(layer, 2) + (use.hostRatio.map { ", host sgemm " + f($0, 2) } ?? "")
+                               text += use.stale == true ? (use.remeasured == true ? ", stale: measured again" : ", stale: kept") : ", fresh"
+                           }
+                           return text
+                       }.joined(separator: "; ")
                        + "), run and timed.")
             out.append("")
             header(["", "step ms", "compute ms", "exchange ms", "optimizer ms", "bubble"])

@@ -242,9 +242,16 @@ public struct HeteroReport: Codable, Sendable {
         public var chip: String
         public var cached: Bool
         public var measuredUnixMillis: UInt64
+        /// The staleness probe of a cached profile: the chip's layer and the host's sgemm now ÷
+        /// stored (nil when the profile was measured by this run or the check was off), and
+        /// whether it was judged stale and measured again.
+        public var layerRatio: Double?
+        public var hostRatio: Double?
+        public var stale: Bool?
+        public var remeasured: Bool?
         enum CodingKeys: String, CodingKey {
-            case chip, cached
-            case measuredUnixMillis = "measured_unix_millis"
+            case chip, cached, stale, remeasured
+            case measuredUnixMillis = "measured_unix_millis", layerRatio = "layer_ratio", hostRatio = "host_ratio"
         }
     }
 
