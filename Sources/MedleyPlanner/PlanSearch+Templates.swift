@@ -17,9 +17,10 @@ extension PlanSearch {
     /// 4. A type whose chips cannot hold the model in any pipeline of their own (at this and every
     ///    smaller microbatch size) joins pipelines of another type: c of its chips appended to (or
     ///    put in front of) a host type's template.
+    /// 5. The best candidate so far is re-split under caps on every stage's update
+    ///    (``refineUpdate(_:costs:)``), so that end stages holding the token table give up blocks
+    ///    when that shortens the step.
     mutating func searchTemplates(costs: StageCosts) {
-        let b = costs.microbatch
-        let need = (batch + b - 1) / b
         // Balanced splits of homogeneous pipelines: splits[i][p] for type position i, depth p.
         let splits: [[SplitPoint?]] = types.indices.map { i in
             SplitSearch.homogeneous(type: types[i], costs: costs, deepest: min(counts[i], maxStages))
@@ -48,22 +49,7 @@ extension PlanSearch {
             }
             return kinds
         }
-        func price(_ kinds: [Candidate.PipelineKind]) -> Candidate? {
-            let replicas = kinds.reduce(0) { $0 + $1.count }
-            guard replicas >= 1 && replicas <= batch else { return nil }
-            var priced = kinds
-            var update = 0.0
-            let holders = StepTimeModel.Holders(
-                replicas: replicas, table: kinds.reduce(0) { $0 + $1.count * ($1.word.count == 1 ? 1 : 2) })
-            for j in priced.indices {
-                priced[j].split.update = SplitSearch.update(
-                    word: priced[j].word, ends: priced[j].split.ends, costs: costs, holders: holders)
-                update = max(update, priced[j].split.update)
-            }
-            let classes = priced.map { PipelineClass(shapes: [$0.split.shape], count: $0.count) }
-            guard let compute = MicrobatchAllocation.minimalComputeMs(classes, need: need) else { return nil }
-            return Candidate(microbatch: b, stepMs: compute.ms + update, kinds: priced)
-        }
+        func price(_ kinds: [Candidate.PipelineKind]) -> Candidate? { priceKinds(kinds, costs: costs) }
 
         // Coordinate descent over the types' templates from `start`: one type's template changes at a time.
         func descend(from start: [Int]) -> (choice: [Int], candidate: Candidate?) {
@@ -146,6 +132,9 @@ extension PlanSearch {
             }
         }
 
+        // The best so far with its pipelines' end stages relieved of blocks where that shortens the update.
+        if let found = current { current = refineUpdate(found, costs: costs) }
+
         // Types that cannot form pipelines of their own ride along in another type's pipelines.
         // A type that formed pipelines of its own at a smaller microbatch is better served there.
         let starved = types.indices.filter { options[$0].count == 1 && !formsPipelines[$0] }
@@ -190,6 +179,81 @@ extension PlanSearch {
         }
     }
 
+    /// `candidate` with its pipelines re-split under a cap on every stage's update (exchange +
+    /// optimizer), for each cap below its slowest update that some stage could have, highest first,
+    /// until no split fits under the cap: the balanced splits ignore the update, so a pipeline's end
+    /// stages, which also exchange the token table, may hold as many blocks as the middle ones and
+    /// set the step's update. The best of these (or the candidate itself) is returned.
+    ///
+    /// Capped splits are never faster than balanced ones, so a cap that cannot beat the best step
+    /// even with the uncapped compute time is skipped.
+    mutating func refineUpdate(_ candidate: Candidate, costs: StageCosts) -> Candidate {
+        let kinds = candidate.kinds
+        guard kinds.contains(where: { $0.word.count > 1 }) else { return candidate }
+        let holders = StepTimeModel.Holders(
+            replicas: candidate.replicas, table: kinds.reduce(0) { $0 + $1.count * ($1.word.count == 1 ? 1 : 2) })
+        let update = kinds.map(\.split.update).max() ?? 0
+        let compute = candidate.stepMs - update
+        // The updates a stage of these pipelines could have: its type, and its range's position and length.
+        let n = costs.layerCount
+        var caps = Set<Double>()
+        var longest = 0
+        for kind in kinds {
+            var start = 0
+            for end in kind.split.ends {
+                longest = max(longest, end - start)
+                start = end
+            }
+        }
+        for t in Set(kinds.flatMap(\.word)) {
+            for length in 1...max(1, longest) where length < n {
+                caps.insert(costs.updateMs(t, 0, length, holders))
+                caps.insert(costs.updateMs(t, n - length, n, holders))
+                if length + 1 < n { caps.insert(costs.updateMs(t, 1, 1 + length, holders)) }
+            }
+        }
+        var best = candidate
+        for cap in caps.filter({ $0 < update * (1 - 1e-12) }).sorted(by: >) {
+            if compute + cap >= best.stepMs { continue }
+            var resplit: [Candidate.PipelineKind] = []
+            for kind in kinds {
+                guard kind.word.count > 1 else {
+                    resplit.append(kind)
+                    continue
+                }
+                guard let split = SplitSearch.balanced(word: kind.word, costs: costs, updateCap: cap, holders: holders) else { break }
+                resplit.append(.init(word: kind.word, split: split, count: kind.count))
+            }
+            // No split fits under this cap, nor under any lower one.
+            guard resplit.count == kinds.count else { break }
+            guard let priced = priceKinds(resplit, costs: costs) else { continue }
+            consider(priced)
+            if priced.beats(best) { best = priced }
+        }
+        return best
+    }
+
+    /// `kinds` priced exactly at microbatch size `costs.microbatch`: each kind's slowest update for
+    /// the holder counts the kinds give, the least compute time over the share allocation, and
+    /// their sum; nil when there are no replicas, more replicas than sequences, or no allocation.
+    func priceKinds(_ kinds: [Candidate.PipelineKind], costs: StageCosts) -> Candidate? {
+        let b = costs.microbatch
+        let replicas = kinds.reduce(0) { $0 + $1.count }
+        guard replicas >= 1 && replicas <= batch else { return nil }
+        var priced = kinds
+        var update = 0.0
+        let holders = StepTimeModel.Holders(
+            replicas: replicas, table: kinds.reduce(0) { $0 + $1.count * ($1.word.count == 1 ? 1 : 2) })
+        for j in priced.indices {
+            priced[j].split.update = SplitSearch.update(
+                word: priced[j].word, ends: priced[j].split.ends, costs: costs, holders: holders)
+            update = max(update, priced[j].split.update)
+        }
+        let classes = priced.map { PipelineClass(shapes: [$0.split.shape], count: $0.count) }
+        guard let compute = MicrobatchAllocation.minimalComputeMs(classes, need: (batch + b - 1) / b) else { return nil }
+        return Candidate(microbatch: b, stepMs: compute.ms + update, kinds: priced)
+    }
+
     /// Most replicas of a mixed template (deeper pipelines need more chips than a modest inventory has).
     static let mixedReplicasLimit = 16
 
@@ -204,3 +268,4 @@ extension PlanSearch {
         return [descending, descending.reversed()]
     }
 }
+

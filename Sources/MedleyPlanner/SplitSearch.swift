@@ -66,14 +66,42 @@ enum SplitSearch {
     /// The split with the smallest slowest stage and, among those, the smallest sum of stage
     /// times (two dynamic programs, each pruned once a stage is too slow or too large), or nil
     /// when no split fits. `update` is left 0 (it depends on the replica count).
-    static func balanced(word: [Int], costs: StageCosts) -> SplitPoint? {
+    ///
+    /// With `updateCap`, only stages whose exchange + optimizer time for `holders` is at most the
+    /// cap are allowed (a stage's update only grows as its range grows, so the scans stop there):
+    /// the least slowest stage among splits whose slowest update is within the cap.
+    static func balanced(
+        word: [Int], costs: StageCosts, updateCap: Double = .infinity, holders: StepTimeModel.Holders? = nil
+    ) -> SplitPoint? {
         let n = costs.layerCount, p = word.count
         guard p >= 1 && p <= n else { return nil }
         let memory = word.map { costs.model.inventory.profiles[$0].memoryBytes }
+        // Under a cap: `lowest[t][e]`, the first layer a stage of type t ending at e may start at
+        // (e + 1 when none; n + 1 rows, computed once per type).
+        var lowest: [[Int]] = []
+        if let holders, updateCap.isFinite {
+            lowest = [[Int]](repeating: [], count: costs.model.inventory.profiles.count)
+            for t in Set(word) {
+                func allowed(_ a: Int, _ e: Int) -> Bool { costs.updateMs(t, a, e, holders) <= updateCap }
+                var row = [Int](repeating: 0, count: n + 1)
+                // Away from the ends a stage's update grows with its end and falls with its start, so
+                // the first allowed start only moves forward; the ends (which may hold the table) are checked apart.
+                var first = 1
+                for e in 1..<n {
+                    while first < e && !allowed(first, e) { first += 1 }
+                    row[e] = first < e ? (first == 1 && allowed(0, e) ? 0 : first) : (allowed(0, e) && e == 1 ? 0 : e + 1)
+                }
+                var a = n
+                while a > 0 && allowed(a - 1, n) { a -= 1 }
+                row[n] = a == n ? n + 1 : a
+                lowest[t] = row
+            }
+        }
+        func withinCap(_ s: Int, _ a: Int, _ e: Int) -> Bool { lowest.isEmpty || a >= lowest[word[s]][e] }
         // Pass 1: least possible slowest stage. worst[e]: best max over stages 0...s covering 0..<e.
         var worst = [Double](repeating: .infinity, count: n + 1)
         for e in 1...(n - p + 1) {
-            if costs.memoryLowerBound(0, e, inFlight: p) > memory[0] { break }
+            if costs.memoryLowerBound(0, e, inFlight: p) > memory[0] || !withinCap(0, 0, e) { break }
             if costs.fits(word[0], 0, e, inFlight: p) { worst[e] = costs.ms(word[0], 0, e) }
         }
         for s in 1..<p {
@@ -83,7 +111,7 @@ enum SplitSearch {
                 var a = e - 1
                 while a >= s {
                     if costs.computeOnlyMs(word[s], a, e) >= best { break }
-                    if costs.memoryLowerBound(a, e, inFlight: p - s) > memory[s] { break }
+                    if costs.memoryLowerBound(a, e, inFlight: p - s) > memory[s] || !withinCap(s, a, e) { break }
                     if worst[a] < best && costs.fits(word[s], a, e, inFlight: p - s) {
                         best = min(best, max(worst[a], costs.ms(word[s], a, e)))
                     }
@@ -100,7 +128,8 @@ enum SplitSearch {
         var total = [Double](repeating: .infinity, count: n + 1)
         var from = [[Int]](repeating: [Int](repeating: -1, count: n + 1), count: p)
         for e in 1...(n - p + 1) {
-            if costs.memoryLowerBound(0, e, inFlight: p) > memory[0] || costs.computeOnlyMs(word[0], 0, e) > limit { break }
+            if costs.memoryLowerBound(0, e, inFlight: p) > memory[0] || costs.computeOnlyMs(word[0], 0, e) > limit
+                || !withinCap(0, 0, e) { break }
             let c = costs.ms(word[0], 0, e)
             if c <= limit && costs.fits(word[0], 0, e, inFlight: p) { total[e] = c; from[0][e] = 0 }
         }
@@ -110,7 +139,7 @@ enum SplitSearch {
                 var a = e - 1
                 while a >= s {
                     if costs.computeOnlyMs(word[s], a, e) > limit { break }
-                    if costs.memoryLowerBound(a, e, inFlight: p - s) > memory[s] { break }
+                    if costs.memoryLowerBound(a, e, inFlight: p - s) > memory[s] || !withinCap(s, a, e) { break }
                     if total[a].isFinite {
                         let c = costs.ms(word[s], a, e)
                         if c <= limit && total[a] + c < next[e] && costs.fits(word[s], a, e, inFlight: p - s) {
