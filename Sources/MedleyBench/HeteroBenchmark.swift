@@ -11,7 +11,8 @@ import MedleyTrain
 ///
 /// For every mix (the job, and with the built-in job also a mix of simulated chips only):
 /// 1. **Shares.** The mixed job runs `calibrations` times with its rebalancer on; the shares it
-///    settles on each time are kept, and the division they agree on (``consensus(_:globalBatch:)``) is pinned for every timed run.
+///    settles on each time are kept (their stability), and the division by every rank's median speed
+///    over all their timed steps (``pooledShares(_:globalBatch:)``) is pinned for every timed run.
 /// 2. **Throughput rounds.** Each round runs every device entry alone (its shares of the mixed job
 ///    as its whole batch) one after another, then all of them alone at the same time (each its own
 ///    job on its own cores: the host as loaded as under the mixed job), then the mixed job.
@@ -108,8 +109,8 @@ public enum HeteroBenchmark {
         }
     }
 
-    /// The built-in job's devices on a bigger model and batch: one sequence is 1/8 of the slowest
-    /// chip's work (shares 64/32/16 at the rated speeds), and a step is long enough that launching and
+    /// The built-in job's devices on a bigger model and batch: one sequence is 1/32 of the slowest
+    /// chip's work (shares 128/64/32 at the rated speeds), and a step is long enough that launching and
     /// exchanging are small in it.
     public static let defaultJobYAML = """
         # medley bench hetero's built-in job: a cpu chip on core 0, two sims (cpu kernels, rated at
@@ -119,8 +120,8 @@ public enum HeteroBenchmark {
           layers: 2
           dim: 128
           heads: 4
-          seq: 64
-          batch: 112
+          seq: 32
+          batch: 224
         data:
           path: /usr/share/games/fortunes
           validation_fraction: 0.1
@@ -163,8 +164,8 @@ public enum HeteroBenchmark {
           layers: 2
           dim: 128
           heads: 4
-          seq: 64
-          batch: 112
+          seq: 32
+          batch: 224
         data:
           path: /usr/share/games/fortunes
           validation_fraction: 0.1
@@ -256,13 +257,15 @@ public enum HeteroBenchmark {
         calibration.train.evalEvery = 0
         calibration.train.rebalanceEvery = max(calibration.train.rebalanceEvery, 5)
         var settled: [[Int]] = []
+        var calibrationSteps: [StepRecord] = []
         for k in 1...options.calibrations {
             say("\(mix.name): calibrating shares \(k)/\(options.calibrations)")
             let records = try TrainBenchmark.run(calibration, steps: max(setup.steps, 15), schedule: SharesSchedule(), setup: setup)
             settled.append(try TrainBenchmark.settledShares(records, globalBatch: spec.model.globalBatch))
+            calibrationSteps += records.dropFirst(setup.skip)
             say("\(mix.name): calibration \(k) settled on \(text(settled.last!))")
         }
-        let shares = consensus(settled, globalBatch: spec.model.globalBatch)
+        let shares = try pooledShares(calibrationSteps, globalBatch: spec.model.globalBatch) ?? consensus(settled, globalBatch: spec.model.globalBatch)
         var fixed = spec
         fixed.train.evalEvery = 0
         fixed.train.rebalanceEvery = 0
@@ -468,7 +471,21 @@ public enum HeteroBenchmark {
 
     static func text(_ shares: [Int]) -> String { shares.map(String.init).joined(separator: "/") }
 
-    /// The division the calibrations agree on: one that more than half of them settled on, else
+    /// The division by every rank's median speed (sequences per second of compute) over all the
+    /// calibrations' timed steps together: three runs' worth of samples, so one run's noise does
+    /// not decide the pinned shares. Nil when a rank was never measured.
+    static func pooledShares(_ steps: [StepRecord], globalBatch: Int) throws -> [Int]? {
+        guard let ranks = steps.first?.shares.count else { return nil }
+        var speeds: [Double] = []
+        for r in 0..<ranks {
+            let rates = steps.compactMap { $0.shares[r] > 0 && $0.computeMs[r] > 0 ? Double($0.shares[r]) * 1000 / $0.computeMs[r] : nil }
+            guard !rates.isEmpty else { return nil }
+            speeds.append(TrainBenchmark.median(rates))
+        }
+        return try ShareAllocator.shares(globalBatch: globalBatch, throughputs: speeds)
+    }
+
+    /// The division the calibrations agree on (used when a rank went unmeasured): one that more than half of them settled on, else
     /// each rank's median share, with the rounding left over given to the ranks with the largest
     /// shares (so the sum stays the global batch).
     static func consensus(_ divisions: [[Int]], globalBatch: Int) -> [Int] {

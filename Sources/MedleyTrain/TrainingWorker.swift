@@ -161,7 +161,7 @@ public final class TrainingWorker {
         var firstStep = 1
         if let checkpoint = try session.resumeCheckpoint() {
             firstStep = try session.restore(checkpoint, into: model)
-            let pinned = try schedule.shares(atStep: firstStep)
+            let pinned = schedule.shares(atStep: firstStep)
             if let pinned {
                 shares = pinned
             } else if checkpoint.shares.count == size, checkpoint.shares.reduce(0, +) == batch,

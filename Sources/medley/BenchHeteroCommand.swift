@@ -11,7 +11,7 @@ struct BenchHetero: ParsableCommand {
         discussion: """
             With no JOB: a cpu chip with two sims, and three sims of three vendors (whose speed \
             is CPU time: Medley's own cost without the host's noise). For each mix: the shares \
-            the job settles on over --calibrations runs (a majority, else each rank's median, is pinned); --rounds \
+            the job settles on over --calibrations runs (the division by each rank's median speed over them all is pinned); --rounds \
             rounds of every device entry alone one at a time, all at once, and the mixed job; E = \
             mixed tokens/s / sum alone against both baselines (the headline is all at once: the \
             same host load), MFU against each chip's measured matmul peak, the host's foreign \
@@ -32,7 +32,7 @@ struct BenchHetero: ParsableCommand {
     @Option(help: "Rounds of (each entry alone in turn, every entry alone at once, mixed) per mix; E is their median.")
     var rounds = 5
 
-    @Option(help: "Calibrating runs of the mixed job; the division most of them settle on (else each rank's median share) is pinned.")
+    @Option(help: "Calibrating runs of the mixed job; the division by each rank's median speed over all of them is pinned.")
     var calibrations = 3
 
     @Option(help: "Steps of each convergence run.")
