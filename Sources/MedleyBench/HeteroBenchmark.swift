@@ -128,10 +128,10 @@ public enum HeteroBenchmark {
           seed: 1
         train:
           steps: 60
-          lr: 0.002
+          lr: 0.001
           lr_schedule: cosine
           warmup_steps: 5
-          min_lr: 0.0002
+          min_lr: 0.0001
           weight_decay: 0.1
           grad_clip: 1.0
           rebalance_every: 5
@@ -172,7 +172,7 @@ public enum HeteroBenchmark {
           seed: 1
         train:
           steps: 60
-          lr: 0.002
+          lr: 0.001
           warmup_steps: 5
           rebalance_every: 5
           seed: 1
