@@ -307,7 +307,13 @@ public struct Supervisor: Sendable {
                       &out)
                 continue
             }
-            guard view.stalledSince == nil, let stalled = stalledFor(view, now), stalled > configuration.heartbeatTimeout else { continue }
+            // "Hung inside a device call" only while its beats really still come (the last one at
+            // most half the timeout ago). A rank cut off mid-stall reads as stalled before it reads
+            // as silent; judged stalled, it would be the one rank blamed for a cut link, when its
+            // host's other ranks fall silent a moment later. Waiting lets the silence speak.
+            guard view.stalledSince == nil, let beatAt = view.lastHeartbeatAt, now - beatAt <= configuration.heartbeatTimeout / 2,
+                  let stalled = stalledFor(view, now), stalled > configuration.heartbeatTimeout
+            else { continue }
             rankViews[r].stalledSince = now - stalled
             raise(.silent, rank: r, identity: view.hello, step: view.lastKnownStep, now,
                   "\(SupervisorText.who(view)): no progress for \(SupervisorText.tenths(stalled)) s\(SupervisorText.atStep(view.lastKnownStep)) "

@@ -172,6 +172,25 @@ struct SilenceTests {
         #expect(s.supervisor.alerts.map(\.kind) == [.silent, .recovered, .silent])
     }
 
+    @Test("a rank whose beats stop while it makes no progress is reported as silent, not as hung in a device call")
+    func stalledThenCut() {
+        var s = Script(ranks: 2, heartbeatTimeout: 4)
+        // Rank 1 waits (no progress from t = 1) and its beats stop after t = 3, as when its link is cut.
+        for t in stride(from: 1.0, through: 3, by: 1) {
+            _ = s.beat(0, at: t)
+            _ = s.send(.heartbeat(ControlHeartbeat(rank: 1, step: 9, secondsSinceProgress: t - 1), at: t))
+        }
+        // At t = 5.5 it has made no progress for 4.5 s, but its last beat is 2.5 s old: no verdict yet.
+        _ = s.beat(0, at: 5)
+        #expect(alerts(s.send(.tick(at: 5.5))).isEmpty)
+        // At t = 7.2 its beats have been missing for 4.2 s: silent, for want of heartbeats.
+        _ = s.beat(0, at: 7)
+        let out = s.send(.tick(at: 7.2))
+        #expect(alerts(out).map(\.kind) == [.silent])
+        #expect(alerts(out).first?.rank == 1)
+        #expect(alerts(out).first?.message.contains("no heartbeat for 4.2 s") == true, "\(alerts(out))")
+    }
+
     @Test("a rank that beats but makes no progress: one silent alert (no progress), recovered when progress resumes")
     func stalledWhileBeating() {
         var s = Script(ranks: 2, heartbeatTimeout: 5)
