@@ -391,7 +391,22 @@ public struct JobLauncher {
             }
             if !worded.isEmpty { candidates = worded }
             guard let first = candidates.map(\.at).min() else { return slowed }
-            return candidates.filter { $0.at <= first + Self.collateralWindow }.map {
+            var causes = candidates.filter { $0.at <= first + Self.collateralWindow }
+            // A host that went quiet altogether (its link cut, the machine gone) silences all its
+            // ranks, each when its own last heartbeat ages past the timeout: up to a heartbeat
+            // apart, wider than the collateral window. Every frozen rank on the host of a frozen
+            // cause is part of the same fault.
+            func host(_ rank: Int) -> String? {
+                supervisor.ranks.indices.contains(rank) ? supervisor.ranks[rank].hello?.host : nil
+            }
+            let quietHosts = Set(causes.compactMap { frozen.contains($0.rank!) ? host($0.rank!) : nil })
+            let named = Set(causes.map { $0.rank! })
+            for alert in worded where frozen.contains(alert.rank!) && !named.contains(alert.rank!) && alert.kind == .silent {
+                if let h = host(alert.rank!), quietHosts.contains(h), !causes.contains(where: { $0.rank == alert.rank }) {
+                    causes.append(alert)
+                }
+            }
+            return causes.map {
                 RecoveryPolicy.RankFault(rank: $0.rank!, kind: $0.kind, message: $0.message)
             } + slowed
         }
