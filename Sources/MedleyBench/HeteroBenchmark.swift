@@ -272,6 +272,9 @@ public enum HeteroBenchmark {
         let (alone, empty) = TrainBenchmark.aloneJobs(spec: spec, fixed: fixed, shares: shares, progress: say)
         let peaks = try spec.devices.map { try peakGflops($0, model: spec.model, setup: setup) }
         let rankPeaks = spec.rankDevices.map { peaks[$0.entry] }
+        let groupPeaks = spec.devices.indices.map { entry in
+            zip(spec.rankDevices, rankPeaks).filter { $0.0.entry == entry }.reduce(0) { $0 + $1.1 }
+        }
         let flopsPerToken = modelFlopsPerToken(spec.model)
 
         // 2. Rounds.
@@ -300,9 +303,6 @@ public enum HeteroBenchmark {
             let mixedRate = TrainBenchmark.median(timedSteps.map(\.tokensPerS))
             let sum = apart.groups.reduce(0) { $0 + $1.tokensPerS }
             let concurrentSum = together.groups.reduce(0) { $0 + $1.tokensPerS }
-            let groupPeaks = spec.devices.indices.map { entry in
-                zip(spec.rankDevices, rankPeaks).filter { $0.0.entry == entry }.reduce(0) { $0 + $1.1 }
-            }
             func mfu(_ tokensPerS: Double, _ peak: Double) -> Double { peak > 0 ? tokensPerS * flopsPerToken / (peak * 1e9) : 0 }
             let aloneLoad = HostLoad.mean(separateLoads) ?? mixed.load
             var r = HeteroReport.Round(
@@ -337,7 +337,7 @@ public enum HeteroBenchmark {
         let c = rounds.map(\.concurrentEfficiency)
         let mfus = rounds.map(\.mixedMFU)
         return HeteroReport.MixResult(
-            name: mix.name, job: spec.name, devices: spec.devices.map(describe), entryNames: spec.devices.map { $0.options["name"] ?? $0.adapter }, ranks: labels, shares: shares,
+            name: mix.name, job: spec.name, devices: spec.devices.map(TrainBenchmark.describe), entryNames: spec.devices.map { $0.options["name"] ?? $0.adapter }, ranks: labels, shares: shares,
             calibrations: settled, sharesStable: Set(settled).count == 1, peakGflops: rankPeaks, flopsPerToken: flopsPerToken,
             rounds: rounds, efficiency: TrainBenchmark.median(e), efficiencyMin: e.min()!, efficiencyMax: e.max()!,
             concurrentEfficiency: TrainBenchmark.median(c), concurrentEfficiencyMin: c.min()!,
@@ -360,12 +360,12 @@ public enum HeteroBenchmark {
         var reference = spec.devices[0]
         reference.count = 1
         homogeneous.devices = [reference]
-        options.progress("convergence: \(describe(reference)) alone with the whole batch of \(spec.model.globalBatch), \(steps) steps")
+        options.progress("convergence: \(TrainBenchmark.describe(reference)) alone with the whole batch of \(spec.model.globalBatch), \(steps) steps")
         let h = try TrainBenchmark.run(homogeneous, steps: steps, schedule: SharesSchedule(pinning: [spec.model.globalBatch]), setup: setup)
         options.progress("convergence: the mix in fp32, shares \(text(shares))")
         let m = try TrainBenchmark.run(base, steps: steps, schedule: SharesSchedule(pinning: shares), setup: setup)
         var runs = [
-            HeteroReport.Curve(name: "homogeneous (\(describe(reference)))", precision: "fp32", records: h),
+            HeteroReport.Curve(name: "homogeneous (\(TrainBenchmark.describe(reference)))", precision: "fp32", records: h),
             HeteroReport.Curve(name: "mixed fp32", precision: "fp32", records: m),
         ]
         var flags: [String] = []
@@ -453,9 +453,9 @@ public enum HeteroBenchmark {
                 for _ in 0..<2 { try largest.launch() }
                 var times: [Double] = []
                 for _ in 0..<5 {
-                    let t0 = HostLoad.monotonicSeconds()
+                    let t0 = monotonicSeconds()
                     try largest.launch()
-                    times.append(HostLoad.monotonicSeconds() - t0)
+                    times.append(monotonicSeconds() - t0)
                 }
                 return largest.flops / (TrainBenchmark.median(times) * 1e9)
             }
@@ -463,10 +463,6 @@ public enum HeteroBenchmark {
         thread.start()
         done.wait()
         return try outcome.result.get()
-    }
-
-    static func describe(_ device: JobSpec.Device) -> String {
-        ([device.adapter] + device.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }).joined(separator: " ")
     }
 
     static func text(_ shares: [Int]) -> String { shares.map(String.init).joined(separator: "/") }

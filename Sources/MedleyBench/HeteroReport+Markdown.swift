@@ -10,9 +10,10 @@ extension HeteroReport {
         func f(_ value: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", value) }
         func pct(_ value: Double) -> String { String(format: "%.1f %%", value * 100) }
         func row(_ cells: [String]) { out.append("| " + cells.joined(separator: " | ") + " |") }
-        func header(_ cells: [String], align: String? = nil) {
+        /// A header row; the first column left-aligned, the others (figures) right-aligned.
+        func header(_ cells: [String]) {
             row(cells)
-            out.append("|" + cells.indices.map { $0 == 0 && align == nil ? " --- " : " ---: " }.joined(separator: "|") + "|")
+            out.append("|" + cells.indices.map { $0 == 0 ? " --- " : " ---: " }.joined(separator: "|") + "|")
         }
 
         out.append("# What mixing chips costs: `medley bench hetero`")

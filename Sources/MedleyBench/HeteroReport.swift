@@ -322,15 +322,9 @@ public struct MachineInfo: Codable, Sendable {
 
     /// The first line of `mpirun --version`, or "unknown".
     static func mpiVersion() -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["mpirun", "--version"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return "unknown" }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? "unknown"
+        guard let outcome = try? ChildProcess.run("/usr/bin/env", ["mpirun", "--version"], timeoutSeconds: 30),
+              outcome.status == 0, let first = outcome.stdout.split(separator: "\n").first
+        else { return "unknown" }
+        return String(first)
     }
 }

@@ -59,14 +59,14 @@ public struct HostLoad: Codable, Sendable, Hashable {
         let own: Double
 
         init() {
-            wall = HostLoad.monotonicSeconds()
+            wall = monotonicSeconds()
             (busy, steal) = HostLoad.systemSeconds()
             own = HostLoad.ownSeconds()
         }
 
         /// The load from the start until now.
         public func finish() -> HostLoad {
-            let seconds = max(HostLoad.monotonicSeconds() - wall, 1e-9)
+            let seconds = max(monotonicSeconds() - wall, 1e-9)
             let (busyNow, stealNow) = HostLoad.systemSeconds()
             let ownCores = (HostLoad.ownSeconds() - own) / seconds
             let busyCores = (busyNow - busy) / seconds
@@ -104,11 +104,5 @@ public struct HostLoad: Codable, Sendable, Hashable {
     static func loadAverage() -> Double {
         guard let text = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return 0 }
         return text.split(separator: " ").first.flatMap { Double($0) } ?? 0
-    }
-
-    static func monotonicSeconds() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
     }
 }

@@ -326,6 +326,11 @@ public enum TrainBenchmark {
         var schedule: SharesSchedule
     }
 
+    /// A device entry as its adapter and its options sorted by key (`sim kernels=cpu speed=0.5`).
+    static func describe(_ device: JobSpec.Device) -> String {
+        ([device.adapter] + device.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }).joined(separator: " ")
+    }
+
     /// Every device entry of `spec` alone (built from `fixed`, the mixed job as it is timed), and
     /// the entries whose shares are below their rank count (counted as 0 tokens/s alone).
     static func aloneJobs(
@@ -337,8 +342,7 @@ public enum TrainBenchmark {
             let members = spec.rankDevices.filter { $0.entry == entry }.map(\.rank)
             let groupShares = members.map { shares[$0] }
             let batch = groupShares.reduce(0, +)
-            let description = ([device.adapter] + device.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
-                .joined(separator: " ")
+            let description = describe(device)
             let group = GroupResult(entry: entry, device: description, shares: groupShares, tokensPerS: 0, stepMs: 0)
             guard batch >= device.count else {
                 progress("\(description): share \(batch) is below its \(device.count) rank(s); counted as 0 tokens/s alone")

@@ -400,11 +400,8 @@ public struct JobLauncher {
                 supervisor.ranks.indices.contains(rank) ? supervisor.ranks[rank].hello?.host : nil
             }
             let quietHosts = Set(causes.compactMap { frozen.contains($0.rank!) ? host($0.rank!) : nil })
-            let named = Set(causes.map { $0.rank! })
-            for alert in worded where frozen.contains(alert.rank!) && !named.contains(alert.rank!) && alert.kind == .silent {
-                if let h = host(alert.rank!), quietHosts.contains(h), !causes.contains(where: { $0.rank == alert.rank }) {
-                    causes.append(alert)
-                }
+            for alert in worded where alert.kind == .silent && frozen.contains(alert.rank!) && !causes.contains(where: { $0.rank == alert.rank }) {
+                if let h = host(alert.rank!), quietHosts.contains(h) { causes.append(alert) }
             }
             return causes.map {
                 RecoveryPolicy.RankFault(rank: $0.rank!, kind: $0.kind, message: $0.message)

@@ -61,8 +61,11 @@ struct BenchHetero: ParsableCommand {
 
     func run() throws {
         let script = try HeteroCharts.locateScript(plotScript)
-        let mixes = try common.job.map { _ in [try common.spec()].map { HeteroBenchmark.Mix(name: $0.name, spec: $0) } }
-            ?? HeteroBenchmark.defaultMixes
+        var mixes = HeteroBenchmark.defaultMixes
+        if common.job != nil {
+            let spec = try common.spec()
+            mixes = [HeteroBenchmark.Mix(name: spec.name, spec: spec)]
+        }
         let options = HeteroBenchmark.Options(
             rounds: rounds, calibrations: calibrations, convergenceSteps: convergenceSteps, evalEvery: evalEvery,
             loadTolerance: loadTolerance, hostSeconds: hostSeconds, prediction: !noPrediction) { print("… " + $0) }

@@ -58,9 +58,9 @@ struct HeteroBenchmarkTests {
         #expect(HostLoad.mean([]) == nil)
         // Spinning in this process for a moment shows up as our own cores.
         let sampler = HostLoad.start()
-        let end = HostLoad.monotonicSeconds() + 0.3
+        let end = monotonicSeconds() + 0.3
         var x = 0.0
-        while HostLoad.monotonicSeconds() < end { x += 1 }
+        while monotonicSeconds() < end { x += 1 }
         let load = sampler.finish()
         #expect(x > 0 && load.ownCores > 0.5, "\(load)")
         #expect(load.foreignCores >= 0)
